@@ -1,0 +1,3 @@
+#![cfg_attr(not(feature = "std"), no_std)]
+
+pub mod transport;
