@@ -1,0 +1,272 @@
+//! Connection set-up over a Unix `SOCK_SEQPACKET` socket.
+//!
+//! 1. The client connects and sends a [`Hello`] naming the data-region size it wants.
+//! 2. The server learns the client's pid from `SO_PEERCRED` (the kernel's word, never the
+//!    message's), creates and seals the ring and data memfds and two eventfds, and sends a
+//!    [`Welcome`] with the four fds attached (`SCM_RIGHTS`).
+//! 3. The socket then stays open and silent for the life of the connection: its hangup is how
+//!    each side learns that the other died.
+//!
+//! Seqpacket keeps message boundaries, so each message is read whole or not at all, and the fds
+//! arrive attached to the message they belong to.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
+
+use crate::event::poll_retrying;
+
+const MAGIC: u32 = u32::from_le_bytes(*b"XRPC");
+/// Version of the set-up messages (not of the RPC protocol, which checks its own).
+pub const RENDEZVOUS_VERSION: u32 = 1;
+/// Number of fds a [`Welcome`] carries: ring, data, client→server eventfd, server→client eventfd.
+pub const WELCOME_FD_COUNT: usize = 4;
+
+/// How a client process is known to the server: its pid as reported by the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerId {
+    pub pid: u32,
+    pub uid: u32,
+}
+
+/// Client → server: the first and only message a client sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub data_len: u64,
+}
+
+impl Hello {
+    pub const WIRE_LEN: usize = 16;
+
+    pub fn encode(&self) -> [u8; Self::WIRE_LEN] {
+        let mut out = [0u8; Self::WIRE_LEN];
+        out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        out[4..8].copy_from_slice(&RENDEZVOUS_VERSION.to_le_bytes());
+        out[8..16].copy_from_slice(&self.data_len.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> io::Result<Self> {
+        let bytes: &[u8; Self::WIRE_LEN] = bytes
+            .try_into()
+            .map_err(|_| invalid("hello has the wrong length"))?;
+        check_header(bytes)?;
+        Ok(Self {
+            data_len: u64_at(bytes, 8),
+        })
+    }
+}
+
+/// Server → client: sizes of the two regions whose fds ride along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    pub ring_len: u64,
+    pub data_len: u64,
+}
+
+impl Welcome {
+    pub const WIRE_LEN: usize = 24;
+
+    pub fn encode(&self) -> [u8; Self::WIRE_LEN] {
+        let mut out = [0u8; Self::WIRE_LEN];
+        out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        out[4..8].copy_from_slice(&RENDEZVOUS_VERSION.to_le_bytes());
+        out[8..16].copy_from_slice(&self.ring_len.to_le_bytes());
+        out[16..24].copy_from_slice(&self.data_len.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> io::Result<Self> {
+        let bytes: &[u8; Self::WIRE_LEN] = bytes
+            .try_into()
+            .map_err(|_| invalid("welcome has the wrong length"))?;
+        check_header(bytes)?;
+        Ok(Self {
+            ring_len: u64_at(bytes, 8),
+            data_len: u64_at(bytes, 16),
+        })
+    }
+}
+
+fn check_header(bytes: &[u8]) -> io::Result<()> {
+    if bytes[0..4] != MAGIC.to_le_bytes() {
+        return Err(invalid("bad rendezvous magic"));
+    }
+    if bytes[4..8] != RENDEZVOUS_VERSION.to_le_bytes() {
+        return Err(invalid("unsupported rendezvous version"));
+    }
+    Ok(())
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// Binds a listening seqpacket socket at `path`, replacing a stale socket file left by a dead
+/// server but refusing to steal the path from a live one.
+pub fn listen(path: &Path) -> io::Result<OwnedFd> {
+    let addr = SocketAddrUnix::new(path)?;
+    let socket = new_socket(SocketFlags::NONBLOCK)?;
+    match rustix::net::bind(&socket, &addr) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::ADDRINUSE) => {
+            let probe = new_socket(SocketFlags::empty())?;
+            if rustix::net::connect(&probe, &addr).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("a server is already listening on {}", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+            rustix::net::bind(&socket, &addr)?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    rustix::net::listen(&socket, 64)?;
+    Ok(socket)
+}
+
+/// Accepts one pending connection (non-blocking), with the peer's kernel-reported identity.
+/// Returns `Ok(None)` when nobody is waiting.
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, PeerId)>> {
+    let socket =
+        match rustix::net::accept_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
+            Ok(socket) => socket,
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+    let cred = rustix::net::sockopt::socket_peercred(&socket)?;
+    let peer = PeerId {
+        pid: cred.pid.as_raw_nonzero().get() as u32,
+        uid: cred.uid.as_raw(),
+    };
+    Ok(Some((socket, peer)))
+}
+
+/// Connects to the server at `path`, sends `hello` and waits (at most `timeout`) for the welcome
+/// and its fds.
+pub fn connect(
+    path: &Path,
+    hello: Hello,
+    timeout: Duration,
+) -> io::Result<(OwnedFd, Welcome, [OwnedFd; WELCOME_FD_COUNT])> {
+    let addr = SocketAddrUnix::new(path)?;
+    let socket = new_socket(SocketFlags::empty())?;
+    rustix::net::connect(&socket, &addr)?;
+    send_message(socket.as_fd(), &hello.encode(), &[])?;
+
+    let mut fds = [PollFd::new(&socket, PollFlags::IN)];
+    if poll_retrying(&mut fds, Some(timeout))? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "server did not answer the hello",
+        ));
+    }
+    let mut buf = [0u8; Welcome::WIRE_LEN + 1];
+    let (len, received) = recv_message(socket.as_fd(), &mut buf)?;
+    if len == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "server closed the connection during set-up (refused the hello?)",
+        ));
+    }
+    let welcome = Welcome::decode(&buf[..len])?;
+    let fds: [OwnedFd; WELCOME_FD_COUNT] = received
+        .try_into()
+        .map_err(|_| invalid("welcome did not carry exactly four fds"))?;
+    Ok((socket, welcome, fds))
+}
+
+/// Sends one message with `fds` attached.
+pub fn send_message(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(WELCOME_FD_COUNT))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(invalid("too many fds for one message"));
+    }
+    let sent = loop {
+        match rustix::net::sendmsg(
+            socket,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    if sent != bytes.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short seqpacket send",
+        ));
+    }
+    Ok(())
+}
+
+/// Receives one message (without waiting) together with any fds attached to it.
+/// A zero length means the peer hung up. A message longer than `buf` is an error.
+pub fn recv_message(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(WELCOME_FD_COUNT))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = loop {
+        match rustix::net::recvmsg(
+            socket,
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if msg.flags.contains(rustix::net::ReturnFlags::TRUNC)
+        || msg.flags.contains(rustix::net::ReturnFlags::CTRUNC)
+    {
+        return Err(invalid("oversized rendezvous message"));
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Receives one message without accepting fds (any the peer attached are discarded by the
+/// kernel). Used by the server, which never takes fds from a client.
+pub fn recv_plain(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let (len, fds) = recv_message(socket, buf)?;
+    if !fds.is_empty() {
+        return Err(invalid("peer attached fds to a message that takes none"));
+    }
+    Ok(len)
+}
+
+fn new_socket(flags: SocketFlags) -> io::Result<OwnedFd> {
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        flags | SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+fn invalid(message: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
