@@ -1,3 +1,103 @@
+//! The xenrpc service VM: a Xen PV unikernel that boots straight into an RPC dispatch loop.
+//!
+//! On the host this crate compiles to an empty program; `cargo xtask build` builds the real
+//! image for `x86_64-unknown-none`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod mm;
+#[cfg(target_os = "none")]
+mod selftest;
+#[cfg(target_os = "none")]
+mod xen;
+
+#[cfg(target_os = "none")]
+mod service_vm {
+    use core::fmt;
+
+    use crate::xen::hypercall;
+    use crate::xen::start_info::BootInfo;
+    use crate::xen::{console, shared_info, time, traps};
+    use crate::{log, selftest};
+
+    xenrpc_boot::entry_point!(kernel_main);
+
+    fn kernel_main(start_info_va: usize) -> ! {
+        // SAFETY: `start_info_va` is the address Xen passed to `_start`.
+        let boot = unsafe { BootInfo::capture(start_info_va) };
+        traps::init();
+        console::init(&boot);
+        if let Err(e) = shared_info::map(boot.shared_info_maddr) {
+            fatal(format_args!("cannot map shared_info: {e}"));
+        }
+        shared_info::mask_upcalls();
+        let (major, minor) = hypercall::xen_version();
+        log!(
+            "booting as {} on Xen {major}.{minor} ({}), {} pages, cmdline '{}'",
+            if boot.is_dom0() { "dom0" } else { "domU" },
+            boot.magic_str(),
+            boot.nr_pages,
+            boot.cmdline_str()
+        );
+        log!("system time {} ms", time::now_ns() / 1_000_000);
+
+        let report = selftest::run_all(&boot);
+        if boot.is_dom0() {
+            // As dom0 the VM is a self-test vehicle (XTF style): report and power off.
+            if report.failed == 0 {
+                log!("selftest: PASS ({} tests)", report.passed);
+            } else {
+                log!(
+                    "selftest: FAIL ({} of {} tests failed)",
+                    report.failed,
+                    report.passed + report.failed
+                );
+            }
+            power_off();
+        }
+        log!("ready");
+        loop {
+            hypercall::sched_block();
+            shared_info::mask_upcalls();
+        }
+    }
+
+    /// Powers the domain off cleanly.
+    pub fn power_off() -> ! {
+        log!("powering off");
+        let e = hypercall::shutdown(xen_sys::SHUTDOWN_poweroff);
+        fatal(format_args!("SCHEDOP_shutdown(poweroff) returned {e}"));
+    }
+
+    /// Reports an unrecoverable error and crashes the domain.
+    pub fn fatal(args: fmt::Arguments<'_>) -> ! {
+        console::break_lock();
+        log!("FATAL: {args}");
+        loop {
+            hypercall::shutdown(xen_sys::SHUTDOWN_crash);
+            hypercall::sched_yield();
+        }
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        match info.location() {
+            Some(at) => fatal(format_args!(
+                "panic at {}:{}: {}",
+                at.file(),
+                at.line(),
+                info.message()
+            )),
+            None => fatal(format_args!("panic: {}", info.message())),
+        }
+    }
+}
+
+#[cfg(target_os = "none")]
+pub use service_vm::{fatal, power_off};
+
 #[cfg(not(target_os = "none"))]
-fn main() {}
+fn main() {
+    eprintln!("xenrpc-kernel is a Xen PV guest image: build it with `cargo xtask build`");
+    std::process::exit(2);
+}

@@ -1,0 +1,196 @@
+//! The kernel console: Xen's own console (`console_io`) when dom0, the PV console ring served by
+//! xenconsoled when a domU. Every line starts with `xenrpc: `; use [`log!`](crate::log).
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{fence, Ordering};
+
+use spin::Mutex;
+
+use super::hypercall;
+use super::start_info::{BootInfo, ConsoleSource};
+use crate::mm::StaticPage;
+
+/// Layout of `struct xencons_interface` (public/io/console.h).
+mod ring {
+    pub const IN_SIZE: usize = 1024;
+    pub const OUT_SIZE: u32 = 2048;
+    pub const OUT: usize = IN_SIZE;
+    pub const OUT_CONS: usize = 3080;
+    pub const OUT_PROD: usize = 3084;
+    const _: () = assert!(OUT + OUT_SIZE as usize + 8 == OUT_CONS);
+}
+
+/// How long a full ring may block a write before output is dropped: a console that nobody
+/// drains must not hang the service.
+const FULL_RING_YIELDS: u32 = 20_000;
+
+struct RingConsole {
+    page: *mut u8,
+    evtchn: u32,
+    /// Our producer index, kept privately; the shared copy is only ever written from it.
+    prod: u32,
+    dropped: u64,
+}
+
+// SAFETY: the raw page pointer is only used under the console mutex.
+unsafe impl Send for RingConsole {}
+
+enum Sink {
+    /// Before `init`: Xen's console (visible for dom0 and debug hypervisors).
+    Early,
+    Hypervisor,
+    Ring(RingConsole),
+}
+
+static CONSOLE: Mutex<Sink> = Mutex::new(Sink::Early);
+static CONSOLE_PAGE: StaticPage = StaticPage::new();
+
+/// Connects the console named by start_info. A domU without a usable console page is a fatal
+/// error (reported on Xen's console, which a debug hypervisor shows).
+pub fn init(boot: &BootInfo) {
+    let sink = match boot.console {
+        ConsoleSource::Hypervisor => Sink::Hypervisor,
+        ConsoleSource::Ring { mfn, evtchn } => {
+            if mfn == 0 {
+                crate::fatal(format_args!("start_info has no console page"));
+            }
+            if let Err(e) = CONSOLE_PAGE.map_frame(mfn) {
+                crate::fatal(format_args!("cannot map console page mfn {mfn:#x}: {e}"));
+            }
+            let page = CONSOLE_PAGE.as_ptr();
+            // SAFETY: the page is mapped (above); out_prod is an aligned u32 in it.
+            let prod = unsafe { core::ptr::read_volatile(page.add(ring::OUT_PROD) as *const u32) };
+            Sink::Ring(RingConsole {
+                page,
+                evtchn,
+                prod,
+                dropped: 0,
+            })
+        }
+    };
+    *CONSOLE.lock() = sink;
+}
+
+impl RingConsole {
+    fn out_cons(&self) -> u32 {
+        // SAFETY: aligned u32 inside the mapped console page; the peer may change it any time,
+        // so it is read once per use.
+        let cons = unsafe { core::ptr::read_volatile(self.page.add(ring::OUT_CONS) as *const u32) };
+        fence(Ordering::Acquire);
+        cons
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) {
+        let mut waited = 0;
+        while !bytes.is_empty() {
+            let used = self.prod.wrapping_sub(self.out_cons());
+            // A consumer index ahead of us or more than a ring behind is corrupt: treat the
+            // ring as full, and give up after the bounded wait like any other stall.
+            let space = if used > ring::OUT_SIZE {
+                0
+            } else {
+                ring::OUT_SIZE - used
+            };
+            if space == 0 {
+                let _ = hypercall::evtchn_send(self.evtchn);
+                if waited >= FULL_RING_YIELDS {
+                    self.dropped += bytes.len() as u64;
+                    return;
+                }
+                waited += 1;
+                hypercall::sched_yield();
+                continue;
+            }
+            let n = (space as usize).min(bytes.len());
+            for (i, &b) in bytes[..n].iter().enumerate() {
+                let idx = (self.prod.wrapping_add(i as u32) & (ring::OUT_SIZE - 1)) as usize;
+                // SAFETY: idx < OUT_SIZE, inside the out[] array of the mapped page.
+                unsafe { core::ptr::write_volatile(self.page.add(ring::OUT + idx), b) };
+            }
+            fence(Ordering::Release);
+            self.prod = self.prod.wrapping_add(n as u32);
+            // SAFETY: aligned u32 inside the mapped page.
+            unsafe {
+                core::ptr::write_volatile(self.page.add(ring::OUT_PROD) as *mut u32, self.prod)
+            };
+            bytes = &bytes[n..];
+        }
+        let _ = hypercall::evtchn_send(self.evtchn);
+    }
+}
+
+impl Sink {
+    fn write(&mut self, bytes: &[u8]) {
+        match self {
+            Sink::Early | Sink::Hypervisor => hypercall::console_write(bytes),
+            Sink::Ring(r) => r.write(bytes),
+        }
+    }
+}
+
+/// Bytes dropped because the console ring stayed full.
+pub fn dropped_bytes() -> u64 {
+    match &*CONSOLE.lock() {
+        Sink::Ring(r) => r.dropped,
+        _ => 0,
+    }
+}
+
+/// A line buffer: formats a whole line, then writes it in one go.
+struct Line {
+    buf: [u8; 256],
+    len: usize,
+    sink: *mut Sink,
+}
+
+impl Line {
+    fn flush(&mut self) {
+        // SAFETY: `sink` points into the locked mutex for as long as the Line lives.
+        unsafe { (*self.sink).write(&self.buf[..self.len]) };
+        self.len = 0;
+    }
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Writes one `xenrpc: `-prefixed line.
+pub fn write_line(args: fmt::Arguments<'_>) {
+    let mut sink = CONSOLE.lock();
+    let mut line = Line {
+        buf: [0; 256],
+        len: 0,
+        sink: &mut *sink,
+    };
+    let _ = line.write_str("xenrpc: ");
+    let _ = line.write_fmt(args);
+    let _ = line.write_str("\n");
+    line.flush();
+}
+
+/// For the panic and fault paths: a console lock held by the interrupted code is released so
+/// the last words come out (there is one vCPU, and it is here).
+pub fn break_lock() {
+    if CONSOLE.is_locked() {
+        // SAFETY: single vCPU; the holder was interrupted and will never run again (we crash).
+        unsafe { CONSOLE.force_unlock() };
+    }
+}
+
+/// Logs one line to the console: `log!("booted in {} ms", ms)`.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {
+        $crate::xen::console::write_line(format_args!($($arg)*))
+    };
+}
