@@ -18,7 +18,7 @@ use xenrpc_proto::transport::SharedMemory;
 
 use crate::event::poll_retrying;
 use crate::rendezvous::{recv_message, send_message};
-use crate::shm::{SharedRegion, PAGE_SIZE};
+use crate::shm::{MemfdRegion, PAGE_SIZE};
 
 const CMD_SPIN_PINGPONG: u32 = 1;
 const CMD_EVENTFD_ROUNDTRIP: u32 = 2;
@@ -43,7 +43,7 @@ impl FloorDriver {
     /// `iterations` round trips of a counter through two cache lines of a shared memfd page,
     /// both sides spinning. Returns the duration of each round trip.
     pub fn spin_pingpong(&self, iterations: u64) -> io::Result<Vec<Duration>> {
-        let region = SharedRegion::create("xenrpc-floor-spin", PAGE_SIZE)?;
+        let region = MemfdRegion::create("xenrpc-floor-spin", PAGE_SIZE)?;
         self.command(CMD_SPIN_PINGPONG, iterations, 0, &[region.fd()])?;
         let ping = atomic_at(&region, 0);
         let pong = atomic_at(&region, PONG_OFFSET);
@@ -195,7 +195,7 @@ pub fn run_floor_peer(control: OwnedFd) -> io::Result<()> {
         };
         match cmd {
             CMD_SPIN_PINGPONG => serve_spin(
-                SharedRegion::map_received(next_fd()?, PAGE_SIZE)?,
+                MemfdRegion::map_received(next_fd()?, PAGE_SIZE)?,
                 iterations,
             ),
             CMD_EVENTFD_ROUNDTRIP => serve_eventfd(next_fd()?, next_fd()?, iterations)?,
@@ -212,7 +212,7 @@ pub fn run_floor_peer(control: OwnedFd) -> io::Result<()> {
     }
 }
 
-fn serve_spin(region: SharedRegion, iterations: u64) {
+fn serve_spin(region: MemfdRegion, iterations: u64) {
     let ping = atomic_at(&region, 0);
     let pong = atomic_at(&region, PONG_OFFSET);
     for round in 1..=iterations {
@@ -247,7 +247,7 @@ fn serve_uds(mut stream: UnixStream, iterations: u64, size: u64) -> io::Result<(
 
 /// A counter in the floor's shared page. Atomics are the sanctioned way to touch memory that
 /// another process writes concurrently.
-fn atomic_at(region: &SharedRegion, offset: usize) -> &AtomicU64 {
+fn atomic_at(region: &MemfdRegion, offset: usize) -> &AtomicU64 {
     assert!(offset % 8 == 0 && offset + 8 <= region.len());
     // SAFETY: the address is 8-aligned (page-aligned base, offset checked) and inside the mapping,
     // which lives as long as `region`, the lifetime of the returned reference. The memory is only

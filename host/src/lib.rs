@@ -6,6 +6,7 @@
 
 pub mod event;
 pub mod floors;
+pub mod link;
 pub mod process;
 pub mod rendezvous;
 pub mod shm;

@@ -30,11 +30,18 @@ pub const RENDEZVOUS_VERSION: u32 = 1;
 /// Number of fds a [`Welcome`] carries: ring, data, client→server eventfd, server→client eventfd.
 pub const WELCOME_FD_COUNT: usize = 4;
 
-/// How a client process is known to the server: its pid as reported by the kernel.
+/// Who a client process is, as the kernel reports it (`SO_PEERCRED`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PeerId {
+pub struct PeerCredentials {
     pub pid: u32,
     pub uid: u32,
+}
+
+impl PeerCredentials {
+    /// The id the protocol's dispatcher sees: the client's pid.
+    pub fn peer_id(&self) -> xenrpc_proto::transport::PeerId {
+        xenrpc_proto::transport::PeerId(self.pid)
+    }
 }
 
 /// Client → server: the first and only message a client sends.
@@ -138,7 +145,7 @@ pub fn listen(path: &Path) -> io::Result<OwnedFd> {
 
 /// Accepts one pending connection (non-blocking), with the peer's kernel-reported identity.
 /// Returns `Ok(None)` when nobody is waiting.
-pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, PeerId)>> {
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, PeerCredentials)>> {
     let socket =
         match rustix::net::accept_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
             Ok(socket) => socket,
@@ -146,7 +153,7 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, PeerId)>>
             Err(e) => return Err(e.into()),
         };
     let cred = rustix::net::sockopt::socket_peercred(&socket)?;
-    let peer = PeerId {
+    let peer = PeerCredentials {
         pid: cred.pid.as_raw_nonzero().get() as u32,
         uid: cred.uid.as_raw(),
     };

@@ -1,4 +1,5 @@
-//! Shared memory regions backed by sealed memfds.
+//! Shared memory regions backed by sealed memfds. This module only creates, checks and maps
+//! them; all access to their bytes goes through `xenrpc_proto`'s bounds-checked region views.
 //!
 //! The server creates every region it shares with a client and seals its size before handing the
 //! fd over. A client that could shrink the file would turn the server's next read of its ring into
@@ -25,7 +26,7 @@ const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK
 
 /// A mapping of a sealed memfd, shared with another process.
 #[derive(Debug)]
-pub struct SharedRegion {
+pub struct MemfdRegion {
     fd: OwnedFd,
     base: NonNull<u8>,
     len: usize,
@@ -33,11 +34,11 @@ pub struct SharedRegion {
 
 // SAFETY: the region is plain memory reached only through raw pointers; owning it from another
 // thread changes nothing about who may write it (the peer can, at any time, anyway).
-unsafe impl Send for SharedRegion {}
+unsafe impl Send for MemfdRegion {}
 // SAFETY: as above: no `&` access to the bytes is ever handed out, only the base pointer.
-unsafe impl Sync for SharedRegion {}
+unsafe impl Sync for MemfdRegion {}
 
-impl SharedRegion {
+impl MemfdRegion {
     /// Creates a zero-filled region of `len` bytes (rounded up to whole pages), sealed against
     /// resizing, and maps it read/write.
     pub fn create(name: &str, len: usize) -> io::Result<Self> {
@@ -68,20 +69,44 @@ impl SharedRegion {
         Self::map(fd, expected_len)
     }
 
+    /// Maps the file between two inaccessible guard pages: any access that strays even one
+    /// byte outside the region faults at once instead of reading a neighbour's memory, which
+    /// turns an out-of-bounds bug in the server into a crash that tests see.
     fn map(fd: OwnedFd, len: usize) -> io::Result<Self> {
-        // SAFETY: a fresh shared mapping chosen by the kernel (null hint) of a file that is at
-        // least `len` bytes long and sealed against shrinking; it aliases no Rust object.
-        let ptr = unsafe {
-            rustix::mm::mmap(
+        let reserved_len = len + 2 * PAGE_SIZE;
+        // SAFETY: a fresh inaccessible anonymous reservation at an address the kernel picks; it
+        // aliases no Rust object.
+        let reservation = unsafe {
+            rustix::mm::mmap_anonymous(
                 std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                &fd,
-                0,
+                reserved_len,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
             )?
         };
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| invalid("mmap returned null"))?;
+        // SAFETY: the target range lies inside the reservation made just above, which we own and
+        // nothing references; MAP_FIXED replaces exactly that range with the file, which is at
+        // least `len` bytes long and sealed against shrinking.
+        let mapped = unsafe {
+            rustix::mm::mmap(
+                reservation.cast::<u8>().add(PAGE_SIZE).cast(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                &fd,
+                0,
+            )
+        };
+        let mapped = match mapped {
+            Ok(ptr) => ptr,
+            Err(e) => {
+                // SAFETY: unmapping the reservation we made above, which nothing else uses.
+                let _ = unsafe { rustix::mm::munmap(reservation, reserved_len) };
+                return Err(e.into());
+            }
+        };
+        let base =
+            NonNull::new(mapped.cast::<u8>()).ok_or_else(|| invalid("mmap returned null"))?;
         Ok(Self { fd, base, len })
     }
 
@@ -89,47 +114,11 @@ impl SharedRegion {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
-
-    /// Copies `src` into the region at `offset`. A raw `copy_nonoverlapping` (not a reference)
-    /// is sound here: no Rust reference into the region exists, and a peer racing the copy only
-    /// garbles data that it owns anyway.
-    pub fn write_bytes(&self, offset: usize, src: &[u8]) -> io::Result<()> {
-        let end = offset
-            .checked_add(src.len())
-            .filter(|&end| end <= self.len)
-            .ok_or_else(|| invalid("write outside the region"))?;
-        debug_assert!(end <= self.len);
-        // SAFETY: `offset..end` lies inside the live mapping (checked above); the destination is
-        // raw shared memory, not aliased by any Rust reference; `src` is private memory.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.as_ptr().add(offset), src.len())
-        };
-        Ok(())
-    }
-
-    /// Copies `dst.len()` bytes at `offset` out of the region into private memory. The peer may
-    /// be writing concurrently: the copy is a snapshot of unspecified bytes, never a reference.
-    pub fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> io::Result<()> {
-        offset
-            .checked_add(dst.len())
-            .filter(|&end| end <= self.len)
-            .ok_or_else(|| invalid("read outside the region"))?;
-        // SAFETY: the source range lies inside the live mapping (checked above) and `dst` is a
-        // private buffer that cannot overlap it.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.base.as_ptr().add(offset),
-                dst.as_mut_ptr(),
-                dst.len(),
-            )
-        };
-        Ok(())
-    }
 }
 
 // SAFETY: `base..base+len` is a page-aligned mapping that lives until `Drop` unmaps it, and the
 // seals stop anyone from shrinking the file behind it, so it stays readable and writable.
-unsafe impl SharedMemory for SharedRegion {
+unsafe impl SharedMemory for MemfdRegion {
     fn base(&self) -> *mut u8 {
         self.base.as_ptr()
     }
@@ -139,11 +128,16 @@ unsafe impl SharedMemory for SharedRegion {
     }
 }
 
-impl Drop for SharedRegion {
+impl Drop for MemfdRegion {
     fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly the mapping made in `map`, and no pointer derived from
-        // it outlives `self` (users reach the memory only through `&self`).
-        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
+        // SAFETY: this is exactly the reservation made in `map` (guard page, region, guard page),
+        // and no pointer derived from it outlives `self` (users reach it only through `&self`).
+        let _ = unsafe {
+            rustix::mm::munmap(
+                self.base.as_ptr().sub(PAGE_SIZE).cast(),
+                self.len + 2 * PAGE_SIZE,
+            )
+        };
     }
 }
 
@@ -157,4 +151,57 @@ pub fn page_round_up(len: usize) -> io::Result<usize> {
 
 fn invalid(message: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dup(region: &MemfdRegion) -> OwnedFd {
+        region.fd().try_clone_to_owned().unwrap()
+    }
+
+    #[test]
+    fn two_mappings_of_one_region_share_bytes() {
+        let region = MemfdRegion::create("test", 3 * PAGE_SIZE - 5).unwrap();
+        assert_eq!(region.len(), 3 * PAGE_SIZE);
+        assert_eq!(region.base() as usize % PAGE_SIZE, 0);
+        let other = MemfdRegion::map_received(dup(&region), 3 * PAGE_SIZE).unwrap();
+        assert_ne!(region.base(), other.base());
+        // SAFETY: both offsets are inside their live mappings; nothing else touches them.
+        unsafe {
+            region.base().add(PAGE_SIZE + 7).write_volatile(0x5a);
+            assert_eq!(other.base().add(PAGE_SIZE + 7).read_volatile(), 0x5a);
+        }
+    }
+
+    #[test]
+    fn sealed_region_cannot_be_resized_by_a_peer() {
+        let region = MemfdRegion::create("test", PAGE_SIZE).unwrap();
+        let peer_fd = dup(&region);
+        assert!(rustix::fs::ftruncate(&peer_fd, 0).is_err());
+        assert!(rustix::fs::ftruncate(&peer_fd, 2 * PAGE_SIZE as u64).is_err());
+    }
+
+    #[test]
+    fn received_region_is_checked() {
+        let region = MemfdRegion::create("test", 2 * PAGE_SIZE).unwrap();
+        assert!(MemfdRegion::map_received(dup(&region), PAGE_SIZE).is_err());
+        assert!(MemfdRegion::map_received(dup(&region), 4 * PAGE_SIZE).is_err());
+        assert!(MemfdRegion::map_received(dup(&region), 2 * PAGE_SIZE - 1).is_err());
+
+        let unsealed = rustix::fs::memfd_create("unsealed", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&unsealed, PAGE_SIZE as u64).unwrap();
+        assert!(MemfdRegion::map_received(unsealed, PAGE_SIZE).is_err());
+
+        let not_memfd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+        assert!(MemfdRegion::map_received(not_memfd, PAGE_SIZE).is_err());
+    }
+
+    #[test]
+    fn lengths_are_bounded() {
+        assert!(MemfdRegion::create("test", 0).is_err());
+        assert!(MemfdRegion::create("test", MAX_REGION_LEN + 1).is_err());
+        assert_eq!(page_round_up(1).unwrap(), PAGE_SIZE);
+    }
 }

@@ -1,0 +1,100 @@
+//! The resources of one connection, as each side holds them: the rendezvous socket (kept open as
+//! the liveness signal), the ring and data regions, and one eventfd per direction.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::event::EventFd;
+use crate::rendezvous::{self, Hello, PeerCredentials, Welcome};
+use crate::shm::{page_round_up, MemfdRegion};
+
+#[derive(Debug)]
+pub struct Link {
+    /// Silent after set-up; its hangup means the other process is gone.
+    pub socket: OwnedFd,
+    pub ring: MemfdRegion,
+    /// The client's out-of-line buffers; arguments and results are (offset, len) in here.
+    pub data: MemfdRegion,
+    /// Client → server wake-ups.
+    pub to_server: EventFd,
+    /// Server → client wake-ups.
+    pub to_client: EventFd,
+}
+
+/// Limits the server applies to what a client may ask for at set-up.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkLimits {
+    pub ring_len: usize,
+    pub max_data_len: usize,
+}
+
+impl Link {
+    /// Server side: answers a client's hello on `socket` by creating the regions and eventfds
+    /// and sending them over. A hello asking for more than `limits` allow is refused.
+    pub fn accept(socket: OwnedFd, hello: Hello, limits: LinkLimits) -> io::Result<Self> {
+        let data_len = usize::try_from(hello.data_len)
+            .ok()
+            .filter(|&len| len > 0 && len <= limits.max_data_len)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "requested data region size out of limits",
+                )
+            })?;
+        let ring = MemfdRegion::create("xenrpc-ring", limits.ring_len)?;
+        let data = MemfdRegion::create("xenrpc-data", data_len)?;
+        let to_server = EventFd::new()?;
+        let to_client = EventFd::new()?;
+        let welcome = Welcome {
+            ring_len: xenrpc_proto_len(&ring),
+            data_len: xenrpc_proto_len(&data),
+        };
+        rendezvous::send_message(
+            socket.as_fd(),
+            &welcome.encode(),
+            &[ring.fd(), data.fd(), to_server.fd(), to_client.fd()],
+        )?;
+        Ok(Self {
+            socket,
+            ring,
+            data,
+            to_server,
+            to_client,
+        })
+    }
+
+    /// Client side: connects to the server at `path` asking for a data region of at least
+    /// `data_len` bytes, and maps what the server sends back.
+    pub fn connect(path: &Path, data_len: usize, timeout: Duration) -> io::Result<Self> {
+        let hello = Hello {
+            data_len: page_round_up(data_len)? as u64,
+        };
+        let (socket, welcome, [ring, data, to_server, to_client]) =
+            rendezvous::connect(path, hello, timeout)?;
+        let ring_len = usize::try_from(welcome.ring_len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "ring length overflows"))?;
+        let data_len = usize::try_from(welcome.data_len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "data length overflows"))?;
+        Ok(Self {
+            socket,
+            ring: MemfdRegion::map_received(ring, ring_len)?,
+            data: MemfdRegion::map_received(data, data_len)?,
+            to_server: EventFd::from_received(to_server)?,
+            to_client: EventFd::from_received(to_client)?,
+        })
+    }
+}
+
+fn xenrpc_proto_len(region: &MemfdRegion) -> u64 {
+    use xenrpc_proto::transport::SharedMemory;
+    region.len() as u64
+}
+
+/// A client as the server knows it before its hello arrives.
+#[derive(Debug)]
+pub struct PendingClient {
+    pub socket: OwnedFd,
+    pub peer: PeerCredentials,
+}
