@@ -22,7 +22,9 @@ pub use xen_sys as sys;
 
 pub mod callback;
 pub mod console;
+pub mod evtchn;
 pub mod grant;
+pub mod pte;
 pub mod ring;
 pub mod sys_layout;
 pub mod vcpu;
