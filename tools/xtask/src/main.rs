@@ -1,1 +1,318 @@
-fn main() {}
+//! `cargo xtask`: the project's commands (build the kernel image, run the Xen testbed, run
+//! everything CI runs, show the demo, run the host benchmark). See tools/README.md.
+
+mod initramfs;
+mod paths;
+mod testbed;
+mod util;
+
+use std::fs;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use paths::Paths;
+use testbed::Echo;
+use util::{cargo, run_stage, secs};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  build                      build the kernel image into build/xenrpc.elf
+  testbed <scenario>|all [-v|--verbose]
+                             boot Xen in QEMU and run testbed scenario(s)
+  testbed list               list the scenarios
+  test                       everything CI runs: fmt, clippy, tests, kernel build, testbed
+  demo                       boot the service VM in the testbed and show its console
+  bench-host [args...]       run the host benchmark (host/)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<ExitCode> {
+    let paths = Paths::discover()?;
+    let rest = args.get(1..).unwrap_or_default();
+    match args.first().map(String::as_str) {
+        Some("build") => {
+            build_kernel(&paths)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("testbed") => cmd_testbed(&paths, rest),
+        Some("test") => cmd_test(&paths),
+        Some("demo") => cmd_demo(&paths),
+        Some("bench-host") => cmd_bench_host(&paths, rest),
+        Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprint!("{USAGE}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// Builds the kernel for x86_64-unknown-none and copies it to build/xenrpc.elf.
+fn build_kernel(paths: &Paths) -> Result<Duration> {
+    let took = run_stage(
+        "build kernel (cargo build -p xenrpc-kernel --target x86_64-unknown-none --profile kernel)",
+        cargo()
+            .args([
+                "build",
+                "-p",
+                "xenrpc-kernel",
+                "--target",
+                "x86_64-unknown-none",
+            ])
+            .args(["--profile", "kernel"])
+            .current_dir(&paths.root),
+    )?;
+    let built = paths.built_kernel();
+    let image = fs::read(&built).with_context(|| format!("read {}", built.display()))?;
+    if !image.starts_with(b"\x7fELF") {
+        bail!("{} is not an ELF file", built.display());
+    }
+    fs::create_dir_all(&paths.build)?;
+    let dest = paths.kernel_image();
+    fs::write(&dest, &image).with_context(|| format!("write {}", dest.display()))?;
+    println!(
+        "    kernel image: {} ({} bytes, {:.1} KiB)",
+        dest.display(),
+        image.len(),
+        image.len() as f64 / 1024.0
+    );
+    Ok(took)
+}
+
+fn select_scenarios(paths: &Paths, which: &str) -> Result<Vec<testbed::Scenario>> {
+    let all = testbed::scenarios(paths)?;
+    if which == "all" {
+        return Ok(all);
+    }
+    let names: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+    let chosen: Vec<_> = all.into_iter().filter(|s| s.name == which).collect();
+    if chosen.is_empty() {
+        bail!(
+            "no scenario {which:?}; scenarios: {} (or `all`)",
+            names.join(", ")
+        );
+    }
+    Ok(chosen)
+}
+
+fn cmd_testbed(paths: &Paths, args: &[String]) -> Result<ExitCode> {
+    let mut echo = Echo::Stages;
+    let mut which = None;
+    for arg in args {
+        match arg.as_str() {
+            "-v" | "--verbose" => echo = Echo::All,
+            name if which.is_none() && !name.starts_with('-') => which = Some(name),
+            other => bail!("testbed: unexpected argument {other:?}\n{USAGE}"),
+        }
+    }
+    let Some(which) = which else {
+        bail!("testbed: name a scenario, `all` or `list`\n{USAGE}");
+    };
+    if which == "list" {
+        for s in testbed::scenarios(paths)? {
+            println!("{:<16} {}", s.name, s.summary);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let chosen = select_scenarios(paths, which)?;
+    let mut summary = Summary::default();
+    if chosen.iter().any(|s| s.needs_kernel) {
+        summary.record("kernel build", build_kernel(paths));
+    }
+    let kernel_ok = summary.failed == 0;
+    run_scenarios(paths, &chosen, kernel_ok, echo, &mut summary);
+    Ok(summary.finish())
+}
+
+fn run_scenarios(
+    paths: &Paths,
+    chosen: &[testbed::Scenario],
+    kernel_ok: bool,
+    echo: Echo,
+    summary: &mut Summary,
+) {
+    for scenario in chosen {
+        let label = format!("testbed {}", scenario.name);
+        if scenario.needs_kernel && !kernel_ok {
+            summary.record(
+                &label,
+                Err(anyhow::anyhow!("not run: the kernel build failed")),
+            );
+            continue;
+        }
+        let outcome = testbed::run(paths, scenario, echo);
+        let result = if outcome.passed {
+            Ok(outcome.wall)
+        } else {
+            Err(anyhow::anyhow!(
+                "stage '{}': {}",
+                outcome.stage,
+                outcome.reason
+            ))
+        };
+        summary.record(&label, result);
+    }
+}
+
+/// Stage-by-stage results, printed at the end with the `N passed, N failed` line.
+#[derive(Default)]
+struct Summary {
+    rows: Vec<(String, Result<Duration, String>)>,
+    failed: usize,
+}
+
+impl Summary {
+    fn record(&mut self, stage: &str, result: Result<Duration>) {
+        if let Err(e) = &result {
+            println!("--> {stage}: FAILED: {e:#}");
+            self.failed += 1;
+        }
+        self.rows
+            .push((stage.to_string(), result.map_err(|e| format!("{e:#}"))));
+    }
+
+    fn finish(self) -> ExitCode {
+        println!("\n==== summary");
+        for (stage, result) in &self.rows {
+            match result {
+                Ok(took) => println!("  ok    {stage:<28} {}", secs(*took)),
+                Err(e) => println!("  FAIL  {stage:<28} {}", first_line(e)),
+            }
+        }
+        let passed = self.rows.len() - self.failed;
+        println!("{passed} passed, {} failed", self.failed);
+        if self.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+/// Everything CI runs, in order; later stages run even when earlier ones fail.
+fn cmd_test(paths: &Paths) -> Result<ExitCode> {
+    let start = Instant::now();
+    let mut summary = Summary::default();
+    let root = &paths.root;
+    summary.record(
+        "cargo fmt --check",
+        run_stage(
+            "cargo fmt --all --check",
+            cargo().args(["fmt", "--all", "--check"]).current_dir(root),
+        ),
+    );
+    summary.record(
+        "clippy (host crates)",
+        run_stage(
+            "cargo clippy --all-targets -- -D warnings",
+            cargo()
+                .args(["clippy", "--all-targets", "--", "-D", "warnings"])
+                .current_dir(root),
+        ),
+    );
+    summary.record(
+        "clippy (kernel)",
+        run_stage(
+            "cargo clippy --target x86_64-unknown-none -p xenrpc-kernel -p xenrpc-boot -- -D warnings",
+            cargo()
+                .args(["clippy", "--target", "x86_64-unknown-none"])
+                .args(["-p", "xenrpc-kernel", "-p", "xenrpc-boot", "--", "-D", "warnings"])
+                .current_dir(root),
+        ),
+    );
+    summary.record(
+        "cargo test (host crates)",
+        run_stage("cargo test", cargo().arg("test").current_dir(root)),
+    );
+    let kernel = build_kernel(paths);
+    let kernel_ok = kernel.is_ok();
+    summary.record("kernel build", kernel);
+    match select_scenarios(paths, "all") {
+        Ok(all) => run_scenarios(paths, &all, kernel_ok, Echo::Stages, &mut summary),
+        Err(e) => summary.record("testbed scenarios", Err(e)),
+    }
+    println!("\ntotal time: {}", secs(start.elapsed()));
+    Ok(summary.finish())
+}
+
+/// The demo: the service VM boots as a domU in the testbed, its console shown live.
+fn cmd_demo(paths: &Paths) -> Result<ExitCode> {
+    let chosen = select_scenarios(paths, "domu")?;
+    let mut summary = Summary::default();
+    summary.record("kernel build", build_kernel(paths));
+    let kernel_ok = summary.failed == 0;
+    run_scenarios(paths, &chosen, kernel_ok, Echo::Guests, &mut summary);
+    Ok(summary.finish())
+}
+
+/// Runs the host benchmark that host/ provides: a `[[bench]]` target (cargo bench) or a
+/// binary whose name contains "bench" (cargo run --release).
+fn cmd_bench_host(paths: &Paths, args: &[String]) -> Result<ExitCode> {
+    let host = paths.root.join("host");
+    let manifest = fs::read_to_string(host.join("Cargo.toml"))?;
+    let mut cmd = cargo();
+    cmd.current_dir(&paths.root);
+    if manifest.contains("[[bench]]") || host.join("benches").is_dir() {
+        cmd.args(["bench", "-p", "xenrpc-host"]);
+    } else if let Some(bin) = bench_binary(&host)? {
+        cmd.args(["run", "--release", "-p", "xenrpc-host", "--bin", &bin]);
+    } else {
+        bail!("host/ has no benchmark yet (no [[bench]] target, no src/bin/*bench*.rs)");
+    }
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    run_stage("host benchmark", &mut cmd)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_binary(host: &std::path::Path) -> Result<Option<String>> {
+    let Ok(entries) = fs::read_dir(host.join("src/bin")) else {
+        return Ok(None);
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let path = e.path();
+            let stem = if path.is_dir() {
+                path.join("main.rs")
+                    .exists()
+                    .then(|| e.file_name().to_string_lossy().into_owned())
+            } else {
+                path.extension()
+                    .is_some_and(|x| x == "rs")
+                    .then(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                    .flatten()
+            };
+            stem.filter(|s| s.contains("bench"))
+        })
+        .collect();
+    names.sort();
+    match names.len() {
+        0 => Ok(None),
+        1 => Ok(names.pop()),
+        _ => bail!(
+            "several benchmark binaries in host/src/bin: {}",
+            names.join(", ")
+        ),
+    }
+}

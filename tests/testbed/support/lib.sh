@@ -1,0 +1,106 @@
+# Helpers for testbed scenario scripts (sourced by /init in the testbed's dom0; busybox sh).
+# Protocol with `cargo xtask testbed` (lines on the dom0 console = Xen's serial line):
+#   TESTBED: INIT <uptime>          dom0 /init started
+#   TESTBED: STAGE <name>           a new stage began (a failure is reported against it)
+#   TESTBED: TIME <label> <secs>s   a timing to report
+#   TESTBED: REASON <text>          why the scenario is about to fail
+#   TESTBED: PASS <scenario>        verdict
+#   TESTBED: FAIL <scenario> <stage>
+#   GUEST <domain>| <text>          a line of a guest's console (xenconsoled's log)
+
+TB_STAGE=init
+TB_CONSOLE_DIR=/var/log/xen/console
+TB_INIT_UPTIME=$(cut -d' ' -f1 /proc/uptime)
+
+tb_uptime() { cut -d' ' -f1 /proc/uptime; }
+tb_uptime_at_init() { echo "$TB_INIT_UPTIME"; }
+
+tb_stage() {
+    TB_STAGE=$1
+    echo "TESTBED: STAGE $1"
+}
+
+# tb_time LABEL START END: prints END-START (uptime seconds).
+tb_time() {
+    echo "TESTBED: TIME $1 $(awk -v a="$2" -v b="$3" 'BEGIN { printf "%.2fs", b - a }')"
+}
+
+# Let the console streamers catch up, so the host's guest logs are complete at the verdict.
+tb_settle() { sleep 1; }
+
+tb_fail() {
+    echo "TESTBED: REASON $*"
+    tb_settle
+    echo fail >/run/testbed-verdict
+    echo "TESTBED: FAIL $TB_SCENARIO $TB_STAGE"
+    # In the scenario's subshell `exit` ends the scenario; /init itself powers off instead.
+    # (Called inside $(...) or a pipeline, it would only end that inner subshell.)
+    [ -n "$TB_IN_SCENARIO" ] || tb_poweroff
+    exit 1
+}
+
+tb_pass() {
+    tb_settle
+    echo pass >/run/testbed-verdict
+    echo "TESTBED: PASS $TB_SCENARIO"
+    exit 0
+}
+
+tb_poweroff() {
+    sync
+    poweroff -f
+}
+
+tb_console_log() { echo "$TB_CONSOLE_DIR/guest-$1.log"; }
+
+# tb_stream_console DOMAIN: copies the guest's console log to our console, line by line,
+# prefixed so the host can split it into its own log file.
+tb_stream_console() {
+    (
+        tail -n +1 -F "$(tb_console_log "$1")" 2>/dev/null | while IFS= read -r line; do
+            echo "GUEST $1| $line"
+        done
+    ) &
+}
+
+# tb_domain_state DOMAIN: prints xl's state column (e.g. "-b----"), nothing if no such domain.
+tb_domain_state() {
+    xl list "$1" 2>/dev/null | awk 'NR == 2 { print $5 }'
+}
+
+# tb_wait_console DOMAIN TEXT SECONDS: waits for a console line containing TEXT. Fails at
+# once on a FATAL line, when the domain crashes or disappears, or after SECONDS.
+tb_wait_console() {
+    _log=$(tb_console_log "$1")
+    _start=$(tb_uptime)
+    _n=0
+    while :; do
+        if [ -f "$_log" ]; then
+            grep -qF -- "$2" "$_log" && return 0
+            grep -q "^xenrpc: FATAL" "$_log" && tb_fail "guest $1 printed a FATAL line"
+        fi
+        _n=$((_n + 1))
+        if [ $((_n % 10)) = 0 ]; then
+            _state=$(tb_domain_state "$1")
+            [ -n "$_state" ] || tb_fail "domain $1 is gone while waiting for '$2'"
+            case $_state in *c*) tb_fail "domain $1 crashed while waiting for '$2'" ;; esac
+            if awk -v a="$_start" -v b="$(tb_uptime)" -v l="$3" 'BEGIN { exit !(b - a > l) }'; then
+                tb_fail "no '$2' on the console of $1 within $3s"
+            fi
+        fi
+        sleep 0.2
+    done
+}
+
+# tb_expect_console DOMAIN TEXT: TEXT must already be in the guest's console log.
+tb_expect_console() {
+    grep -qF -- "$2" "$(tb_console_log "$1")" 2>/dev/null ||
+        tb_fail "no '$2' on the console of $1"
+}
+
+# tb_expect_gone DOMAIN: the domain must not be listed by xl.
+tb_expect_gone() {
+    if xl list | awk -v d="$1" 'NR > 1 && $1 == d { found = 1 } END { exit !found }'; then
+        tb_fail "domain $1 still exists: $(xl list "$1" | tail -n 1)"
+    fi
+}

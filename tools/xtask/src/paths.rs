@@ -1,0 +1,58 @@
+//! Where things live: the workspace root, cargo's target dir and the build/ output dir.
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+pub struct Paths {
+    /// The workspace root (the repository checkout).
+    pub root: PathBuf,
+    /// Cargo's target directory: `$CARGO_TARGET_DIR` if set, else `<root>/target`.
+    pub target: PathBuf,
+    /// Project outputs that are not cargo's: the kernel image copy and testbed files.
+    pub build: PathBuf,
+}
+
+impl Paths {
+    pub fn discover() -> Result<Self> {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = manifest
+            .join("../..")
+            .canonicalize()
+            .context("cannot locate the workspace root")?;
+        // Every cargo child runs with `root` as its working directory, so a relative
+        // CARGO_TARGET_DIR resolves against `root` for them and for us alike.
+        let target = match env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) if !dir.is_empty() => root.join(dir),
+            _ => root.join("target"),
+        };
+        let build = root.join("build");
+        Ok(Self {
+            root,
+            target,
+            build,
+        })
+    }
+
+    /// Where `cargo build --profile kernel --target x86_64-unknown-none` leaves the kernel.
+    pub fn built_kernel(&self) -> PathBuf {
+        self.target
+            .join("x86_64-unknown-none")
+            .join("kernel")
+            .join("xenrpc-kernel")
+    }
+
+    /// The stable copy of the kernel image that the testbed and users boot.
+    pub fn kernel_image(&self) -> PathBuf {
+        self.build.join("xenrpc.elf")
+    }
+
+    pub fn testbed_dir(&self) -> PathBuf {
+        self.build.join("testbed")
+    }
+
+    pub fn scenarios_dir(&self) -> PathBuf {
+        self.root.join("tests").join("testbed")
+    }
+}
