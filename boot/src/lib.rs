@@ -64,7 +64,10 @@ core::arch::global_asm!(
     .popsection
 
     .pushsection .bss.boot_stack, "aw", @nobits
-    .balign 16
+    .balign 4096
+    .globl xenrpc_boot_stack_guard
+    xenrpc_boot_stack_guard:        /* unmapped by the kernel once it runs */
+    .skip 4096
     boot_stack_bottom:
     .skip {stack_size}
     boot_stack_top:

@@ -5,6 +5,9 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
 mod mm;
 #[cfg(target_os = "none")]
 mod selftest;
@@ -18,7 +21,7 @@ mod service_vm {
     use crate::xen::hypercall;
     use crate::xen::start_info::BootInfo;
     use crate::xen::{console, shared_info, time, traps};
-    use crate::{log, selftest};
+    use crate::{log, mm, selftest};
 
     xenrpc_boot::entry_point!(kernel_main);
 
@@ -31,6 +34,10 @@ mod service_vm {
             fatal(format_args!("cannot map shared_info: {e}"));
         }
         shared_info::mask_upcalls();
+        let memory = match mm::init(&boot) {
+            Ok(report) => report,
+            Err(e) => fatal(format_args!("memory setup failed: {e}")),
+        };
         let (major, minor) = hypercall::xen_version();
         log!(
             "booting as {} on Xen {major}.{minor} ({}), {} pages, cmdline '{}'",
@@ -38,6 +45,15 @@ mod service_vm {
             boot.magic_str(),
             boot.nr_pages,
             boot.cmdline_str()
+        );
+        log!(
+            "memory: {} pages, image {} pages, free from pfn {:#x}, Xen mapped up to {:#x}, pool {} frames, heap {} KiB",
+            memory.nr_pages,
+            memory.image_pages,
+            memory.first_free,
+            memory.bootstrap_end,
+            memory.pool_frames,
+            memory.heap_bytes / 1024
         );
         log!("system time {} ms", time::now_ns() / 1_000_000);
 

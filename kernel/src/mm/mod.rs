@@ -50,3 +50,263 @@ impl Default for StaticPage {
         Self::new()
     }
 }
+
+pub mod frames;
+pub mod p2m;
+pub mod pagetable;
+
+use linked_list_allocator::LockedHeap;
+use spin::Mutex;
+use xen_abi::pte::{Mfn, PteFlags};
+
+use self::frames::FramePool;
+use self::p2m::{P2m, Pfn};
+use self::pagetable::{AddressSpace, MapError};
+use crate::xen::start_info::BootInfo;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Frames kept aside (inside Xen's bootstrap mapping) for page tables, stacks and shared pages.
+const POOL_FRAMES: u64 = 256;
+
+/// Virtual window where peers' granted pages are mapped: L4 slot 2 (1 TiB), 1 GiB, cut into
+/// fixed slots of [`FOREIGN_SLOT_PAGES`] pages, one per connection.
+pub const FOREIGN_WINDOW_BASE: u64 = 0x0000_0100_0000_0000;
+pub const FOREIGN_SLOT_PAGES: u64 = 1024;
+pub const FOREIGN_SLOTS: usize = 256;
+
+const RW_NX: PteFlags = PteFlags::PRESENT
+    .union(PteFlags::WRITABLE)
+    .union(PteFlags::USER)
+    .union(PteFlags::ACCESSED)
+    .union(PteFlags::DIRTY)
+    .union(PteFlags::NO_EXECUTE);
+
+struct Memory {
+    p2m: P2m,
+    pool: FramePool,
+    kernel: AddressSpace,
+    foreign_slots_used: [bool; FOREIGN_SLOTS],
+}
+
+static MEMORY: Mutex<Option<Memory>> = Mutex::new(None);
+
+/// What `init` found and set up.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryReport {
+    pub nr_pages: u64,
+    pub first_free: u64,
+    pub bootstrap_end: u64,
+    pub pool_frames: u64,
+    pub heap_bytes: u64,
+    pub image_pages: u64,
+}
+
+extern "C" {
+    static __image_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __image_end: u8;
+    static xenrpc_boot_stack_guard: u8;
+}
+
+fn symbol_va(sym: *const u8) -> u64 {
+    sym as u64
+}
+
+/// Takes over memory: finds the free frames after Xen's bootstrap area, keeps a frame pool,
+/// extends the direct map over all of the domain's frames, puts the heap there, and protects
+/// the image (text read-only, data non-executable, a guard page under the boot stack, page 0
+/// unmapped).
+pub fn init(boot: &BootInfo) -> Result<MemoryReport, MapError> {
+    // SAFETY: start_info's mfn_list covers nr_pages entries and stays mapped.
+    let p2m = unsafe { P2m::new(boot.mfn_list, boot.nr_pages) };
+    let pt_pfn = Pfn::of_va(boot.pt_base);
+    let kernel = AddressSpace::from_l4(p2m.mfn(pt_pfn));
+    // Xen's bootstrap area ends with the page tables and then one stack page.
+    let first_free = pt_pfn.0 + boot.nr_pt_frames + 1;
+    let image_end = symbol_va(core::ptr::addr_of!(__image_end));
+    assert!(
+        first_free > Pfn::of_va(image_end).0,
+        "bootstrap area overlaps the image"
+    );
+    assert!(first_free < boot.nr_pages, "no free memory");
+
+    let mut bootstrap_end = first_free;
+    while bootstrap_end < boot.nr_pages
+        && kernel.translate(&p2m, Pfn(bootstrap_end).va())?.is_some()
+    {
+        bootstrap_end += 1;
+    }
+    let pool_end = (first_free + POOL_FRAMES).min(bootstrap_end);
+    let mut pool = FramePool::new(Pfn(first_free), Pfn(pool_end));
+
+    // Extend the direct map (va == pfn << 12) over every frame Xen did not map, one L1
+    // table's worth per hypercall.
+    let mut pfn = bootstrap_end;
+    while pfn < boot.nr_pages {
+        let va = Pfn(pfn).va();
+        let in_table = 512 - xen_abi::pte::table_indices(va).l1 as u64;
+        let count = in_table.min(boot.nr_pages - pfn);
+        let mut mfns = (pfn..pfn + count).map(|p| p2m.mfn(Pfn(p)));
+        kernel.map_run(&p2m, &mut pool, va, &mut mfns, count as usize, RW_NX)?;
+        pfn += count;
+    }
+
+    let heap_start = Pfn(pool_end).va();
+    let heap_bytes = Pfn(boot.nr_pages).va() - heap_start;
+    // SAFETY: [heap_start, +heap_bytes) is mapped read-write, ours, and used by nothing else.
+    unsafe { HEAP.lock().init(heap_start as *mut u8, heap_bytes as usize) };
+
+    // The part of Xen's bootstrap mapping that became heap need not be executable.
+    for pfn in pool_end..bootstrap_end {
+        kernel.protect(&p2m, Pfn(pfn).va(), RW_NX)?;
+    }
+
+    // Protect the image.
+    let text =
+        symbol_va(core::ptr::addr_of!(__image_start))..symbol_va(core::ptr::addr_of!(__text_end));
+    let rodata = symbol_va(core::ptr::addr_of!(__rodata_start))
+        ..symbol_va(core::ptr::addr_of!(__rodata_end));
+    let data = symbol_va(core::ptr::addr_of!(__data_start))..image_end;
+    let ro_x = PteFlags::PRESENT | PteFlags::USER | PteFlags::ACCESSED;
+    for (range, flags) in [
+        (text, ro_x),
+        (rodata, ro_x | PteFlags::NO_EXECUTE),
+        (data, RW_NX),
+    ] {
+        let mut va = range.start & !0xfff;
+        while va < range.end {
+            // Pages remapped onto Xen's or a peer's frames keep their frame: protect() only
+            // rewrites the flags.
+            kernel.protect(&p2m, va, flags)?;
+            va += 4096;
+        }
+    }
+    kernel.unmap(
+        &p2m,
+        symbol_va(core::ptr::addr_of!(xenrpc_boot_stack_guard)),
+    )?;
+    kernel.unmap(&p2m, 0)?;
+
+    let report = MemoryReport {
+        nr_pages: boot.nr_pages,
+        first_free,
+        bootstrap_end,
+        pool_frames: pool.available(),
+        heap_bytes,
+        image_pages: (image_end - symbol_va(core::ptr::addr_of!(__image_start))) / 4096,
+    };
+    *MEMORY.lock() = Some(Memory {
+        p2m,
+        pool,
+        kernel,
+        foreign_slots_used: [false; FOREIGN_SLOTS],
+    });
+    Ok(report)
+}
+
+fn with_memory<R>(f: impl FnOnce(&mut Memory) -> R) -> R {
+    let mut guard = MEMORY.lock();
+    f(guard.as_mut().expect("mm::init has run"))
+}
+
+/// The machine frame behind a direct-mapped kernel address (heap, pool frames, image).
+pub fn virt_to_mfn(va: u64) -> Result<Mfn, MapError> {
+    with_memory(|m| {
+        m.kernel
+            .translate(&m.p2m, va & !0xfff)?
+            .and_then(|e| e.mfn())
+            .ok_or(MapError::NotMapped(va))
+    })
+}
+
+/// The kernel's own machine frame number for pseudo-physical frame `pfn`.
+pub fn pfn_to_mfn(pfn: Pfn) -> Mfn {
+    with_memory(|m| m.p2m.mfn(pfn))
+}
+
+/// A zeroed frame from the pool, mapped read-write at `pfn.va()`.
+pub fn alloc_frame() -> Option<Pfn> {
+    with_memory(|m| m.pool.alloc())
+}
+
+/// Gives a frame back to the pool (it must be mapped read-write at its direct-map address).
+pub fn free_frame(pfn: Pfn) {
+    with_memory(|m| m.pool.free(pfn))
+}
+
+/// Frames left in the pool.
+pub fn pool_available() -> u64 {
+    with_memory(|m| m.pool.available())
+}
+
+/// Changes the protection of one kernel page.
+pub fn protect(va: u64, flags: PteFlags) -> Result<(), MapError> {
+    with_memory(|m| m.kernel.protect(&m.p2m, va, flags))
+}
+
+/// The current L1 entry of a kernel page.
+pub fn translate(va: u64) -> Result<Option<xen_abi::pte::Pte>, MapError> {
+    with_memory(|m| m.kernel.translate(&m.p2m, va))
+}
+
+/// A slot of the foreign-mapping window: `pages` page addresses starting at `base`, each with
+/// its L1 table already present (Xen's grant map into a PV guest needs one at the address).
+#[derive(Debug)]
+pub struct ForeignSlot {
+    index: usize,
+    pub base: u64,
+    pub pages: u64,
+}
+
+/// Reserves a slot of the foreign window and makes sure its L1 tables exist.
+pub fn reserve_foreign_slot() -> Result<ForeignSlot, MapError> {
+    with_memory(|m| {
+        let index = m
+            .foreign_slots_used
+            .iter()
+            .position(|used| !used)
+            .ok_or(MapError::OutOfFrames)?;
+        let base = FOREIGN_WINDOW_BASE + index as u64 * FOREIGN_SLOT_PAGES * 4096;
+        let mut va = base;
+        while va < base + FOREIGN_SLOT_PAGES * 4096 {
+            m.kernel.ensure_l1(&m.p2m, &mut m.pool, va)?;
+            va += 512 * 4096;
+        }
+        m.foreign_slots_used[index] = true;
+        Ok(ForeignSlot {
+            index,
+            base,
+            pages: FOREIGN_SLOT_PAGES,
+        })
+    })
+}
+
+/// Returns a slot. Every grant mapped in it must have been unmapped first.
+pub fn release_foreign_slot(slot: ForeignSlot) -> Result<(), MapError> {
+    with_memory(|m| {
+        for page in 0..slot.pages {
+            let va = slot.base + page * 4096;
+            if m.kernel.translate(&m.p2m, va)?.is_some() {
+                return Err(MapError::AlreadyMapped(va));
+            }
+        }
+        m.foreign_slots_used[slot.index] = false;
+        Ok(())
+    })
+}
+
+/// Maps one of the domain's own frames at a free kernel address (used for tests and for
+/// user-mode address spaces later).
+pub fn map_page(va: u64, mfn: Mfn, flags: PteFlags) -> Result<(), MapError> {
+    with_memory(|m| m.kernel.map(&m.p2m, &mut m.pool, va, mfn, flags))
+}
+
+/// Unmaps one kernel page; returns what it mapped.
+pub fn unmap_page(va: u64) -> Result<xen_abi::pte::Pte, MapError> {
+    with_memory(|m| m.kernel.unmap(&m.p2m, va))
+}
