@@ -7,7 +7,7 @@ mod testbed;
 mod util;
 
 use std::fs;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -15,6 +15,8 @@ use anyhow::{bail, Context, Result};
 use paths::Paths;
 use testbed::Echo;
 use util::{cargo, run_stage, secs};
+
+const KERNEL_TARGET: &str = "x86_64-unknown-none";
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -62,8 +64,32 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
     }
 }
 
+/// Adds the x86_64-unknown-none target through tools/setup.sh when rustup lacks it (the
+/// machines do not auto-install targets named in rust-toolchain.toml).
+fn ensure_kernel_target(paths: &Paths) -> Result<()> {
+    let Ok(installed) = util::output_of(
+        Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .current_dir(&paths.root),
+    ) else {
+        return Ok(()); // no rustup: let cargo report what is missing
+    };
+    if installed.lines().any(|t| t.trim() == KERNEL_TARGET) {
+        return Ok(());
+    }
+    run_stage(
+        "tools/setup.sh --rust",
+        Command::new("bash")
+            .arg(paths.root.join("tools/setup.sh"))
+            .arg("--rust")
+            .current_dir(&paths.root),
+    )?;
+    Ok(())
+}
+
 /// Builds the kernel for x86_64-unknown-none and copies it to build/xenrpc.elf.
 fn build_kernel(paths: &Paths) -> Result<Duration> {
+    ensure_kernel_target(paths)?;
     let took = run_stage(
         "build kernel (cargo build -p xenrpc-kernel --target x86_64-unknown-none --profile kernel)",
         cargo()

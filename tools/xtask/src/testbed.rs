@@ -376,6 +376,12 @@ fn console_text(line: &str) -> &str {
     line
 }
 
+/// Xen's report that dom0 crashed ("Hardware Dom0 crashed: ..." in Xen 4.17).
+fn is_dom0_crash(line: &str) -> bool {
+    line.starts_with("(XEN)")
+        && (line.contains("Dom0 crashed") || line.contains("Domain 0 crashed"))
+}
+
 impl Watch<'_> {
     fn set_stage(&mut self, stage: &str) {
         self.stage = stage.to_string();
@@ -400,7 +406,7 @@ impl Watch<'_> {
         let text = console_text(line);
         if line.contains("Panic on CPU") {
             self.fail(format!("Xen panicked: {line}"));
-        } else if line.contains("Domain 0 crashed") {
+        } else if is_dom0_crash(line) {
             self.fail(format!("dom0 crashed: {line}"));
         } else if line.contains("Kernel panic") {
             self.fail(format!("dom0 Linux panicked: {line}"));
@@ -763,7 +769,7 @@ mod tests {
 
         let mut w = watch(&s);
         w.serial_line("(XEN) Xen version 4.17.7");
-        w.serial_line("(XEN) Domain 0 crashed: 'noreboot' set - not rebooting.");
+        w.serial_line("(XEN) Hardware Dom0 crashed: 'noreboot' set - not rebooting.");
         assert_eq!(w.verdict, Some(false));
     }
 
