@@ -248,7 +248,7 @@ const _: () = assert!(core::mem::size_of::<IndexPage>() == 4096);
 pub enum IndexError {
     BadMagic(u32),
     BadVersion(u32),
-    /// ring_pages is zero or not a power of two.
+    /// ring_pages is zero (the ring region's own geometry is checked by the protocol).
     BadRingPages(u32),
     /// ring_pages + data_pages exceeds [`MAX_PAGES`] or the server's own limit.
     TooManyPages {
@@ -262,7 +262,7 @@ impl fmt::Display for IndexError {
         match self {
             IndexError::BadMagic(m) => write!(f, "bad magic {m:#x}"),
             IndexError::BadVersion(v) => write!(f, "unsupported version {v}"),
-            IndexError::BadRingPages(n) => write!(f, "ring pages {n} is not a power of two >= 1"),
+            IndexError::BadRingPages(n) => write!(f, "ring pages {n}: at least one is needed"),
             IndexError::TooManyPages { requested, limit } => {
                 write!(f, "{requested} pages requested, limit {limit}")
             }
@@ -287,7 +287,7 @@ impl Index {
         if h.version != INDEX_VERSION {
             return Err(IndexError::BadVersion(h.version));
         }
-        if h.ring_pages == 0 || !h.ring_pages.is_power_of_two() {
+        if h.ring_pages == 0 {
             return Err(IndexError::BadRingPages(h.ring_pages));
         }
         let requested = h.ring_pages as u64 + h.data_pages as u64;
@@ -307,7 +307,7 @@ impl Index {
                 limit: MAX_PAGES,
             });
         }
-        if ring_refs.is_empty() || !ring_refs.len().is_power_of_two() {
+        if ring_refs.is_empty() {
             return Err(IndexError::BadRingPages(ring_refs.len() as u32));
         }
         let mut page = IndexPage {
@@ -428,12 +428,6 @@ mod tests {
             Some(IndexError::BadVersion(2))
         );
         let mut bad = good;
-        bad[8..12].copy_from_slice(&3u32.to_le_bytes());
-        assert_eq!(
-            Index::parse(&bad, MAX_PAGES).err(),
-            Some(IndexError::BadRingPages(3))
-        );
-        let mut bad = good;
         bad[8..12].copy_from_slice(&0u32.to_le_bytes());
         assert_eq!(
             Index::parse(&bad, MAX_PAGES).err(),
@@ -454,7 +448,7 @@ mod tests {
                 limit: 50
             })
         ));
-        assert!(Index::build(&[1; 3], &[]).is_err());
+        assert!(Index::build(&[], &[1]).is_err());
         assert!(Index::build(&[1; 4], &[0; MAX_PAGES]).is_err());
     }
 
