@@ -1,3 +1,86 @@
+//! # xenrpc-proto: the portable RPC protocol
+//!
+//! Shared by the Xen service VM (`no_std` + heap), Linux guest clients, the host transport and
+//! the tests. `no_std` by default; features: `alloc` (the kv server, [`mem::HeapRegion`]),
+//! `std` (implies `alloc`), `fuzzing` (the [`fuzzing`] harness).
+//!
+//! ## A connection
+//! Two shared regions, both set up by the transport, both page aligned ([`SharedMemory`]):
+//! - the **ring region**: one control page ([`layout::ControlBlock`]: magic, slot count, and the
+//!   indices and event thresholds, each side's fields on its own 128-byte block), then the
+//!   request ring and the response ring, each `slots` × [`SLOT_SIZE`] (256) bytes, `slots` a
+//!   power of two in 16..=1024 ([`RingGeometry`]; one page or more per ring). Size:
+//!   `geometry.region_bytes()`.
+//! - the **data region**: the client's pages for out-of-line arguments and results. An
+//!   out-of-line reference ([`OolRef`]) is `(offset, len)` into it, in both transports (under
+//!   Xen the server maps the client's granted data pages contiguously).
+//!
+//! A slot is a 64-byte header ([`RequestHeader`] / [`ResponseHeader`]) plus up to
+//! [`INLINE_CAPACITY`] (192) bytes of inline arguments / result. Calls carry service id, method
+//! id, interface version, call id, flags ([`FLAG_ONE_WAY`]), an absolute deadline (ns on the
+//! transport's [`Clock`], 0 = none), and out-of-line argument and result windows; responses a
+//! [`Status`], the inline result, and how many result bytes the handler wrote.
+//!
+//! ## Using it
+//! - Client: [`ClientConnection::new`] (lays out the ring region), then
+//!   `start(&service::client::method(&args))` → [`Pending`], `publish()` → "notify the server?",
+//!   `poll_response()` → [`Completion`], `pending.finish(&completion)` → [`Reply`]. Before
+//!   sleeping: `prepare_to_wait()` (false = sleep until notified). In-flight calls are capped.
+//! - Server: [`ServerConnection::attach`], then `poll(&mut registry, &clock, budget)` →
+//!   [`PollOutcome`] (`notify`: wake the client; `more`: budget ran out; `broken`: tear down),
+//!   before sleeping `prepare_to_sleep()` (false = sleep until notified). Counters:
+//!   [`ConnectionStats`]; broken state: [`ServerConnection::broken`] ([`Violation`]).
+//! - Services: declare once with [`define_service!`] (see its docs); implement the generated
+//!   `Server` trait; put `Handler(impl)` into a [`Registry`] (the [`Dispatcher`] the server
+//!   polls with), optionally with an access check per peer. The registry answers the built-in
+//!   introspection service. Built in: [`services::introspection`], [`services::echo`]
+//!   ([`services::echo::EchoServer`]), [`services::arith`] ([`services::arith::ArithServer`]),
+//!   [`services::kv`] (`KvStore` with feature `alloc`).
+//! - Handlers get a [`CallContext`]: the peer id (from the transport), private copies of header
+//!   and inline arguments, [`OolArgs`] to read the argument window and [`OolResult`] to write
+//!   the result straight into the client's buffer (the only copy on the zero-copy path).
+//!
+//! ## Rules the code keeps
+//! Shared memory is reached only through [`region::RegionView`] (all its `unsafe` is in
+//! `region.rs`): aligned 32-bit atomics, never a reference to peer-writable bytes. Every slot
+//! is copied once into private memory, then validated; every index, length and window is
+//! checked against private state with checked arithmetic. A request the server can read gets a
+//! status; ring state no correct client writes breaks the connection; both are counted. The
+//! client validates responses the same way. Neither side blocks: waiting is the transport's
+//! job (`publish`/`poll` say whether to notify; `prepare_to_*` arm the event threshold and
+//! re-check, closing the sleep/publish race as in Xen's `io/ring.h`).
+
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod client;
+pub mod layout;
+#[cfg(feature = "alloc")]
+pub mod mem;
+pub mod region;
+pub mod ring;
+pub mod server;
+pub mod service;
+pub mod services;
 pub mod transport;
+
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
+/// Re-exported for `define_service!` expansions in crates without their own zerocopy import.
+pub use zerocopy;
+
+pub use client::{
+    CallError, CallRequest, ClientConnection, ClientViolation, Completion, Pending, Reply,
+    TypedCall, MAX_IN_FLIGHT,
+};
+pub use layout::{
+    GeometryError, OolRef, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status,
+    FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, PAGE_SIZE, SLOT_SIZE,
+};
+pub use region::{OutOfBounds, RegionError, RegionView, SharedRegion};
+pub use server::{ConnectionStats, PollOutcome, RejectReason, ServerConnection, Violation};
+pub use service::{
+    AccessCheck, CallContext, Dispatcher, MethodInfo, OolArgs, OolError, OolResult, Registry,
+    RegistryError, ServiceHandler, ServiceInfo, MAX_SERVICES,
+};
+pub use transport::{Clock, Notify, PeerId, SharedMemory};

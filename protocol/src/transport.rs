@@ -11,9 +11,42 @@
 pub unsafe trait SharedMemory {
     fn base(&self) -> *mut u8;
     fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+// SAFETY: a shared reference keeps the underlying memory alive and unchanged in placement for
+// its lifetime, so the implementor's guarantees carry over.
+unsafe impl<T: SharedMemory + ?Sized> SharedMemory for &T {
+    fn base(&self) -> *mut u8 {
+        (**self).base()
+    }
+
+    fn len(&self) -> usize {
+        (**self).len()
+    }
 }
 
 /// Wakes the peer of one connection (an event-channel send, an eventfd write).
 pub trait Notify {
     fn notify(&self);
+}
+
+/// Who is on the other end of a connection: a Xen domain id or a host client id. Always
+/// supplied by the transport (from the event channel / the socket it accepted), never read from
+/// message bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u32);
+
+/// The clock that call deadlines are measured against (monotonic nanoseconds).
+pub trait Clock {
+    fn now_ns(&self) -> u64;
+}
+
+impl<F: Fn() -> u64> Clock for F {
+    fn now_ns(&self) -> u64 {
+        self()
+    }
 }

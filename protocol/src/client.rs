@@ -1,0 +1,502 @@
+//! The client end of a connection: lays out the ring region, allocates call ids, caps calls in
+//! flight, writes requests, and reads responses, validating them (the server is a peer too).
+//! Never blocks: the transport waits, using [`ClientConnection::publish`]'s "notify?" answer
+//! and [`ClientConnection::prepare_to_wait`].
+
+use core::marker::PhantomData;
+use core::sync::atomic::{fence, Ordering};
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::layout::{
+    ctrl, OolRef, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status, FLAG_ONE_WAY,
+    HEADER_SIZE, INLINE_CAPACITY, LAYOUT_VERSION, PAGE_SIZE, RING_MAGIC,
+};
+use crate::region::{RegionView, SharedRegion};
+use crate::ring::{available, free_slots, needs_notify};
+use crate::service::validate_ool;
+use crate::transport::{Notify, SharedMemory};
+
+/// Upper bound of the per-connection in-flight cap (size of the client's call table).
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// An untyped call, as written into a request slot.
+#[derive(Clone, Copy, Debug)]
+pub struct CallRequest<'a> {
+    pub service_id: u32,
+    pub method_id: u32,
+    pub version: u32,
+    /// Absolute deadline on the transport's clock, 0 = none.
+    pub deadline_ns: u64,
+    pub one_way: bool,
+    /// Inline arguments, at most [`INLINE_CAPACITY`] bytes.
+    pub inline: &'a [u8],
+    /// Out-of-line arguments in the data region.
+    pub ool_args: OolRef,
+    /// Result buffer in the data region.
+    pub ool_result: OolRef,
+}
+
+/// A call built by a generated stub (`<service>::client::<method>(&args)`); `R` is the reply type.
+#[derive(Clone, Copy, Debug)]
+pub struct TypedCall<'a, R> {
+    request: CallRequest<'a>,
+    _reply: PhantomData<fn() -> R>,
+}
+
+impl<'a, R> TypedCall<'a, R> {
+    pub fn new(service_id: u32, method_id: u32, version: u32, inline: &'a [u8]) -> Self {
+        TypedCall {
+            request: CallRequest {
+                service_id,
+                method_id,
+                version,
+                deadline_ns: 0,
+                one_way: false,
+                inline,
+                ool_args: OolRef::NONE,
+                ool_result: OolRef::NONE,
+            },
+            _reply: PhantomData,
+        }
+    }
+
+    /// Absolute deadline on the transport's clock.
+    pub fn deadline_ns(mut self, deadline_ns: u64) -> Self {
+        self.request.deadline_ns = deadline_ns;
+        self
+    }
+
+    pub fn ool_args(mut self, window: OolRef) -> Self {
+        self.request.ool_args = window;
+        self
+    }
+
+    pub fn ool_result(mut self, window: OolRef) -> Self {
+        self.request.ool_result = window;
+        self
+    }
+
+    /// No response: the call is not tracked and its result is dropped.
+    pub fn one_way(mut self) -> Self {
+        self.request.one_way = true;
+        self
+    }
+
+    /// Overrides the interface version (tests of version checking).
+    pub fn version(mut self, version: u32) -> Self {
+        self.request.version = version;
+        self
+    }
+
+    pub fn request(&self) -> &CallRequest<'a> {
+        &self.request
+    }
+}
+
+/// Why a server broke the protocol, as seen by the client (the connection is then broken).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientViolation {
+    /// `req_cons` ahead of our `req_prod` or more than a ring behind it.
+    ReqConsOutOfRange {
+        req_cons: u32,
+        req_prod: u32,
+    },
+    /// `rsp_prod` claims more responses than a ring holds.
+    RspProdOutOfRange {
+        rsp_prod: u32,
+        rsp_cons: u32,
+    },
+    UnknownStatus(u32),
+    InlineTooLong(u32),
+    /// A response for a call that is not in flight (never sent, one-way, or already answered).
+    UnknownCallId(u64),
+    /// The server claims to have written more than the result window holds.
+    OolWrittenTooLong {
+        written: u32,
+        window: u32,
+    },
+}
+
+/// Why a call could not be started or its reply not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// The server answered with a non-Ok status.
+    Remote(Status),
+    /// The connection is broken (by the server, see the violation).
+    Broken(ClientViolation),
+    /// No free request slot right now; retry after the server consumed some.
+    RingFull,
+    /// As many two-way calls in flight as the cap allows; poll responses first.
+    TooManyInFlight,
+    /// Inline arguments longer than [`INLINE_CAPACITY`].
+    InlineTooLarge(usize),
+    /// An out-of-line window does not lie in the data region (or has offset with zero length).
+    BadOolRef(OolRef),
+    /// `Pending::finish` was given another call's completion.
+    WrongCompletion { expected: u64, got: u64 },
+    /// The reply's inline bytes are not a valid value of the reply type.
+    MalformedReply,
+}
+
+/// A response, copied out of the ring and validated against the call it answers.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub call_id: u64,
+    pub status: Status,
+    /// Bytes the handler wrote at the start of the call's result window.
+    pub ool_written: u32,
+    inline: [u8; INLINE_CAPACITY],
+    inline_len: usize,
+}
+
+impl Completion {
+    pub fn inline(&self) -> &[u8] {
+        &self.inline[..self.inline_len]
+    }
+}
+
+/// A decoded successful reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply<R> {
+    pub value: R,
+    /// Bytes the handler wrote at the start of the call's result window.
+    pub ool_written: u32,
+}
+
+/// A started two-way call; match it with its [`Completion`] by `call_id`.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a pending call's completion must be collected"]
+pub struct Pending<R> {
+    call_id: u64,
+    _reply: PhantomData<fn() -> R>,
+}
+
+impl<R: FromBytes> Pending<R> {
+    pub fn call_id(&self) -> u64 {
+        self.call_id
+    }
+
+    /// Decodes the typed reply from this call's completion.
+    pub fn finish(self, completion: &Completion) -> Result<Reply<R>, CallError> {
+        if completion.call_id != self.call_id {
+            return Err(CallError::WrongCompletion {
+                expected: self.call_id,
+                got: completion.call_id,
+            });
+        }
+        if completion.status != Status::Ok {
+            return Err(CallError::Remote(completion.status));
+        }
+        let value =
+            R::read_from_bytes(completion.inline()).map_err(|_| CallError::MalformedReply)?;
+        Ok(Reply {
+            value,
+            ool_written: completion.ool_written,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct InFlight {
+    /// 0 = free slot in the table.
+    call_id: u64,
+    result_window_len: u32,
+}
+
+/// The client end of one connection over a ring region and a data region.
+pub struct ClientConnection<R: SharedMemory, D: SharedMemory> {
+    ring: SharedRegion<R>,
+    data: SharedRegion<D>,
+    geometry: RingGeometry,
+    req_prod_pvt: u32,
+    req_prod_published: u32,
+    rsp_cons: u32,
+    max_in_flight: usize,
+    in_flight: [InFlight; MAX_IN_FLIGHT],
+    in_flight_count: usize,
+    next_call_id: u64,
+    broken: Option<ClientViolation>,
+}
+
+impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
+    /// Lays out a fresh ring region (zeroed, magic, indices at 0) before the server attaches.
+    /// `max_in_flight` caps two-way calls awaiting a response: `1..=min(slots, MAX_IN_FLIGHT)`.
+    pub fn new(
+        ring: R,
+        data: D,
+        geometry: RingGeometry,
+        max_in_flight: usize,
+    ) -> Result<Self, SetupError> {
+        let ring = SharedRegion::new(ring)?;
+        let data = SharedRegion::new(data)?;
+        geometry.check_region_len(ring.len())?;
+        if max_in_flight == 0
+            || max_in_flight > MAX_IN_FLIGHT
+            || max_in_flight > geometry.slots() as usize
+        {
+            return Err(SetupError::BadInFlightCap(max_in_flight));
+        }
+        let view = ring.view();
+        let init = |offset, value| view.store_u32(offset, value, Ordering::Relaxed);
+        let laid_out = view
+            .fill(0, PAGE_SIZE, 0)
+            .and_then(|()| init(ctrl::MAGIC, RING_MAGIC))
+            .and_then(|()| init(ctrl::LAYOUT_VERSION, LAYOUT_VERSION))
+            .and_then(|()| init(ctrl::SLOTS, geometry.slots()))
+            // Wake me on the first response; the server sets its own threshold when it attaches.
+            .and_then(|()| init(ctrl::RSP_EVENT, 1))
+            .and_then(|()| init(ctrl::REQ_EVENT, 1));
+        // The region length was checked against the geometry above, so the control page fits.
+        debug_assert!(laid_out.is_ok());
+        fence(Ordering::Release);
+        Ok(ClientConnection {
+            ring,
+            data,
+            geometry,
+            req_prod_pvt: 0,
+            req_prod_published: 0,
+            rsp_cons: 0,
+            max_in_flight,
+            in_flight: [InFlight::default(); MAX_IN_FLIGHT],
+            in_flight_count: 0,
+            next_call_id: 1,
+            broken: None,
+        })
+    }
+
+    pub fn geometry(&self) -> RingGeometry {
+        self.geometry
+    }
+
+    /// The data region, for writing out-of-line arguments and reading results.
+    pub fn data(&self) -> RegionView<'_> {
+        self.data.view()
+    }
+
+    /// The ring region (tests and diagnostics).
+    pub fn ring(&self) -> RegionView<'_> {
+        self.ring.view()
+    }
+
+    pub fn broken(&self) -> Option<ClientViolation> {
+        self.broken
+    }
+
+    /// Two-way calls started and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight_count
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    fn fail(&mut self, violation: ClientViolation) -> CallError {
+        if self.broken.is_none() {
+            self.broken = Some(violation);
+        }
+        CallError::Broken(self.broken.unwrap_or(violation))
+    }
+
+    fn load(&self, offset: usize) -> u32 {
+        // Control-block offsets are in the first page, which `new` checked exists.
+        self.ring
+            .view()
+            .load_u32(offset, Ordering::Acquire)
+            .unwrap_or(0)
+    }
+
+    fn store(&self, offset: usize, value: u32) {
+        let stored = self.ring.view().store_u32(offset, value, Ordering::Release);
+        debug_assert!(stored.is_ok());
+    }
+
+    /// Writes a request into the next slot without publishing it (see [`Self::publish`]);
+    /// returns its call id. Batches of `enqueue` + one `publish` need one notification.
+    pub fn enqueue(&mut self, request: &CallRequest<'_>) -> Result<u64, CallError> {
+        if let Some(v) = self.broken {
+            return Err(CallError::Broken(v));
+        }
+        if request.inline.len() > INLINE_CAPACITY {
+            return Err(CallError::InlineTooLarge(request.inline.len()));
+        }
+        let data_len = self.data.len();
+        if validate_ool(request.ool_args, data_len).is_none() {
+            return Err(CallError::BadOolRef(request.ool_args));
+        }
+        if validate_ool(request.ool_result, data_len).is_none() {
+            return Err(CallError::BadOolRef(request.ool_result));
+        }
+        if !request.one_way && self.in_flight_count >= self.max_in_flight {
+            return Err(CallError::TooManyInFlight);
+        }
+        let req_cons = self.load(ctrl::REQ_CONS);
+        match free_slots(self.req_prod_pvt, req_cons, self.geometry.slots()) {
+            None => {
+                let req_prod = self.req_prod_pvt;
+                return Err(self.fail(ClientViolation::ReqConsOutOfRange { req_cons, req_prod }));
+            }
+            Some(0) => return Err(CallError::RingFull),
+            Some(_) => {}
+        }
+        let call_id = self.next_call_id;
+        self.next_call_id = self.next_call_id.wrapping_add(1).max(1);
+        let header = RequestHeader {
+            call_id,
+            deadline_ns: request.deadline_ns,
+            service_id: request.service_id,
+            method_id: request.method_id,
+            version: request.version,
+            flags: if request.one_way { FLAG_ONE_WAY } else { 0 },
+            inline_len: request.inline.len() as u32,
+            reserved0: 0,
+            ool_args: request.ool_args,
+            ool_result: request.ool_result,
+            reserved1: [0; 2],
+        };
+        let slot = self.geometry.request_slot_offset(self.req_prod_pvt);
+        let view = self.ring.view();
+        let written = view
+            .write_pod(slot, &header)
+            .and_then(|()| view.write(slot + HEADER_SIZE, request.inline));
+        // The slot lies inside the ring region, whose length `new` checked.
+        debug_assert!(written.is_ok());
+        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
+        if !request.one_way {
+            if let Some(entry) = self.in_flight.iter_mut().find(|e| e.call_id == 0) {
+                *entry = InFlight {
+                    call_id,
+                    result_window_len: request.ool_result.len,
+                };
+                self.in_flight_count += 1;
+            }
+        }
+        Ok(call_id)
+    }
+
+    /// Publishes enqueued requests; returns whether the server asked to be notified (then call
+    /// the transport's `notify`). This is `RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`.
+    pub fn publish(&mut self) -> bool {
+        let old = self.req_prod_published;
+        let new = self.req_prod_pvt;
+        if old == new || self.broken.is_some() {
+            return false;
+        }
+        // Release: the slot contents (and out-of-line arguments) are visible before the index.
+        self.store(ctrl::REQ_PROD, new);
+        self.req_prod_published = new;
+        // Full barrier: our index store must be visible before we read the server's threshold,
+        // or a server arming for sleep at the same moment and we would both miss each other.
+        fence(Ordering::SeqCst);
+        needs_notify(old, new, self.load(ctrl::REQ_EVENT))
+    }
+
+    /// Starts a typed call (not yet published).
+    pub fn start<T>(&mut self, call: &TypedCall<'_, T>) -> Result<Pending<T>, CallError> {
+        let call_id = self.enqueue(call.request())?;
+        Ok(Pending {
+            call_id,
+            _reply: PhantomData,
+        })
+    }
+
+    /// Starts a typed one-way call (not yet published).
+    pub fn start_one_way<T>(&mut self, call: TypedCall<'_, T>) -> Result<u64, CallError> {
+        self.enqueue(call.one_way().request())
+    }
+
+    /// Starts, publishes, and notifies the server if it asked for it.
+    pub fn submit<T>(
+        &mut self,
+        call: &TypedCall<'_, T>,
+        notifier: &impl Notify,
+    ) -> Result<Pending<T>, CallError> {
+        let pending = self.start(call)?;
+        if self.publish() {
+            notifier.notify();
+        }
+        Ok(pending)
+    }
+
+    /// Whether the server published responses we have not consumed.
+    pub fn has_responses(&self) -> bool {
+        self.load(ctrl::RSP_PROD) != self.rsp_cons
+    }
+
+    /// Takes the next response, if any, copying it out once and validating it: status known,
+    /// inline length within the slot, call id in flight, out-of-line length within the call's
+    /// result window. A violation breaks the connection.
+    pub fn poll_response(&mut self) -> Result<Option<Completion>, CallError> {
+        if let Some(v) = self.broken {
+            return Err(CallError::Broken(v));
+        }
+        let rsp_prod = self.load(ctrl::RSP_PROD);
+        match available(rsp_prod, self.rsp_cons, self.geometry.slots()) {
+            None => {
+                let rsp_cons = self.rsp_cons;
+                return Err(self.fail(ClientViolation::RspProdOutOfRange { rsp_prod, rsp_cons }));
+            }
+            Some(0) => return Ok(None),
+            Some(_) => {}
+        }
+        let slot = self.geometry.response_slot_offset(self.rsp_cons);
+        let view = self.ring.view();
+        let header: ResponseHeader = view.read_pod(slot).unwrap_or_default();
+        let Some(status) = Status::from_wire(header.status) else {
+            return Err(self.fail(ClientViolation::UnknownStatus(header.status)));
+        };
+        let inline_len = header.inline_len as usize;
+        if inline_len > INLINE_CAPACITY {
+            return Err(self.fail(ClientViolation::InlineTooLong(header.inline_len)));
+        }
+        let Some(entry_index) = self
+            .in_flight
+            .iter()
+            .position(|e| e.call_id != 0 && e.call_id == header.call_id)
+        else {
+            return Err(self.fail(ClientViolation::UnknownCallId(header.call_id)));
+        };
+        let window = self.in_flight[entry_index].result_window_len;
+        if header.ool_written > window {
+            return Err(self.fail(ClientViolation::OolWrittenTooLong {
+                written: header.ool_written,
+                window,
+            }));
+        }
+        let mut completion = Completion {
+            call_id: header.call_id,
+            status,
+            ool_written: header.ool_written,
+            inline: [0; INLINE_CAPACITY],
+            inline_len,
+        };
+        let copied = view.read(slot + HEADER_SIZE, &mut completion.inline[..inline_len]);
+        debug_assert!(copied.is_ok());
+        self.in_flight[entry_index] = InFlight::default();
+        self.in_flight_count -= 1;
+        self.rsp_cons = self.rsp_cons.wrapping_add(1);
+        // Release: we are done reading the slot before the server may reuse it.
+        self.store(ctrl::RSP_CONS, self.rsp_cons);
+        Ok(Some(completion))
+    }
+
+    /// Arms the response threshold before the transport sleeps and re-checks
+    /// (`RING_FINAL_CHECK_FOR_RESPONSES`): `true` means responses (or a broken ring) are already
+    /// there, so poll instead of sleeping; `false` means sleep until notified.
+    pub fn prepare_to_wait(&mut self) -> bool {
+        if self.broken.is_some() {
+            return true;
+        }
+        self.store(ctrl::RSP_EVENT, self.rsp_cons.wrapping_add(1));
+        // Full barrier: the threshold must be visible before we re-read the producer index,
+        // closing the race with a server publishing at this moment.
+        fence(Ordering::SeqCst);
+        self.has_responses()
+    }
+}
+
+/// Convenience for tests and simple clients: decode a completion's inline bytes as `T`.
+pub fn decode_inline<T: FromBytes + IntoBytes>(completion: &Completion) -> Option<T> {
+    T::read_from_bytes(completion.inline()).ok()
+}

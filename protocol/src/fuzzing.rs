@@ -1,0 +1,225 @@
+//! The fuzz harness of the server's validation path, shared by the cargo-fuzz target in
+//! `fuzz/` (nightly) and the seeded replay test in `protocol/tests/fuzz_replay.rs` (stable).
+//!
+//! One case: arbitrary bytes become the ring region and the data region of a connection
+//! (behind guard pages); the server attaches and polls with every built-in service while the
+//! rest of the input, as a hostile client, rewrites words of both regions between polls. The
+//! harness panics (a finding) if the server panics, writes outside the regions, fails to make
+//! progress without breaking the connection, or answers more requests than were published.
+
+extern crate alloc;
+
+use crate::layout::{
+    ctrl, OolRef, RequestHeader, RingGeometry, LAYOUT_VERSION, PAGE_SIZE, RING_MAGIC,
+};
+use crate::mem::HeapRegion;
+use crate::region::SharedRegion;
+use crate::services::arith::{self, ArithServer};
+use crate::services::echo::{self, EchoServer};
+use crate::services::kv::{self, KvStore};
+use crate::{PeerId, Registry, ServerConnection};
+use core::sync::atomic::Ordering;
+
+/// What a case did (for corpus statistics in the replay test).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaseReport {
+    /// The ring region failed the attach checks (bad magic etc.).
+    pub attach_refused: bool,
+    /// The server broke the connection.
+    pub broken: bool,
+    /// Requests the server handled.
+    pub requests: u64,
+    /// Responses with status `Ok`.
+    pub ok: u64,
+}
+
+/// A cursor over the fuzz input that yields zeros once exhausted.
+struct Input<'a> {
+    bytes: &'a [u8],
+}
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.bytes.split_first() {
+            Some((&b, rest)) => {
+                self.bytes = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
+    }
+
+    fn take(&mut self, n: usize) -> &[u8] {
+        let (head, rest) = self.bytes.split_at(n.min(self.bytes.len()));
+        self.bytes = rest;
+        head
+    }
+}
+
+/// A request header from 16 input bytes: small service and method ids, mostly the right
+/// version, windows near the data region's size, deadlines on both sides of the clock.
+fn plausible_header(input: &mut Input<'_>, index: u32) -> RequestHeader {
+    let r = input.take(16);
+    let b = |i: usize| r.get(i).copied().unwrap_or(0);
+    let u16_at = |i: usize| u32::from(b(i)) | u32::from(b(i + 1)) << 8;
+    RequestHeader {
+        call_id: u64::from(index),
+        deadline_ns: match b(13) % 3 {
+            0 => 0,
+            1 => 500_000,
+            _ => 2_000_000,
+        },
+        service_id: u32::from(b(0) % 5),
+        method_id: u32::from(b(1) % 6),
+        version: if b(2) == 0xff { 2 } else { 1 },
+        flags: u32::from(b(3) % 4),
+        inline_len: u32::from(b(4)),
+        reserved0: u32::from(b(14) == 0xff),
+        ool_args: OolRef::new(u16_at(5), u16_at(7) % 9000),
+        ool_result: OolRef::new(u16_at(9), u16_at(11) % 9000),
+        reserved1: [0, u32::from(b(15) == 0xff)],
+    }
+}
+
+/// Polls per case, and requests per poll.
+const ROUNDS: usize = 8;
+const BUDGET: u32 = 24;
+
+/// Runs one case. Panics on a finding.
+pub fn run_server_case(input: &[u8]) -> CaseReport {
+    let mut input = Input { bytes: input };
+    let mode = input.byte();
+    let slots = if mode & 1 == 0 { 16 } else { 32 };
+    let geometry = RingGeometry::new(slots).expect("16 and 32 are valid slot counts");
+    let data_pages = usize::from((mode >> 1) & 3);
+    let ring_memory = HeapRegion::with_guards(geometry.region_bytes());
+    let data_memory = HeapRegion::with_guards(data_pages * PAGE_SIZE);
+    let ring = SharedRegion::new(&ring_memory).expect("heap regions are page aligned");
+    let data = SharedRegion::new(&data_memory).expect("heap regions are page aligned");
+
+    // Initial request slots: raw fuzz bytes, or (mode bit 6) headers decoded from short
+    // recipes so that most requests get past header validation into the handlers.
+    if mode & 0x40 == 0 {
+        let raw = input.take(geometry.ring_bytes());
+        let _ = ring.view().write(PAGE_SIZE, raw);
+    } else {
+        for index in 0..slots {
+            let header = plausible_header(&mut input, index);
+            let slot = geometry.request_slot_offset(index);
+            let _ = ring.view().write_pod(slot, &header);
+            let inline = input.take((header.inline_len as usize).min(crate::INLINE_CAPACITY));
+            let _ = ring.view().write(slot + crate::HEADER_SIZE, inline);
+        }
+    }
+    let control = input.take(16);
+    let _ = ring.view().write(ctrl::REQ_PROD, control);
+    if mode & 0x80 == 0 {
+        let v = ring.view();
+        let _ = v.store_u32(ctrl::MAGIC, RING_MAGIC, Ordering::Relaxed);
+        let _ = v.store_u32(ctrl::LAYOUT_VERSION, LAYOUT_VERSION, Ordering::Relaxed);
+        let _ = v.store_u32(ctrl::SLOTS, slots, Ordering::Relaxed);
+        // A small request count so that most cases reach the handlers.
+        let _ = v.store_u32(
+            ctrl::REQ_PROD,
+            u32::from(input.byte() % 40),
+            Ordering::Relaxed,
+        );
+        let _ = v.store_u32(ctrl::RSP_CONS, 0, Ordering::Relaxed);
+    } else {
+        let _ = ring.view().write(0, input.take(12));
+    }
+    let data_seed = input.take(data_pages * PAGE_SIZE);
+    let _ = data.view().write(0, data_seed);
+
+    let mut report = CaseReport::default();
+    let Ok(mut server) = ServerConnection::attach(&ring_memory, &data_memory, geometry, PeerId(7))
+    else {
+        report.attach_refused = true;
+        assert!(ring_memory.guards_intact() && data_memory.guards_intact());
+        return report;
+    };
+
+    let mut echo_handler = echo::Handler(EchoServer);
+    let mut arith_handler = arith::Handler(ArithServer);
+    let mut kv_handler = kv::Handler(KvStore::new());
+    let mut registry = Registry::new();
+    registry
+        .register(&mut echo_handler)
+        .expect("fresh registry");
+    registry
+        .register(&mut arith_handler)
+        .expect("fresh registry");
+    registry.register(&mut kv_handler).expect("fresh registry");
+    let clock = || 1_000_000u64;
+
+    for _ in 0..ROUNDS {
+        let before = server.stats().requests;
+        let published = ring
+            .view()
+            .load_u32(ctrl::REQ_PROD, Ordering::Relaxed)
+            .unwrap_or(0);
+        let outcome = server.poll(&mut registry, &clock, BUDGET);
+        let handled = server.stats().requests - before;
+        assert_eq!(u64::from(outcome.handled), handled);
+        assert!(outcome.handled <= BUDGET && outcome.handled <= slots);
+        if outcome.broken {
+            break;
+        }
+        // A pending request is either handled or the connection breaks: no silent stall.
+        if published != 0 && server.has_requests() && outcome.handled == 0 {
+            panic!("server neither progressed nor broke the connection: {outcome:?}");
+        }
+        // Hostile client: consume responses sometimes, publish more, scribble on words.
+        let edits = input.byte() % 8;
+        for _ in 0..edits {
+            let target = input.byte();
+            let offset = (input.u32() as usize) & !3;
+            let value = input.u32();
+            let (region, len) = if target & 1 == 0 {
+                (ring.view(), ring.len())
+            } else {
+                (data.view(), data.len())
+            };
+            if len != 0 {
+                let _ = region.store_u32(offset % len, value, Ordering::Relaxed);
+            }
+        }
+        let rsp_prod = ring
+            .view()
+            .load_u32(ctrl::RSP_PROD, Ordering::Relaxed)
+            .unwrap_or(0);
+        let _ = ring
+            .view()
+            .store_u32(ctrl::RSP_CONS, rsp_prod, Ordering::Release);
+        let grow = u32::from(input.byte() % 8);
+        let req_prod = ring
+            .view()
+            .load_u32(ctrl::REQ_PROD, Ordering::Relaxed)
+            .unwrap_or(0);
+        let _ = ring.view().store_u32(
+            ctrl::REQ_PROD,
+            req_prod.wrapping_add(grow),
+            Ordering::Release,
+        );
+    }
+    let stats = server.stats();
+    assert_eq!(stats.by_status.iter().sum::<u64>(), stats.requests);
+    assert_eq!(stats.requests, stats.responses + stats.one_way);
+    assert!(stats.violations <= ROUNDS as u64);
+    report.broken = server.broken().is_some();
+    report.requests = stats.requests;
+    report.ok = stats.status_count(crate::Status::Ok);
+    assert!(
+        ring_memory.guards_intact(),
+        "server wrote outside the ring region"
+    );
+    assert!(
+        data_memory.guards_intact(),
+        "server wrote outside the data region"
+    );
+    report
+}

@@ -1,0 +1,358 @@
+//! Wire layouts shared with the peer: the ring region's control block, the slot headers, the
+//! status codes and the ring geometry. Everything here is `#[repr(C)]` with compile-time size and
+//! offset checks; nothing here is ever referenced in place in shared memory (see
+//! [`crate::region`]): slots are copied out into these types, and these types are copied in.
+
+use core::mem::{offset_of, size_of};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Page size of both transports (Xen x86 pages, Linux x86-64 pages).
+pub const PAGE_SIZE: usize = 4096;
+
+/// Bytes of one request or response slot.
+pub const SLOT_SIZE: usize = 256;
+
+/// Bytes of a slot header (request and response headers have the same size).
+pub const HEADER_SIZE: usize = 64;
+
+/// Bytes of inline arguments (request) or inline result (response) a slot carries.
+pub const INLINE_CAPACITY: usize = SLOT_SIZE - HEADER_SIZE;
+
+/// Smallest ring: one page of slots per ring.
+pub const MIN_SLOTS: u32 = (PAGE_SIZE / SLOT_SIZE) as u32;
+
+/// Largest ring accepted (64 pages per ring).
+pub const MAX_SLOTS: u32 = 1024;
+
+/// `"XRPC"` little-endian: written by the client when it lays out a fresh ring region.
+pub const RING_MAGIC: u32 = u32::from_le_bytes(*b"XRPC");
+
+/// Layout revision of the ring region; bumped on any incompatible change.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Request flag: the client wants no response.
+pub const FLAG_ONE_WAY: u32 = 1 << 0;
+
+/// All request flags this revision knows; any other bit gets `BadArguments`.
+pub const KNOWN_REQUEST_FLAGS: u32 = FLAG_ONE_WAY;
+
+/// The first page of a ring region. Never referenced in place: the offsets of its fields are
+/// what the code uses (through [`crate::region::RegionView`]'s atomic index accessors).
+///
+/// Each writer's fields sit on their own 128-byte block (two cache lines, so the adjacent-line
+/// prefetcher does not pull the other side's line either): the client's block holds the
+/// request producer and the response consumer, the server's block the request consumer and the
+/// response producer, each with the event threshold its owner sets (as in Xen's `io/ring.h`).
+#[repr(C)]
+pub struct ControlBlock {
+    /// Written once by the client before the server attaches.
+    pub magic: u32,
+    pub layout_version: u32,
+    pub slots: u32,
+    _pad0: [u8; 128 - 12],
+    /// Client-written: requests published so far (free-running, wraps).
+    pub req_prod: u32,
+    /// Client-written: responses consumed so far.
+    pub rsp_cons: u32,
+    /// Client-written: "notify me when `rsp_prod` passes this value".
+    pub rsp_event: u32,
+    _pad1: [u8; 128 - 12],
+    /// Server-written: requests consumed so far (their slots may be reused).
+    pub req_cons: u32,
+    /// Server-written: responses published so far.
+    pub rsp_prod: u32,
+    /// Server-written: "notify me when `req_prod` passes this value".
+    pub req_event: u32,
+    _pad2: [u8; PAGE_SIZE - 256 - 12],
+}
+
+const _: () = assert!(size_of::<ControlBlock>() == PAGE_SIZE);
+const _: () = assert!(offset_of!(ControlBlock, magic) == 0);
+const _: () = assert!(offset_of!(ControlBlock, layout_version) == 4);
+const _: () = assert!(offset_of!(ControlBlock, slots) == 8);
+const _: () = assert!(offset_of!(ControlBlock, req_prod) == 128);
+const _: () = assert!(offset_of!(ControlBlock, rsp_cons) == 132);
+const _: () = assert!(offset_of!(ControlBlock, rsp_event) == 136);
+const _: () = assert!(offset_of!(ControlBlock, req_cons) == 256);
+const _: () = assert!(offset_of!(ControlBlock, rsp_prod) == 260);
+const _: () = assert!(offset_of!(ControlBlock, req_event) == 264);
+
+/// Byte offsets of the control-block fields inside the ring region.
+pub mod ctrl {
+    use super::ControlBlock;
+    use core::mem::offset_of;
+    pub const MAGIC: usize = offset_of!(ControlBlock, magic);
+    pub const LAYOUT_VERSION: usize = offset_of!(ControlBlock, layout_version);
+    pub const SLOTS: usize = offset_of!(ControlBlock, slots);
+    pub const REQ_PROD: usize = offset_of!(ControlBlock, req_prod);
+    pub const RSP_CONS: usize = offset_of!(ControlBlock, rsp_cons);
+    pub const RSP_EVENT: usize = offset_of!(ControlBlock, rsp_event);
+    pub const REQ_CONS: usize = offset_of!(ControlBlock, req_cons);
+    pub const RSP_PROD: usize = offset_of!(ControlBlock, rsp_prod);
+    pub const REQ_EVENT: usize = offset_of!(ControlBlock, req_event);
+}
+
+/// A reference to bytes in the connection's data region: `len` bytes at `offset`.
+/// `len == 0` means "none" and then `offset` must be 0 too.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct OolRef {
+    pub offset: u32,
+    pub len: u32,
+}
+
+impl OolRef {
+    pub const NONE: OolRef = OolRef { offset: 0, len: 0 };
+
+    pub const fn new(offset: u32, len: u32) -> Self {
+        OolRef { offset, len }
+    }
+}
+
+const _: () = assert!(size_of::<OolRef>() == 8);
+
+/// Header of a request slot; `inline_len` bytes of inline arguments follow it in the slot.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct RequestHeader {
+    /// Chosen by the client; echoed in the response.
+    pub call_id: u64,
+    /// Absolute deadline in nanoseconds of the transport's clock; 0 = none.
+    pub deadline_ns: u64,
+    pub service_id: u32,
+    pub method_id: u32,
+    /// Interface version the client was built against; must equal the server's.
+    pub version: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    pub inline_len: u32,
+    /// Must be zero.
+    pub reserved0: u32,
+    /// Out-of-line arguments in the data region.
+    pub ool_args: OolRef,
+    /// Where the handler writes an out-of-line result, in the data region.
+    pub ool_result: OolRef,
+    /// Must be zero.
+    pub reserved1: [u32; 2],
+}
+
+const _: () = assert!(size_of::<RequestHeader>() == HEADER_SIZE);
+const _: () = assert!(offset_of!(RequestHeader, call_id) == 0);
+const _: () = assert!(offset_of!(RequestHeader, deadline_ns) == 8);
+const _: () = assert!(offset_of!(RequestHeader, service_id) == 16);
+const _: () = assert!(offset_of!(RequestHeader, method_id) == 20);
+const _: () = assert!(offset_of!(RequestHeader, version) == 24);
+const _: () = assert!(offset_of!(RequestHeader, flags) == 28);
+const _: () = assert!(offset_of!(RequestHeader, inline_len) == 32);
+const _: () = assert!(offset_of!(RequestHeader, ool_args) == 40);
+const _: () = assert!(offset_of!(RequestHeader, ool_result) == 48);
+const _: () = assert!(offset_of!(RequestHeader, reserved1) == 56);
+
+/// Header of a response slot; `inline_len` bytes of inline result follow it in the slot.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct ResponseHeader {
+    pub call_id: u64,
+    /// A [`Status`] value.
+    pub status: u32,
+    pub inline_len: u32,
+    /// Bytes the handler wrote into the request's `ool_result` window (from its start).
+    pub ool_written: u32,
+    pub reserved: [u32; 11],
+}
+
+const _: () = assert!(size_of::<ResponseHeader>() == HEADER_SIZE);
+const _: () = assert!(offset_of!(ResponseHeader, call_id) == 0);
+const _: () = assert!(offset_of!(ResponseHeader, status) == 8);
+const _: () = assert!(offset_of!(ResponseHeader, inline_len) == 12);
+const _: () = assert!(offset_of!(ResponseHeader, ool_written) == 16);
+
+/// Outcome of a call, carried in the response header.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    Ok = 0,
+    UnknownService = 1,
+    UnknownMethod = 2,
+    VersionMismatch = 3,
+    BadArguments = 4,
+    TooLarge = 5,
+    DeadlineExceeded = 6,
+    Busy = 7,
+    HandlerFault = 8,
+    AccessDenied = 9,
+}
+
+impl Status {
+    /// Number of status values (for per-status counters).
+    pub const COUNT: usize = 10;
+
+    pub const ALL: [Status; Status::COUNT] = [
+        Status::Ok,
+        Status::UnknownService,
+        Status::UnknownMethod,
+        Status::VersionMismatch,
+        Status::BadArguments,
+        Status::TooLarge,
+        Status::DeadlineExceeded,
+        Status::Busy,
+        Status::HandlerFault,
+        Status::AccessDenied,
+    ];
+
+    /// The status for a wire value, `None` for a value no revision defines.
+    pub const fn from_wire(value: u32) -> Option<Status> {
+        if (value as usize) < Status::COUNT {
+            Some(Status::ALL[value as usize])
+        } else {
+            None
+        }
+    }
+
+    pub const fn to_wire(self) -> u32 {
+        self as u32
+    }
+
+    /// Index into per-status counter arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Size of a connection's rings, agreed out of band at connection setup and held privately by
+/// both sides (never read back from shared memory to size anything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingGeometry {
+    slots: u32,
+}
+
+/// Why a ring geometry or a region does not fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GeometryError {
+    /// Slot count is not a power of two in `MIN_SLOTS..=MAX_SLOTS`.
+    BadSlotCount(u32),
+    /// The ring region is smaller than the geometry needs.
+    RingRegionTooSmall { needed: usize, have: usize },
+}
+
+impl RingGeometry {
+    /// `slots` requests and `slots` responses; a power of two in `MIN_SLOTS..=MAX_SLOTS`.
+    pub const fn new(slots: u32) -> Result<Self, GeometryError> {
+        if slots.is_power_of_two() && slots >= MIN_SLOTS && slots <= MAX_SLOTS {
+            Ok(RingGeometry { slots })
+        } else {
+            Err(GeometryError::BadSlotCount(slots))
+        }
+    }
+
+    pub const fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Bytes of one ring (request or response).
+    pub const fn ring_bytes(&self) -> usize {
+        self.slots as usize * SLOT_SIZE
+    }
+
+    /// Bytes the ring region needs: control page + request ring + response ring.
+    pub const fn region_bytes(&self) -> usize {
+        PAGE_SIZE + 2 * self.ring_bytes()
+    }
+
+    /// Pages the ring region needs.
+    pub const fn region_pages(&self) -> usize {
+        self.region_bytes() / PAGE_SIZE
+    }
+
+    /// Offset of request slot for free-running index `idx`.
+    pub const fn request_slot_offset(&self, idx: u32) -> usize {
+        PAGE_SIZE + (idx & (self.slots - 1)) as usize * SLOT_SIZE
+    }
+
+    /// Offset of response slot for free-running index `idx`.
+    pub const fn response_slot_offset(&self, idx: u32) -> usize {
+        PAGE_SIZE + self.ring_bytes() + (idx & (self.slots - 1)) as usize * SLOT_SIZE
+    }
+}
+
+/// Why a connection could not be set up over the given memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetupError {
+    Geometry(GeometryError),
+    Region(crate::region::RegionError),
+    /// The ring region does not start with [`RING_MAGIC`] (server side).
+    BadMagic(u32),
+    /// The ring region was laid out by another layout revision (server side).
+    LayoutVersionMismatch(u32),
+    /// The ring region claims another slot count than the one agreed (server side).
+    SlotCountMismatch {
+        agreed: u32,
+        found: u32,
+    },
+    /// The in-flight cap must be in `1..=min(slots, MAX_IN_FLIGHT)` (client side).
+    BadInFlightCap(usize),
+}
+
+impl From<GeometryError> for SetupError {
+    fn from(e: GeometryError) -> Self {
+        SetupError::Geometry(e)
+    }
+}
+
+impl From<crate::region::RegionError> for SetupError {
+    fn from(e: crate::region::RegionError) -> Self {
+        SetupError::Region(e)
+    }
+}
+
+impl RingGeometry {
+    /// Checks that a ring region of `len` bytes is large enough for this geometry.
+    pub const fn check_region_len(&self, len: usize) -> Result<(), GeometryError> {
+        if len < self.region_bytes() {
+            Err(GeometryError::RingRegionTooSmall {
+                needed: self.region_bytes(),
+                have: len,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_accepts_only_page_multiples_of_power_of_two() {
+        assert!(RingGeometry::new(16).is_ok());
+        assert!(RingGeometry::new(1024).is_ok());
+        assert_eq!(RingGeometry::new(8), Err(GeometryError::BadSlotCount(8)));
+        assert_eq!(RingGeometry::new(24), Err(GeometryError::BadSlotCount(24)));
+        assert_eq!(
+            RingGeometry::new(2048),
+            Err(GeometryError::BadSlotCount(2048))
+        );
+        assert_eq!(RingGeometry::new(0), Err(GeometryError::BadSlotCount(0)));
+        let g = RingGeometry::new(32).unwrap();
+        assert_eq!(g.region_bytes(), 4096 + 2 * 32 * 256);
+        assert_eq!(g.region_pages(), 5);
+        assert_eq!(g.request_slot_offset(33), 4096 + 256);
+        assert_eq!(g.response_slot_offset(31), 4096 + 32 * 256 + 31 * 256);
+    }
+
+    #[test]
+    fn status_round_trips_and_rejects_unknown() {
+        for s in Status::ALL {
+            assert_eq!(Status::from_wire(s.to_wire()), Some(s));
+        }
+        assert_eq!(Status::from_wire(10), None);
+        assert_eq!(Status::from_wire(u32::MAX), None);
+    }
+}

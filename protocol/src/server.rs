@@ -1,0 +1,411 @@
+//! The server end of a connection: pulls requests (each slot copied once into private memory),
+//! validates them, dispatches, writes responses, and applies the notification thresholds.
+//! Never blocks and never trusts the client: a request it can read gets a status, a ring it
+//! cannot make sense of breaks the connection; both are counted.
+
+use core::sync::atomic::{fence, Ordering};
+
+use crate::layout::{
+    ctrl, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status, FLAG_ONE_WAY,
+    HEADER_SIZE, INLINE_CAPACITY, KNOWN_REQUEST_FLAGS, LAYOUT_VERSION, RING_MAGIC,
+};
+use crate::region::SharedRegion;
+use crate::ring::{available, free_slots, needs_notify};
+use crate::service::{validate_ool, CallContext, Dispatcher, OolArgs, OolResult};
+use crate::transport::{Clock, Notify, PeerId, SharedMemory};
+
+/// Why the server broke a connection: the client wrote ring state no correct client can.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// `req_prod` claims more requests than a ring holds, or lies behind `req_cons`.
+    ReqProdOutOfRange { req_prod: u32, req_cons: u32 },
+    /// `rsp_cons` lies ahead of our `rsp_prod` or more than a ring behind it.
+    RspConsOutOfRange { rsp_cons: u32, rsp_prod: u32 },
+    /// A two-way request arrived while every response slot holds an unconsumed response: the
+    /// client exceeded the in-flight cap (at most `slots` two-way calls awaiting responses).
+    InFlightOverflow,
+}
+
+/// Why a request was answered with an error before reaching a handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// `inline_len` larger than a slot's inline capacity (status `TooLarge`).
+    InlineTooLong = 0,
+    /// Flag bits this revision does not know (status `BadArguments`).
+    UnknownFlags = 1,
+    /// Reserved header fields not zero (status `BadArguments`).
+    ReservedNotZero = 2,
+    /// Out-of-line argument window outside the data region (status `BadArguments`).
+    OolArgsOutOfRange = 3,
+    /// Out-of-line result window outside the data region (status `BadArguments`).
+    OolResultOutOfRange = 4,
+    /// The deadline had passed when the request was read (status `DeadlineExceeded`).
+    DeadlinePassed = 5,
+}
+
+impl RejectReason {
+    pub const COUNT: usize = 6;
+}
+
+/// Counters of one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Requests taken off the ring.
+    pub requests: u64,
+    /// Of those, one-way requests (no response written).
+    pub one_way: u64,
+    /// Responses written.
+    pub responses: u64,
+    /// Outcome of every request (one-way included), indexed by `Status::index()`.
+    pub by_status: [u64; Status::COUNT],
+    /// Requests refused before dispatch, indexed by `RejectReason as usize`.
+    pub rejected: [u64; RejectReason::COUNT],
+    /// Polls after which the client had to be notified.
+    pub notifications: u64,
+    /// Protocol violations seen (the first one breaks the connection).
+    pub violations: u64,
+}
+
+impl ConnectionStats {
+    pub fn status_count(&self, status: Status) -> u64 {
+        self.by_status[status.index()]
+    }
+
+    pub fn rejected_count(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason as usize]
+    }
+
+    /// Requests whose status was not `Ok`.
+    pub fn errors(&self) -> u64 {
+        self.requests - self.by_status[Status::Ok.index()]
+    }
+}
+
+/// What one [`ServerConnection::poll`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollOutcome {
+    /// Requests taken off the ring.
+    pub handled: u32,
+    /// Responses were published and the client asked to be woken: call the transport's notify.
+    pub notify: bool,
+    /// Requests are left because the budget ran out: poll again (after serving others).
+    pub more: bool,
+    /// The connection is broken (now or earlier); see [`ServerConnection::broken`].
+    pub broken: bool,
+}
+
+/// The server end of one connection: the client's ring region and data region, mapped once.
+pub struct ServerConnection<R: SharedMemory, D: SharedMemory> {
+    ring: SharedRegion<R>,
+    data: SharedRegion<D>,
+    geometry: RingGeometry,
+    peer: PeerId,
+    req_cons: u32,
+    rsp_prod_pvt: u32,
+    rsp_prod_published: u32,
+    stats: ConnectionStats,
+    broken: Option<Violation>,
+}
+
+impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
+    /// Attaches to a ring region the client laid out: checks magic, layout revision and slot
+    /// count (read once) against the geometry agreed out of band, then publishes the server's
+    /// indices at 0 and asks to be woken by the first request.
+    pub fn attach(
+        ring: R,
+        data: D,
+        geometry: RingGeometry,
+        peer: PeerId,
+    ) -> Result<Self, SetupError> {
+        let ring = SharedRegion::new(ring)?;
+        let data = SharedRegion::new(data)?;
+        geometry.check_region_len(ring.len())?;
+        let view = ring.view();
+        let load = |offset| view.load_u32(offset, Ordering::Acquire).unwrap_or(0);
+        let magic = load(ctrl::MAGIC);
+        if magic != RING_MAGIC {
+            return Err(SetupError::BadMagic(magic));
+        }
+        let layout_version = load(ctrl::LAYOUT_VERSION);
+        if layout_version != LAYOUT_VERSION {
+            return Err(SetupError::LayoutVersionMismatch(layout_version));
+        }
+        let slots = load(ctrl::SLOTS);
+        if slots != geometry.slots() {
+            return Err(SetupError::SlotCountMismatch {
+                agreed: geometry.slots(),
+                found: slots,
+            });
+        }
+        let connection = ServerConnection {
+            ring,
+            data,
+            geometry,
+            peer,
+            req_cons: 0,
+            rsp_prod_pvt: 0,
+            rsp_prod_published: 0,
+            stats: ConnectionStats::default(),
+            broken: None,
+        };
+        connection.store(ctrl::REQ_CONS, 0);
+        connection.store(ctrl::RSP_PROD, 0);
+        connection.store(ctrl::REQ_EVENT, 1);
+        Ok(connection)
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    pub fn geometry(&self) -> RingGeometry {
+        self.geometry
+    }
+
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
+    /// The first protocol violation, if the connection is broken. A broken connection is
+    /// never touched again by `poll`; the transport should tear it down.
+    pub fn broken(&self) -> Option<Violation> {
+        self.broken
+    }
+
+    fn load(&self, offset: usize) -> u32 {
+        // Control-block offsets lie in the first page, which `attach` checked exists.
+        self.ring
+            .view()
+            .load_u32(offset, Ordering::Acquire)
+            .unwrap_or(0)
+    }
+
+    fn store(&self, offset: usize, value: u32) {
+        let stored = self.ring.view().store_u32(offset, value, Ordering::Release);
+        debug_assert!(stored.is_ok());
+    }
+
+    fn break_with(&mut self, violation: Violation) {
+        self.stats.violations += 1;
+        if self.broken.is_none() {
+            self.broken = Some(violation);
+        }
+    }
+
+    /// Handles up to `budget` requests. Deadlines are checked against `clock`.
+    pub fn poll(
+        &mut self,
+        dispatcher: &mut impl Dispatcher,
+        clock: &impl Clock,
+        budget: u32,
+    ) -> PollOutcome {
+        if self.broken.is_some() {
+            return PollOutcome {
+                broken: true,
+                ..PollOutcome::default()
+            };
+        }
+        let slots = self.geometry.slots();
+        let req_prod = self.load(ctrl::REQ_PROD);
+        let Some(pending) = available(req_prod, self.req_cons, slots) else {
+            let req_cons = self.req_cons;
+            self.break_with(Violation::ReqProdOutOfRange { req_prod, req_cons });
+            return PollOutcome {
+                broken: true,
+                ..PollOutcome::default()
+            };
+        };
+        let mut response_space = None;
+        let mut handled = 0;
+        while handled < pending && handled < budget {
+            let slot = self.geometry.request_slot_offset(self.req_cons);
+            let header: RequestHeader = self.ring.view().read_pod(slot).unwrap_or_default();
+            let one_way = header.flags & FLAG_ONE_WAY != 0;
+            if !one_way {
+                match self.response_space(response_space) {
+                    Ok(space) => response_space = Some(space - 1),
+                    Err(violation) => {
+                        self.break_with(violation);
+                        break;
+                    }
+                }
+            }
+            self.req_cons = self.req_cons.wrapping_add(1);
+            handled += 1;
+            self.handle_request(header, slot, one_way, dispatcher, clock);
+        }
+        if handled > 0 {
+            // Release: our copies of the slots are complete before the client may reuse them.
+            self.store(ctrl::REQ_CONS, self.req_cons);
+        }
+        let notify = self.publish_responses();
+        PollOutcome {
+            handled,
+            notify,
+            more: self.broken.is_none() && handled < pending,
+            broken: self.broken.is_some(),
+        }
+    }
+
+    /// Like [`Self::poll`], then notifies the client through `notifier` if it asked for it.
+    pub fn poll_and_notify(
+        &mut self,
+        dispatcher: &mut impl Dispatcher,
+        clock: &impl Clock,
+        budget: u32,
+        notifier: &impl Notify,
+    ) -> PollOutcome {
+        let outcome = self.poll(dispatcher, clock, budget);
+        if outcome.notify {
+            notifier.notify();
+        }
+        outcome
+    }
+
+    /// Free response slots, re-reading the client's `rsp_cons` when our last count ran out.
+    fn response_space(&self, known: Option<u32>) -> Result<u32, Violation> {
+        if let Some(space @ 1..) = known {
+            return Ok(space);
+        }
+        let rsp_cons = self.load(ctrl::RSP_CONS);
+        match free_slots(self.rsp_prod_pvt, rsp_cons, self.geometry.slots()) {
+            None => Err(Violation::RspConsOutOfRange {
+                rsp_cons,
+                rsp_prod: self.rsp_prod_pvt,
+            }),
+            Some(0) => Err(Violation::InFlightOverflow),
+            Some(space) => Ok(space),
+        }
+    }
+
+    /// Validates a request header (already copied), copies its inline arguments, runs it and
+    /// writes the response (unless one-way).
+    fn handle_request(
+        &mut self,
+        header: RequestHeader,
+        slot: usize,
+        one_way: bool,
+        dispatcher: &mut impl Dispatcher,
+        clock: &impl Clock,
+    ) {
+        self.stats.requests += 1;
+        if one_way {
+            self.stats.one_way += 1;
+        }
+        let mut inline_args = [0u8; INLINE_CAPACITY];
+        let mut reply = [0u8; INLINE_CAPACITY];
+        let (status, reply_len, ool_written) = match self.check_header(&header, clock) {
+            Err((status, reason)) => {
+                self.stats.rejected[reason as usize] += 1;
+                (status, 0, 0)
+            }
+            Ok(((args_offset, args_len), (result_offset, result_len))) => {
+                let inline_len = header.inline_len as usize;
+                let view = self.ring.view();
+                let copied = view.read(slot + HEADER_SIZE, &mut inline_args[..inline_len]);
+                debug_assert!(copied.is_ok());
+                let data = self.data.view();
+                let mut call = CallContext::new(
+                    self.peer,
+                    header,
+                    &inline_args[..inline_len],
+                    OolArgs::new(data, args_offset, args_len),
+                    OolResult::new(data, result_offset, result_len),
+                    &mut reply,
+                );
+                let status = dispatcher.dispatch(&mut call);
+                if status == Status::Ok {
+                    (status, call.reply_len(), call.ool_written())
+                } else {
+                    (status, 0, 0)
+                }
+            }
+        };
+        self.stats.by_status[status.index()] += 1;
+        if one_way {
+            return;
+        }
+        let response = ResponseHeader {
+            call_id: header.call_id,
+            status: status.to_wire(),
+            inline_len: reply_len as u32,
+            // Bounded by the result window, itself bounded by the u32 length in the request.
+            ool_written: ool_written as u32,
+            reserved: [0; 11],
+        };
+        let slot = self.geometry.response_slot_offset(self.rsp_prod_pvt);
+        let view = self.ring.view();
+        let written = view
+            .write_pod(slot, &response)
+            .and_then(|()| view.write(slot + HEADER_SIZE, &reply[..reply_len]));
+        debug_assert!(written.is_ok());
+        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        self.stats.responses += 1;
+    }
+
+    /// Everything about a request that can be refused without running a handler; on success
+    /// the validated (offset, len) of the argument and result windows.
+    #[allow(clippy::type_complexity)]
+    fn check_header(
+        &self,
+        header: &RequestHeader,
+        clock: &impl Clock,
+    ) -> Result<((usize, usize), (usize, usize)), (Status, RejectReason)> {
+        if header.inline_len as usize > INLINE_CAPACITY {
+            return Err((Status::TooLarge, RejectReason::InlineTooLong));
+        }
+        if header.flags & !KNOWN_REQUEST_FLAGS != 0 {
+            return Err((Status::BadArguments, RejectReason::UnknownFlags));
+        }
+        if header.reserved0 != 0 || header.reserved1 != [0; 2] {
+            return Err((Status::BadArguments, RejectReason::ReservedNotZero));
+        }
+        if header.deadline_ns != 0 && clock.now_ns() > header.deadline_ns {
+            return Err((Status::DeadlineExceeded, RejectReason::DeadlinePassed));
+        }
+        let data_len = self.data.len();
+        let args = validate_ool(header.ool_args, data_len)
+            .ok_or((Status::BadArguments, RejectReason::OolArgsOutOfRange))?;
+        let result = validate_ool(header.ool_result, data_len)
+            .ok_or((Status::BadArguments, RejectReason::OolResultOutOfRange))?;
+        Ok((args, result))
+    }
+
+    /// Publishes written responses (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`); whether the client
+    /// asked to be woken.
+    fn publish_responses(&mut self) -> bool {
+        let old = self.rsp_prod_published;
+        let new = self.rsp_prod_pvt;
+        if old == new {
+            return false;
+        }
+        // Release: slot contents and out-of-line results are visible before the index.
+        self.store(ctrl::RSP_PROD, new);
+        self.rsp_prod_published = new;
+        // Full barrier between publishing and reading the client's threshold (see client).
+        fence(Ordering::SeqCst);
+        let notify = needs_notify(old, new, self.load(ctrl::RSP_EVENT));
+        if notify {
+            self.stats.notifications += 1;
+        }
+        notify
+    }
+
+    /// Arms the request threshold before the transport sleeps and re-checks
+    /// (`RING_FINAL_CHECK_FOR_REQUESTS`): `true` means requests (or a broken ring) are already
+    /// there, so poll instead of sleeping; `false` means sleep until notified.
+    pub fn prepare_to_sleep(&mut self) -> bool {
+        if self.broken.is_some() {
+            return true;
+        }
+        self.store(ctrl::REQ_EVENT, self.req_cons.wrapping_add(1));
+        // Full barrier: the threshold must be visible before we re-read the producer index.
+        fence(Ordering::SeqCst);
+        self.has_requests()
+    }
+
+    /// Whether the client published requests we have not taken yet.
+    pub fn has_requests(&self) -> bool {
+        self.load(ctrl::REQ_PROD) != self.req_cons
+    }
+}

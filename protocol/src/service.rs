@@ -1,0 +1,595 @@
+//! Services: what a handler sees of a call ([`CallContext`], with the out-of-line windows
+//! [`OolArgs`] and [`OolResult`]), service descriptions, the [`Dispatcher`] seam, a fixed-size
+//! [`Registry`] with per-service access checks and the built-in introspection service, and the
+//! [`define_service!`](crate::define_service) macro.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::layout::{OolRef, RequestHeader, Status, FLAG_ONE_WAY, INLINE_CAPACITY};
+use crate::region::RegionView;
+use crate::transport::PeerId;
+
+/// One method of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MethodInfo {
+    pub id: u32,
+    pub name: &'static str,
+}
+
+/// What one `define_service!` declaration describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub id: u32,
+    pub name: &'static str,
+    pub version: u32,
+    pub methods: &'static [MethodInfo],
+}
+
+/// Whether no two methods share an id (checked at compile time by `define_service!`).
+pub const fn method_ids_unique(methods: &[MethodInfo]) -> bool {
+    let mut i = 0;
+    while i < methods.len() {
+        let mut j = i + 1;
+        while j < methods.len() {
+            if methods[i].id == methods[j].id {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// A handler touched bytes outside its out-of-line windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OolError {
+    /// Read past the end of the argument window: the client sent too little.
+    ArgsOutOfWindow,
+    /// Wrote past the end of the result window: the client's buffer is too small.
+    ResultOutOfWindow,
+}
+
+impl From<OolError> for Status {
+    fn from(e: OolError) -> Status {
+        match e {
+            OolError::ArgsOutOfWindow => Status::BadArguments,
+            OolError::ResultOutOfWindow => Status::TooLarge,
+        }
+    }
+}
+
+/// Checks an out-of-line reference against the data region length the server holds privately:
+/// `(offset, len)` on success. A zero length means "no window" and requires offset 0.
+pub fn validate_ool(window: OolRef, data_len: usize) -> Option<(usize, usize)> {
+    let offset = usize::try_from(window.offset).ok()?;
+    let len = usize::try_from(window.len).ok()?;
+    if len == 0 {
+        return if offset == 0 { Some((0, 0)) } else { None };
+    }
+    match offset.checked_add(len) {
+        Some(end) if end <= data_len => Some((offset, len)),
+        _ => None,
+    }
+}
+
+/// The client's out-of-line arguments: a validated window of the connection's data region.
+/// Reads copy bytes into private memory; the client may change the window concurrently, so
+/// read each byte once and validate the copy.
+#[derive(Clone, Copy, Debug)]
+pub struct OolArgs<'a> {
+    data: RegionView<'a>,
+    offset: usize,
+    len: usize,
+}
+
+impl<'a> OolArgs<'a> {
+    /// `data.contains(offset, len)` must hold (see [`validate_ool`]).
+    pub(crate) fn new(data: RegionView<'a>, offset: usize, len: usize) -> Self {
+        debug_assert!(data.contains(offset, len));
+        OolArgs { data, offset, len }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `dst.len()` bytes starting `at` bytes into the window.
+    pub fn read(&self, at: usize, dst: &mut [u8]) -> Result<(), OolError> {
+        match at.checked_add(dst.len()) {
+            Some(end) if end <= self.len => self
+                .data
+                .read(self.offset + at, dst)
+                .map_err(|_| OolError::ArgsOutOfWindow),
+            _ => Err(OolError::ArgsOutOfWindow),
+        }
+    }
+
+    /// Copies a plain-old-data value starting `at` bytes into the window.
+    pub fn read_pod<T: FromBytes + IntoBytes>(&self, at: usize) -> Result<T, OolError> {
+        let mut value = T::new_zeroed();
+        self.read(at, value.as_mut_bytes())?;
+        Ok(value)
+    }
+}
+
+/// The client's result buffer: a validated window of the data region the handler writes its
+/// result into directly (the zero-copy path). Tracks how far it was written.
+#[derive(Debug)]
+pub struct OolResult<'a> {
+    data: RegionView<'a>,
+    offset: usize,
+    len: usize,
+    written: usize,
+}
+
+impl<'a> OolResult<'a> {
+    /// `data.contains(offset, len)` must hold (see [`validate_ool`]).
+    pub(crate) fn new(data: RegionView<'a>, offset: usize, len: usize) -> Self {
+        debug_assert!(data.contains(offset, len));
+        OolResult {
+            data,
+            offset,
+            len,
+            written: 0,
+        }
+    }
+
+    /// Bytes the window holds.
+    pub fn capacity(&self) -> usize {
+        self.len
+    }
+
+    /// High-water mark of the writes so far (reported to the client as `ool_written`).
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    fn reserve(&mut self, at: usize, len: usize) -> Result<(), OolError> {
+        match at.checked_add(len) {
+            Some(end) if end <= self.len => {
+                self.written = self.written.max(end);
+                Ok(())
+            }
+            _ => Err(OolError::ResultOutOfWindow),
+        }
+    }
+
+    /// Writes `src` starting `at` bytes into the window.
+    pub fn write(&mut self, at: usize, src: &[u8]) -> Result<(), OolError> {
+        self.reserve(at, src.len())?;
+        self.data
+            .write(self.offset + at, src)
+            .map_err(|_| OolError::ResultOutOfWindow)
+    }
+
+    /// Writes a plain-old-data value starting `at` bytes into the window.
+    pub fn write_pod<T: IntoBytes + Immutable>(
+        &mut self,
+        at: usize,
+        value: &T,
+    ) -> Result<(), OolError> {
+        self.write(at, value.as_bytes())
+    }
+
+    /// Copies `len` bytes from the argument window (from `src_at`) into this window (at
+    /// `dst_at`) without staging the whole payload privately.
+    pub fn copy_from_args(
+        &mut self,
+        args: &OolArgs<'_>,
+        src_at: usize,
+        dst_at: usize,
+        len: usize,
+    ) -> Result<(), OolError> {
+        match src_at.checked_add(len) {
+            Some(end) if end <= args.len => {}
+            _ => return Err(OolError::ArgsOutOfWindow),
+        }
+        self.reserve(dst_at, len)?;
+        self.data
+            .copy_within(args.offset + src_at, self.offset + dst_at, len)
+            .map_err(|_| OolError::ResultOutOfWindow)
+    }
+}
+
+/// Everything a handler gets for one call. The header and inline arguments are private copies;
+/// the out-of-line windows are validated against the connection's data region.
+pub struct CallContext<'a> {
+    peer: PeerId,
+    header: RequestHeader,
+    inline_args: &'a [u8],
+    ool_args: OolArgs<'a>,
+    ool_result: OolResult<'a>,
+    reply: &'a mut [u8; INLINE_CAPACITY],
+    reply_len: usize,
+}
+
+impl<'a> CallContext<'a> {
+    pub(crate) fn new(
+        peer: PeerId,
+        header: RequestHeader,
+        inline_args: &'a [u8],
+        ool_args: OolArgs<'a>,
+        ool_result: OolResult<'a>,
+        reply: &'a mut [u8; INLINE_CAPACITY],
+    ) -> Self {
+        CallContext {
+            peer,
+            header,
+            inline_args,
+            ool_args,
+            ool_result,
+            reply,
+            reply_len: 0,
+        }
+    }
+
+    /// The caller, as the transport identified it.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    pub fn call_id(&self) -> u64 {
+        self.header.call_id
+    }
+
+    pub fn service(&self) -> u32 {
+        self.header.service_id
+    }
+
+    pub fn method(&self) -> u32 {
+        self.header.method_id
+    }
+
+    pub fn version(&self) -> u32 {
+        self.header.version
+    }
+
+    pub fn deadline_ns(&self) -> u64 {
+        self.header.deadline_ns
+    }
+
+    pub fn is_one_way(&self) -> bool {
+        self.header.flags & FLAG_ONE_WAY != 0
+    }
+
+    /// Private copy of the inline arguments.
+    pub fn inline_args(&self) -> &[u8] {
+        self.inline_args
+    }
+
+    pub fn ool_args(&self) -> &OolArgs<'a> {
+        &self.ool_args
+    }
+
+    pub fn ool_result(&mut self) -> &mut OolResult<'a> {
+        &mut self.ool_result
+    }
+
+    /// Both windows at once (e.g. to copy arguments into the result).
+    pub fn ool(&mut self) -> (&OolArgs<'a>, &mut OolResult<'a>) {
+        (&self.ool_args, &mut self.ool_result)
+    }
+
+    /// Sets the inline result (replacing any earlier one).
+    pub fn set_reply(&mut self, bytes: &[u8]) -> Result<(), Status> {
+        let dst = self.reply.get_mut(..bytes.len()).ok_or(Status::TooLarge)?;
+        dst.copy_from_slice(bytes);
+        self.reply_len = bytes.len();
+        Ok(())
+    }
+
+    pub(crate) fn reply_len(&self) -> usize {
+        self.reply_len
+    }
+
+    pub(crate) fn ool_written(&self) -> usize {
+        self.ool_result.written
+    }
+}
+
+/// Runs calls: a [`Registry`], or anything else that maps a call to a status.
+pub trait Dispatcher {
+    /// Handles one call. On `Status::Ok` the inline result set with
+    /// [`CallContext::set_reply`] and the out-of-line bytes written are returned to the client;
+    /// on any other status only the status is.
+    fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status;
+}
+
+/// A service implementation that a [`Registry`] can hold; `define_service!` generates one
+/// (`<service>::Handler<S>`) for every implementation of the service's `Server` trait.
+pub trait ServiceHandler {
+    fn info(&self) -> &'static ServiceInfo;
+    /// Called with calls whose service id is `info().id`; checks version and method.
+    fn handle(&mut self, call: &mut CallContext<'_>) -> Status;
+}
+
+/// Decides whether a peer may call a service.
+pub type AccessCheck = fn(PeerId) -> bool;
+
+/// Maximum services a [`Registry`] holds (besides the built-in introspection service).
+pub const MAX_SERVICES: usize = 16;
+
+struct RegistryEntry<'a> {
+    handler: &'a mut dyn ServiceHandler,
+    access: Option<AccessCheck>,
+}
+
+/// Why a service could not be registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryError {
+    DuplicateServiceId(u32),
+    Full,
+}
+
+/// A fixed-capacity service table (no heap needed) that answers the built-in introspection
+/// service itself, listing only the services the calling peer may use.
+pub struct Registry<'a> {
+    entries: [Option<RegistryEntry<'a>>; MAX_SERVICES],
+}
+
+impl Default for Registry<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> Registry<'a> {
+    pub fn new() -> Self {
+        Registry {
+            entries: [const { None }; MAX_SERVICES],
+        }
+    }
+
+    /// Registers a service anyone may call.
+    pub fn register(&mut self, handler: &'a mut dyn ServiceHandler) -> Result<(), RegistryError> {
+        self.insert(handler, None)
+    }
+
+    /// Registers a service only peers accepted by `access` may call (others get
+    /// `AccessDenied`, and introspection does not list it to them).
+    pub fn register_restricted(
+        &mut self,
+        handler: &'a mut dyn ServiceHandler,
+        access: AccessCheck,
+    ) -> Result<(), RegistryError> {
+        self.insert(handler, Some(access))
+    }
+
+    fn insert(
+        &mut self,
+        handler: &'a mut dyn ServiceHandler,
+        access: Option<AccessCheck>,
+    ) -> Result<(), RegistryError> {
+        let id = handler.info().id;
+        if id == crate::services::introspection::SERVICE_ID
+            || self
+                .entries
+                .iter()
+                .flatten()
+                .any(|e| e.handler.info().id == id)
+        {
+            return Err(RegistryError::DuplicateServiceId(id));
+        }
+        let free = self
+            .entries
+            .iter_mut()
+            .find(|e| e.is_none())
+            .ok_or(RegistryError::Full)?;
+        *free = Some(RegistryEntry { handler, access });
+        Ok(())
+    }
+
+    /// The services `peer` may call, introspection first; returns how many were written.
+    pub fn visible_services(
+        &self,
+        peer: PeerId,
+        out: &mut [&'static ServiceInfo; MAX_SERVICES + 1],
+    ) -> usize {
+        out[0] = &crate::services::introspection::INFO;
+        let mut n = 1;
+        for entry in self.entries.iter().flatten() {
+            if entry.access.is_none_or(|allowed| allowed(peer)) {
+                out[n] = entry.handler.info();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl Dispatcher for Registry<'_> {
+    fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
+        let service = call.service();
+        if service == crate::services::introspection::SERVICE_ID {
+            let mut infos = [&crate::services::introspection::INFO; MAX_SERVICES + 1];
+            let n = self.visible_services(call.peer(), &mut infos);
+            let mut server = crate::services::introspection::Introspector::new(&infos[..n]);
+            return crate::services::introspection::dispatch(&mut server, call);
+        }
+        let Some(entry) = self
+            .entries
+            .iter_mut()
+            .flatten()
+            .find(|e| e.handler.info().id == service)
+        else {
+            return Status::UnknownService;
+        };
+        if let Some(allowed) = entry.access {
+            if !allowed(call.peer()) {
+                return Status::AccessDenied;
+            }
+        }
+        entry.handler.handle(call)
+    }
+}
+
+/// Used by `define_service!`: decodes typed inline arguments (exact size), runs the method and
+/// stores its typed inline result.
+#[doc(hidden)]
+pub fn dispatch_typed<A, R, F>(call: &mut CallContext<'_>, method: F) -> Status
+where
+    A: FromBytes,
+    R: IntoBytes + Immutable,
+    F: FnOnce(&mut CallContext<'_>, A) -> Result<R, Status>,
+{
+    let Ok(args) = A::read_from_bytes(call.inline_args()) else {
+        return Status::BadArguments;
+    };
+    match method(call, args) {
+        Ok(result) => match call.set_reply(result.as_bytes()) {
+            Ok(()) => Status::Ok,
+            Err(status) => status,
+        },
+        // A handler that "fails" with Ok is a handler bug.
+        Err(Status::Ok) => Status::HandlerFault,
+        Err(status) => status,
+    }
+}
+
+/// Declares a service once for both sides. Generates, in a module of the given name:
+/// - `SERVICE_ID`, `VERSION`, `NAME`, `methods::<method>` ids, `METHODS`, `INFO`;
+/// - `trait Server` with one method per declared method
+///   (`fn m(&mut self, call: &mut CallContext<'_>, args: Args) -> Result<Reply, Status>`),
+///   `fn dispatch` (checks the version on every call, then the method, then decodes the
+///   arguments) and `Handler<S>`, a [`ServiceHandler`] to put in a [`Registry`];
+/// - `client::<method>(&args) -> TypedCall<Reply>`, typed stubs for [`crate::ClientConnection`].
+///
+/// Argument and reply types are plain-old-data (zerocopy `FromBytes + IntoBytes + Immutable +
+/// KnownLayout`, `()` for none) of at most `INLINE_CAPACITY` bytes (checked at compile time);
+/// bulk data travels in the out-of-line windows. Method ids must be unique (checked too).
+/// Invoke it at module level: the generated module reaches the argument types through
+/// `use super::*`.
+///
+/// ```
+/// use xenrpc_proto::define_service;
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+///
+/// #[repr(C)]
+/// #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+/// pub struct Number { pub value: u64 }
+///
+/// define_service! {
+///     /// Doubles numbers.
+///     pub mod doubler {
+///         name = "doubler", id = 77, version = 1;
+///         /// Returns twice its argument.
+///         fn double = 1 (Number) -> Number;
+///     }
+/// }
+///
+/// struct Impl;
+/// impl doubler::Server for Impl {
+///     fn double(&mut self, _call: &mut xenrpc_proto::CallContext<'_>, n: Number)
+///         -> Result<Number, xenrpc_proto::Status> {
+///         n.value.checked_mul(2).map(|value| Number { value }).ok_or(xenrpc_proto::Status::BadArguments)
+///     }
+/// }
+///
+/// fn main() {
+///     let _handler = doubler::Handler(Impl);
+///     let _call = doubler::client::double(&Number { value: 21 });
+/// }
+/// ```
+#[macro_export]
+macro_rules! define_service {
+    (
+        $(#[$attr:meta])*
+        $vis:vis mod $module:ident {
+            name = $name:literal, id = $id:expr, version = $version:expr;
+            $(
+                $(#[$mattr:meta])*
+                fn $method:ident = $mid:literal ( $args:ty ) -> $ret:ty;
+            )*
+        }
+    ) => {
+        $(#[$attr])*
+        $vis mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            pub const SERVICE_ID: u32 = $id;
+            pub const VERSION: u32 = $version;
+            pub const NAME: &str = $name;
+
+            /// Method ids.
+            #[allow(non_upper_case_globals)]
+            pub mod methods {
+                $( pub const $method: u32 = $mid; )*
+            }
+
+            pub const METHODS: &[$crate::MethodInfo] = &[
+                $( $crate::MethodInfo { id: $mid, name: stringify!($method) }, )*
+            ];
+
+            pub const INFO: $crate::ServiceInfo = $crate::ServiceInfo {
+                id: SERVICE_ID,
+                name: NAME,
+                version: VERSION,
+                methods: METHODS,
+            };
+
+            const _: () = assert!($crate::service::method_ids_unique(METHODS), "duplicate method id");
+            $(
+                const _: () = assert!(
+                    ::core::mem::size_of::<$args>() <= $crate::INLINE_CAPACITY
+                        && ::core::mem::size_of::<$ret>() <= $crate::INLINE_CAPACITY,
+                    "inline argument or reply type larger than a slot's inline capacity"
+                );
+            )*
+
+            /// The server side of the service.
+            pub trait Server {
+                $(
+                    $(#[$mattr])*
+                    fn $method(
+                        &mut self,
+                        call: &mut $crate::CallContext<'_>,
+                        args: $args,
+                    ) -> ::core::result::Result<$ret, $crate::Status>;
+                )*
+            }
+
+            /// Routes one call of this service to `server`.
+            pub fn dispatch<S: Server + ?Sized>(server: &mut S, call: &mut $crate::CallContext<'_>) -> $crate::Status {
+                if call.version() != VERSION {
+                    return $crate::Status::VersionMismatch;
+                }
+                match call.method() {
+                    $(
+                        $mid => $crate::service::dispatch_typed::<$args, $ret, _>(call, |call, args| server.$method(call, args)),
+                    )*
+                    _ => $crate::Status::UnknownMethod,
+                }
+            }
+
+            /// Wraps a `Server` implementation for a `Registry`.
+            pub struct Handler<S>(pub S);
+
+            impl<S: Server> $crate::ServiceHandler for Handler<S> {
+                fn info(&self) -> &'static $crate::ServiceInfo {
+                    &INFO
+                }
+                fn handle(&mut self, call: &mut $crate::CallContext<'_>) -> $crate::Status {
+                    dispatch(&mut self.0, call)
+                }
+            }
+
+            /// Typed client stubs: build a call, then start it on a `ClientConnection`.
+            pub mod client {
+                #[allow(unused_imports)]
+                use super::*;
+                $(
+                    $(#[$mattr])*
+                    pub fn $method(args: &$args) -> $crate::TypedCall<'_, $ret> {
+                        $crate::TypedCall::new(SERVICE_ID, $mid, VERSION, $crate::zerocopy::IntoBytes::as_bytes(args))
+                    }
+                )*
+            }
+        }
+    };
+}

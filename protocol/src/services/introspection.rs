@@ -1,0 +1,150 @@
+//! The built-in introspection service: which services a peer may call, their versions and
+//! methods. Answered by [`crate::Registry`] itself (it knows the services); entries are written
+//! into the caller's out-of-line result window.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use super::name_field;
+use crate::service::ServiceInfo;
+use crate::{CallContext, Status};
+
+/// Which service to describe.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct ServiceQuery {
+    pub id: u32,
+}
+
+/// One service, as listed (32 bytes; the name is zero-padded, truncated to 20 bytes).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct ServiceEntry {
+    pub id: u32,
+    pub version: u32,
+    pub method_count: u32,
+    pub name: [u8; 20],
+}
+
+/// One method, as listed (32 bytes; the name is zero-padded, truncated to 28 bytes).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct MethodEntry {
+    pub id: u32,
+    pub name: [u8; 28],
+}
+
+/// How many entries were written into the result window, and how many there are.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct ListReply {
+    pub written: u32,
+    pub total: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ServiceEntry>() == 32);
+const _: () = assert!(core::mem::size_of::<MethodEntry>() == 32);
+
+crate::define_service! {
+    /// Lists services, methods and versions.
+    pub mod introspection {
+        name = "introspection", id = 0, version = 1;
+        /// Writes a `ServiceEntry` per visible service into the result window (as many as fit).
+        fn list_services = 1 (()) -> ListReply;
+        /// Describes one visible service (`BadArguments` if there is none with that id).
+        fn describe_service = 2 (ServiceQuery) -> ServiceEntry;
+        /// Writes a `MethodEntry` per method of a visible service into the result window.
+        fn list_methods = 3 (ServiceQuery) -> ListReply;
+    }
+}
+
+pub use introspection::*;
+
+/// The introspection server over the services visible to the calling peer.
+pub struct Introspector<'a> {
+    services: &'a [&'static ServiceInfo],
+}
+
+impl<'a> Introspector<'a> {
+    pub fn new(services: &'a [&'static ServiceInfo]) -> Self {
+        Introspector { services }
+    }
+
+    fn find(&self, id: u32) -> Result<&'static ServiceInfo, Status> {
+        self.services
+            .iter()
+            .copied()
+            .find(|s| s.id == id)
+            .ok_or(Status::BadArguments)
+    }
+}
+
+pub fn entry_for(info: &ServiceInfo) -> ServiceEntry {
+    ServiceEntry {
+        id: info.id,
+        version: info.version,
+        method_count: info.methods.len() as u32,
+        name: name_field(info.name),
+    }
+}
+
+/// Writes records while they fit; returns how many were written.
+fn write_records<T: IntoBytes + Immutable>(
+    call: &mut CallContext<'_>,
+    records: impl Iterator<Item = T>,
+) -> u32 {
+    let size = core::mem::size_of::<T>();
+    let window = call.ool_result();
+    let mut written = 0;
+    for record in records {
+        if window.write_pod(written as usize * size, &record).is_err() {
+            break;
+        }
+        written += 1;
+    }
+    written
+}
+
+impl introspection::Server for Introspector<'_> {
+    fn list_services(&mut self, call: &mut CallContext<'_>, _: ()) -> Result<ListReply, Status> {
+        let written = write_records(call, self.services.iter().map(|s| entry_for(s)));
+        Ok(ListReply {
+            written,
+            total: self.services.len() as u32,
+        })
+    }
+
+    fn describe_service(
+        &mut self,
+        _call: &mut CallContext<'_>,
+        query: ServiceQuery,
+    ) -> Result<ServiceEntry, Status> {
+        Ok(entry_for(self.find(query.id)?))
+    }
+
+    fn list_methods(
+        &mut self,
+        call: &mut CallContext<'_>,
+        query: ServiceQuery,
+    ) -> Result<ListReply, Status> {
+        let info = self.find(query.id)?;
+        let written = write_records(
+            call,
+            info.methods.iter().map(|m| MethodEntry {
+                id: m.id,
+                name: name_field(m.name),
+            }),
+        );
+        Ok(ListReply {
+            written,
+            total: info.methods.len() as u32,
+        })
+    }
+}
