@@ -140,7 +140,7 @@ pub enum CallError {
 }
 
 /// A response, copied out of the ring and validated against the call it answers.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completion {
     pub call_id: u64,
     pub status: Status,

@@ -3,13 +3,17 @@
 //! poll) in one thread.
 #![allow(dead_code)]
 
+use std::sync::atomic::Ordering;
 use xenrpc_proto::mem::HeapRegion;
 use xenrpc_proto::services::arith::{self, ArithServer};
 use xenrpc_proto::services::echo::{self, EchoServer};
 use xenrpc_proto::services::kv::{self, KvStore};
+
+use xenrpc_proto::layout::ctrl;
 use xenrpc_proto::{
-    CallError, ClientConnection, Dispatcher, PeerId, Registry, Reply, RingGeometry,
-    ServerConnection, TypedCall, PAGE_SIZE,
+    CallError, ClientConnection, Dispatcher, PeerId, Registry, Reply, RequestHeader,
+    ResponseHeader, RingGeometry, ServerConnection, SharedRegion, TypedCall, HEADER_SIZE,
+    INLINE_CAPACITY, PAGE_SIZE,
 };
 
 pub type Client<'m> = ClientConnection<&'m HeapRegion, &'m HeapRegion>;
@@ -94,4 +98,96 @@ pub fn round_trip<R: zerocopy::FromBytes>(
         .poll_response()?
         .expect("a response after the server's poll");
     pending.finish(&completion)
+}
+
+/// A client that writes raw headers and indices (a hostile or buggy peer), bypassing every
+/// check `ClientConnection` makes.
+pub struct RawClient<'m> {
+    pub ring: SharedRegion<&'m HeapRegion>,
+    pub data: SharedRegion<&'m HeapRegion>,
+    pub geometry: RingGeometry,
+    pub req_prod: u32,
+    pub rsp_cons: u32,
+}
+
+impl<'m> RawClient<'m> {
+    /// Lays out the ring region like a real client, then takes over.
+    pub fn new(mem: &'m Memory) -> Self {
+        drop(ClientConnection::new(&mem.ring, &mem.data, mem.geometry, 1).unwrap());
+        RawClient {
+            ring: SharedRegion::new(&mem.ring).unwrap(),
+            data: SharedRegion::new(&mem.data).unwrap(),
+            geometry: mem.geometry,
+            req_prod: 0,
+            rsp_cons: 0,
+        }
+    }
+
+    pub fn header(service_id: u32, method_id: u32, version: u32, call_id: u64) -> RequestHeader {
+        RequestHeader {
+            call_id,
+            service_id,
+            method_id,
+            version,
+            ..RequestHeader::default()
+        }
+    }
+
+    /// Writes a request into the next slot and publishes it.
+    pub fn push(&mut self, header: &RequestHeader, inline: &[u8]) {
+        let slot = self.geometry.request_slot_offset(self.req_prod);
+        let view = self.ring.view();
+        view.write_pod(slot, header).unwrap();
+        view.write(slot + HEADER_SIZE, inline).unwrap();
+        self.req_prod = self.req_prod.wrapping_add(1);
+        self.set_req_prod(self.req_prod);
+    }
+
+    pub fn set_req_prod(&self, value: u32) {
+        self.ring
+            .view()
+            .store_u32(ctrl::REQ_PROD, value, Ordering::Release)
+            .unwrap();
+    }
+
+    pub fn set_rsp_cons(&self, value: u32) {
+        self.ring
+            .view()
+            .store_u32(ctrl::RSP_CONS, value, Ordering::Release)
+            .unwrap();
+    }
+
+    pub fn load(&self, offset: usize) -> u32 {
+        self.ring
+            .view()
+            .load_u32(offset, Ordering::Acquire)
+            .unwrap()
+    }
+
+    /// The next response (header and inline bytes), if published; consumes it.
+    pub fn pop(&mut self) -> Option<(ResponseHeader, Vec<u8>)> {
+        if self.load(ctrl::RSP_PROD) == self.rsp_cons {
+            return None;
+        }
+        let slot = self.geometry.response_slot_offset(self.rsp_cons);
+        let header: ResponseHeader = self.ring.view().read_pod(slot).unwrap();
+        let mut inline = vec![0u8; (header.inline_len as usize).min(INLINE_CAPACITY)];
+        self.ring
+            .view()
+            .read(slot + HEADER_SIZE, &mut inline)
+            .unwrap();
+        self.rsp_cons = self.rsp_cons.wrapping_add(1);
+        self.set_rsp_cons(self.rsp_cons);
+        Some((header, inline))
+    }
+}
+
+/// A server that writes raw responses (a hostile server), for testing the client's checks.
+pub fn write_raw_response(mem: &Memory, index: u32, header: &ResponseHeader, publish: u32) {
+    let ring = SharedRegion::new(&mem.ring).unwrap();
+    let slot = mem.geometry.response_slot_offset(index);
+    ring.view().write_pod(slot, header).unwrap();
+    ring.view()
+        .store_u32(ctrl::RSP_PROD, publish, Ordering::Release)
+        .unwrap();
 }
