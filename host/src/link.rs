@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::event::EventFd;
-use crate::rendezvous::{self, Hello, PeerCredentials, Welcome};
+use crate::rendezvous::{self, Hello, Welcome};
 use crate::shm::{page_round_up, MemfdRegion};
+use xenrpc_proto::{RingGeometry, SharedMemory};
 
 #[derive(Debug)]
 pub struct Link {
@@ -21,12 +22,14 @@ pub struct Link {
     pub to_server: EventFd,
     /// Server → client wake-ups.
     pub to_client: EventFd,
+    /// Ring size agreed at set-up, held privately by both sides.
+    pub geometry: RingGeometry,
 }
 
 /// Limits the server applies to what a client may ask for at set-up.
 #[derive(Clone, Copy, Debug)]
 pub struct LinkLimits {
-    pub ring_len: usize,
+    pub geometry: RingGeometry,
     pub max_data_len: usize,
 }
 
@@ -43,13 +46,14 @@ impl Link {
                     "requested data region size out of limits",
                 )
             })?;
-        let ring = MemfdRegion::create("xenrpc-ring", limits.ring_len)?;
+        let ring = MemfdRegion::create("xenrpc-ring", limits.geometry.region_bytes())?;
         let data = MemfdRegion::create("xenrpc-data", data_len)?;
         let to_server = EventFd::new()?;
         let to_client = EventFd::new()?;
         let welcome = Welcome {
-            ring_len: xenrpc_proto_len(&ring),
-            data_len: xenrpc_proto_len(&data),
+            slots: limits.geometry.slots(),
+            ring_len: ring.len() as u64,
+            data_len: data.len() as u64,
         };
         rendezvous::send_message(
             socket.as_fd(),
@@ -62,6 +66,7 @@ impl Link {
             data,
             to_server,
             to_client,
+            geometry: limits.geometry,
         })
     }
 
@@ -77,24 +82,22 @@ impl Link {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "ring length overflows"))?;
         let data_len = usize::try_from(welcome.data_len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "data length overflows"))?;
+        let geometry = RingGeometry::new(welcome.slots).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, "server sent a bad slot count")
+        })?;
+        if geometry.region_bytes() != ring_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "ring length does not match slots",
+            ));
+        }
         Ok(Self {
             socket,
+            geometry,
             ring: MemfdRegion::map_received(ring, ring_len)?,
             data: MemfdRegion::map_received(data, data_len)?,
             to_server: EventFd::from_received(to_server)?,
             to_client: EventFd::from_received(to_client)?,
         })
     }
-}
-
-fn xenrpc_proto_len(region: &MemfdRegion) -> u64 {
-    use xenrpc_proto::transport::SharedMemory;
-    region.len() as u64
-}
-
-/// A client as the server knows it before its hello arrives.
-#[derive(Debug)]
-pub struct PendingClient {
-    pub socket: OwnedFd,
-    pub peer: PeerCredentials,
 }

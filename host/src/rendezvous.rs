@@ -4,7 +4,8 @@
 //! 2. The server learns the client's pid from `SO_PEERCRED` (the kernel's word, never the
 //!    message's), creates and seals the ring and data memfds and two eventfds, and sends a
 //!    [`Welcome`] with the four fds attached (`SCM_RIGHTS`).
-//! 3. The socket then stays open and silent for the life of the connection: its hangup is how
+//! 3. The client lays out the ring region and sends [`READY`]; the server attaches.
+//! 4. The socket then stays open and silent for the life of the connection: its hangup is how
 //!    each side learns that the other died.
 //!
 //! Seqpacket keeps message boundaries, so each message is read whole or not at all, and the fds
@@ -27,6 +28,8 @@ use crate::event::poll_retrying;
 const MAGIC: u32 = u32::from_le_bytes(*b"XRPC");
 /// Version of the set-up messages (not of the RPC protocol, which checks its own).
 pub const RENDEZVOUS_VERSION: u32 = 1;
+/// Client → server after it laid out the ring region: the server may attach now.
+pub const READY: [u8; 8] = *b"XRPCrdy\0";
 /// Number of fds a [`Welcome`] carries: ring, data, client→server eventfd, server→client eventfd.
 pub const WELCOME_FD_COUNT: usize = 4;
 
@@ -72,22 +75,24 @@ impl Hello {
     }
 }
 
-/// Server → client: sizes of the two regions whose fds ride along.
+/// Server → client: the ring's slot count and the sizes of the two regions whose fds ride along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Welcome {
+    pub slots: u32,
     pub ring_len: u64,
     pub data_len: u64,
 }
 
 impl Welcome {
-    pub const WIRE_LEN: usize = 24;
+    pub const WIRE_LEN: usize = 32;
 
     pub fn encode(&self) -> [u8; Self::WIRE_LEN] {
         let mut out = [0u8; Self::WIRE_LEN];
         out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         out[4..8].copy_from_slice(&RENDEZVOUS_VERSION.to_le_bytes());
-        out[8..16].copy_from_slice(&self.ring_len.to_le_bytes());
-        out[16..24].copy_from_slice(&self.data_len.to_le_bytes());
+        out[8..12].copy_from_slice(&self.slots.to_le_bytes());
+        out[16..24].copy_from_slice(&self.ring_len.to_le_bytes());
+        out[24..32].copy_from_slice(&self.data_len.to_le_bytes());
         out
     }
 
@@ -97,8 +102,9 @@ impl Welcome {
             .map_err(|_| invalid("welcome has the wrong length"))?;
         check_header(bytes)?;
         Ok(Self {
-            ring_len: u64_at(bytes, 8),
-            data_len: u64_at(bytes, 16),
+            slots: u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
+            ring_len: u64_at(bytes, 16),
+            data_len: u64_at(bytes, 24),
         })
     }
 }

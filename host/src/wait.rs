@@ -7,12 +7,12 @@
 //! slept through (the peer saw "not armed" and sent no wake-up).
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags};
+use rustix::event::epoll;
 
-use crate::event::{poll_retrying, EventFd};
+use crate::event::EventFd;
 
 /// How long a waiter polls before it blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,8 +24,8 @@ pub struct SpinPolicy {
 impl SpinPolicy {
     /// Block as soon as there is nothing to do (the lowest CPU use).
     pub const BLOCKING: Self = Self { spin_iterations: 0 };
-    /// Spin long enough to cover a typical call turnaround without sleeping (a few hundred µs
-    /// of polling at most), then block.
+    /// Poll for up to a few hundred microseconds (enough to cover a call's turnaround without
+    /// sleeping), then block.
     pub const DEFAULT: Self = Self {
         spin_iterations: 100_000,
     };
@@ -37,7 +37,7 @@ impl Default for SpinPolicy {
     }
 }
 
-/// Why a wait ended without the awaited condition.
+/// How a wait ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WaitOutcome<T> {
     Ready(T),
@@ -47,50 +47,112 @@ pub enum WaitOutcome<T> {
     TimedOut,
 }
 
-/// How often (in spin iterations) the spinning waiter looks at the clock.
+/// How often (in spin iterations) a spinning waiter looks at the clock.
 const CLOCK_CHECK_INTERVAL: u32 = 1024;
+const TOKEN_WAKEUP: u64 = 1;
+const TOKEN_HANGUP: u64 = 2;
 
-/// Waits until `check` yields a value: spins per `policy`, then calls `arm` (which must make the
-/// peer send a wake-up on `wakeups` for the next event) and blocks on `wakeups` and `hangup`.
-pub fn spin_then_block<T>(
-    policy: SpinPolicy,
-    mut check: impl FnMut() -> Option<T>,
-    mut arm: impl FnMut(),
-    wakeups: &EventFd,
-    hangup: BorrowedFd<'_>,
-    deadline: Option<Instant>,
-) -> io::Result<WaitOutcome<T>> {
-    loop {
-        for i in 0..policy.spin_iterations {
-            if let Some(value) = check() {
-                return Ok(WaitOutcome::Ready(value));
-            }
-            if i % CLOCK_CHECK_INTERVAL == CLOCK_CHECK_INTERVAL - 1 && expired(deadline) {
-                return Ok(WaitOutcome::TimedOut);
-            }
-            std::hint::spin_loop();
-        }
-        arm();
-        if let Some(value) = check() {
-            return Ok(WaitOutcome::Ready(value));
-        }
-        let timeout = match deadline {
-            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
-                _ => return Ok(WaitOutcome::TimedOut),
-            },
-            None => None,
-        };
-        match block(wakeups, hangup, timeout)? {
-            Woken::Event => {}
-            Woken::Hangup => return Ok(WaitOutcome::PeerGone),
-            Woken::Timeout => {
-                if let Some(value) = check() {
+/// Blocks on one connection's incoming wake-ups and on its rendezvous socket.
+///
+/// The eventfd is watched edge-triggered: every `write` by the peer is a new edge, so the
+/// counter never needs draining and a wake-up costs the waiter one syscall (`epoll_wait`).
+#[derive(Debug)]
+pub struct Waiter {
+    epoll: OwnedFd,
+}
+
+impl Waiter {
+    pub fn new(wakeups: &EventFd, hangup: BorrowedFd<'_>) -> io::Result<Self> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        epoll::add(
+            &epoll,
+            wakeups.fd(),
+            epoll::EventData::new_u64(TOKEN_WAKEUP),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )?;
+        epoll::add(
+            &epoll,
+            hangup,
+            epoll::EventData::new_u64(TOKEN_HANGUP),
+            epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
+        )?;
+        Ok(Self { epoll })
+    }
+
+    /// Waits until `check` yields a value: spins per `policy`, then calls `arm` (which must make
+    /// the peer send a wake-up for the next event, and return whether the event already
+    /// happened), and blocks until woken, the peer hangs up, or `deadline` passes.
+    /// Both closures get `state` (typically the protocol connection).
+    pub fn wait<S, T>(
+        &self,
+        policy: SpinPolicy,
+        state: &mut S,
+        mut check: impl FnMut(&mut S) -> Option<T>,
+        mut arm: impl FnMut(&mut S) -> bool,
+        deadline: Option<Instant>,
+    ) -> io::Result<WaitOutcome<T>> {
+        loop {
+            for i in 0..policy.spin_iterations {
+                if let Some(value) = check(state) {
                     return Ok(WaitOutcome::Ready(value));
                 }
-                return Ok(WaitOutcome::TimedOut);
+                if i % CLOCK_CHECK_INTERVAL == CLOCK_CHECK_INTERVAL - 1 && expired(deadline) {
+                    return Ok(WaitOutcome::TimedOut);
+                }
+                std::hint::spin_loop();
+            }
+            if let Some(value) = check(state) {
+                return Ok(WaitOutcome::Ready(value));
+            }
+            if arm(state) {
+                continue;
+            }
+            let timeout = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(check(state).map_or(WaitOutcome::TimedOut, WaitOutcome::Ready)),
+                },
+                None => None,
+            };
+            match self.block(timeout)? {
+                Woken::Event => {}
+                Woken::Hangup => return Ok(WaitOutcome::PeerGone),
+                Woken::Timeout => {
+                    return Ok(check(state).map_or(WaitOutcome::TimedOut, WaitOutcome::Ready));
+                }
             }
         }
+    }
+
+    /// Whether the peer has hung up, without blocking.
+    pub fn peer_gone(&self) -> io::Result<bool> {
+        Ok(matches!(self.block(Some(Duration::ZERO))?, Woken::Hangup))
+    }
+
+    fn block(&self, timeout: Option<Duration>) -> io::Result<Woken> {
+        let timeout = timeout.map(timespec);
+        let mut events = [epoll::Event {
+            flags: epoll::EventFlags::empty(),
+            data: epoll::EventData::new_u64(0),
+        }; 2];
+        let ready = loop {
+            match epoll::wait(self.epoll.as_fd(), &mut events[..], timeout.as_ref()) {
+                Ok(ready) => break ready,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if ready == 0 {
+            return Ok(Woken::Timeout);
+        }
+        // The rendezvous socket carries nothing after set-up: readable means EOF or garbage.
+        if events[..ready]
+            .iter()
+            .any(|event| event.data.u64() == TOKEN_HANGUP)
+        {
+            return Ok(Woken::Hangup);
+        }
+        Ok(Woken::Event)
     }
 }
 
@@ -100,26 +162,14 @@ enum Woken {
     Timeout,
 }
 
-fn block(
-    wakeups: &EventFd,
-    hangup: BorrowedFd<'_>,
-    timeout: Option<Duration>,
-) -> io::Result<Woken> {
-    let mut fds = [
-        PollFd::from_borrowed_fd(wakeups.fd(), PollFlags::IN),
-        PollFd::from_borrowed_fd(hangup, PollFlags::IN),
-    ];
-    if poll_retrying(&mut fds, timeout)? == 0 {
-        return Ok(Woken::Timeout);
-    }
-    // The rendezvous socket carries nothing after set-up: readable means EOF or garbage.
-    if !fds[1].revents().is_empty() {
-        return Ok(Woken::Hangup);
-    }
-    wakeups.drain()?;
-    Ok(Woken::Event)
-}
-
 fn expired(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|deadline| Instant::now() >= deadline)
+}
+
+/// A `Duration` as the kernel's timespec (saturating).
+pub fn timespec(duration: Duration) -> rustix::event::Timespec {
+    rustix::event::Timespec {
+        tv_sec: duration.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(duration.subsec_nanos()),
+    }
 }

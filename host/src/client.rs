@@ -1,0 +1,283 @@
+//! The client process's end of a host connection.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use xenrpc_proto::{
+    CallError, ClientConnection, Completion, Pending, RegionView, Reply, Status, TypedCall,
+    MAX_IN_FLIGHT,
+};
+use zerocopy::FromBytes;
+
+use crate::event::EventFd;
+use crate::link::Link;
+use crate::shm::MemfdRegion;
+use crate::wait::{SpinPolicy, WaitOutcome, Waiter};
+
+/// How a client connects and waits.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOptions {
+    /// Bytes of data region to ask for (the client's out-of-line buffers).
+    pub data_len: usize,
+    pub spin: SpinPolicy,
+    /// Two-way calls allowed in flight at once (at most `MAX_IN_FLIGHT` and the ring's slots).
+    pub max_in_flight: usize,
+    /// How long to wait for the server during set-up.
+    pub setup_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            data_len: 64 * 1024,
+            spin: SpinPolicy::DEFAULT,
+            max_in_flight: 16,
+            setup_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ClientError {
+    /// The server process went away (its socket hung up); the connection is unusable.
+    ServerGone,
+    /// No reply within the caller's timeout (the call stays in flight).
+    TimedOut,
+    /// The protocol refused the call, the server answered with an error status, or the server
+    /// broke the protocol.
+    Call(CallError),
+    Io(io::Error),
+}
+
+impl ClientError {
+    /// The remote status, when the server answered with one.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            ClientError::Call(CallError::Remote(status)) => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::ServerGone => write!(f, "server gone (its end of the connection closed)"),
+            ClientError::TimedOut => write!(f, "timed out waiting for the reply"),
+            ClientError::Call(CallError::Remote(status)) => write!(f, "server replied {status:?}"),
+            ClientError::Call(e) => write!(f, "call failed: {e:?}"),
+            ClientError::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+impl From<CallError> for ClientError {
+    fn from(e: CallError) -> Self {
+        ClientError::Call(e)
+    }
+}
+
+/// A connection to a `xenrpc-hostd` server.
+pub struct Client {
+    conn: ClientConnection<MemfdRegion, MemfdRegion>,
+    to_server: EventFd,
+    waiter: Waiter,
+    // Kept open for the connection's life: the server watches it to learn of our death.
+    _socket: std::os::fd::OwnedFd,
+    _to_client: EventFd,
+    spin: SpinPolicy,
+    /// Completions that arrived while waiting for another call.
+    stashed: Vec<Completion>,
+    server_gone: bool,
+}
+
+impl Client {
+    pub fn connect(path: &Path, options: ClientOptions) -> Result<Self, ClientError> {
+        let link = Link::connect(path, options.data_len, options.setup_timeout)?;
+        let Link {
+            socket,
+            ring,
+            data,
+            to_server,
+            to_client,
+            geometry,
+        } = link;
+        let max_in_flight = options
+            .max_in_flight
+            .clamp(1, MAX_IN_FLIGHT.min(geometry.slots() as usize));
+        let conn = ClientConnection::new(ring, data, geometry, max_in_flight).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("ring set-up failed: {e:?}"),
+            )
+        })?;
+        crate::rendezvous::send_message(
+            std::os::fd::AsFd::as_fd(&socket),
+            &crate::rendezvous::READY,
+            &[],
+        )?;
+        let waiter = Waiter::new(&to_client, std::os::fd::AsFd::as_fd(&socket))?;
+        Ok(Self {
+            conn,
+            to_server,
+            waiter,
+            _socket: socket,
+            _to_client: to_client,
+            spin: options.spin,
+            stashed: Vec::new(),
+            server_gone: false,
+        })
+    }
+
+    /// The data region: write out-of-line arguments here, read results from here.
+    pub fn data(&self) -> RegionView<'_> {
+        self.conn.data()
+    }
+
+    /// The ring region (diagnostics and adversarial tests).
+    pub fn ring(&self) -> RegionView<'_> {
+        self.conn.ring()
+    }
+
+    pub fn set_spin(&mut self, spin: SpinPolicy) {
+        self.spin = spin;
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.conn.in_flight()
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.conn.max_in_flight()
+    }
+
+    /// Makes a call and waits for its reply.
+    pub fn call<R: FromBytes>(
+        &mut self,
+        call: &TypedCall<'_, R>,
+        timeout: Option<Duration>,
+    ) -> Result<Reply<R>, ClientError> {
+        let pending = self.start(call)?;
+        self.flush();
+        self.finish(pending, timeout)
+    }
+
+    /// Writes a call into the ring without publishing it; [`Self::flush`] publishes a batch
+    /// with at most one wake-up.
+    pub fn start<R>(&mut self, call: &TypedCall<'_, R>) -> Result<Pending<R>, ClientError> {
+        if self.server_gone {
+            return Err(ClientError::ServerGone);
+        }
+        Ok(self.conn.start(call)?)
+    }
+
+    /// Starts a one-way call (no reply).
+    pub fn start_one_way<R>(&mut self, call: TypedCall<'_, R>) -> Result<u64, ClientError> {
+        if self.server_gone {
+            return Err(ClientError::ServerGone);
+        }
+        Ok(self.conn.start_one_way(call)?)
+    }
+
+    /// Publishes started calls, waking the server if it sleeps.
+    pub fn flush(&mut self) {
+        if self.conn.publish() {
+            let _ = self.to_server.signal();
+        }
+    }
+
+    /// Waits for a started call's reply and decodes it.
+    pub fn finish<R: FromBytes>(
+        &mut self,
+        pending: Pending<R>,
+        timeout: Option<Duration>,
+    ) -> Result<Reply<R>, ClientError> {
+        let completion = self.wait_for(pending.call_id(), timeout)?;
+        Ok(pending.finish(&completion)?)
+    }
+
+    /// Waits for the completion of call `call_id`, keeping others that arrive meanwhile.
+    pub fn wait_for(
+        &mut self,
+        call_id: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Completion, ClientError> {
+        if let Some(at) = self.stashed.iter().position(|c| c.call_id == call_id) {
+            return Ok(self.stashed.swap_remove(at));
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let completion = self.next_completion(deadline)?;
+            if completion.call_id == call_id {
+                return Ok(completion);
+            }
+            self.stashed.push(completion);
+        }
+    }
+
+    /// Waits for the next completion of any call.
+    pub fn next_completion(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Completion, ClientError> {
+        if let Some(completion) = self.stashed.pop() {
+            return Ok(completion);
+        }
+        if self.server_gone {
+            return Err(ClientError::ServerGone);
+        }
+        let Self { conn, waiter, .. } = self;
+        let outcome = waiter.wait(
+            self.spin,
+            // A broken connection ends the wait too (with its error).
+            conn,
+            |conn| conn.poll_response().transpose(),
+            |conn| conn.prepare_to_wait(),
+            deadline,
+        );
+        match outcome? {
+            WaitOutcome::Ready(completion) => Ok(completion?),
+            WaitOutcome::TimedOut => Err(ClientError::TimedOut),
+            WaitOutcome::PeerGone => {
+                // Responses published before the server died are still valid.
+                if let Ok(Some(completion)) = self.conn.poll_response() {
+                    return Ok(completion);
+                }
+                self.server_gone = true;
+                Err(ClientError::ServerGone)
+            }
+        }
+    }
+
+    /// Whether the server has gone away (checked without blocking).
+    pub fn server_gone(&mut self) -> bool {
+        if !self.server_gone {
+            self.server_gone = self.waiter.peer_gone().unwrap_or(true);
+        }
+        self.server_gone
+    }
+}
+
+/// The clock call deadlines are written in: `CLOCK_MONOTONIC` nanoseconds, which every process
+/// on the machine shares.
+pub fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+/// An absolute deadline `after` from now, on [`monotonic_ns`]'s clock.
+pub fn deadline_after(after: Duration) -> u64 {
+    monotonic_ns().saturating_add(after.as_nanos().min(u128::from(u64::MAX)) as u64)
+}

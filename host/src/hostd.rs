@@ -1,0 +1,105 @@
+//! `xenrpc-hostd`: the host server process (also run by the benchmark).
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use crate::server::{Server, ServerConfig, ServerEvent};
+use crate::services::{set_admin_pids, Counters, HostServices, SharedKv};
+use crate::wait::SpinPolicy;
+
+pub const USAGE: &str = "usage: xenrpc-hostd --socket PATH [--spin ITERATIONS] [--slots N] \
+[--max-data BYTES] [--max-clients N] [--admin-pid PID]... [--test-services] [--quiet]";
+
+/// The line printed on stdout once the server accepts connections.
+pub const READY_LINE: &str = "xenrpc-hostd: listening";
+
+/// Parses the command line and serves until killed.
+pub fn main_with_args(args: &[String]) -> io::Result<()> {
+    let mut socket = None;
+    let mut config = ServerConfig::default();
+    let mut admin_pids = Vec::new();
+    let mut test_services = false;
+    let mut quiet = false;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .ok_or_else(|| bad_usage(&format!("{name} needs a value")))
+        };
+        match arg.as_str() {
+            "--socket" => socket = Some(PathBuf::from(value("--socket")?)),
+            "--spin" => {
+                config.spin = SpinPolicy {
+                    spin_iterations: number(&value("--spin")?)?,
+                }
+            }
+            "--slots" => config.slots = number(&value("--slots")?)?,
+            "--max-data" => config.max_data_len = number(&value("--max-data")?)?,
+            "--max-clients" => config.max_clients = number(&value("--max-clients")?)?,
+            "--admin-pid" => admin_pids.push(number(&value("--admin-pid")?)?),
+            "--test-services" => test_services = true,
+            "--quiet" => quiet = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(bad_usage(&format!("unknown argument {other}"))),
+        }
+    }
+    let socket = socket.ok_or_else(|| bad_usage("--socket is required"))?;
+    set_admin_pids(admin_pids);
+
+    let mut server = Server::bind(&socket, config)?;
+    let kv = SharedKv::default();
+    let counters = Counters::default();
+    let mut services = HostServices::new(kv.clone(), counters.clone(), test_services);
+    let mut registry = services.registry();
+    println!("{READY_LINE} on {}", socket.display());
+    io::stdout().flush()?;
+    server.run(&mut registry, |event| {
+        counters.record(event);
+        match event {
+            ServerEvent::Disconnected { peer, .. } | ServerEvent::Dropped { peer, .. } => {
+                kv.forget_peer(peer.peer_id());
+            }
+            _ => {}
+        }
+        if !quiet {
+            eprintln!("xenrpc-hostd: {}", describe(event));
+        }
+    })
+}
+
+fn describe(event: &ServerEvent) -> String {
+    match event {
+        ServerEvent::Connected(peer) => {
+            format!("client pid {} (uid {}) connected", peer.pid, peer.uid)
+        }
+        ServerEvent::Disconnected { peer, requests } => {
+            format!(
+                "client pid {} gone after {requests} requests: connection dropped",
+                peer.pid
+            )
+        }
+        ServerEvent::Dropped { peer, reason } => {
+            format!("client pid {} dropped: {reason}", peer.pid)
+        }
+        ServerEvent::Refused {
+            peer: Some(peer),
+            reason,
+        } => {
+            format!("client pid {} refused: {reason}", peer.pid)
+        }
+        ServerEvent::Refused { peer: None, reason } => format!("connection refused: {reason}"),
+    }
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> io::Result<T> {
+    text.parse()
+        .map_err(|_| bad_usage(&format!("not a number: {text}")))
+}
+
+fn bad_usage(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("{message}\n{USAGE}"))
+}

@@ -1,0 +1,198 @@
+//! The services `xenrpc-hostd` offers: the protocol's built-in echo, arith and kv services, an
+//! `admin` service only some peers may call, and (for tests) a `selftest` service whose
+//! handlers misbehave on purpose.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use xenrpc_proto::services::arith::{self, ArithServer};
+use xenrpc_proto::services::echo::{self, EchoServer};
+use xenrpc_proto::services::kv::{self, Key, KvStore, ListArgs};
+use xenrpc_proto::{define_service, CallContext, PeerId, Registry, Status};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::server::ServerEvent;
+
+/// Connection counters the admin service reports.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct AdminStats {
+    /// Clients connected right now.
+    pub connected: u32,
+    /// Clients that connected since the server started.
+    pub connected_total: u32,
+    /// Clients that hung up (died or closed).
+    pub disconnected: u32,
+    /// Connections dropped for breaking the protocol.
+    pub dropped: u32,
+    /// Connection attempts refused.
+    pub refused: u32,
+}
+
+/// How long a `selftest::sleep` may ask the server to stall (bounds a test's damage).
+pub const MAX_SELFTEST_SLEEP_MS: u32 = 2_000;
+
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct SleepArgs {
+    pub millis: u32,
+}
+
+define_service! {
+    /// Server administration; only peers named with `--admin-pid` may call it.
+    pub mod admin {
+        name = "admin", id = 100, version = 1;
+        /// Connection counters.
+        fn stats = 1 (()) -> AdminStats;
+    }
+}
+
+define_service! {
+    /// Misbehaving handlers, served only with `--test-services`.
+    pub mod selftest {
+        name = "selftest", id = 101, version = 1;
+        /// Panics inside the handler (the server answers `HandlerFault` and keeps serving).
+        fn panic = 1 (()) -> ();
+        /// Stalls the server for `millis` (at most `MAX_SELFTEST_SLEEP_MS`), so tests can have
+        /// calls in flight for a while.
+        fn sleep = 2 (SleepArgs) -> ();
+    }
+}
+
+static ADMIN_PIDS: OnceLock<Vec<u32>> = OnceLock::new();
+
+/// Sets which client pids may call the admin service (once per process).
+pub fn set_admin_pids(pids: Vec<u32>) -> bool {
+    ADMIN_PIDS.set(pids).is_ok()
+}
+
+fn admin_allowed(peer: PeerId) -> bool {
+    ADMIN_PIDS.get().is_some_and(|pids| pids.contains(&peer.0))
+}
+
+/// Connection counters, updated from the server's events.
+#[derive(Clone, Default)]
+pub struct Counters(Rc<Cell<AdminStats>>);
+
+impl Counters {
+    pub fn record(&self, event: &ServerEvent) {
+        let mut stats = self.0.get();
+        match event {
+            ServerEvent::Connected(_) => {
+                stats.connected += 1;
+                stats.connected_total += 1;
+            }
+            ServerEvent::Disconnected { .. } => {
+                stats.connected = stats.connected.saturating_sub(1);
+                stats.disconnected += 1;
+            }
+            ServerEvent::Dropped { .. } => {
+                stats.connected = stats.connected.saturating_sub(1);
+                stats.dropped += 1;
+            }
+            ServerEvent::Refused { .. } => stats.refused += 1,
+        }
+        self.0.set(stats);
+    }
+
+    pub fn get(&self) -> AdminStats {
+        self.0.get()
+    }
+}
+
+struct AdminServer(Counters);
+
+impl admin::Server for AdminServer {
+    fn stats(&mut self, _call: &mut CallContext<'_>, _: ()) -> Result<AdminStats, Status> {
+        Ok(self.0.get())
+    }
+}
+
+struct SelftestServer;
+
+impl selftest::Server for SelftestServer {
+    fn panic(&mut self, _call: &mut CallContext<'_>, _: ()) -> Result<(), Status> {
+        panic!("selftest::panic called: this handler fails on purpose");
+    }
+
+    fn sleep(&mut self, _call: &mut CallContext<'_>, args: SleepArgs) -> Result<(), Status> {
+        if args.millis > MAX_SELFTEST_SLEEP_MS {
+            return Err(Status::BadArguments);
+        }
+        std::thread::sleep(Duration::from_millis(u64::from(args.millis)));
+        Ok(())
+    }
+}
+
+/// The kv store, shared between the registry (which serves it) and the server's event
+/// callback (which forgets a peer's namespace when the peer leaves).
+#[derive(Clone, Default)]
+pub struct SharedKv(Rc<RefCell<KvStore>>);
+
+impl SharedKv {
+    pub fn forget_peer(&self, peer: PeerId) {
+        self.0.borrow_mut().forget_peer(peer);
+    }
+}
+
+impl kv::Server for SharedKv {
+    fn put(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<(), Status> {
+        self.0.borrow_mut().put(call, key)
+    }
+    fn get(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<kv::ValueInfo, Status> {
+        self.0.borrow_mut().get(call, key)
+    }
+    fn delete(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<kv::Existed, Status> {
+        self.0.borrow_mut().delete(call, key)
+    }
+    fn list(&mut self, call: &mut CallContext<'_>, args: ListArgs) -> Result<kv::KeyList, Status> {
+        self.0.borrow_mut().list(call, args)
+    }
+}
+
+/// The handlers of every host service, owned in one place so a [`Registry`] can borrow them.
+pub struct HostServices {
+    echo: echo::Handler<EchoServer>,
+    arith: arith::Handler<ArithServer>,
+    kv: kv::Handler<SharedKv>,
+    admin: admin::Handler<AdminServer>,
+    selftest: Option<selftest::Handler<SelftestServer>>,
+}
+
+impl HostServices {
+    pub fn new(kv_store: SharedKv, counters: Counters, test_services: bool) -> Self {
+        Self {
+            echo: echo::Handler(EchoServer),
+            arith: arith::Handler(ArithServer),
+            kv: kv::Handler(kv_store),
+            admin: admin::Handler(AdminServer(counters)),
+            selftest: test_services.then_some(selftest::Handler(SelftestServer)),
+        }
+    }
+
+    /// A registry serving all of them (admin restricted to the admin pids).
+    pub fn registry(&mut self) -> Registry<'_> {
+        let mut registry = Registry::new();
+        let registered = registry
+            .register(&mut self.echo)
+            .and_then(|()| registry.register(&mut self.arith))
+            .and_then(|()| registry.register(&mut self.kv))
+            .and_then(|()| registry.register_restricted(&mut self.admin, admin_allowed));
+        // Distinct ids, far below the registry's capacity: cannot fail.
+        assert_eq!(registered, Ok(()), "host services clash");
+        if let Some(selftest) = &mut self.selftest {
+            assert_eq!(
+                registry.register(selftest),
+                Ok(()),
+                "selftest service clashes"
+            );
+        }
+        registry
+    }
+}
