@@ -1,0 +1,128 @@
+//! Notification thresholds: a side is notified exactly when it asked to be woken, and the
+//! arm-then-recheck step reports work that raced with going to sleep.
+
+mod common;
+
+use common::*;
+use xenrpc_proto::services::echo;
+
+#[test]
+fn server_is_notified_only_after_arming() {
+    let mem = Memory::new(16, 0);
+    let (mut client, mut server) = mem.connect(8, 1);
+    let mut services = Services::new();
+    let mut registry = services.registry();
+    let ping = echo::client::ping(&());
+
+    // A freshly attached server waits for the first request.
+    let p1 = client.start(&ping).unwrap();
+    assert!(client.publish(), "first request must notify");
+    // Server has not armed again: more requests do not notify.
+    let p2 = client.start(&ping).unwrap();
+    assert!(!client.publish());
+    // Nothing new: publishing nothing never notifies.
+    assert!(!client.publish());
+
+    assert_eq!(server.poll(&mut registry, &clock(), 64).handled, 2);
+    // Server goes to sleep: nothing pending, so it may.
+    assert!(!server.prepare_to_sleep());
+    let p3 = client.start(&ping).unwrap();
+    assert!(client.publish(), "a sleeping server must be notified");
+
+    // A request published after the server armed but before it slept is seen by the re-check.
+    assert_eq!(server.poll(&mut registry, &clock(), 64).handled, 1);
+    let p4 = client.start(&ping).unwrap();
+    client.publish();
+    assert!(
+        server.prepare_to_sleep(),
+        "the re-check must see the racing request"
+    );
+    assert_eq!(server.poll(&mut registry, &clock(), 64).handled, 1);
+    assert!(!server.prepare_to_sleep());
+    for pending in [p1, p2, p3, p4] {
+        let completion = client.poll_response().unwrap().unwrap();
+        pending.finish(&completion).unwrap();
+    }
+    assert_eq!(client.poll_response(), Ok(None));
+}
+
+#[test]
+fn client_is_notified_only_after_arming() {
+    let mem = Memory::new(16, 0);
+    let (mut client, mut server) = mem.connect(8, 1);
+    let mut services = Services::new();
+    let mut registry = services.registry();
+    let ping = echo::client::ping(&());
+
+    // A fresh client waits for its first response.
+    let _ = client.start(&ping).unwrap();
+    client.publish();
+    assert!(server.poll(&mut registry, &clock(), 64).notify);
+    assert!(client.poll_response().unwrap().is_some());
+
+    // Not armed: the next response is published silently.
+    let _ = client.start(&ping).unwrap();
+    client.publish();
+    let outcome = server.poll(&mut registry, &clock(), 64);
+    assert_eq!((outcome.handled, outcome.notify), (1, false));
+    // The response is already there: arming reports it instead of letting the client sleep.
+    assert!(client.prepare_to_wait());
+    assert!(client.poll_response().unwrap().is_some());
+
+    // Armed with nothing pending: the client may sleep, and the next response notifies.
+    assert!(!client.prepare_to_wait());
+    let _ = client.start(&ping).unwrap();
+    let _ = client.start(&ping).unwrap();
+    client.publish();
+    let outcome = server.poll(&mut registry, &clock(), 64);
+    assert_eq!((outcome.handled, outcome.notify), (2, true));
+    assert_eq!(server.stats().notifications, 2);
+    assert!(client.poll_response().unwrap().is_some());
+    assert!(client.poll_response().unwrap().is_some());
+}
+
+#[test]
+fn budget_limits_a_poll_and_reports_more() {
+    let mem = Memory::new(16, 0);
+    let (mut client, mut server) = mem.connect(16, 1);
+    let mut services = Services::new();
+    let mut registry = services.registry();
+    for _ in 0..10 {
+        let _ = client.start(&echo::client::ping(&())).unwrap();
+    }
+    client.publish();
+    let first = server.poll(&mut registry, &clock(), 4);
+    assert_eq!((first.handled, first.more), (4, true));
+    let second = server.poll(&mut registry, &clock(), 100);
+    assert_eq!((second.handled, second.more), (6, false));
+    // The second poll published more responses, but the client had not re-armed.
+    assert!(first.notify && !second.notify);
+    let mut answered = 0;
+    while client.poll_response().unwrap().is_some() {
+        answered += 1;
+    }
+    assert_eq!(answered, 10);
+}
+
+#[test]
+fn ring_keeps_working_over_many_laps() {
+    // Slot reuse over ~100 laps with varying batch sizes (wrap of the 32-bit indices themselves
+    // is covered by the property tests of `ring`).
+    let mem = Memory::new(16, 0);
+    let (mut client, mut server) = mem.connect(16, 1);
+    let mut services = Services::new();
+    let mut registry = services.registry();
+    for round in 0..200u32 {
+        let batch = 1 + round % 16;
+        let mut pending = Vec::new();
+        for _ in 0..batch {
+            pending.push(client.start(&echo::client::ping(&())).unwrap());
+        }
+        client.publish();
+        assert_eq!(server.poll(&mut registry, &clock(), 64).handled, batch);
+        for p in pending {
+            p.finish(&client.poll_response().unwrap().unwrap()).unwrap();
+        }
+    }
+    assert!(server.broken().is_none() && client.broken().is_none());
+}
