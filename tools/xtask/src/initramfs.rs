@@ -245,7 +245,8 @@ pub fn dom0_base(cache_dir: &Path, kernel: &LinuxKernel) -> Result<PathBuf> {
             fs::remove_file(entry.path())?;
         }
     }
-    let partial = cache_dir.join(format!("dom0-base-{key}.partial"));
+    // Private name until complete: a concurrent run must never see half an image.
+    let partial = cache_dir.join(format!("dom0-base-{key}.{}.partial", std::process::id()));
     let mut archive = Archive::create(&partial)?;
     let tools: Vec<PathBuf> = XEN_TOOLS
         .iter()

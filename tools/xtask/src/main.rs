@@ -22,8 +22,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
   build                      build the kernel image into build/xenrpc.elf
-  testbed <scenario>|all [-v|--verbose]
-                             boot Xen in QEMU and run testbed scenario(s)
+  testbed <scenario>|all [-v|--verbose] [--no-build]
+                             boot Xen in QEMU and run testbed scenario(s);
+                             --no-build boots the existing build/xenrpc.elf
   testbed list               list the scenarios
   test                       everything CI runs: fmt, clippy, tests, kernel build, testbed
   demo                       boot the service VM in the testbed and show its console
@@ -139,9 +140,11 @@ fn select_scenarios(paths: &Paths, which: &str) -> Result<Vec<testbed::Scenario>
 fn cmd_testbed(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     let mut echo = Echo::Stages;
     let mut which = None;
+    let mut build = true;
     for arg in args {
         match arg.as_str() {
             "-v" | "--verbose" => echo = Echo::All,
+            "--no-build" => build = false,
             name if which.is_none() && !name.starts_with('-') => which = Some(name),
             other => bail!("testbed: unexpected argument {other:?}\n{USAGE}"),
         }
@@ -157,7 +160,7 @@ fn cmd_testbed(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     }
     let chosen = select_scenarios(paths, which)?;
     let mut summary = Summary::default();
-    if chosen.iter().any(|s| s.needs_kernel) {
+    if build && chosen.iter().any(|s| s.needs_kernel) {
         summary.record("kernel build", build_kernel(paths));
     }
     let kernel_ok = summary.failed == 0;

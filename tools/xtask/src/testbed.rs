@@ -358,6 +358,7 @@ struct Watch<'a> {
     xen_up: Option<Instant>,
     kernel_up: Option<Instant>,
     selftests_ok: usize,
+    panic_detail_pending: bool,
     reasons: Vec<String>,
     timings: Vec<(String, String)>,
     verdict: Option<bool>,
@@ -404,8 +405,19 @@ impl Watch<'_> {
             println!("    | {line}");
         }
         let text = console_text(line);
+        if self.panic_detail_pending {
+            // Xen prints the panic message on the lines after "Panic on CPU n:".
+            let detail = text.trim();
+            if !detail.is_empty() && !detail.starts_with('*') {
+                if let Some(reason) = self.reasons.last_mut() {
+                    reason.push_str(&format!(" {detail}"));
+                }
+                self.panic_detail_pending = false;
+            }
+        }
         if line.contains("Panic on CPU") {
-            self.fail(format!("Xen panicked: {line}"));
+            self.fail(format!("Xen panicked: {}", text.trim()));
+            self.panic_detail_pending = self.verdict == Some(false);
         } else if is_dom0_crash(line) {
             self.fail(format!("dom0 crashed: {line}"));
         } else if line.contains("Kernel panic") {
@@ -504,10 +516,13 @@ impl Watch<'_> {
 }
 
 /// Copies QEMU's serial output to serial.log and hands each line to the main loop.
-fn spawn_serial_reader(child: &mut Child, log: fs::File) -> mpsc::Receiver<String> {
+fn spawn_serial_reader(
+    child: &mut Child,
+    log: fs::File,
+) -> (mpsc::Receiver<String>, thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let stdout = child.stdout.take().expect("stdout is piped");
-    thread::spawn(move || {
+    let reader = thread::spawn(move || {
         let mut log = log;
         let mut reader = BufReader::new(stdout);
         let mut buf = Vec::new();
@@ -524,7 +539,37 @@ fn spawn_serial_reader(child: &mut Child, log: fs::File) -> mpsc::Receiver<Strin
             buf.clear();
         }
     });
-    rx
+    (rx, reader)
+}
+
+/// Sends a serial line to the watcher, splitting guest console lines into their own logs.
+fn route_line(
+    watch: &mut Watch,
+    guest_logs: &mut HashMap<String, Option<fs::File>>,
+    run_dir: &Path,
+    line: &str,
+) {
+    let guest_line = line
+        .strip_prefix(GUEST_PREFIX)
+        .and_then(|rest| rest.split_once("| "))
+        .filter(|(guest, _)| {
+            !guest.is_empty()
+                && guest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
+    let Some((guest, text)) = guest_line else {
+        watch.serial_line(line);
+        return;
+    };
+    let log = guest_logs.entry(guest.to_string()).or_insert_with(|| {
+        // Best effort: the verdict does not depend on the log file.
+        fs::File::create(run_dir.join(format!("guest-{guest}.log"))).ok()
+    });
+    if let Some(log) = log {
+        let _ = writeln!(log, "{text}");
+    }
+    watch.guest_line(guest, text.trim_end_matches('\r'));
 }
 
 fn boot(scenario: &Scenario, prepared: &Prepared, run_dir: &Path, echo: Echo, out: &mut Outcome) {
@@ -537,6 +582,7 @@ fn boot(scenario: &Scenario, prepared: &Prepared, run_dir: &Path, echo: Echo, ou
         xen_up: None,
         kernel_up: None,
         selftests_ok: 0,
+        panic_detail_pending: false,
         reasons: Vec::new(),
         timings: Vec::new(),
         verdict: None,
@@ -578,9 +624,9 @@ fn boot(scenario: &Scenario, prepared: &Prepared, run_dir: &Path, echo: Echo, ou
             return;
         }
     };
-    let lines = spawn_serial_reader(&mut child, serial);
+    let (lines, reader) = spawn_serial_reader(&mut child, serial);
     let deadline = boot_start + scenario.timeout;
-    let mut guest_logs: HashMap<String, fs::File> = HashMap::new();
+    let mut guest_logs = HashMap::new();
     let heartbeat = Duration::from_secs(20);
     while watch.verdict.is_none() {
         let now = Instant::now();
@@ -593,22 +639,7 @@ fn boot(scenario: &Scenario, prepared: &Prepared, run_dir: &Path, echo: Echo, ou
             break;
         }
         match lines.recv_timeout((deadline - now).min(heartbeat)) {
-            Ok(line) => {
-                if let Some((guest, text)) = line
-                    .strip_prefix(GUEST_PREFIX)
-                    .and_then(|rest| rest.split_once("| "))
-                    .filter(|(guest, _)| !guest.is_empty() && !guest.contains(['/', ' ']))
-                {
-                    let log = guest_logs.entry(guest.to_string()).or_insert_with(|| {
-                        fs::File::create(run_dir.join(format!("guest-{guest}.log")))
-                            .expect("run dir is writable")
-                    });
-                    let _ = writeln!(log, "{text}");
-                    watch.guest_line(guest, text.trim_end_matches('\r'));
-                } else {
-                    watch.serial_line(&line);
-                }
-            }
+            Ok(line) => route_line(&mut watch, &mut guest_logs, run_dir, &line),
             Err(mpsc::RecvTimeoutError::Timeout) => println!(
                 "    [{} {:>6}] still in stage: {}",
                 scenario.name,
@@ -624,9 +655,21 @@ fn boot(scenario: &Scenario, prepared: &Prepared, run_dir: &Path, echo: Echo, ou
             }
         }
     }
+    if watch.verdict == Some(false) {
+        // A failure is often followed by its explanation (Xen's panic text): read on briefly.
+        let grace = Instant::now() + Duration::from_secs(1);
+        while let Some(left) = grace.checked_duration_since(Instant::now()) {
+            match lines.recv_timeout(left) {
+                Ok(line) => route_line(&mut watch, &mut guest_logs, run_dir, &line),
+                Err(_) => break,
+            }
+        }
+    }
     // Our own child: stop it once the verdict is in (the logs already hold everything).
     let _ = child.kill();
     let _ = child.wait();
+    // QEMU's exit closes the pipe: the reader finishes serial.log (a last partial line too).
+    let _ = reader.join();
     out.passed = watch.verdict == Some(true);
     out.stage = watch.stage;
     out.reason = watch.reasons.join("; ");
@@ -706,6 +749,7 @@ mod tests {
             xen_up: None,
             kernel_up: None,
             selftests_ok: 0,
+            panic_detail_pending: false,
             reasons: Vec::new(),
             timings: Vec::new(),
             verdict: None,
@@ -766,6 +810,17 @@ mod tests {
         w.serial_line("(XEN) Xen version 4.17.7");
         w.serial_line("(XEN) xenrpc: FATAL page fault");
         assert_eq!(w.verdict, Some(false));
+
+        let mut w = watch(&s);
+        w.serial_line("(XEN) Xen version 4.17.7");
+        w.serial_line("(XEN) Panic on CPU 0:");
+        w.serial_line("(XEN) ****************************************");
+        w.serial_line("(XEN) Could not construct domain 0");
+        assert_eq!(w.verdict, Some(false));
+        assert_eq!(
+            w.reasons,
+            ["Xen panicked: Panic on CPU 0: Could not construct domain 0"]
+        );
 
         let mut w = watch(&s);
         w.serial_line("(XEN) Xen version 4.17.7");
