@@ -25,8 +25,9 @@ tb_time() {
     echo "TESTBED: TIME $1 $(awk -v a="$2" -v b="$3" 'BEGIN { printf "%.2fs", b - a }')"
 }
 
-# Let the console streamers catch up, so the host's guest logs are complete at the verdict.
-tb_settle() { sleep 1; }
+# Let the console streamers (busybox tail -F polls once a second) catch up, so the host's
+# guest logs are complete at the verdict.
+tb_settle() { sleep 2; }
 
 tb_fail() {
     echo "TESTBED: REASON $*"
@@ -92,10 +93,16 @@ tb_wait_console() {
     done
 }
 
-# tb_expect_console DOMAIN TEXT: TEXT must already be in the guest's console log.
+# tb_expect_console DOMAIN TEXT: TEXT must be in the guest's console log within 3 seconds
+# (xenconsoled may still be writing out what the guest said last; the domain may be gone).
 tb_expect_console() {
-    grep -qF -- "$2" "$(tb_console_log "$1")" 2>/dev/null ||
-        tb_fail "no '$2' on the console of $1"
+    _i=0
+    while [ $_i -lt 15 ]; do
+        grep -qF -- "$2" "$(tb_console_log "$1")" 2>/dev/null && return 0
+        _i=$((_i + 1))
+        sleep 0.2
+    done
+    tb_fail "no '$2' on the console of $1"
 }
 
 # tb_expect_gone DOMAIN: the domain must not be listed by xl.
