@@ -345,3 +345,26 @@ fn bench_binary(host: &std::path::Path) -> Result<Option<String>> {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_binary_finds_the_one_bench_bin() {
+        let host = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        let bin = host.join("src/bin");
+        fs::create_dir_all(&bin).unwrap();
+        assert_eq!(bench_binary(&host).unwrap(), None);
+        fs::write(bin.join("xenrpc-hostd.rs"), "").unwrap();
+        fs::write(bin.join("xenrpc-hostbench.rs"), "").unwrap();
+        assert_eq!(
+            bench_binary(&host).unwrap().as_deref(),
+            Some("xenrpc-hostbench")
+        );
+        fs::create_dir_all(bin.join("other-bench")).unwrap();
+        fs::write(bin.join("other-bench/main.rs"), "").unwrap();
+        assert!(bench_binary(&host).is_err(), "two candidates are ambiguous");
+        fs::remove_dir_all(&host).unwrap();
+    }
+}
