@@ -20,7 +20,7 @@ mod service_vm {
 
     use crate::xen::hypercall;
     use crate::xen::start_info::BootInfo;
-    use crate::xen::{console, shared_info, time, traps};
+    use crate::xen::{console, control, events, grant, shared_info, time, traps, xenstore};
     use crate::{log, mm, selftest};
 
     xenrpc_boot::entry_point!(kernel_main);
@@ -56,6 +56,7 @@ mod service_vm {
             memory.heap_bytes / 1024
         );
         log!("system time {} ms", time::now_ns() / 1_000_000);
+        xen_init(&boot);
 
         let report = selftest::run_all(&boot);
         if boot.is_dom0() {
@@ -71,10 +72,32 @@ mod service_vm {
             }
             power_off();
         }
+        if let Err(e) = control::publish_selftest_verdict(report.failed == 0) {
+            log!("cannot publish the self-test verdict: {e}");
+        }
         log!("ready");
         loop {
-            hypercall::sched_block();
-            shared_info::mask_upcalls();
+            events::dispatch_pending();
+            xenstore::service();
+            if let Err(e) = events::idle(None) {
+                fatal(format_args!("idle failed: {e}"));
+            }
+        }
+    }
+
+    /// Grant table, and for a domU xenstore and the shutdown watch.
+    fn xen_init(boot: &BootInfo) {
+        if let Err(e) = grant::init() {
+            fatal(format_args!("grant table setup failed: {e}"));
+        }
+        if boot.is_dom0() {
+            return;
+        }
+        if let Err(e) = xenstore::init(boot) {
+            fatal(format_args!("xenstore setup failed: {e}"));
+        }
+        if let Err(e) = control::init() {
+            fatal(format_args!("watching control/shutdown failed: {e}"));
         }
     }
 

@@ -6,6 +6,7 @@ use crate::xen::start_info::BootInfo;
 
 mod core_tests;
 mod mm_tests;
+mod xen_ifaces;
 
 /// A self-test: `Err` carries a sentence saying what went wrong.
 pub type TestFn = fn(&BootInfo) -> Result<(), TestError>;
@@ -36,7 +37,11 @@ pub fn run_all(boot: &BootInfo) -> Report {
         passed: 0,
         failed: 0,
     };
-    for t in core_tests::TESTS.iter().chain(mm_tests::TESTS) {
+    for t in core_tests::TESTS
+        .iter()
+        .chain(mm_tests::TESTS)
+        .chain(xen_ifaces::TESTS)
+    {
         if t.when == When::DomUOnly && boot.is_dom0() {
             continue;
         }

@@ -1,0 +1,266 @@
+//! Grant tables (v1): our table, through which we let one other domain map one of our frames,
+//! and the mapping of other domains' grants into our foreign-mapping window.
+//!
+//! The table frames are shared with Xen, which sets `GTF_reading`/`GTF_writing` in an entry's
+//! flags while the grantee has the frame mapped; entries are therefore only touched through
+//! raw pointers, with the flags word accessed atomically. Ending access is a compare-and-swap
+//! that refuses while either bit is set ([`xen_abi::grant::check_revocable`]), so a frame is
+//! never reused while a peer can still reach it.
+
+use core::fmt;
+use core::sync::atomic::{fence, AtomicU16, Ordering};
+
+use spin::Mutex;
+use xen_abi::grant::{
+    check_revocable, check_status, GnttabMapGrantRef, GnttabQuerySize, GnttabSetupTable,
+    GnttabUnmapGrantRef, GrantAccess, GrantEntryV1, GrantError, GrantHandle, GrantRef,
+    GrantRefAllocator, GrantRefError, GrantStillInUse, ENTRIES_PER_FRAME_V1, GNTMAP_HOST_MAP,
+    GNTMAP_READONLY, GNTTABOP_MAP_GRANT_REF, GNTTABOP_QUERY_SIZE, GNTTABOP_SETUP_TABLE,
+    GNTTABOP_UNMAP_GRANT_REF,
+};
+use xen_abi::pte::Mfn;
+use xen_abi::{DomId, DOMID_SELF};
+
+use super::hypercall::{self, XenError};
+use crate::mm::StaticPage;
+
+/// Frames of our grant table: 4 × 512 entries (8 reserved for the toolstack).
+const TABLE_FRAMES: usize = 4;
+const TABLE_ENTRIES: usize = TABLE_FRAMES * ENTRIES_PER_FRAME_V1;
+
+/// Bounded retries of the end-access compare-and-swap when Xen changes the flags under us
+/// without setting reading/writing (it never should; a bound keeps a hostile change finite).
+const END_ACCESS_CAS_ATTEMPTS: u32 = 64;
+
+/// Image pages remapped onto the table frames Xen gives us; contiguous, so entry `i` is at
+/// byte `8 * i` of the first.
+static TABLE_PAGES: [StaticPage; TABLE_FRAMES] = [const { StaticPage::new() }; TABLE_FRAMES];
+
+struct GrantTable {
+    refs: GrantRefAllocator<TABLE_ENTRIES>,
+    entries: *mut GrantEntryV1,
+}
+
+// SAFETY: the entry pointer is only used under the table mutex, and the entries themselves are
+// accessed with volatile/atomic operations.
+unsafe impl Send for GrantTable {}
+
+static TABLE: Mutex<Option<GrantTable>> = Mutex::new(None);
+
+/// Why a grant operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantTableError {
+    /// `init` has not run (or failed).
+    NotInitialised,
+    /// The hypercall itself failed.
+    Xen(XenError),
+    /// Xen ran the operation and reported a `GNTST_*` failure.
+    Status(GrantError),
+    /// Every grant reference is in use.
+    OutOfRefs,
+    /// A v1 entry holds a 32-bit frame number; this frame does not fit.
+    FrameTooLarge(Mfn),
+    /// The grantee still has the frame mapped: access was not ended.
+    StillInUse(GrantStillInUse),
+    /// The reference is not one of ours that is in use.
+    BadRef(GrantRefError),
+    /// Xen returned fewer table frames than asked, or none.
+    TableTooSmall(u32),
+    /// The table frames could not be mapped.
+    MapTable(XenError),
+}
+
+impl fmt::Display for GrantTableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GrantTableError::NotInitialised => f.write_str("grant table not set up"),
+            GrantTableError::Xen(e) => write!(f, "grant_table_op failed: {e}"),
+            GrantTableError::Status(e) => write!(f, "{e}"),
+            GrantTableError::OutOfRefs => f.write_str("no free grant reference"),
+            GrantTableError::FrameTooLarge(m) => {
+                write!(f, "frame {:#x} does not fit a v1 grant entry", m.0)
+            }
+            GrantTableError::StillInUse(e) => write!(f, "{e}"),
+            GrantTableError::BadRef(e) => write!(f, "{e}"),
+            GrantTableError::TableTooSmall(n) => write!(f, "Xen allows only {n} table frames"),
+            GrantTableError::MapTable(e) => write!(f, "mapping the table frames failed: {e}"),
+        }
+    }
+}
+
+impl From<XenError> for GrantTableError {
+    fn from(e: XenError) -> Self {
+        GrantTableError::Xen(e)
+    }
+}
+
+impl From<GrantError> for GrantTableError {
+    fn from(e: GrantError) -> Self {
+        GrantTableError::Status(e)
+    }
+}
+
+/// Sets up our grant table: asks Xen for `TABLE_FRAMES` frames and maps them.
+pub fn init() -> Result<(), GrantTableError> {
+    let mut query = GnttabQuerySize {
+        dom: DOMID_SELF,
+        ..Default::default()
+    };
+    // SAFETY: `query` is one live gnttab_query_size for the duration of the call.
+    unsafe { hypercall::grant_table_op(GNTTABOP_QUERY_SIZE, &mut query, 1) }?;
+    check_status(query.status)?;
+    if (query.max_nr_frames as usize) < TABLE_FRAMES {
+        return Err(GrantTableError::TableTooSmall(query.max_nr_frames));
+    }
+
+    let mut frames = [0u64; TABLE_FRAMES];
+    let mut setup = GnttabSetupTable {
+        dom: DOMID_SELF,
+        nr_frames: TABLE_FRAMES as u32,
+        status: 0,
+        frame_list: frames.as_mut_ptr(),
+    };
+    // SAFETY: `setup` is live and its frame list has room for `nr_frames` entries.
+    unsafe { hypercall::grant_table_op(GNTTABOP_SETUP_TABLE, &mut setup, 1) }?;
+    check_status(setup.status)?;
+    for (page, &mfn) in TABLE_PAGES.iter().zip(frames.iter()) {
+        page.map_frame(mfn).map_err(GrantTableError::MapTable)?;
+    }
+    *TABLE.lock() = Some(GrantTable {
+        refs: GrantRefAllocator::new(TABLE_ENTRIES),
+        entries: TABLE_PAGES[0].as_ptr().cast(),
+    });
+    Ok(())
+}
+
+fn with_table<R>(
+    f: impl FnOnce(&mut GrantTable) -> Result<R, GrantTableError>,
+) -> Result<R, GrantTableError> {
+    match TABLE.lock().as_mut() {
+        Some(table) => f(table),
+        None => Err(GrantTableError::NotInitialised),
+    }
+}
+
+impl GrantTable {
+    fn entry(&self, grant: GrantRef) -> *mut GrantEntryV1 {
+        assert!((grant.0 as usize) < TABLE_ENTRIES, "grant ref out of range");
+        // SAFETY: in bounds of the mapped table pages (checked above).
+        unsafe { self.entries.add(grant.0 as usize) }
+    }
+
+    fn flags(&self, grant: GrantRef) -> &'static AtomicU16 {
+        let entry = self.entry(grant);
+        // SAFETY: an aligned u16 in a table page that stays mapped for the life of the domain;
+        // Xen and we access it only atomically.
+        unsafe { AtomicU16::from_ptr(core::ptr::addr_of_mut!((*entry).flags)) }
+    }
+}
+
+/// Lets domain `grantee` map (or copy) our frame `mfn` with `access`. Returns the reference to
+/// hand to the grantee.
+pub fn grant_access(
+    grantee: DomId,
+    mfn: Mfn,
+    access: GrantAccess,
+) -> Result<GrantRef, GrantTableError> {
+    let frame = u32::try_from(mfn.0).map_err(|_| GrantTableError::FrameTooLarge(mfn))?;
+    with_table(|table| {
+        let grant = table.refs.alloc().ok_or(GrantTableError::OutOfRefs)?;
+        let entry = table.entry(grant);
+        // SAFETY: the entry is ours (just allocated, flags 0: Xen ignores it); domid and frame
+        // are written before the flags make the entry valid.
+        unsafe {
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*entry).domid), grantee);
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*entry).frame), frame);
+        }
+        fence(Ordering::Release);
+        table
+            .flags(grant)
+            .store(access.entry_flags(), Ordering::Release);
+        Ok(grant)
+    })
+}
+
+/// Ends the grantee's access and frees the reference. Refused (the grant stays valid and
+/// allocated) while the grantee still has the frame mapped: call again after it unmaps.
+pub fn end_access(grant: GrantRef) -> Result<(), GrantTableError> {
+    with_table(|table| {
+        if !table.refs.is_allocated(grant) {
+            return Err(GrantTableError::BadRef(GrantRefError::NotAllocated(grant)));
+        }
+        let flags = table.flags(grant);
+        let mut current = flags.load(Ordering::Acquire);
+        let mut attempts = 0;
+        loop {
+            check_revocable(current).map_err(GrantTableError::StillInUse)?;
+            match flags.compare_exchange(current, 0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(now) if attempts < END_ACCESS_CAS_ATTEMPTS => {
+                    current = now;
+                    attempts += 1;
+                }
+                Err(now) => {
+                    return Err(GrantTableError::StillInUse(GrantStillInUse { flags: now }))
+                }
+            }
+        }
+        table.refs.free(grant).map_err(GrantTableError::BadRef)
+    })
+}
+
+/// A private copy of one of our entries (for checks and diagnostics).
+pub fn read_entry(grant: GrantRef) -> Result<GrantEntryV1, GrantTableError> {
+    with_table(|table| {
+        if (grant.0 as usize) >= TABLE_ENTRIES {
+            return Err(GrantTableError::BadRef(GrantRefError::OutOfRange(grant)));
+        }
+        // SAFETY: an in-bounds entry of the mapped table, copied with a volatile read.
+        Ok(unsafe { core::ptr::read_volatile(table.entry(grant)) })
+    })
+}
+
+/// References still free.
+pub fn free_refs() -> Result<usize, GrantTableError> {
+    with_table(|table| Ok(table.refs.free_count()))
+}
+
+/// Maps domain `granter`'s grant `grant` at `host_addr`, a page of a reserved foreign slot
+/// (whose L1 table exists: `mm::reserve_foreign_slot`). Returns the handle for unmapping.
+pub fn map_grant(
+    granter: DomId,
+    grant: GrantRef,
+    host_addr: u64,
+    access: GrantAccess,
+) -> Result<GrantHandle, GrantTableError> {
+    let mut op = GnttabMapGrantRef {
+        host_addr,
+        flags: GNTMAP_HOST_MAP
+            | match access {
+                GrantAccess::ReadOnly => GNTMAP_READONLY,
+                GrantAccess::ReadWrite => 0,
+            },
+        r#ref: grant.0,
+        dom: granter,
+        ..Default::default()
+    };
+    // SAFETY: `op` is one live gnttab_map_grant_ref; the mapping lands in the foreign window,
+    // which nothing else uses.
+    unsafe { hypercall::grant_table_op(GNTTABOP_MAP_GRANT_REF, &mut op, 1) }?;
+    check_status(op.status)?;
+    Ok(GrantHandle(op.handle))
+}
+
+/// Unmaps a grant mapped with [`map_grant`].
+pub fn unmap_grant(host_addr: u64, handle: GrantHandle) -> Result<(), GrantTableError> {
+    let mut op = GnttabUnmapGrantRef {
+        host_addr,
+        dev_bus_addr: 0,
+        handle: handle.0,
+        status: 0,
+    };
+    // SAFETY: `op` is one live gnttab_unmap_grant_ref.
+    unsafe { hypercall::grant_table_op(GNTTABOP_UNMAP_GRANT_REF, &mut op, 1) }?;
+    check_status(op.status)?;
+    Ok(())
+}
