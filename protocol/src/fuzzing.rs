@@ -38,7 +38,7 @@ struct Input<'a> {
     bytes: &'a [u8],
 }
 
-impl Input<'_> {
+impl<'a> Input<'a> {
     fn byte(&mut self) -> u8 {
         match self.bytes.split_first() {
             Some((&b, rest)) => {
@@ -53,7 +53,7 @@ impl Input<'_> {
         u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
     }
 
-    fn take(&mut self, n: usize) -> &[u8] {
+    fn take(&mut self, n: usize) -> &'a [u8] {
         let (head, rest) = self.bytes.split_at(n.min(self.bytes.len()));
         self.bytes = rest;
         head
@@ -61,26 +61,54 @@ impl Input<'_> {
 }
 
 /// A request header from 16 input bytes: small service and method ids, mostly the right
-/// version, windows near the data region's size, deadlines on both sides of the clock.
-fn plausible_header(input: &mut Input<'_>, index: u32) -> RequestHeader {
-    let r = input.take(16);
+/// version, inline lengths that match the built-in argument types, windows around the data
+/// region's size, deadlines on both sides of the clock.
+fn plausible_header(r: &[u8], index: u32, data_len: usize) -> RequestHeader {
     let b = |i: usize| r.get(i).copied().unwrap_or(0);
-    let u16_at = |i: usize| u32::from(b(i)) | u32::from(b(i + 1)) << 8;
+    let u16_at = |i: usize| usize::from(b(i)) | usize::from(b(i + 1)) << 8;
+    let window = |i: usize| {
+        if b(i) % 4 == 0 {
+            return OolRef::NONE;
+        }
+        let offset = u16_at(i) % (data_len + 64);
+        let len = u16_at(i + 2) % (data_len + 64).saturating_sub(offset).max(1);
+        OolRef::new(offset as u32, len as u32)
+    };
+    let service_id = u32::from(b(0) % 5);
+    let method_id = u32::from(b(1) % 6);
+    // The argument size of (service, method) for the built-in services.
+    let right_size = match (service_id, method_id) {
+        (0, 2 | 3) | (3, 4) => 4,
+        (1, 2) => 192,
+        (2, _) => 16,
+        (3, _) => 68,
+        _ => 0,
+    };
     RequestHeader {
         call_id: u64::from(index),
-        deadline_ns: match b(13) % 3 {
-            0 => 0,
-            1 => 500_000,
-            _ => 2_000_000,
+        deadline_ns: match b(13) % 8 {
+            0 => 500_000,
+            1 => 2_000_000,
+            _ => 0,
         },
-        service_id: u32::from(b(0) % 5),
-        method_id: u32::from(b(1) % 6),
+        service_id,
+        method_id,
         version: if b(2) == 0xff { 2 } else { 1 },
-        flags: u32::from(b(3) % 4),
-        inline_len: u32::from(b(4)),
+        flags: if b(3) == 0xff {
+            1 << 3
+        } else {
+            u32::from(b(3) & 1)
+        },
+        inline_len: match b(4) % 8 {
+            0..=3 => right_size,
+            4 => 0,
+            5 => 193,
+            6 => u32::from(b(4)),
+            _ => u32::from(b(4)) << 24,
+        },
         reserved0: u32::from(b(14) == 0xff),
-        ool_args: OolRef::new(u16_at(5), u16_at(7) % 9000),
-        ool_result: OolRef::new(u16_at(9), u16_at(11) % 9000),
+        ool_args: window(5),
+        ool_result: window(9),
         reserved1: [0, u32::from(b(15) == 0xff)],
     }
 }
@@ -90,9 +118,21 @@ const ROUNDS: usize = 8;
 const BUDGET: u32 = 24;
 
 /// Runs one case. Panics on a finding.
+///
+/// Input layout: mode byte (bit 0: 16 or 32 slots; bits 1-2: data pages; bit 6: decoded
+/// headers instead of raw slot bytes; bit 7: raw control page instead of a valid one), initial
+/// request count, 28 bytes of raw control words, then the initial slot and data contents, and
+/// in the last third of the input the hostile client's script for the rounds of polling.
 pub fn run_server_case(input: &[u8]) -> CaseReport {
     let mut input = Input { bytes: input };
     let mode = input.byte();
+    let initial_requests = input.byte();
+    let control = input.take(28);
+    let script_len = input.bytes.len() / 3;
+    let (content, script) = input.bytes.split_at(input.bytes.len() - script_len);
+    let mut content = Input { bytes: content };
+    let mut script = Input { bytes: script };
+
     let slots = if mode & 1 == 0 { 16 } else { 32 };
     let geometry = RingGeometry::new(slots).expect("16 and 32 are valid slot counts");
     let data_pages = usize::from((mode >> 1) & 3);
@@ -104,36 +144,45 @@ pub fn run_server_case(input: &[u8]) -> CaseReport {
     // Initial request slots: raw fuzz bytes, or (mode bit 6) headers decoded from short
     // recipes so that most requests get past header validation into the handlers.
     if mode & 0x40 == 0 {
-        let raw = input.take(geometry.ring_bytes());
+        let raw = content.take(geometry.ring_bytes());
         let _ = ring.view().write(PAGE_SIZE, raw);
     } else {
         for index in 0..slots {
-            let header = plausible_header(&mut input, index);
+            let recipe = content.take(16);
+            let header = plausible_header(recipe, index, data.len());
             let slot = geometry.request_slot_offset(index);
             let _ = ring.view().write_pod(slot, &header);
-            let inline = input.take((header.inline_len as usize).min(crate::INLINE_CAPACITY));
-            let _ = ring.view().write(slot + crate::HEADER_SIZE, inline);
+            let inline_len = (header.inline_len as usize).min(crate::INLINE_CAPACITY);
+            let _ = ring
+                .view()
+                .write(slot + crate::HEADER_SIZE, content.take(inline_len));
+            // Often a small first word: the length / index field of most argument types.
+            let first = recipe.get(12).copied().unwrap_or(0);
+            if first % 2 == 0 && inline_len >= 4 {
+                let small = u32::from(first / 2 % 70);
+                let _ = ring
+                    .view()
+                    .write(slot + crate::HEADER_SIZE, &small.to_le_bytes());
+            }
         }
     }
-    let control = input.take(16);
-    let _ = ring.view().write(ctrl::REQ_PROD, control);
+    let _ = data.view().write(0, content.take(data_pages * PAGE_SIZE));
+    let v = ring.view();
     if mode & 0x80 == 0 {
-        let v = ring.view();
         let _ = v.store_u32(ctrl::MAGIC, RING_MAGIC, Ordering::Relaxed);
         let _ = v.store_u32(ctrl::LAYOUT_VERSION, LAYOUT_VERSION, Ordering::Relaxed);
         let _ = v.store_u32(ctrl::SLOTS, slots, Ordering::Relaxed);
         // A small request count so that most cases reach the handlers.
         let _ = v.store_u32(
             ctrl::REQ_PROD,
-            u32::from(input.byte() % 40),
+            u32::from(initial_requests % 40),
             Ordering::Relaxed,
         );
         let _ = v.store_u32(ctrl::RSP_CONS, 0, Ordering::Relaxed);
     } else {
-        let _ = ring.view().write(0, input.take(12));
+        let _ = v.write(0, &control[..control.len().min(12)]);
+        let _ = v.write(ctrl::REQ_PROD, control.get(12..).unwrap_or(&[]));
     }
-    let data_seed = input.take(data_pages * PAGE_SIZE);
-    let _ = data.view().write(0, data_seed);
 
     let mut report = CaseReport::default();
     let Ok(mut server) = ServerConnection::attach(&ring_memory, &data_memory, geometry, PeerId(7))
@@ -174,11 +223,11 @@ pub fn run_server_case(input: &[u8]) -> CaseReport {
             panic!("server neither progressed nor broke the connection: {outcome:?}");
         }
         // Hostile client: consume responses sometimes, publish more, scribble on words.
-        let edits = input.byte() % 8;
+        let edits = script.byte() % 8;
         for _ in 0..edits {
-            let target = input.byte();
-            let offset = (input.u32() as usize) & !3;
-            let value = input.u32();
+            let target = script.byte();
+            let offset = (script.u32() as usize) & !3;
+            let value = script.u32();
             let (region, len) = if target & 1 == 0 {
                 (ring.view(), ring.len())
             } else {
@@ -195,7 +244,7 @@ pub fn run_server_case(input: &[u8]) -> CaseReport {
         let _ = ring
             .view()
             .store_u32(ctrl::RSP_CONS, rsp_prod, Ordering::Release);
-        let grow = u32::from(input.byte() % 8);
+        let grow = u32::from(script.byte() % 8);
         let req_prod = ring
             .view()
             .load_u32(ctrl::REQ_PROD, Ordering::Relaxed)

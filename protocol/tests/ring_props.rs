@@ -15,15 +15,27 @@ use xenrpc_proto::{CallError, OolRef, SharedRegion, Status};
 #[derive(Clone, Debug)]
 enum Op {
     /// Start a call: add(a, b), or an out-of-line echo of `len` bytes; maybe one-way.
-    StartAdd { a: i32, b: i32, one_way: bool },
-    StartEcho { len: u16 },
+    StartAdd {
+        a: i32,
+        b: i32,
+        one_way: bool,
+    },
+    StartEcho {
+        len: u16,
+    },
     Publish,
-    ServerPoll { budget: u8 },
+    ServerPoll {
+        budget: u8,
+    },
     ClientPoll,
     ServerSleep,
     ClientWait,
     /// A hostile write of `value` at word `word` of the ring (or the data) region.
-    Scribble { data: bool, word: u16, value: u32 },
+    Scribble {
+        data: bool,
+        word: u16,
+        value: u32,
+    },
 }
 
 fn honest_op() -> impl Strategy<Value = Op> {
@@ -39,18 +51,28 @@ fn honest_op() -> impl Strategy<Value = Op> {
 }
 
 fn scribble(data_only: bool) -> impl Strategy<Value = Op> {
-    (any::<bool>(), any::<u16>(), any::<u32>(), 0u8..4).prop_map(move |(data, word, value, small)| {
-        // Small values make plausible indices; large ones anything.
-        let value = if small == 0 { value % 40 } else { value };
-        Op::Scribble { data: data || data_only, word, value }
-    })
+    (any::<bool>(), any::<u16>(), any::<u32>(), 0u8..4).prop_map(
+        move |(data, word, value, small)| {
+            // Small values make plausible indices; large ones anything.
+            let value = if small == 0 { value % 40 } else { value };
+            Op::Scribble {
+                data: data || data_only,
+                word,
+                value,
+            }
+        },
+    )
 }
 
 /// What the model expects of an in-flight call.
 enum Expect {
     Sum(i64),
     /// Echo through window `window` (argument at `window * 512`, result 4096 above it).
-    Echo { window: usize, len: u32, fill: u8 },
+    Echo {
+        window: usize,
+        len: u32,
+        fill: u8,
+    },
 }
 
 /// Out-of-line windows per in-flight echo call, so that no two calls' windows overlap.
@@ -63,7 +85,9 @@ struct Run {
 
 impl Run {
     fn new() -> Self {
-        Run { mem: Memory::new(16, 2) }
+        Run {
+            mem: Memory::new(16, 2),
+        }
     }
 
     /// Runs the ops; with `strict` (no scribbling of the ring) also checks every reply and the
@@ -86,7 +110,10 @@ impl Run {
         for op in ops {
             match *op {
                 Op::StartAdd { a, b, one_way } => {
-                    let ops = Operands { a: a.into(), b: b.into() };
+                    let ops = Operands {
+                        a: a.into(),
+                        b: b.into(),
+                    };
                     let call = arith::client::add(&ops);
                     let result = if one_way {
                         client.start_one_way(call).map(|_| None)
@@ -191,7 +218,11 @@ impl Run {
                         client_asleep = !work;
                     }
                 }
-                Op::Scribble { data: to_data, word, value } => {
+                Op::Scribble {
+                    data: to_data,
+                    word,
+                    value,
+                } => {
                     let view = if to_data { data.view() } else { ring.view() };
                     let offset = (usize::from(word) * 4) % view.len();
                     view.store_u32(offset, value, Ordering::Relaxed).unwrap();
@@ -210,7 +241,10 @@ impl Run {
                 let outcome = server.poll(&mut registry, &clock(), 64);
                 prop_assert!(!outcome.broken);
                 let mut got = 0;
-                while let Some(c) = client.poll_response().map_err(|e| TestCaseError::fail(format!("{e:?}")))? {
+                while let Some(c) = client
+                    .poll_response()
+                    .map_err(|e| TestCaseError::fail(format!("{e:?}")))?
+                {
                     let expect = expected.remove(&c.call_id);
                     prop_assert!(expect.is_some());
                     check_completion(&data, &c, expect.unwrap())?;
@@ -220,7 +254,11 @@ impl Run {
                     break;
                 }
             }
-            prop_assert!(expected.is_empty(), "{} calls never answered", expected.len());
+            prop_assert!(
+                expected.is_empty(),
+                "{} calls never answered",
+                expected.len()
+            );
             prop_assert_eq!(client.in_flight(), 0);
         }
         prop_assert!(mem.guards_intact(), "write outside the regions");
