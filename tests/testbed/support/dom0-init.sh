@@ -36,7 +36,9 @@ tb_time "dom0 init -> daemons up" "$(tb_uptime_at_init)" "$(tb_uptime)"
 tb_stage scenario
 # A subshell: the scenario's `exit` (via tb_pass/tb_fail) ends it, not /init.
 (TB_IN_SCENARIO=1 && cd /testbed && . /testbed/scenario.sh)
+status=$?
 if [ ! -e /run/testbed-verdict ]; then
-    tb_fail "the scenario ended without a verdict"
+    TB_STAGE=$(cat /run/testbed-stage)
+    tb_fail "the scenario ended (status $status) without calling tb_pass or tb_fail"
 fi
 tb_poweroff

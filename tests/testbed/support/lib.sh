@@ -17,6 +17,8 @@ tb_uptime_at_init() { echo "$TB_INIT_UPTIME"; }
 
 tb_stage() {
     TB_STAGE=$1
+    # /init reads it back if the scenario's subshell ends without a verdict.
+    echo "$1" >/run/testbed-stage
     echo "TESTBED: STAGE $1"
 }
 
