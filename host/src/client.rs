@@ -104,6 +104,12 @@ pub struct Client {
 impl Client {
     pub fn connect(path: &Path, options: ClientOptions) -> Result<Self, ClientError> {
         let link = Link::connect(path, options.data_len, options.setup_timeout)?;
+        Self::from_link(link, options)
+    }
+
+    /// Finishes set-up over a link obtained with [`Link::connect`]: lays out the ring and tells
+    /// the server it may attach. (Tests use this to keep a second mapping of the regions.)
+    pub fn from_link(link: Link, options: ClientOptions) -> Result<Self, ClientError> {
         let Link {
             socket,
             ring,
@@ -217,7 +223,7 @@ impl Client {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let completion = self.next_completion(deadline)?;
+            let completion = self.receive(deadline)?;
             if completion.call_id == call_id {
                 return Ok(completion);
             }
@@ -233,6 +239,11 @@ impl Client {
         if let Some(completion) = self.stashed.pop() {
             return Ok(completion);
         }
+        self.receive(deadline)
+    }
+
+    /// Waits for the next completion off the ring.
+    fn receive(&mut self, deadline: Option<Instant>) -> Result<Completion, ClientError> {
         if self.server_gone {
             return Err(ClientError::ServerGone);
         }

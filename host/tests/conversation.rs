@@ -1,0 +1,182 @@
+//! Full client/server conversations over the host transport (a real `xenrpc-hostd` process),
+//! one for every status a call can end with.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{hostcall, ServerProcess, TIMEOUT};
+use xenrpc_host::client::{deadline_after, ClientError, ClientOptions};
+use xenrpc_host::services::{admin, selftest, SleepArgs};
+use xenrpc_proto::services::arith::{self, Operands};
+use xenrpc_proto::services::echo::{self, InlineBytes};
+use xenrpc_proto::services::kv::{self, Key, MAX_ENTRIES_PER_PEER};
+use xenrpc_proto::{CallError, OolRef, Status, TypedCall};
+
+fn status_of<R>(result: Result<R, ClientError>) -> Status {
+    match result {
+        Ok(_) => Status::Ok,
+        Err(ClientError::Call(CallError::Remote(status))) => status,
+        Err(other) => panic!("expected a status reply, got {other}"),
+    }
+}
+
+#[test]
+fn every_status_in_a_conversation() {
+    let server = ServerProcess::start(&[]);
+    let mut client = server.connect_with(ClientOptions {
+        data_len: 256 * 1024,
+        ..ClientOptions::default()
+    });
+    let t = Some(TIMEOUT);
+
+    // Ok: a null call, an inline echo, arithmetic, an out-of-line echo of 48 KiB.
+    client.call(&echo::client::ping(&()), t).unwrap();
+    let hello = InlineBytes::new(b"hello over memfd").unwrap();
+    let reply = client.call(&echo::client::echo_inline(&hello), t).unwrap();
+    assert_eq!(reply.value.bytes(), Some(&b"hello over memfd"[..]));
+    let sum = client
+        .call(&arith::client::add(&Operands { a: 40, b: 2 }), t)
+        .unwrap();
+    assert_eq!(sum.value.value, 42);
+    let payload: Vec<u8> = (0..48 * 1024).map(|i| (i * 7 + 3) as u8).collect();
+    client.data().write(0, &payload).unwrap();
+    let len = payload.len() as u32;
+    let call = echo::client::echo_ool(&())
+        .ool_args(OolRef::new(0, len))
+        .ool_result(OolRef::new(len, len));
+    let reply = client.call(&call, t).unwrap();
+    assert_eq!((reply.value.len, reply.ool_written), (len, len));
+    let mut echoed = vec![0u8; payload.len()];
+    client.data().read(payload.len(), &mut echoed).unwrap();
+    assert_eq!(echoed, payload);
+
+    // UnknownService, UnknownMethod, VersionMismatch.
+    let unknown_service = TypedCall::<()>::new(999, 1, 1, &[]);
+    assert_eq!(
+        status_of(client.call(&unknown_service, t)),
+        Status::UnknownService
+    );
+    let unknown_method = TypedCall::<()>::new(echo::SERVICE_ID, 99, echo::VERSION, &[]);
+    assert_eq!(
+        status_of(client.call(&unknown_method, t)),
+        Status::UnknownMethod
+    );
+    let wrong_version = echo::client::ping(&()).version(echo::VERSION + 1);
+    assert_eq!(
+        status_of(client.call(&wrong_version, t)),
+        Status::VersionMismatch
+    );
+
+    // BadArguments: division by zero.
+    let div0 = arith::client::div(&Operands { a: 1, b: 0 });
+    assert_eq!(status_of(client.call(&div0, t)), Status::BadArguments);
+
+    // TooLarge: the result window is smaller than the arguments to echo.
+    let too_small = echo::client::echo_ool(&())
+        .ool_args(OolRef::new(0, 4096))
+        .ool_result(OolRef::new(8192, 100));
+    assert_eq!(status_of(client.call(&too_small, t)), Status::TooLarge);
+
+    // DeadlineExceeded: a deadline already past, and one that passes while the call waits
+    // behind a slow one.
+    let late = echo::client::ping(&()).deadline_ns(1);
+    assert_eq!(status_of(client.call(&late, t)), Status::DeadlineExceeded);
+    let slow = client
+        .start(&selftest::client::sleep(&SleepArgs { millis: 300 }))
+        .unwrap();
+    let queued = client
+        .start(&echo::client::ping(&()).deadline_ns(deadline_after(Duration::from_millis(50))))
+        .unwrap();
+    client.flush();
+    client.finish(slow, t).unwrap();
+    assert_eq!(
+        status_of(client.finish(queued, t)),
+        Status::DeadlineExceeded
+    );
+
+    // Busy: the kv store's per-peer quota runs out.
+    let mut statuses = Vec::new();
+    for i in 0..=MAX_ENTRIES_PER_PEER {
+        let key = Key::new(format!("key-{i}").as_bytes()).unwrap();
+        statuses.push(status_of(client.call(&kv::client::put(&key), t)));
+    }
+    assert!(statuses[..MAX_ENTRIES_PER_PEER]
+        .iter()
+        .all(|&s| s == Status::Ok));
+    assert_eq!(statuses[MAX_ENTRIES_PER_PEER], Status::Busy);
+
+    // HandlerFault: a handler panics; the server answers and keeps serving.
+    assert_eq!(
+        status_of(client.call(&selftest::client::panic(&()), t)),
+        Status::HandlerFault
+    );
+    client.call(&echo::client::ping(&()), t).unwrap();
+
+    // AccessDenied: the admin service answers this process (named with --admin-pid) and
+    // refuses another process, identified by the kernel's peer credentials.
+    let stats = client.call(&admin::client::stats(&()), t).unwrap().value;
+    assert_eq!(stats.connected, 1);
+    let (code, output) = hostcall(server.path(), &["stats"]);
+    assert_eq!((code, output.as_str()), (2, "status: AccessDenied"));
+    let (code, output) = hostcall(server.path(), &["ping"]);
+    assert_eq!((code, output.as_str()), (0, "pong"));
+}
+
+#[test]
+fn several_clients_at_once_get_their_own_answers() {
+    let server = ServerProcess::start(&[]);
+    let workers: Vec<_> = (0..4u8)
+        .map(|n| {
+            let mut client = server.connect();
+            std::thread::spawn(move || {
+                let size = 1000 + 777 * n as usize;
+                for round in 0..200u32 {
+                    let payload: Vec<u8> = (0..size)
+                        .map(|i| (i as u32 ^ round ^ u32::from(n) * 31) as u8)
+                        .collect();
+                    client.data().write(0, &payload).unwrap();
+                    let call = echo::client::echo_ool(&())
+                        .ool_args(OolRef::new(0, size as u32))
+                        .ool_result(OolRef::new(16384, size as u32));
+                    let reply = client.call(&call, Some(TIMEOUT)).unwrap();
+                    assert_eq!(reply.ool_written as usize, size);
+                    let mut echoed = vec![0u8; size];
+                    client.data().read(16384, &mut echoed).unwrap();
+                    assert_eq!(echoed, payload, "client {n} round {round}");
+                    let op = Operands {
+                        a: i64::from(n),
+                        b: i64::from(round),
+                    };
+                    let product = client
+                        .call(&arith::client::mul(&op), Some(TIMEOUT))
+                        .unwrap();
+                    assert_eq!(product.value.value, i64::from(n) * i64::from(round));
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("client thread failed");
+    }
+}
+
+#[test]
+fn pipelined_calls_complete_in_any_order_of_collection() {
+    let server = ServerProcess::start(&["--spin", "0"]);
+    let mut client = server.connect();
+    let pending: Vec<_> = (0..client.max_in_flight() as i64)
+        .map(|i| {
+            client
+                .start(&arith::client::add(&Operands { a: i, b: 1000 }))
+                .unwrap()
+        })
+        .collect();
+    client.flush();
+    for (i, call) in pending.into_iter().enumerate().rev() {
+        assert_eq!(
+            client.finish(call, Some(TIMEOUT)).unwrap().value.value,
+            i as i64 + 1000
+        );
+    }
+}
