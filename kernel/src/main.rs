@@ -19,7 +19,7 @@ mod service_vm {
     use core::fmt;
 
     use crate::xen::hypercall;
-    use crate::xen::start_info::BootInfo;
+    use crate::xen::start_info::{BootInfo, ConsoleSource};
     use crate::xen::{console, control, events, grant, shared_info, time, traps, xenstore};
     use crate::{log, mm, selftest};
 
@@ -89,6 +89,12 @@ mod service_vm {
     fn xen_init(boot: &BootInfo) {
         if let Err(e) = grant::init() {
             fatal(format_args!("grant table setup failed: {e}"));
+        }
+        if let ConsoleSource::Ring { evtchn, .. } = boot.console {
+            // xenconsoled signals when it drained output; the console polls its ring instead.
+            if let Err(e) = events::set_handler(evtchn, alloc::sync::Arc::new(|_| {})) {
+                log!("console event channel {evtchn}: {e}");
+            }
         }
         if boot.is_dom0() {
             return;
