@@ -1,0 +1,140 @@
+//! Processes dying: a client that dies mid-call is cleaned up while the others keep being
+//! served; a client whose server dies gets "server gone", not a hang.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ServerProcess, TIMEOUT};
+use xenrpc_host::client::ClientError;
+use xenrpc_host::process::ChildGuard;
+use xenrpc_host::services::{admin, selftest, SleepArgs};
+use xenrpc_proto::services::echo;
+
+/// Polls the admin counters until `done` holds (bounded by `TIMEOUT`).
+fn wait_for_stats(
+    client: &mut xenrpc_host::client::Client,
+    done: impl Fn(&xenrpc_host::services::AdminStats) -> bool,
+) -> xenrpc_host::services::AdminStats {
+    let end = Instant::now() + TIMEOUT;
+    loop {
+        let stats = client
+            .call(&admin::client::stats(&()), Some(TIMEOUT))
+            .unwrap()
+            .value;
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            Instant::now() < end,
+            "server counters never reached the expected state: {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn client_killed_mid_call_is_dropped_and_others_keep_being_served() {
+    let server = ServerProcess::start(&[]);
+    let mut survivor = server.connect();
+    survivor
+        .call(&echo::client::ping(&()), Some(TIMEOUT))
+        .unwrap();
+
+    // A client process that makes a 1.5 s call; kill it while the call is in flight.
+    let victim = Command::new(env!("CARGO_BIN_EXE_xenrpc-hostcall"))
+        .arg("--socket")
+        .arg(server.path())
+        .args(["sleep", "1500"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let victim = ChildGuard::new(victim);
+    wait_for_stats(&mut survivor, |s| s.connected == 2);
+    std::thread::sleep(Duration::from_millis(300));
+    victim.kill().unwrap();
+
+    // The server notices the hangup, drops that connection, and serves the survivor.
+    let stats = wait_for_stats(&mut survivor, |s| s.disconnected == 1);
+    assert_eq!((stats.connected, stats.dropped), (1, 0));
+    for _ in 0..100 {
+        survivor
+            .call(&echo::client::ping(&()), Some(TIMEOUT))
+            .unwrap();
+    }
+    // And new clients are still accepted.
+    let mut late = server.connect();
+    late.call(&echo::client::ping(&()), Some(TIMEOUT)).unwrap();
+}
+
+#[test]
+fn many_clients_dying_leave_the_server_serving() {
+    let server = ServerProcess::start(&["--spin", "0"]);
+    let mut survivor = server.connect();
+    let victims: Vec<ChildGuard> = (0..8)
+        .map(|_| {
+            let child = Command::new(env!("CARGO_BIN_EXE_xenrpc-hostcall"))
+                .arg("--socket")
+                .arg(server.path())
+                .args(["sleep", "100"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            ChildGuard::new(child)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    for victim in victims {
+        victim.kill().unwrap();
+    }
+    let stats = wait_for_stats(&mut survivor, |s| {
+        s.connected == 1 && s.connected_total + s.refused >= 9
+    });
+    assert_eq!(stats.dropped, 0);
+    survivor
+        .call(&echo::client::ping(&()), Some(TIMEOUT))
+        .unwrap();
+}
+
+#[test]
+fn server_death_mid_call_is_reported_as_server_gone() {
+    for spin in ["0", "100000"] {
+        let server = ServerProcess::start(&["--spin", spin]);
+        let mut client = server.connect();
+        client
+            .call(&echo::client::ping(&()), Some(TIMEOUT))
+            .unwrap();
+        let pending = client
+            .start(&selftest::client::sleep(&SleepArgs { millis: 1500 }))
+            .unwrap();
+        client.flush();
+        std::thread::sleep(Duration::from_millis(200));
+        let ServerProcess { child, .. } = &server;
+        let started = Instant::now();
+        // SIGKILL: no chance to say goodbye.
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        match client.finish(pending, Some(TIMEOUT)) {
+            Err(ClientError::ServerGone) => {}
+            other => panic!("expected ServerGone (spin {spin}), got {other:?}"),
+        }
+        assert!(started.elapsed() < TIMEOUT, "noticed only by timeout");
+        // Later calls fail at once, too.
+        assert!(matches!(
+            client.call(&echo::client::ping(&()), Some(TIMEOUT)),
+            Err(ClientError::ServerGone)
+        ));
+    }
+}
+
+#[test]
+fn connecting_to_no_server_is_a_clear_error() {
+    let missing =
+        std::env::temp_dir().join(format!("xenrpc-no-server-{}.sock", std::process::id()));
+    let result = xenrpc_host::client::Client::connect(&missing, Default::default());
+    assert!(matches!(result, Err(ClientError::Io(_))));
+}
