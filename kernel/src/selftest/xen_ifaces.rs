@@ -13,13 +13,13 @@ use xen_abi::xenstore::{Access, Permission, ReplyError, RequestError, XsErrno};
 use xen_abi::{DomId, DOMID_SELF};
 
 use super::{Test, TestError, When};
-use crate::fail;
 use crate::mm;
 use crate::xen::events::{self, EventError, Port};
 use crate::xen::grant::{self, GrantTableError};
 use crate::xen::start_info::BootInfo;
 use crate::xen::xenstore::{self, XsError};
 use crate::xen::{shared_info, time};
+use crate::{fail, log};
 
 pub const TESTS: &[Test] = &[
     Test {
@@ -63,6 +63,23 @@ pub const TESTS: &[Test] = &[
         run: xenstore_transaction_retries,
     },
 ];
+
+/// Repetitions of the measurements printed by some tests (numbers only, never judged: they
+/// are TCG wall-clock times in the testbed, comparable only within one run).
+const MEASURE_RUNS: u32 = 200;
+
+/// Median wall time of `runs` calls of `op`, in ns.
+fn median_ns(runs: u32, mut op: impl FnMut()) -> u64 {
+    let mut samples: Vec<u64> = (0..runs)
+        .map(|_| {
+            let start = time::now_ns();
+            op();
+            time::now_ns().saturating_sub(start)
+        })
+        .collect();
+    samples.sort_unstable();
+    samples.get(samples.len() / 2).copied().unwrap_or(0)
+}
 
 /// The self-tests' scratch directory in our own tree.
 const SCRATCH: &str = "data/xenrpc-ifaces";
@@ -169,6 +186,16 @@ fn evtchn_loopback(_: &BootInfo) -> Result<(), TestError> {
                 counts()
             );
         }
+        let before = hits_b.load(Ordering::SeqCst);
+        let median = median_ns(MEASURE_RUNS, || {
+            let _ = events::send(a);
+            events::dispatch_pending();
+        });
+        let delivered = hits_b.load(Ordering::SeqCst) - before;
+        if delivered != MEASURE_RUNS {
+            fail!("{delivered} of {MEASURE_RUNS} loopback events reached the handler");
+        }
+        log!("measure evtchn loopback send+dispatch: median {median} ns ({MEASURE_RUNS} runs)");
         Ok(())
     })();
     close_pair(a, b)?;
@@ -406,6 +433,18 @@ fn xenstore_read_write(boot: &BootInfo) -> Result<(), TestError> {
         Err(e) if e.is(XsErrno::Enoent) => {}
         other => fail!("reading a removed node returned {other:?}, expected ENOENT"),
     }
+    let median = median_ns(MEASURE_RUNS / 4, || {
+        let _ = xenstore::write(&value_path, b"x");
+        let _ = xenstore::read(&value_path);
+    });
+    log!(
+        "measure xenstore write+read round trips: median {median} ns ({} runs)",
+        MEASURE_RUNS / 4
+    );
+    xs(
+        "rm after measuring",
+        xenstore::rm(&alloc::format!("{dir}/rw")),
+    )?;
     // Refused locally, never sent.
     match xenstore::read("bad//path") {
         Err(XsError::Request(RequestError::InvalidPath)) => {}

@@ -55,6 +55,8 @@ pub enum XsError {
     Broken(String),
     /// An event-channel operation failed.
     Event(EventError),
+    /// Called from an event handler while another xenstore call is waiting for its reply.
+    Reentrant,
 }
 
 impl fmt::Display for XsError {
@@ -66,6 +68,7 @@ impl fmt::Display for XsError {
             XsError::Timeout => f.write_str("xenstore did not answer in time"),
             XsError::Broken(why) => write!(f, "xenstore connection broken: {why}"),
             XsError::Event(e) => write!(f, "event channel: {e}"),
+            XsError::Reentrant => f.write_str("xenstore called from inside a xenstore wait"),
         }
     }
 }
@@ -419,7 +422,12 @@ pub fn init(boot: &BootInfo) -> Result<(), XsError> {
 }
 
 fn call(request: &Request<'_>, tx_id: u32) -> Result<Vec<u8>, XsError> {
-    match CONNECTION.lock().as_mut() {
+    // One vCPU: a held lock means this call came from an event handler run while another call
+    // waits for its reply. Refuse it rather than spin forever.
+    let Some(mut guard) = CONNECTION.try_lock() else {
+        return Err(XsError::Reentrant);
+    };
+    match guard.as_mut() {
         Some(connection) => connection.call(request, tx_id),
         None => Err(XsError::Unavailable),
     }
@@ -574,7 +582,10 @@ pub fn transaction<T>(mut body: impl FnMut(Tx) -> Result<T, XsError>) -> Result<
 /// events were delivered.
 pub fn service() -> usize {
     {
-        let mut guard = CONNECTION.lock();
+        // Held only if we are inside an event handler during a call: deliver later.
+        let Some(mut guard) = CONNECTION.try_lock() else {
+            return 0;
+        };
         let Some(connection) = guard.as_mut() else {
             return 0;
         };
@@ -598,7 +609,7 @@ pub fn service() -> usize {
     }
     let mut delivered = 0;
     loop {
-        let event = match CONNECTION.lock().as_mut() {
+        let event = match CONNECTION.try_lock().as_mut().and_then(|g| g.as_mut()) {
             Some(connection) => connection.events.pop_front(),
             None => None,
         };
