@@ -25,6 +25,13 @@ impl ChildGuard {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Whether the child is still running (not exited, not killed by a signal).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
     /// Waits up to `timeout` for the child to exit by itself; kills it after that.
     /// Returns whether it exited successfully by itself.
     pub fn wait_or_kill(mut self, timeout: Duration) -> io::Result<bool> {
