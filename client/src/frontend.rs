@@ -1,0 +1,712 @@
+//! The frontend (client) end of docs/rendezvous.md: finds this domain's device in xenstore,
+//! walks the XenbusState handshake with the service VM, and then makes calls over the shared
+//! ring ([`Connection`]). Every wait has a deadline; the backend's state is watched throughout,
+//! so a server that closes or vanishes fails calls with a clear error instead of a hang.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xenrpc_proto::zerocopy::{FromBytes, IntoBytes};
+use xenrpc_proto::{
+    ClientConnection, Completion, Notify, Pending, RegionView, Reply, RingGeometry, TypedCall,
+};
+use xenrpc_rendezvous::{self as rv, key, XenbusState};
+
+use crate::devices::{DomId, EventChannel, GrantedPages, Window, XenDevices, PAGE_SIZE};
+use crate::error::{Error, Result};
+use crate::wait::{poll_readable, Readiness};
+use crate::xenstore::{in_transaction, read_text, Xenstore, NO_TX};
+
+/// How a connection is set up.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Which of this domain's xenrpc devices to use.
+    pub devid: u32,
+    /// Request (and response) ring slots: a power of two in 16..=1024.
+    pub slots: u32,
+    /// Pages of the data region (out-of-line arguments and results).
+    pub data_pages: usize,
+    /// Two-way calls in flight at most (1..=min(slots, 64)).
+    pub max_in_flight: usize,
+    /// How long the handshake may take in all.
+    pub handshake_timeout: Duration,
+    /// How long a waiting call spins on the ring before it sleeps on the event channel.
+    pub spin: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            devid: 0,
+            slots: 32,
+            data_pages: 16,
+            max_in_flight: 32,
+            handshake_timeout: Duration::from_secs(10),
+            spin: Duration::from_micros(20),
+        }
+    }
+}
+
+/// The watch token for the backend state.
+const BACKEND_TOKEN: &str = "xenrpc-backend";
+
+/// Where this domain's device lives and whom it talks to, read from xenstore and validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub self_id: DomId,
+    pub server: DomId,
+    pub devid: u32,
+    pub frontend: String,
+    pub backend: String,
+}
+
+/// Reads and parses a node a peer wrote; `None` if absent.
+fn read_state(store: &mut dyn Xenstore, path: &str) -> Result<Option<XenbusState>> {
+    match store.read(NO_TX, path)? {
+        None => Ok(None),
+        Some(v) => rv::parse_state(&v)
+            .map(Some)
+            .map_err(|e| Error::Protocol(format!("{path}: {e}"))),
+    }
+}
+
+/// This domain's id, from the relative xenstore node `domid`.
+pub fn own_domid(store: &mut dyn Xenstore) -> Result<DomId> {
+    let value = store
+        .read(NO_TX, "domid")?
+        .ok_or_else(|| Error::Protocol("xenstore has no `domid` node for this domain".into()))?;
+    rv::parse_domid(&value).map_err(|e| Error::Protocol(format!("domid: {e}")))
+}
+
+/// Finds device `devid` of this domain and checks what dom0 wrote for it.
+pub fn find_device(store: &mut dyn Xenstore, devid: u32) -> Result<DeviceInfo> {
+    let self_id = own_domid(store)?;
+    let frontend = rv::frontend_dir(self_id, devid).to_string();
+    let backend_key = rv::key_path(&rv::frontend_dir(self_id, devid), key::BACKEND).to_string();
+    let backend_id_key =
+        rv::key_path(&rv::frontend_dir(self_id, devid), key::BACKEND_ID).to_string();
+    let Some(backend) = store.read(NO_TX, &backend_key)? else {
+        return Err(Error::NotAttached(format!(
+            "{frontend} does not exist: run `xenrpc attach <server> {self_id} {devid}` in dom0"
+        )));
+    };
+    let server = store
+        .read(NO_TX, &backend_id_key)?
+        .ok_or_else(|| Error::NotAttached(format!("{backend_id_key} is missing")))?;
+    let server =
+        rv::parse_domid(&server).map_err(|e| Error::Protocol(format!("{backend_id_key}: {e}")))?;
+    rv::check_backend_path(&backend, server, self_id, devid)
+        .map_err(|e| Error::Protocol(format!("{backend_key}: {e}")))?;
+    Ok(DeviceInfo {
+        self_id,
+        server,
+        devid,
+        frontend,
+        backend: rv::backend_dir(server, self_id, devid).to_string(),
+    })
+}
+
+/// Where the backend is, as seen in one look at xenstore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendLook {
+    Gone,
+    Offline,
+    State(XenbusState),
+}
+
+fn look_at_backend(store: &mut dyn Xenstore, info: &DeviceInfo) -> Result<BackendLook> {
+    let Some(state) = read_state(store, &format!("{}/{}", info.backend, key::STATE))? else {
+        return Ok(BackendLook::Gone);
+    };
+    if let Some(online) = store.read(NO_TX, &format!("{}/{}", info.backend, key::ONLINE))? {
+        if online.as_slice() != b"1" {
+            return Ok(BackendLook::Offline);
+        }
+    }
+    Ok(BackendLook::State(state))
+}
+
+fn backend_failure(look: BackendLook, info: &DeviceInfo) -> Option<Error> {
+    match look {
+        BackendLook::Gone => Some(Error::ServerGone(format!("{} vanished", info.backend))),
+        BackendLook::Offline => Some(Error::ServerClosed),
+        BackendLook::State(XenbusState::Closing) | BackendLook::State(XenbusState::Closed) => {
+            Some(Error::ServerClosed)
+        }
+        BackendLook::State(_) => None,
+    }
+}
+
+/// Waits until the backend reaches `wanted`, failing early if it closes or vanishes.
+/// `tolerate_closed`: on (re)connection a Closed backend left by the last session is expected
+/// until the server notices our Initialising.
+fn wait_backend(
+    store: &mut dyn Xenstore,
+    info: &DeviceInfo,
+    wanted: XenbusState,
+    deadline: Instant,
+    tolerate_closed: bool,
+) -> Result<()> {
+    loop {
+        let look = look_at_backend(store, info)?;
+        if look == BackendLook::State(wanted) {
+            return Ok(());
+        }
+        let closed = matches!(
+            look,
+            BackendLook::State(XenbusState::Closed) | BackendLook::State(XenbusState::Closing)
+        );
+        if !(tolerate_closed && closed) {
+            if let Some(e) = backend_failure(look, info) {
+                return Err(e);
+            }
+        }
+        if store.next_event(deadline)?.is_none() {
+            let now = match look {
+                BackendLook::State(s) => crate::admin::state_label(s).to_string(),
+                other => format!("{other:?}"),
+            };
+            return Err(Error::DeadlineExceeded(format!(
+                "backend {} did not reach {} (it is {now}); is the service VM serving domain {}?",
+                info.backend,
+                crate::admin::state_label(wanted),
+                info.server
+            )));
+        }
+    }
+}
+
+/// Builds the index page: header, then ring grant refs, then data grant refs
+/// (docs/rendezvous.md). `ring_pages` is the ring region's page count, 1 + slots/8.
+pub fn build_index_page(ring_refs: &[u32], data_refs: &[u32]) -> Result<[u8; PAGE_SIZE]> {
+    let total = ring_refs.len() + data_refs.len();
+    if total > rv::MAX_PAGES {
+        return Err(Error::BadArguments(format!(
+            "{total} pages exceed the index page's {}",
+            rv::MAX_PAGES
+        )));
+    }
+    let header = rv::IndexHeader {
+        magic: rv::INDEX_MAGIC,
+        version: rv::INDEX_VERSION,
+        ring_pages: ring_refs.len() as u32,
+        data_pages: data_refs.len() as u32,
+    };
+    let mut page = [0u8; PAGE_SIZE];
+    let header_len = core::mem::size_of::<rv::IndexHeader>();
+    page[..header_len].copy_from_slice(header.as_bytes());
+    for (i, r) in ring_refs.iter().chain(data_refs).enumerate() {
+        let at = header_len + 4 * i;
+        page[at..at + 4].copy_from_slice(&r.to_le_bytes());
+    }
+    Ok(page)
+}
+
+/// Client-side counters of one connection.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ClientStats {
+    pub calls_started: u64,
+    pub calls_ok: u64,
+    pub calls_remote_error: u64,
+    pub calls_timed_out: u64,
+    /// Event-channel notifications sent to the server.
+    pub notifications_sent: u64,
+    /// Times a wait found its response while spinning (no sleep).
+    pub spin_hits: u64,
+    /// Times a wait slept on the event channel.
+    pub sleeps: u64,
+    /// Late responses to calls that had already timed out (dropped).
+    pub late_responses: u64,
+}
+
+/// A connected client: the ring, the event channel and a watch on the backend.
+pub struct Connection<D: XenDevices> {
+    info: DeviceInfo,
+    client: ClientConnection<Window<D::Pages>, Window<D::Pages>>,
+    channel: D::Channel,
+    store: Box<dyn Xenstore>,
+    // Kept alive (and granted) for the connection's lifetime.
+    _index: D::Pages,
+    ring_refs: Vec<u32>,
+    index_ref: u32,
+    stash: HashMap<u64, Completion>,
+    abandoned: HashSet<u64>,
+    spin: Duration,
+    failed: Option<Failure>,
+    closed: bool,
+    stats: ClientStats,
+    geometry: RingGeometry,
+    data_pages: usize,
+}
+
+/// Why a connection stopped working (every later call fails the same way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    Gone,
+    Closed,
+}
+
+struct ChannelNotify<'a, C: EventChannel>(&'a C, &'a mut u64);
+
+impl<C: EventChannel> ChannelNotify<'_, C> {
+    fn send(&mut self) -> Result<()> {
+        *self.1 += 1;
+        self.0.notify()
+    }
+}
+
+/// Connects device `options.devid` of this domain to its server.
+pub fn connect<D: XenDevices>(
+    devices: &D,
+    mut store: Box<dyn Xenstore>,
+    options: &ConnectOptions,
+) -> Result<Connection<D>> {
+    let deadline = Instant::now() + options.handshake_timeout;
+    let geometry = RingGeometry::new(options.slots).map_err(|_| {
+        Error::BadArguments(format!(
+            "{} ring slots: use a power of two in 16..=1024",
+            options.slots
+        ))
+    })?;
+    let info = find_device(store.as_mut(), options.devid)?;
+    let fe_state = format!("{}/{}", info.frontend, key::STATE);
+    let be_state = format!("{}/{}", info.backend, key::STATE);
+
+    store.watch(&be_state, BACKEND_TOKEN)?;
+    // (Re)start the handshake: a server left Closed by our last session goes back to InitWait
+    // when it sees Initialising.
+    if read_state(store.as_mut(), &fe_state)? != Some(XenbusState::Initialising) {
+        store.write(
+            NO_TX,
+            &fe_state,
+            XenbusState::Initialising.as_str().as_bytes(),
+        )?;
+    }
+    wait_backend(store.as_mut(), &info, XenbusState::InitWait, deadline, true)?;
+
+    let max_pages_key = format!("{}/{}", info.backend, key::MAX_PAGES);
+    let max_pages = store
+        .read(NO_TX, &max_pages_key)?
+        .ok_or_else(|| Error::Protocol(format!("{max_pages_key} missing in InitWait")))?;
+    let max_pages = rv::parse_decimal(&max_pages, rv::MAX_PAGES as u32)
+        .map_err(|e| Error::Protocol(format!("{max_pages_key}: {e}")))?
+        as usize;
+    let protocol_key = format!("{}/{}", info.backend, key::PROTOCOL);
+    let protocol = store.read(NO_TX, &protocol_key)?.unwrap_or_default();
+    rv::check_protocol(&protocol).map_err(|e| Error::Protocol(format!("{protocol_key}: {e}")))?;
+
+    let ring_pages = geometry.region_pages();
+    let total = ring_pages + options.data_pages;
+    if total > max_pages {
+        return Err(Error::BadArguments(format!(
+            "{ring_pages} ring + {} data pages exceed the server's max-pages {max_pages}",
+            options.data_pages
+        )));
+    }
+    let pages = Arc::new(devices.grant_pages(info.server, total, true)?);
+    let refs = pages.grant_refs().to_vec();
+    if refs.len() != total {
+        return Err(Error::Protocol(format!(
+            "{} grant refs for {total} pages",
+            refs.len()
+        )));
+    }
+    let ring = Window::new(pages.clone(), 0, ring_pages)
+        .ok_or_else(|| Error::Protocol("ring window".into()))?;
+    let data = Window::new(pages, ring_pages, options.data_pages)
+        .ok_or_else(|| Error::Protocol("data window".into()))?;
+    let client = ClientConnection::new(ring, data, geometry, options.max_in_flight)
+        .map_err(|e| Error::BadArguments(format!("connection set-up: {e:?}")))?;
+
+    let index = devices.grant_pages(info.server, 1, false)?;
+    let index_ref = *index
+        .grant_refs()
+        .first()
+        .ok_or_else(|| Error::Protocol("no grant ref for the index page".into()))?;
+    write_index_page(&index, &refs[..ring_pages], &refs[ring_pages..])?;
+    let channel = devices.alloc_unbound(info.server)?;
+
+    let frontend = info.frontend.clone();
+    let port = channel.port();
+    in_transaction(store.as_mut(), 8, |s, tx| {
+        s.write(
+            tx,
+            &format!("{frontend}/{}", key::INDEX_REF),
+            index_ref.to_string().as_bytes(),
+        )?;
+        s.write(
+            tx,
+            &format!("{frontend}/{}", key::EVENT_CHANNEL),
+            port.to_string().as_bytes(),
+        )?;
+        s.write(
+            tx,
+            &format!("{frontend}/{}", key::PROTOCOL),
+            rv::PROTOCOL.as_bytes(),
+        )?;
+        s.write(
+            tx,
+            &format!("{frontend}/{}", key::STATE),
+            XenbusState::Initialised.as_str().as_bytes(),
+        )
+    })?;
+    if let Err(e) = wait_backend(
+        store.as_mut(),
+        &info,
+        XenbusState::Connected,
+        deadline,
+        false,
+    ) {
+        // Tell the server we give up, so it does not keep our pages mapped.
+        let _ = store.write(NO_TX, &fe_state, XenbusState::Closed.as_str().as_bytes());
+        return Err(match e {
+            Error::ServerClosed => Error::Protocol(format!(
+                "the server refused the connection ({} went to Closed; see the service VM's log)",
+                info.backend
+            )),
+            other => other,
+        });
+    }
+    store.write(NO_TX, &fe_state, XenbusState::Connected.as_str().as_bytes())?;
+    Ok(Connection {
+        info,
+        client,
+        channel,
+        store,
+        _index: index,
+        ring_refs: refs[..ring_pages].to_vec(),
+        index_ref,
+        stash: HashMap::new(),
+        abandoned: HashSet::new(),
+        spin: options.spin,
+        failed: None,
+        closed: false,
+        stats: ClientStats::default(),
+        geometry,
+        data_pages: options.data_pages,
+    })
+}
+
+/// Writes the index page through the shared mapping (atomic stores only: the server may read
+/// it at any time once granted).
+fn write_index_page<P: GrantedPages>(
+    index: &P,
+    ring_refs: &[u32],
+    data_refs: &[u32],
+) -> Result<()> {
+    let page = build_index_page(ring_refs, data_refs)?;
+    if index.len() < PAGE_SIZE {
+        return Err(Error::Protocol(
+            "index page mapping shorter than a page".into(),
+        ));
+    }
+    for (i, word) in page.chunks_exact(4).enumerate() {
+        let value = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        // SAFETY: `i * 4 < PAGE_SIZE <= index.len()`, the mapping is page aligned so the word
+        // is aligned, and it stays mapped while `index` lives; shared memory is only accessed
+        // atomically (never through a reference).
+        let cell = unsafe {
+            std::sync::atomic::AtomicU32::from_ptr(index.base().add(i * 4).cast::<u32>())
+        };
+        cell.store(value, Ordering::Relaxed);
+    }
+    std::sync::atomic::fence(Ordering::Release);
+    Ok(())
+}
+
+impl<D: XenDevices> Connection<D> {
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        self.stats
+    }
+
+    pub fn geometry(&self) -> RingGeometry {
+        self.geometry
+    }
+
+    pub fn data_pages(&self) -> usize {
+        self.data_pages
+    }
+
+    pub fn event_channel_port(&self) -> u32 {
+        self.channel.port()
+    }
+
+    pub fn index_ref(&self) -> u32 {
+        self.index_ref
+    }
+
+    pub fn ring_refs(&self) -> &[u32] {
+        &self.ring_refs
+    }
+
+    /// The data region, for out-of-line arguments and results.
+    pub fn data(&self) -> RegionView<'_> {
+        self.client.data()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.client.in_flight()
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        match self.failed {
+            Some(Failure::Gone) => {
+                Err(Error::ServerGone(format!("{} vanished", self.info.backend)))
+            }
+            Some(Failure::Closed) => Err(Error::ServerClosed),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a call and publishes it (notifying the server if it asked to be).
+    pub fn submit<R>(&mut self, call: &TypedCall<'_, R>) -> Result<Pending<R>> {
+        self.check_failed()?;
+        let pending = self.client.start(call)?;
+        self.stats.calls_started += 1;
+        if self.client.publish() {
+            ChannelNotify(&self.channel, &mut self.stats.notifications_sent).send()?;
+        }
+        Ok(pending)
+    }
+
+    /// Starts several calls and publishes them with at most one notification.
+    pub fn submit_batch<R>(&mut self, calls: &[TypedCall<'_, R>]) -> Result<Vec<Pending<R>>> {
+        self.check_failed()?;
+        let mut started = Vec::with_capacity(calls.len());
+        let mut error = None;
+        for call in calls {
+            match self.client.start(call) {
+                Ok(p) => {
+                    self.stats.calls_started += 1;
+                    started.push(p);
+                }
+                Err(e) => {
+                    error = Some(Error::from(e));
+                    break;
+                }
+            }
+        }
+        if self.client.publish() {
+            ChannelNotify(&self.channel, &mut self.stats.notifications_sent).send()?;
+        }
+        match error {
+            Some(e) if started.is_empty() => Err(e),
+            _ => Ok(started),
+        }
+    }
+
+    /// Takes every response that arrived, stashing them by call id.
+    fn drain(&mut self) -> Result<()> {
+        while let Some(completion) = self.client.poll_response()? {
+            if self.abandoned.remove(&completion.call_id) {
+                self.stats.late_responses += 1;
+                continue;
+            }
+            self.stash.insert(completion.call_id, completion);
+        }
+        Ok(())
+    }
+
+    /// Looks at the backend after a watch fired: a closed or vanished server fails every call.
+    fn check_backend(&mut self) -> Result<()> {
+        while self.store.has_buffered_event() {
+            // Buffered, so this returns at once.
+            self.store.next_event(Instant::now())?;
+        }
+        let look = look_at_backend(self.store.as_mut(), &self.info)?;
+        if let Some(e) = backend_failure(look, &self.info) {
+            self.failed = Some(match e {
+                Error::ServerGone(_) => Failure::Gone,
+                _ => Failure::Closed,
+            });
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Waits for `pending`'s response until `deadline`. Spins briefly, then sleeps on the
+    /// event channel (and the backend watch). On timeout the call is abandoned: a late
+    /// response is dropped when it arrives.
+    pub fn wait<R: FromBytes>(
+        &mut self,
+        pending: Pending<R>,
+        deadline: Instant,
+    ) -> Result<Reply<R>> {
+        let id = pending.call_id();
+        let mut spun = false;
+        loop {
+            if let Some(c) = self.stash.remove(&id) {
+                return self.finish(pending, &c);
+            }
+            self.check_failed()?;
+            self.drain()?;
+            if let Some(c) = self.stash.remove(&id) {
+                return self.finish(pending, &c);
+            }
+            if !spun {
+                spun = true;
+                let spin_until = Instant::now() + self.spin;
+                while Instant::now() < spin_until && !self.client.has_responses() {
+                    std::hint::spin_loop();
+                }
+                if self.client.has_responses() {
+                    self.stats.spin_hits += 1;
+                    continue;
+                }
+            }
+            if self.client.prepare_to_wait() {
+                continue;
+            }
+            if self.store.has_buffered_event() {
+                self.check_backend()?;
+            }
+            self.stats.sleeps += 1;
+            let fds = [self.channel.fd(), self.store.event_fd()];
+            match poll_readable(&fds, deadline)
+                .map_err(|e| Error::device("poll event channel", e))?
+            {
+                Readiness::TimedOut => {
+                    self.drain()?;
+                    if let Some(c) = self.stash.remove(&id) {
+                        return self.finish(pending, &c);
+                    }
+                    self.abandoned.insert(id);
+                    self.stats.calls_timed_out += 1;
+                    return Err(Error::DeadlineExceeded(format!("no response to call {id}")));
+                }
+                Readiness::Ready(mask) => {
+                    if mask & 1 != 0 {
+                        self.channel.acknowledge()?;
+                    }
+                    if mask & 2 != 0 {
+                        // Reads the event off the stream (bounded by the deadline).
+                        if self.store.next_event(deadline)?.is_some() {
+                            self.check_backend()?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish<R: FromBytes>(
+        &mut self,
+        pending: Pending<R>,
+        completion: &Completion,
+    ) -> Result<Reply<R>> {
+        match pending.finish(completion) {
+            Ok(reply) => {
+                self.stats.calls_ok += 1;
+                Ok(reply)
+            }
+            Err(e) => {
+                if matches!(e, xenrpc_proto::CallError::Remote(_)) {
+                    self.stats.calls_remote_error += 1;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Submits a call and waits for its reply, at most `timeout`.
+    pub fn call<R: FromBytes>(
+        &mut self,
+        call: &TypedCall<'_, R>,
+        timeout: Duration,
+    ) -> Result<Reply<R>> {
+        let deadline = Instant::now() + timeout;
+        let pending = self.submit(call)?;
+        self.wait(pending, deadline)
+    }
+
+    /// Ends the connection: FE Closing, wait (bounded) for the server to close its side, FE
+    /// Closed. The pages are released when the connection is dropped.
+    pub fn close(mut self, timeout: Duration) -> Result<()> {
+        self.shutdown(timeout)
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> Result<()> {
+        self.closed = true;
+        let fe_state = format!("{}/{}", self.info.frontend, key::STATE);
+        self.store
+            .write(NO_TX, &fe_state, XenbusState::Closing.as_str().as_bytes())?;
+        let deadline = Instant::now() + timeout;
+        let result = loop {
+            match look_at_backend(self.store.as_mut(), &self.info)? {
+                BackendLook::State(XenbusState::Closed)
+                | BackendLook::Gone
+                | BackendLook::Offline => break Ok(()),
+                _ => {}
+            }
+            if self.store.next_event(deadline)?.is_none() {
+                break Err(Error::DeadlineExceeded(format!(
+                    "{} did not reach Closed",
+                    self.info.backend
+                )));
+            }
+        };
+        // Closed either way: the server must stop using our pages.
+        self.store
+            .write(NO_TX, &fe_state, XenbusState::Closed.as_str().as_bytes())?;
+        let be_state = format!("{}/{}", self.info.backend, key::STATE);
+        let _ = self.store.unwatch(&be_state, BACKEND_TOKEN);
+        result
+    }
+}
+
+impl<D: XenDevices> Drop for Connection<D> {
+    fn drop(&mut self) {
+        if !self.closed {
+            // Best effort, no waiting: the server tears down when it sees Closed; pages it
+            // still maps stay allocated until it unmaps them.
+            let fe_state = format!("{}/{}", self.info.frontend, key::STATE);
+            let _ = self
+                .store
+                .write(NO_TX, &fe_state, XenbusState::Closed.as_str().as_bytes());
+        }
+    }
+}
+
+impl<D: XenDevices> Notify for Connection<D> {
+    fn notify(&self) {
+        // Best effort: a failed notify surfaces as a deadline on the call.
+        let _ = self.channel.notify();
+    }
+}
+
+/// One of this domain's xenrpc devices, as xenstore shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OwnDevice {
+    pub devid: u32,
+    pub frontend_state: Option<String>,
+    pub backend_state: Option<String>,
+}
+
+/// Reads this domain's xenrpc devices (for `list` in a guest).
+pub fn list_own_devices(store: &mut dyn Xenstore) -> Result<Vec<OwnDevice>> {
+    let self_id = own_domid(store)?;
+    let dir = format!("/local/domain/{self_id}/device/{}", rv::DEVICE_TYPE);
+    let mut out = Vec::new();
+    for name in store.directory(NO_TX, &dir)?.unwrap_or_default() {
+        let Ok(devid) = rv::parse_decimal(name.as_bytes(), rv::DEVID_MAX) else {
+            continue;
+        };
+        let fe = read_text(store, NO_TX, &format!("{dir}/{name}/{}", key::STATE))?;
+        let be = match find_device(store, devid) {
+            Ok(info) => read_text(store, NO_TX, &format!("{}/{}", info.backend, key::STATE))?,
+            Err(_) => None,
+        };
+        out.push(OwnDevice {
+            devid,
+            frontend_state: fe,
+            backend_state: be,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,565 @@
+//! Host tests of attach, handshake and calls against the fakes in `fake.rs`, and of the
+//! xenstore wire client against a scripted xenstored on a Unix socket.
+
+use std::time::{Duration, Instant};
+
+use xen_abi::xenstore::{Access, Permission};
+use xenrpc_proto::services::{arith, echo};
+use xenrpc_proto::Status;
+
+use crate::admin::{attach, detach, list_connections};
+use crate::error::Error;
+use crate::fake::{Behaviour, FakeServer, FakeXen, FakeXenstore};
+use crate::frontend::{build_index_page, connect, ConnectOptions, Connection};
+use crate::xenstore::Xenstore;
+
+const SERVER: u16 = 1;
+const CLIENT: u16 = 5;
+
+struct World {
+    store: FakeXenstore,
+    xen: FakeXen,
+}
+
+fn world() -> World {
+    let store = FakeXenstore::new();
+    for d in [0, SERVER, CLIENT] {
+        store.add_domain(d);
+    }
+    World {
+        store,
+        xen: FakeXen::new(),
+    }
+}
+
+fn options() -> ConnectOptions {
+    ConnectOptions {
+        handshake_timeout: Duration::from_secs(20),
+        ..ConnectOptions::default()
+    }
+}
+
+fn attached(behaviour: Behaviour) -> (World, FakeServer) {
+    let w = world();
+    attach(&mut w.store.connect(0), SERVER.into(), CLIENT.into(), 0).unwrap();
+    let server = FakeServer::start(w.store.clone(), w.xen.clone(), SERVER, behaviour);
+    (w, server)
+}
+
+fn connected(w: &World) -> Connection<FakeXen> {
+    connect(&w.xen, Box::new(w.store.connect(CLIENT)), &options()).unwrap()
+}
+
+fn perms(w: &World, path: &str) -> Vec<Permission> {
+    w.store
+        .node(path)
+        .unwrap_or_else(|| panic!("{path} missing"))
+        .1
+}
+
+fn value(w: &World, path: &str) -> String {
+    String::from_utf8(
+        w.store
+            .node(path)
+            .unwrap_or_else(|| panic!("{path} missing"))
+            .0,
+    )
+    .unwrap()
+}
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn attach_writes_both_directories_with_the_contracted_permissions() {
+    let w = world();
+    let done = attach(&mut w.store.connect(0), 1, 5, 0).unwrap();
+    assert_eq!(done.frontend, "/local/domain/5/device/xenrpc/0");
+    assert_eq!(done.backend, "/local/domain/1/backend/xenrpc/5/0");
+    let fe = [
+        Permission::new(Access::None, 5),
+        Permission::new(Access::Read, 1),
+    ];
+    let be = [
+        Permission::new(Access::None, 1),
+        Permission::new(Access::Read, 5),
+    ];
+    for k in ["", "/backend", "/backend-id", "/state"] {
+        assert_eq!(
+            perms(&w, &format!("{}{k}", done.frontend)),
+            fe,
+            "frontend{k}"
+        );
+    }
+    for k in ["", "/frontend", "/frontend-id", "/online", "/state"] {
+        assert_eq!(perms(&w, &format!("{}{k}", done.backend)), be, "backend{k}");
+    }
+    assert_eq!(
+        value(&w, "/local/domain/5/device/xenrpc/0/backend"),
+        done.backend
+    );
+    assert_eq!(value(&w, "/local/domain/5/device/xenrpc/0/backend-id"), "1");
+    assert_eq!(value(&w, "/local/domain/5/device/xenrpc/0/state"), "1");
+    assert_eq!(
+        value(&w, "/local/domain/1/backend/xenrpc/5/0/frontend"),
+        done.frontend
+    );
+    assert_eq!(
+        value(&w, "/local/domain/1/backend/xenrpc/5/0/frontend-id"),
+        "5"
+    );
+    assert_eq!(value(&w, "/local/domain/1/backend/xenrpc/5/0/online"), "1");
+    assert_eq!(value(&w, "/local/domain/1/backend/xenrpc/5/0/state"), "1");
+    // The server can watch and read its backend root, the client cannot.
+    assert!(w
+        .store
+        .connect(1)
+        .directory(0, "/local/domain/1/backend/xenrpc")
+        .unwrap()
+        .is_some());
+    assert!(w
+        .store
+        .connect(5)
+        .read(0, "/local/domain/1/backend/xenrpc/5/0/state")
+        .unwrap()
+        .is_some());
+    assert!(w
+        .store
+        .connect(5)
+        .directory(0, "/local/domain/1/backend/xenrpc")
+        .is_err());
+    // A third domain sees neither directory.
+    w.store.add_domain(7);
+    assert!(w
+        .store
+        .connect(7)
+        .read(0, "/local/domain/5/device/xenrpc/0/backend")
+        .is_err());
+    assert!(w
+        .store
+        .connect(7)
+        .read(0, "/local/domain/1/backend/xenrpc/5/0/state")
+        .is_err());
+    // The client owns its directory: it can add keys; it cannot write the backend's.
+    let mut client = w.store.connect(5);
+    client
+        .write(0, "/local/domain/5/device/xenrpc/0/index-ref", b"8")
+        .unwrap();
+    assert!(client
+        .write(0, "/local/domain/1/backend/xenrpc/5/0/state", b"4")
+        .is_err());
+}
+
+#[test]
+fn attach_refuses_bad_requests() {
+    let w = world();
+    let mut dom0 = w.store.connect(0);
+    assert!(matches!(
+        attach(&mut dom0, 1, 1, 0),
+        Err(Error::BadArguments(_))
+    ));
+    assert!(matches!(
+        attach(&mut dom0, 1, 40000, 0),
+        Err(Error::BadArguments(_))
+    ));
+    assert!(matches!(
+        attach(&mut dom0, 1, 5, 256),
+        Err(Error::BadArguments(_))
+    ));
+    let missing = attach(&mut dom0, 1, 9, 0).unwrap_err();
+    assert!(
+        missing.to_string().contains("domain 9 does not exist"),
+        "{missing}"
+    );
+    attach(&mut dom0, 1, 5, 0).unwrap();
+    let again = attach(&mut dom0, 1, 5, 0).unwrap_err();
+    assert!(again.to_string().contains("already exists"), "{again}");
+    attach(&mut dom0, 1, 5, 1).unwrap();
+    let rows = list_connections(&mut dom0).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].backend_state.as_deref(), Some("1 (Initialising)"));
+    assert!(rows.iter().all(|r| r.problems.is_empty()), "{rows:?}");
+}
+
+#[test]
+fn connect_without_attach_says_not_attached() {
+    let w = world();
+    let err = connect(&w.xen, Box::new(w.store.connect(CLIENT)), &options())
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::NotAttached(_)), "{err}");
+    assert!(err.to_string().contains("xenrpc attach"), "{err}");
+}
+
+#[test]
+fn typed_calls_round_trip_and_remote_errors_are_reported() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let mut conn = connected(&w);
+    assert_eq!(value(&w, "/local/domain/5/device/xenrpc/0/state"), "4");
+    assert_eq!(value(&w, "/local/domain/1/backend/xenrpc/5/0/state"), "4");
+    conn.call(&echo::client::ping(&()), T).unwrap();
+    let sum = conn
+        .call(&arith::client::add(&arith::Operands { a: 40, b: 2 }), T)
+        .unwrap();
+    assert_eq!(sum.value.value, 42);
+    let text = echo::InlineBytes::new(b"hello").unwrap();
+    let back = conn.call(&echo::client::echo_inline(&text), T).unwrap();
+    assert_eq!(back.value.bytes(), Some(&b"hello"[..]));
+    let err = conn
+        .call(&arith::client::div(&arith::Operands { a: 1, b: 0 }), T)
+        .unwrap_err();
+    assert!(matches!(err, Error::Remote(Status::BadArguments)), "{err}");
+    let stats = conn.stats();
+    assert_eq!(
+        (
+            stats.calls_started,
+            stats.calls_ok,
+            stats.calls_remote_error
+        ),
+        (4, 3, 1)
+    );
+}
+
+#[test]
+fn out_of_line_arguments_and_results_use_the_data_region() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let mut conn = connected(&w);
+    let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    conn.data().write(0, &payload).unwrap();
+    let call = echo::client::echo_ool(&())
+        .ool_args(xenrpc_proto::OolRef::new(0, payload.len() as u32))
+        .ool_result(xenrpc_proto::OolRef::new(16384, payload.len() as u32));
+    let reply = conn.call(&call, T).unwrap();
+    assert_eq!(reply.value.len as usize, payload.len());
+    let mut out = vec![0u8; payload.len()];
+    conn.data().read(16384, &mut out).unwrap();
+    assert_eq!(out, payload);
+    // A window outside the data region never leaves the client.
+    let bad = echo::client::echo_ool(&()).ool_args(xenrpc_proto::OolRef::new(60000, 10000));
+    assert!(matches!(conn.call(&bad, T), Err(Error::BadArguments(_))));
+}
+
+#[test]
+fn many_calls_in_flight_complete_in_any_order() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let mut conn = connected(&w);
+    let operands: Vec<arith::Operands> =
+        (0..32).map(|i| arith::Operands { a: i, b: 1000 }).collect();
+    let calls: Vec<_> = operands.iter().map(arith::client::add).collect();
+    let pending = conn.submit_batch(&calls).unwrap();
+    assert_eq!(pending.len(), 32);
+    let deadline = Instant::now() + T;
+    for (i, p) in pending.into_iter().enumerate().rev() {
+        assert_eq!(conn.wait(p, deadline).unwrap().value.value, i as i64 + 1000);
+    }
+    // The cap holds: one more than max_in_flight is refused with Busy, not a hang.
+    let calls: Vec<_> = operands
+        .iter()
+        .chain(operands.iter())
+        .take(33)
+        .map(arith::client::add)
+        .collect();
+    let started = conn.submit_batch(&calls).unwrap();
+    assert_eq!(started.len(), 32);
+    assert!(matches!(
+        conn.submit(&echo::client::ping(&())),
+        Err(Error::Busy(_))
+    ));
+    for p in started {
+        conn.wait(p, deadline).unwrap();
+    }
+}
+
+#[test]
+fn a_silent_server_makes_calls_miss_their_deadline_and_late_replies_are_dropped() {
+    let (w, _server) = attached(Behaviour::Silent);
+    let mut conn = connected(&w);
+    let err = conn
+        .call(&echo::client::ping(&()), Duration::from_millis(50))
+        .unwrap_err();
+    assert!(matches!(err, Error::DeadlineExceeded(_)), "{err}");
+    assert_eq!(conn.stats().calls_timed_out, 1);
+    assert_eq!(
+        conn.in_flight(),
+        1,
+        "the abandoned call still holds its slot until answered"
+    );
+}
+
+#[test]
+fn handshake_with_an_absent_server_times_out() {
+    let (w, _server) = attached(Behaviour::Absent);
+    let opts = ConnectOptions {
+        handshake_timeout: Duration::from_millis(100),
+        ..options()
+    };
+    let err = connect(&w.xen, Box::new(w.store.connect(CLIENT)), &opts)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::DeadlineExceeded(_)), "{err}");
+    assert!(err.to_string().contains("InitWait"), "{err}");
+}
+
+#[test]
+fn a_refusing_server_is_reported_and_grants_are_revoked() {
+    let (w, _server) = attached(Behaviour::Refuse);
+    let err = connect(&w.xen, Box::new(w.store.connect(CLIENT)), &options())
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Protocol(_)), "{err}");
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert_eq!(w.xen.grant_count(), 0);
+    assert_eq!(value(&w, "/local/domain/5/device/xenrpc/0/state"), "6");
+}
+
+#[test]
+fn a_corrupt_ring_breaks_the_connection_with_a_protocol_error() {
+    let (w, _server) = attached(Behaviour::CorruptRing);
+    let mut conn = connected(&w);
+    let err = conn.call(&echo::client::ping(&()), T).unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err}");
+    // And it stays broken.
+    assert!(matches!(
+        conn.call(&echo::client::ping(&()), T),
+        Err(Error::Protocol(_))
+    ));
+}
+
+#[test]
+fn detach_closes_the_connection_and_removes_both_directories() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let mut conn = connected(&w);
+    conn.call(&echo::client::ping(&()), T).unwrap();
+    let done = detach(&mut w.store.connect(0), 1, 5, 0, T, false).unwrap();
+    assert!(done.server_acknowledged, "{done:?}");
+    assert!(w.store.node("/local/domain/5/device/xenrpc/0").is_none());
+    assert!(w.store.node("/local/domain/1/backend/xenrpc/5/0").is_none());
+    assert!(w.store.node("/local/domain/1/backend/xenrpc/5").is_none());
+    let err = conn.call(&echo::client::ping(&()), T).unwrap_err();
+    assert!(
+        matches!(err, Error::ServerClosed | Error::ServerGone(_)),
+        "{err}"
+    );
+    let again = detach(&mut w.store.connect(0), 1, 5, 0, T, false).unwrap_err();
+    assert!(matches!(again, Error::NotAttached(_)), "{again}");
+}
+
+#[test]
+fn detach_without_a_server_needs_force_or_a_dead_server() {
+    let w = world();
+    let mut dom0 = w.store.connect(0);
+    attach(&mut dom0, 1, 5, 0).unwrap();
+    let err = detach(&mut dom0, 1, 5, 0, Duration::from_millis(50), false).unwrap_err();
+    assert!(matches!(err, Error::DeadlineExceeded(_)), "{err}");
+    assert_eq!(value(&w, "/local/domain/1/backend/xenrpc/5/0/online"), "0");
+    assert_eq!(value(&w, "/local/domain/1/backend/xenrpc/5/0/state"), "5");
+    let forced = detach(&mut dom0, 1, 5, 0, Duration::from_millis(50), true).unwrap();
+    assert!(!forced.server_acknowledged && forced.note.is_some());
+    assert!(w.store.node("/local/domain/5/device/xenrpc/0").is_none());
+    attach(&mut dom0, 1, 5, 0).unwrap();
+    w.store.remove_domain(1);
+    let gone = detach(&mut dom0, 1, 5, 0, T, false).unwrap();
+    assert!(gone.note.unwrap().contains("already gone"));
+    assert!(w.store.node("/local/domain/5/device/xenrpc/0").is_none());
+}
+
+#[test]
+fn a_vanished_server_fails_a_waiting_call_before_its_deadline() {
+    let (w, _server) = attached(Behaviour::Silent);
+    let mut conn = connected(&w);
+    let store = w.store.clone();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        store.remove_domain(SERVER);
+    });
+    // A deadline far away: only the watch on the backend can end this wait with ServerGone.
+    let err = conn
+        .call(&echo::client::ping(&()), Duration::from_secs(600))
+        .unwrap_err();
+    killer.join().unwrap();
+    assert!(matches!(err, Error::ServerGone(_)), "{err}");
+}
+
+#[test]
+fn a_client_reconnects_after_closing() {
+    let (w, _server) = attached(Behaviour::Normal);
+    for round in 0..3 {
+        let mut conn = connected(&w);
+        let sum = conn
+            .call(&arith::client::add(&arith::Operands { a: round, b: 1 }), T)
+            .unwrap();
+        assert_eq!(sum.value.value, round + 1);
+        conn.close(T).unwrap();
+        assert_eq!(value(&w, "/local/domain/5/device/xenrpc/0/state"), "6");
+        assert_eq!(value(&w, "/local/domain/1/backend/xenrpc/5/0/state"), "6");
+    }
+    assert_eq!(
+        w.xen.grant_count(),
+        0,
+        "every connection's grants are revoked"
+    );
+}
+
+#[test]
+fn device_failures_and_hostile_xenstore_values_are_clear_errors() {
+    let (w, _server) = attached(Behaviour::Normal);
+    w.xen.fail_grants(true);
+    let err = connect(&w.xen, Box::new(w.store.connect(CLIENT)), &options())
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Device { .. }), "{err}");
+    w.xen.fail_grants(false);
+    let mut dom0 = w.store.connect(0);
+    dom0.write(0, "/local/domain/5/device/xenrpc/0/backend-id", b"01")
+        .unwrap();
+    let err = connect(&w.xen, Box::new(w.store.connect(CLIENT)), &options())
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Protocol(_)), "{err}");
+    dom0.write(0, "/local/domain/5/device/xenrpc/0/backend-id", b"2")
+        .unwrap();
+    let err = connect(&w.xen, Box::new(w.store.connect(CLIENT)), &options())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    let bad_slots = ConnectOptions {
+        slots: 24,
+        ..options()
+    };
+    assert!(matches!(
+        connect(&w.xen, Box::new(w.store.connect(CLIENT)), &bad_slots),
+        Err(Error::BadArguments(_))
+    ));
+}
+
+#[test]
+fn index_page_lists_ring_then_data_refs() {
+    let page = build_index_page(&[10, 11, 12], &[20, 21]).unwrap();
+    let word = |i: usize| u32::from_le_bytes(page[4 * i..4 * i + 4].try_into().unwrap());
+    assert_eq!(word(0), u32::from_le_bytes(*b"XRPC"));
+    assert_eq!((word(1), word(2), word(3)), (1, 3, 2));
+    assert_eq!(
+        (word(4), word(5), word(6), word(7), word(8)),
+        (10, 11, 12, 20, 21)
+    );
+    assert!(page[36..].iter().all(|&b| b == 0));
+    assert!(build_index_page(&[1; 3], &[2; 1018]).is_err());
+}
+
+mod wire {
+    //! `XenbusConnection` against a scripted xenstored on a Unix socket.
+    use super::*;
+    use crate::xenstore::XenbusConnection;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    use xen_abi::xenstore::XsdSockmsg;
+
+    fn frame(msg_type: u32, req_id: u32, payload: &[u8]) -> Vec<u8> {
+        let header = XsdSockmsg {
+            msg_type,
+            req_id,
+            tx_id: 0,
+            len: payload.len() as u32,
+        };
+        let mut out = header.to_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Serves one connection: for each request, `script` returns the bytes to send back.
+    fn xenstored(
+        script: impl Fn(XsdSockmsg, &[u8]) -> Vec<u8> + Send + 'static,
+    ) -> (String, std::thread::JoinHandle<()>) {
+        let path = std::env::temp_dir().join(format!(
+            "xenrpc-xs-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let thread = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            loop {
+                let mut h = [0u8; 16];
+                if s.read_exact(&mut h).is_err() {
+                    return;
+                }
+                let header = XsdSockmsg::from_bytes(&h);
+                let mut payload = vec![0u8; header.len as usize];
+                s.read_exact(&mut payload).unwrap();
+                let reply = script(header, &payload);
+                if !reply.is_empty() {
+                    s.write_all(&reply).unwrap();
+                }
+            }
+        });
+        (path.to_string_lossy().into_owned(), thread)
+    }
+
+    const READ: u32 = 2;
+    const WATCH: u32 = 4;
+    const WATCH_EVENT: u32 = 15;
+    const ERROR: u32 = 16;
+
+    #[test]
+    fn replies_are_matched_and_interleaved_watch_events_are_kept() {
+        let (path, _t) = xenstored(|h, payload| match (h.msg_type, payload) {
+            (READ, b"/a\0") => {
+                let mut out = frame(WATCH_EVENT, 0, b"/w/x\0tok\0");
+                out.extend(frame(READ, h.req_id, b"value"));
+                out
+            }
+            (READ, _) => frame(ERROR, h.req_id, b"ENOENT\0"),
+            (WATCH, _) => frame(WATCH, h.req_id, b"OK\0"),
+            _ => frame(ERROR, h.req_id, b"EINVAL\0"),
+        });
+        let mut xs = XenbusConnection::open_socket(&path).unwrap();
+        assert_eq!(xs.read(0, "/a").unwrap().as_deref(), Some(&b"value"[..]));
+        assert_eq!(xs.read(0, "/missing").unwrap(), None);
+        assert!(xs.has_buffered_event());
+        let event = xs.next_event(Instant::now()).unwrap().unwrap();
+        assert_eq!((event.path.as_str(), event.token.as_str()), ("/w/x", "tok"));
+        xs.watch("/w", "tok").unwrap();
+        let err = xs.mkdir(0, "/b").unwrap_err();
+        assert!(err.to_string().contains("EINVAL"), "{err}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_wrong_reply_or_a_silent_xenstored_breaks_the_connection() {
+        let (path, _t) = xenstored(|h, payload| match payload {
+            b"/wrong-id\0" => frame(READ, h.req_id + 7, b"x"),
+            _ => Vec::new(), // silence
+        });
+        let mut xs = XenbusConnection::open_socket(&path).unwrap();
+        xs.set_request_timeout(Duration::from_millis(50));
+        let err = xs.read(0, "/wrong-id").unwrap_err();
+        assert!(err.to_string().contains("reply for request"), "{err}");
+        // Broken for good: nothing after a desynchronised reply can be trusted.
+        assert!(xs.read(0, "/other").is_err());
+
+        let (path2, _t2) = xenstored(|_, _| Vec::new());
+        let mut xs = XenbusConnection::open_socket(&path2).unwrap();
+        xs.set_request_timeout(Duration::from_millis(50));
+        let err = xs.read(0, "/x").unwrap_err();
+        assert!(err.to_string().contains("no reply"), "{err}");
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&path2);
+    }
+
+    #[test]
+    fn oversized_frames_from_xenstored_are_refused() {
+        let (path, _t) = xenstored(|h, _| {
+            let header = XsdSockmsg {
+                msg_type: READ,
+                req_id: h.req_id,
+                tx_id: 0,
+                len: 1 << 20,
+            };
+            header.to_bytes().to_vec()
+        });
+        let mut xs = XenbusConnection::open_socket(&path).unwrap();
+        let err = xs.read(0, "/x").unwrap_err();
+        assert!(err.to_string().contains("bad message"), "{err}");
+        let _ = std::fs::remove_file(&path);
+    }
+}
