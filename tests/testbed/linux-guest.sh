@@ -1,6 +1,6 @@
 # testbed-summary: checks the testbed itself with a Linux PV domU: xl create, console capture, xenstore, shutdown
 # testbed-needs: linux-guest
-# testbed-timeout: 300
+# testbed-timeout: 480
 #
 # The same steps as domu.sh with a guest whose behaviour is known (the dom0's own Linux kernel
 # and a busybox initramfs, tests/testbed/support/linux-guest-*.sh). When domu fails and this
@@ -24,7 +24,7 @@ domid=$(xl domid linux-guest) || tb_fail "xl domid linux-guest failed"
 tb_stream_console linux-guest
 
 tb_stage wait-ready
-tb_wait_console linux-guest "linux-guest: ready" 180
+tb_wait_console linux-guest "linux-guest: ready" 300
 tb_time "xl create -> linux-guest: ready" "$t_create" "$(tb_uptime)"
 
 tb_stage xenstore-probe-key
