@@ -68,7 +68,7 @@ fn serve(mut server: Server<'_>, stop: &AtomicBool) -> (bool, u64, u64, usize) {
 fn scribbling_everywhere_breaks_or_is_answered() {
     for seed in 1..=6u64 {
         let mem = Memory::new(16, 2);
-        drop(RawClient::new(&mem)); // a valid control page to attach to
+        RawClient::lay_out(&mem); // a valid control page to attach to
         let ring = SharedRegion::new(&mem.ring).unwrap();
         let data = SharedRegion::new(&mem.data).unwrap();
         let stop = AtomicBool::new(false);
@@ -114,7 +114,7 @@ fn scribbling_everywhere_breaks_or_is_answered() {
 fn scribbled_slots_with_valid_indices_are_all_answered() {
     for seed in 1..=4u64 {
         let mem = Memory::new(16, 2);
-        drop(RawClient::new(&mem));
+        RawClient::lay_out(&mem);
         let ring = SharedRegion::new(&mem.ring).unwrap();
         let data = SharedRegion::new(&mem.data).unwrap();
         let stop = AtomicBool::new(false);

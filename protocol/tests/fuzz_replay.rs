@@ -28,7 +28,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 #[test]
 fn replay_seeded_corpus_through_the_fuzz_harness() {
     let cases = env_or("XENRPC_FUZZ_CASES", 20_000);
-    let mut rng = SplitMix(env_or("XENRPC_FUZZ_SEED", 0x5EED_0F_C0FFEE));
+    let mut rng = SplitMix(env_or("XENRPC_FUZZ_SEED", 0x5EED_0FC0_FFEE));
     let mut input = Vec::new();
     let (mut refused, mut broken, mut requests, mut ok) = (0u64, 0u64, 0u64, 0u64);
     for case in 0..cases {

@@ -137,7 +137,7 @@ fn attach_checks_the_control_page() {
     let attach =
         |geometry| ServerConnection::attach(&mem.ring, &mem.data, geometry, PeerId(1)).err();
     assert_eq!(attach(mem.geometry), Some(SetupError::BadMagic(0)));
-    drop(RawClient::new(&mem));
+    RawClient::lay_out(&mem);
     assert_eq!(attach(mem.geometry), None);
     let bigger = xenrpc_proto::RingGeometry::new(32).unwrap();
     assert!(matches!(attach(bigger), Some(SetupError::Geometry(_))));

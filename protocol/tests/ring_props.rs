@@ -314,18 +314,21 @@ proptest! {
         for op in &ops {
             match *op {
                 Op::StartEcho { len } => {
-                    let call = echo::client::echo_ool(&()).ool_args(OolRef::new(0, len.into())).ool_result(OolRef::new(4096, len.into()));
-                    if client.start(&call).is_ok() { started += 1; }
+                    let call = echo::client::echo_ool(&())
+                        .ool_args(OolRef::new(0, len.into()))
+                        .ool_result(OolRef::new(4096, len.into()));
+                    started += u32::from(client.start(&call).is_ok());
                 }
                 Op::StartAdd { a, b, .. } => {
-                    if client.start(&arith::client::add(&Operands { a: a.into(), b: b.into() })).is_ok() { started += 1; }
+                    let operands = Operands { a: a.into(), b: b.into() };
+                    started += u32::from(client.start(&arith::client::add(&operands)).is_ok());
                 }
                 Op::Scribble { word, value, .. } => {
                     data.view().store_u32(usize::from(word) * 4 % data.len(), value, Ordering::Relaxed).unwrap();
                 }
                 Op::Publish => { client.publish(); }
                 Op::ServerPoll { budget } => { prop_assert!(!server.poll(&mut registry, &clock(), budget.into()).broken); }
-                Op::ClientPoll => if client.poll_response().unwrap().is_some() { answered += 1; },
+                Op::ClientPoll => answered += u32::from(client.poll_response().unwrap().is_some()),
                 _ => {}
             }
         }

@@ -111,9 +111,14 @@ pub struct RawClient<'m> {
 }
 
 impl<'m> RawClient<'m> {
+    /// Lays out the ring region as a real client does (magic, slot count, indices at 0).
+    pub fn lay_out(mem: &Memory) {
+        ClientConnection::new(&mem.ring, &mem.data, mem.geometry, 1).unwrap();
+    }
+
     /// Lays out the ring region like a real client, then takes over.
     pub fn new(mem: &'m Memory) -> Self {
-        drop(ClientConnection::new(&mem.ring, &mem.data, mem.geometry, 1).unwrap());
+        Self::lay_out(mem);
         RawClient {
             ring: SharedRegion::new(&mem.ring).unwrap(),
             data: SharedRegion::new(&mem.data).unwrap(),
