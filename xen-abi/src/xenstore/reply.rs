@@ -721,6 +721,82 @@ mod tests {
         );
     }
 
+    /// Deterministic xorshift, so a failure reproduces.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn hostile_streams_never_panic_and_respect_the_length_cap() {
+        let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+        let mut completed = 0;
+        for round in 0..2000 {
+            let mut assembler = MessageAssembler::new();
+            // Mostly plausible headers with random fields, sometimes pure garbage.
+            let mut stream = Vec::new();
+            for _ in 0..4 {
+                let len = match noise.next() % 4 {
+                    0 => (noise.next() % 64) as u32,
+                    1 => (noise.next() % 5000) as u32,
+                    2 => noise.next() as u32,
+                    _ => 0,
+                };
+                let header = XsdSockmsg {
+                    msg_type: (noise.next() % 24) as u32,
+                    req_id: (noise.next() % 3) as u32,
+                    tx_id: 0,
+                    len,
+                };
+                stream.extend_from_slice(&header.to_bytes());
+                let body = (len as usize).min(300);
+                stream.extend((0..body).map(|_| match noise.next() % 5 {
+                    0 => 0,
+                    1 => b'/',
+                    _ => noise.next() as u8,
+                }));
+            }
+            let mut offset = 0;
+            while offset < stream.len() {
+                let chunk = 1 + (noise.next() % 40) as usize;
+                let end = (offset + chunk).min(stream.len());
+                match assembler.push(&stream[offset..end]) {
+                    Ok(taken) => offset += taken,
+                    Err(FrameError::PayloadTooLong { len }) => {
+                        assert!(len as usize > XENSTORE_PAYLOAD_MAX, "round {round}");
+                        break;
+                    }
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+                if let Some(message) = assembler.message() {
+                    assert!(message.payload.len() <= XENSTORE_PAYLOAD_MAX);
+                    assert_eq!(message.payload.len(), message.header.len as usize);
+                    for ty in [XsType::Read, XsType::Directory, XsType::Write] {
+                        if let Ok(payload) = check_reply(&message, ty, 1) {
+                            let _ = parse_ok(payload);
+                            let _ = parse_read_text(payload);
+                            let _ = parse_directory(payload).map(|d| d.count());
+                            let _ = parse_permissions(payload).map(|p| p.count());
+                            let _ = parse_transaction_id(payload);
+                            let _ = parse_domain_path(payload);
+                        }
+                    }
+                    let _ = parse_watch_event(&message);
+                    assembler.clear_message();
+                    completed += 1;
+                }
+            }
+        }
+        // The stream generator must really produce whole messages, not just broken streams.
+        assert!(completed > 2000, "only {completed} messages completed");
+    }
+
     #[test]
     fn watch_events() {
         let event = message(
