@@ -591,18 +591,14 @@ pub fn service() -> usize {
         };
         if connection.broken.is_none() {
             KICKED.store(false, Ordering::SeqCst);
-            loop {
-                match connection.pull_response_bytes() {
-                    Ok(true) => {
-                        if let Some((header, _)) = connection.take_message() {
-                            log!(
-                                "xenstore: unexpected reply (type {}, request {}) dropped",
-                                header.msg_type,
-                                header.req_id
-                            );
-                        }
-                    }
-                    Ok(false) | Err(_) => break,
+            // A stream error marks the connection broken (and is logged) inside the pull.
+            while let Ok(true) = connection.pull_response_bytes() {
+                if let Some((header, _)) = connection.take_message() {
+                    log!(
+                        "xenstore: unexpected reply (type {}, request {}) dropped",
+                        header.msg_type,
+                        header.req_id
+                    );
                 }
             }
         }
