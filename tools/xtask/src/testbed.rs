@@ -302,9 +302,43 @@ fn write_overlay(
     archive.finish()
 }
 
+/// Held while a scenario runs: one testbed (one QEMU) at a time per checkout, since runs
+/// share build/testbed/ and the machine has two cores.
+struct TestbedLock {
+    _file: fs::File,
+}
+
+impl TestbedLock {
+    fn acquire(paths: &Paths) -> Result<Self> {
+        use rustix::fs::{flock, FlockOperation};
+        let dir = paths.testbed_dir();
+        fs::create_dir_all(&dir)?;
+        let path = dir.join("lock");
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            println!(
+                "    waiting for another testbed run in this checkout (lock last taken by pid {})",
+                holder.trim()
+            );
+            flock(&file, FlockOperation::LockExclusive)
+                .with_context(|| format!("lock {}", path.display()))?;
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        Ok(Self { _file: file })
+    }
+}
+
 /// Runs one scenario and returns its verdict; problems before boot fail the "prepare" stage.
 pub fn run(paths: &Paths, scenario: &Scenario, echo: Echo) -> Outcome {
-    let start = Instant::now();
+    let mut start = Instant::now();
     let run_dir = paths.testbed_dir().join(&scenario.name);
     let mut outcome = Outcome {
         name: scenario.name.clone(),
@@ -321,19 +355,19 @@ pub fn run(paths: &Paths, scenario: &Scenario, echo: Echo) -> Outcome {
         scenario.summary,
         scenario.timeout.as_secs()
     );
-    let result = fs::remove_dir_all(&run_dir)
-        .or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
-        .and_then(|()| fs::create_dir_all(&run_dir))
-        .map_err(anyhow::Error::from)
-        .and_then(|()| prepare(paths, scenario, &run_dir));
-    match result {
-        Ok(prepared) => {
+    let prepared = TestbedLock::acquire(paths).and_then(|lock| {
+        match fs::remove_dir_all(&run_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        fs::create_dir_all(&run_dir)?;
+        // Time spent waiting for another run is not this scenario's.
+        start = Instant::now();
+        Ok((lock, prepare(paths, scenario, &run_dir)?))
+    });
+    match prepared {
+        // The lock is held until the boot is over.
+        Ok((_lock, prepared)) => {
             outcome
                 .timings
                 .push(("prepare".into(), secs(start.elapsed())));
