@@ -133,7 +133,7 @@ fn several_clients_at_once_get_their_own_answers() {
                 let size = 1000 + 777 * n as usize;
                 for round in 0..200u32 {
                     let payload: Vec<u8> = (0..size)
-                        .map(|i| (i as u32 ^ round ^ u32::from(n) * 31) as u8)
+                        .map(|i| (i as u32 ^ round ^ (u32::from(n) * 31)) as u8)
                         .collect();
                     client.data().write(0, &payload).unwrap();
                     let call = echo::client::echo_ool(&())

@@ -19,7 +19,7 @@ use xenrpc_host::hostd::READY_LINE;
 use xenrpc_host::process::{
     available_cpus, pin_to_cpu, spawn_with_control_socket, take_inherited_socket, ChildGuard,
 };
-use xenrpc_host::stats::{percentile, process_cpu_time};
+use xenrpc_host::stats::{median, percentile, process_cpu_time};
 use xenrpc_host::wait::SpinPolicy;
 use xenrpc_proto::services::echo;
 use xenrpc_proto::OolRef;
@@ -30,10 +30,14 @@ const SERVER_CPU: usize = 1;
 const SPIN_ITERATIONS: u32 = 200_000;
 const MAX_PAYLOAD: usize = 1024 * 1024;
 const DATA_LEN: usize = 2 * MAX_PAYLOAD;
+/// Calls in flight in the pipelined runs.
+const PIPELINE_DEPTH: usize = 16;
 
 /// How much to measure (`--quick` for a smoke run).
 #[derive(Clone, Copy)]
 struct Budget {
+    /// Alternating floor/xenrpc latency rounds.
+    rounds: usize,
     spin_roundtrips: u64,
     blocking_roundtrips: u64,
     throughput_time: Duration,
@@ -111,14 +115,16 @@ fn latency(samples: &mut [Duration]) -> Latency {
 fn orchestrate(quick: bool) -> io::Result<()> {
     let budget = if quick {
         Budget {
+            rounds: 1,
             spin_roundtrips: 20_000,
             blocking_roundtrips: 2_000,
             throughput_time: Duration::from_millis(200),
         }
     } else {
         Budget {
-            spin_roundtrips: 200_000,
-            blocking_roundtrips: 20_000,
+            rounds: 5,
+            spin_roundtrips: 100_000,
+            blocking_roundtrips: 10_000,
             throughput_time: Duration::from_secs(1),
         }
     };
@@ -133,132 +139,132 @@ fn orchestrate(quick: bool) -> io::Result<()> {
             "unpinned"
         }
     );
-    println!("measuring floors ...");
-    let floors = measure_floors(budget)?;
-    let mut rows = Vec::new();
-    rows.push(latency_row(
-        "floor",
-        "raw shm ping-pong (spin)",
-        &floors.spin,
-        None,
-    ));
-    rows.push(latency_row(
-        "floor",
-        "raw eventfd round trip (blocking)",
-        &floors.eventfd,
-        None,
-    ));
-    rows.push(latency_row(
-        "floor",
-        "UDS request/response, 0 B",
-        &floors.uds_null,
-        None,
-    ));
-    for (size, rate) in SIZES.iter().zip(&floors.uds_echo) {
-        let mut row = Row::new("floor", format!("UDS echo {}", size_label(*size)));
-        row.calls_per_s = Some(*rate);
-        row.mb_per_s = Some(*rate * *size as f64 / 1e6);
-        rows.push(row);
-    }
 
-    for (mode, spin) in [
-        (
-            "spin",
-            SpinPolicy {
-                spin_iterations: SPIN_ITERATIONS,
-            },
-        ),
-        ("blocking", SpinPolicy::BLOCKING),
-    ] {
-        println!("measuring xenrpc, {mode} mode ...");
-        let server = BenchServer::start(spin)?;
-        let mut client = Client::connect(
-            &server.socket,
-            ClientOptions {
-                data_len: DATA_LEN,
-                spin,
-                max_in_flight: 1,
-                ..ClientOptions::default()
-            },
-        )
+    let mut floor_command = Command::new(std::env::current_exe()?);
+    floor_command.arg("--role-floor-peer");
+    let (floor_child, control) = spawn_with_control_socket(floor_command)?;
+    let floor = FloorDriver::new(control);
+    let spin_policy = SpinPolicy {
+        spin_iterations: SPIN_ITERATIONS,
+    };
+    let spin_server = BenchServer::start("spin", spin_policy)?;
+    let blocking_server = BenchServer::start("blocking", SpinPolicy::BLOCKING)?;
+    let client_options = |spin, max_in_flight| ClientOptions {
+        data_len: DATA_LEN,
+        spin,
+        max_in_flight,
+        ..ClientOptions::default()
+    };
+    let mut spin_client = Client::connect(&spin_server.socket, client_options(spin_policy, 1))
         .map_err(io::Error::other)?;
-        let section = if mode == "spin" {
-            "xenrpc spin"
-        } else {
-            "xenrpc blocking"
-        };
+    let mut blocking_client = Client::connect(
+        &blocking_server.socket,
+        client_options(SpinPolicy::BLOCKING, 1),
+    )
+    .map_err(io::Error::other)?;
 
-        // Null call latency.
-        let roundtrips = if mode == "spin" {
-            budget.spin_roundtrips
-        } else {
-            budget.blocking_roundtrips
-        };
-        let (mut samples, cpu) = null_calls(&mut client, server.pid(), roundtrips)?;
-        let floor = if mode == "spin" {
-            (&floors.spin, "shm ping-pong")
-        } else {
-            (&floors.eventfd, "eventfd RTT")
-        };
-        let mut row = latency_row(
-            section,
-            "null call, 1 client",
-            &latency(&mut samples),
-            Some(floor),
+    // Latency: floors and xenrpc alternate, round after round, so that each ratio compares
+    // figures taken moments apart; the table shows medians over the rounds.
+    let mut series = LatencySeries::default();
+    for round in 0..budget.rounds {
+        println!("latency round {}/{} ...", round + 1, budget.rounds);
+        floor.spin_pingpong(budget.spin_roundtrips / 10)?;
+        let spin_floor = latency(&mut floor.spin_pingpong(budget.spin_roundtrips)?);
+        let (mut samples, spin_cpu) =
+            null_calls(&mut spin_client, spin_server.pid(), budget.spin_roundtrips)?;
+        let spin = latency(&mut samples);
+        floor.eventfd_roundtrip(budget.blocking_roundtrips / 10)?;
+        let eventfd_floor = latency(&mut floor.eventfd_roundtrip(budget.blocking_roundtrips)?);
+        let (mut samples, blocking_cpu) = null_calls(
+            &mut blocking_client,
+            blocking_server.pid(),
+            budget.blocking_roundtrips,
+        )?;
+        let blocking = latency(&mut samples);
+        let uds = latency(&mut floor.uds_echo(budget.blocking_roundtrips, 0)?);
+        series.push(
+            spin_floor,
+            eventfd_floor,
+            uds,
+            (spin, spin_cpu),
+            (blocking, blocking_cpu),
         );
-        row.cpu_ns_per_call = Some(cpu);
-        rows.push(row);
-        let mut vs_uds = latency_row(
-            section,
-            "null call vs UDS 0 B",
-            &latency(&mut samples),
-            Some((&floors.uds_null, "UDS 0 B")),
-        );
-        vs_uds.cpu_ns_per_call = Some(cpu);
-        rows.push(vs_uds);
-
-        // Echo throughput, one client in this process.
-        for (i, &size) in SIZES.iter().enumerate() {
-            let (calls, elapsed, cpu) = echo_loop(
-                &mut client,
-                size,
-                budget.throughput_time,
-                Some(server.pid()),
-            )?;
-            let rate = calls as f64 / elapsed.as_secs_f64();
-            let mut row = Row::new(section, format!("echo {}, 1 client", size_label(size)));
-            row.calls_per_s = Some(rate);
-            row.mb_per_s = Some(rate * size as f64 / 1e6);
-            row.cpu_ns_per_call = Some(cpu);
-            row.ratio = Some((rate / floors.uds_echo[i], "UDS echo (calls/s)"));
-            rows.push(row);
-        }
-        drop(client);
-
-        // Echo throughput, four client processes at once.
-        for (i, &size) in SIZES.iter().enumerate() {
-            let (rate, cpu) = multi_client_echo(&server, spin, size, 4, budget.throughput_time)?;
-            let mut row = Row::new(section, format!("echo {}, 4 clients", size_label(size)));
-            row.calls_per_s = Some(rate);
-            row.mb_per_s = Some(rate * size as f64 / 1e6);
-            row.cpu_ns_per_call = Some(cpu);
-            row.ratio = Some((rate / floors.uds_echo[i], "UDS echo 1 client"));
-            rows.push(row);
-        }
-        server.stop()?;
     }
+    let mut rows = series.rows();
 
-    let table = render(&rows);
-    println!("\n{table}");
+    println!("throughput: UDS floor ...");
+    let mut uds_echo = Vec::new();
+    for &size in &SIZES {
+        // Size the run to the time budget from a short probe.
+        let probe = floor.uds_echo(20, size)?;
+        let per_call = probe.iter().sum::<Duration>() / probe.len() as u32;
+        let iterations = (budget.throughput_time.as_secs_f64() / per_call.as_secs_f64().max(1e-9))
+            .clamp(20.0, 1e6) as u64;
+        let start = Instant::now();
+        floor.uds_echo(iterations, size)?;
+        let rate = iterations as f64 / start.elapsed().as_secs_f64();
+        let mut row = Row::new("floor", format!("UDS echo {}, 1 client", size_label(size)));
+        row.calls_per_s = Some(rate);
+        row.mb_per_s = Some(rate * size as f64 / 1e6);
+        rows.push(row);
+        uds_echo.push(rate);
+    }
+    drop(floor);
+    floor_child.wait_or_kill(Duration::from_secs(5))?;
+
+    for (section, server, client, spin) in [
+        ("xenrpc spin", &spin_server, &mut spin_client, spin_policy),
+        (
+            "xenrpc blocking",
+            &blocking_server,
+            &mut blocking_client,
+            SpinPolicy::BLOCKING,
+        ),
+    ] {
+        println!("throughput: {section} ...");
+        // One client in this process, one call at a time.
+        for (i, &size) in SIZES.iter().enumerate() {
+            let (calls, elapsed, cpu) =
+                echo_loop(client, size, budget.throughput_time, Some(server.pid()))?;
+            let rate = calls as f64 / elapsed.as_secs_f64();
+            let name = format!("echo {}, 1 client", size_label(size));
+            rows.push(throughput_row(section, name, size, rate, cpu, uds_echo[i]));
+        }
+        // Pipelined: one publish (and at most one wake-up) per batch.
+        let mut pipelined = Client::connect(&server.socket, client_options(spin, PIPELINE_DEPTH))
+            .map_err(io::Error::other)?;
+        for (i, &size) in SIZES[..2].iter().enumerate() {
+            let (calls, elapsed, cpu) =
+                echo_pipelined(&mut pipelined, size, budget.throughput_time, server.pid())?;
+            let rate = calls as f64 / elapsed.as_secs_f64();
+            let name = format!(
+                "echo {}, 1 client, {PIPELINE_DEPTH} in flight",
+                size_label(size)
+            );
+            rows.push(throughput_row(section, name, size, rate, cpu, uds_echo[i]));
+        }
+        drop(pipelined);
+        // Four client processes at once.
+        for (i, &size) in SIZES.iter().enumerate() {
+            let (rate, cpu) = multi_client_echo(server, spin, size, 4, budget.throughput_time)?;
+            let name = format!("echo {}, 4 clients", size_label(size));
+            rows.push(throughput_row(section, name, size, rate, cpu, uds_echo[i]));
+        }
+    }
+    drop(spin_client);
+    drop(blocking_client);
+    spin_server.stop()?;
+    blocking_server.stop()?;
+
+    println!("\n{}", render(&rows));
     for (section, aim, floor) in [
         ("xenrpc spin", 2.0, "raw shm ping-pong"),
         ("xenrpc blocking", 1.5, "raw eventfd round trip"),
     ] {
-        if let Some((ratio, _)) = rows
+        let null_row = rows
             .iter()
-            .find(|r| r.section == section && r.name == "null call, 1 client")
-            .and_then(|r| r.ratio)
-        {
+            .find(|r| r.section == section && r.name == "null call, 1 client");
+        if let Some((ratio, _)) = null_row.and_then(|r| r.ratio) {
             let verdict = if ratio <= aim { "met" } else { "NOT met" };
             println!(
                 "aim: {section} null-call p50 within {aim}x of the {floor}: {ratio:.2}x, {verdict}"
@@ -266,14 +272,14 @@ fn orchestrate(quick: bool) -> io::Result<()> {
         }
     }
     println!(
-        "MB/s counts payload bytes per direction. CPU/call = client + server CPU time (from \
+        "Latency rows: medians over {} alternating rounds; ratios are medians of per-round ratios. \
+MB/s counts payload bytes per direction. CPU/call = client + server CPU time (from \
 /proc/<pid>/task/*/schedstat) per call, spinning included. Ratios: latency = xenrpc / floor \
-(lower is better); throughput = xenrpc / floor (higher is better). Figures move by about \
-±20% run to run on this machine; compare ratios within one run."
+(lower is better); throughput = xenrpc / UDS echo of the same size, 1 client (higher is better).",
+        budget.rounds
     );
-    let csv = csv_path();
-    if let Some(csv) = &csv {
-        if std::fs::write(csv, render_csv(&rows)).is_ok() {
+    if let Some(csv) = csv_path() {
+        if std::fs::write(&csv, render_csv(&rows)).is_ok() {
             println!("CSV: {}", csv.display());
         }
     }
@@ -281,57 +287,103 @@ fn orchestrate(quick: bool) -> io::Result<()> {
     Ok(())
 }
 
-struct Floors {
-    spin: Latency,
-    eventfd: Latency,
-    uds_null: Latency,
-    /// Calls/s per size in `SIZES`.
-    uds_echo: Vec<f64>,
-}
-
-fn measure_floors(budget: Budget) -> io::Result<Floors> {
-    let mut command = Command::new(std::env::current_exe()?);
-    command.arg("--role-floor-peer");
-    let (child, control) = spawn_with_control_socket(command)?;
-    let driver = FloorDriver::new(control);
-    // Warm-up, then the measured runs.
-    driver.spin_pingpong(budget.spin_roundtrips / 10)?;
-    let spin = latency(&mut driver.spin_pingpong(budget.spin_roundtrips)?);
-    driver.eventfd_roundtrip(budget.blocking_roundtrips / 10)?;
-    let eventfd = latency(&mut driver.eventfd_roundtrip(budget.blocking_roundtrips)?);
-    let uds_null = latency(&mut driver.uds_echo(budget.blocking_roundtrips, 0)?);
-    let mut uds_echo = Vec::new();
-    for &size in &SIZES {
-        // Size the run to the time budget from a short probe.
-        let probe = driver.uds_echo(20, size)?;
-        let per_call = probe.iter().sum::<Duration>() / probe.len() as u32;
-        let iterations = (budget.throughput_time.as_secs_f64() / per_call.as_secs_f64().max(1e-9))
-            .clamp(20.0, 1e6) as u64;
-        let start = Instant::now();
-        driver.uds_echo(iterations, size)?;
-        uds_echo.push(iterations as f64 / start.elapsed().as_secs_f64());
-    }
-    drop(driver);
-    child.wait_or_kill(Duration::from_secs(5))?;
-    Ok(Floors {
-        spin,
-        eventfd,
-        uds_null,
-        uds_echo,
-    })
-}
-
-fn latency_row(
+fn throughput_row(
     section: &'static str,
-    name: &str,
-    latency: &Latency,
-    floor: Option<(&Latency, &'static str)>,
+    name: String,
+    size: usize,
+    rate: f64,
+    cpu: f64,
+    uds_rate: f64,
 ) -> Row {
     let mut row = Row::new(section, name);
-    row.p50_ns = Some(latency.p50);
-    row.p99_ns = Some(latency.p99);
-    row.ratio = floor.map(|(floor, label)| (latency.p50 / floor.p50, label));
+    row.calls_per_s = Some(rate);
+    row.mb_per_s = Some(rate * size as f64 / 1e6);
+    row.cpu_ns_per_call = Some(cpu);
+    row.ratio = Some((rate / uds_rate, "UDS echo"));
     row
+}
+
+/// Per-round latency figures.
+#[derive(Default)]
+struct LatencySeries {
+    spin_floor: Vec<Latency>,
+    eventfd_floor: Vec<Latency>,
+    uds: Vec<Latency>,
+    spin: Vec<(Latency, f64)>,
+    blocking: Vec<(Latency, f64)>,
+}
+
+impl LatencySeries {
+    fn push(
+        &mut self,
+        spin_floor: Latency,
+        eventfd_floor: Latency,
+        uds: Latency,
+        spin: (Latency, f64),
+        blocking: (Latency, f64),
+    ) {
+        self.spin_floor.push(spin_floor);
+        self.eventfd_floor.push(eventfd_floor);
+        self.uds.push(uds);
+        self.spin.push(spin);
+        self.blocking.push(blocking);
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        let med = |mut values: Vec<f64>| median(&mut values);
+        let floor_row = |name: &str, series: &[Latency]| {
+            let mut row = Row::new("floor", name);
+            row.p50_ns = Some(med(series.iter().map(|l| l.p50).collect()));
+            row.p99_ns = Some(med(series.iter().map(|l| l.p99).collect()));
+            row
+        };
+        let xen_row = |section, name: &str, series: &[(Latency, f64)], floor: &[Latency], label| {
+            let mut row = Row::new(section, name);
+            row.p50_ns = Some(med(series.iter().map(|(l, _)| l.p50).collect()));
+            row.p99_ns = Some(med(series.iter().map(|(l, _)| l.p99).collect()));
+            row.cpu_ns_per_call = Some(med(series.iter().map(|(_, cpu)| *cpu).collect()));
+            let ratios = series
+                .iter()
+                .zip(floor)
+                .map(|((l, _), f)| l.p50 / f.p50)
+                .collect();
+            row.ratio = Some((med(ratios), label));
+            row
+        };
+        vec![
+            floor_row("raw shm ping-pong (spin)", &self.spin_floor),
+            floor_row("raw eventfd round trip (blocking)", &self.eventfd_floor),
+            floor_row("UDS request/response, 0 B", &self.uds),
+            xen_row(
+                "xenrpc spin",
+                "null call, 1 client",
+                &self.spin,
+                &self.spin_floor,
+                "shm ping-pong",
+            ),
+            xen_row(
+                "xenrpc spin",
+                "null call, 1 client (vs UDS)",
+                &self.spin,
+                &self.uds,
+                "UDS 0 B",
+            ),
+            xen_row(
+                "xenrpc blocking",
+                "null call, 1 client",
+                &self.blocking,
+                &self.eventfd_floor,
+                "eventfd RTT",
+            ),
+            xen_row(
+                "xenrpc blocking",
+                "null call, 1 client (vs UDS)",
+                &self.blocking,
+                &self.uds,
+                "UDS 0 B",
+            ),
+        ]
+    }
 }
 
 /// A `xenrpc-hostd` (this binary in server role) on CPU 1.
@@ -341,9 +393,11 @@ struct BenchServer {
 }
 
 impl BenchServer {
-    fn start(spin: SpinPolicy) -> io::Result<Self> {
-        let socket =
-            std::env::temp_dir().join(format!("xenrpc-hostbench-{}.sock", std::process::id()));
+    fn start(name: &str, spin: SpinPolicy) -> io::Result<Self> {
+        let socket = std::env::temp_dir().join(format!(
+            "xenrpc-hostbench-{}-{name}.sock",
+            std::process::id()
+        ));
         let mut child = Command::new(std::env::current_exe()?)
             .arg("--role-server")
             .arg("--socket")
@@ -457,6 +511,64 @@ fn echo_loop(
         return Err(io::Error::other("echo returned different bytes"));
     }
     Ok((calls, elapsed, cpu.as_nanos() as f64 / calls as f64))
+}
+
+/// Echoes `size` bytes in batches of `PIPELINE_DEPTH` calls (each with its own result window):
+/// start a batch, publish it once, collect every reply. Returns (calls, elapsed, CPU ns/call).
+fn echo_pipelined(
+    client: &mut Client,
+    size: usize,
+    duration: Duration,
+    server: u32,
+) -> io::Result<(u64, Duration, f64)> {
+    let payload: Vec<u8> = (0..size).map(|i| (i * 17 + 1) as u8).collect();
+    client
+        .data()
+        .write(0, &payload)
+        .map_err(|_| io::Error::other("payload outside data region"))?;
+    let calls: Vec<_> = (0..PIPELINE_DEPTH)
+        .map(|i| {
+            echo::client::echo_ool(&())
+                .ool_args(OolRef::new(0, size as u32))
+                .ool_result(OolRef::new((MAX_PAYLOAD + i * size) as u32, size as u32))
+        })
+        .collect();
+    let batch = |client: &mut Client| -> io::Result<()> {
+        let pending = calls
+            .iter()
+            .map(|call| client.start(call))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io::Error::other)?;
+        client.flush();
+        for call in pending {
+            let reply = client.finish(call, None).map_err(io::Error::other)?;
+            if reply.ool_written as usize != size {
+                return Err(io::Error::other("short echo"));
+            }
+        }
+        Ok(())
+    };
+    batch(client)?;
+    let cpu_before = own_and_server_cpu(Some(server))?;
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < duration {
+        batch(client)?;
+        done += PIPELINE_DEPTH as u64;
+    }
+    let elapsed = start.elapsed();
+    let cpu = own_and_server_cpu(Some(server))? - cpu_before;
+    for i in 0..PIPELINE_DEPTH {
+        let mut echoed = vec![0u8; size];
+        client
+            .data()
+            .read(MAX_PAYLOAD + i * size, &mut echoed)
+            .map_err(|_| io::Error::other("result outside data region"))?;
+        if echoed != payload {
+            return Err(io::Error::other("pipelined echo returned different bytes"));
+        }
+    }
+    Ok((done, elapsed, cpu.as_nanos() as f64 / done as f64))
 }
 
 /// Client process role: `--role-client SOCKET SPIN SIZE MILLIS`; prints `calls elapsed_ns cpu_ns`.
@@ -594,8 +706,17 @@ fn render(rows: &[Row]) -> String {
         "ratio to floor",
     ];
     let widths = [36, 10, 10, 10, 9, 10, 0];
-    let mut section = "";
+    let mut sections: Vec<&str> = Vec::new();
     for row in rows {
+        if !sections.contains(&row.section) {
+            sections.push(row.section);
+        }
+    }
+    let grouped = sections
+        .iter()
+        .flat_map(|section| rows.iter().filter(move |row| row.section == *section));
+    let mut section = "";
+    for row in grouped {
         if row.section != section {
             section = row.section;
             let _ = writeln!(out, "== {section} ==");
