@@ -379,10 +379,14 @@ impl Xenstore for FakeStore {
             {
                 let mut state = self.store.state.lock().unwrap();
                 let handle = state.handles.get_mut(&self.id).expect("handle registered");
-                if let Some(e) = handle.queue.pop_front() {
-                    return Ok(Some(e));
+                let event = handle.queue.pop_front();
+                // Readable exactly while events are queued (as a socket with bytes would be).
+                if handle.queue.is_empty() {
+                    drain(self.signal.as_raw_fd());
                 }
-                drain(self.signal.as_raw_fd());
+                if event.is_some() {
+                    return Ok(event);
+                }
             }
             match poll_readable(&[self.signal.as_raw_fd()], deadline)
                 .map_err(|e| Error::device("poll", e))?

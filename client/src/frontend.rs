@@ -585,8 +585,9 @@ impl<D: XenDevices> Connection<D> {
                         self.channel.acknowledge()?;
                     }
                     if mask & 2 != 0 {
-                        // Reads the event off the stream (bounded by the deadline).
-                        if self.store.next_event(deadline)?.is_some() {
+                        // Takes what has arrived without waiting: the call's response must
+                        // not wait behind a partial xenstore message.
+                        if self.store.next_event(Instant::now())?.is_some() {
                             self.check_backend()?;
                         }
                     }
