@@ -36,22 +36,22 @@ pub fn run(grant_peer: Option<DomId>) -> Vec<Step> {
         };
         steps.push(Step { name, ok, detail });
     };
-    let mut store = XenbusConnection::open_default();
-    let domid = match store.as_mut() {
-        Ok(s) => own_domid(s),
-        Err(e) => Err(Error::Protocol(format!("no xenstore: {e}"))),
+    let mut store = match XenbusConnection::open_default() {
+        Ok(s) => s,
+        Err(e) => {
+            record("xenstore-open", Err(e));
+            return steps;
+        }
     };
-    record(
-        "xenstore-domid",
-        domid
-            .as_ref()
-            .map(|d| format!("this domain is {d}"))
-            .map_err(clone_err),
-    );
-    let Ok(domid) = domid else { return steps };
-    if let Ok(s) = store.as_mut() {
-        record("xenstore-write-read", xenstore_round_trip(s));
-    }
+    let domid = match own_domid(&mut store) {
+        Ok(d) => d,
+        Err(e) => {
+            record("xenstore-domid", Err(e));
+            return steps;
+        }
+    };
+    record("xenstore-domid", Ok(format!("this domain is {domid}")));
+    record("xenstore-write-read", xenstore_round_trip(&mut store));
     let devices = LinuxDevices::open();
     let devices = match devices {
         Ok(d) => d,
