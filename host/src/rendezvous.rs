@@ -283,3 +283,86 @@ fn new_socket(flags: SocketFlags) -> io::Result<OwnedFd> {
 fn invalid(message: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_reject_garbage() {
+        let hello = Hello {
+            data_len: 123 << 12,
+        };
+        assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
+        let welcome = Welcome {
+            slots: 64,
+            ring_len: 36864,
+            data_len: 1 << 20,
+        };
+        assert_eq!(Welcome::decode(&welcome.encode()).unwrap(), welcome);
+
+        let mut bad_magic = hello.encode();
+        bad_magic[0] ^= 1;
+        assert!(Hello::decode(&bad_magic).is_err());
+        let mut bad_version = welcome.encode();
+        bad_version[4] = 99;
+        assert!(Welcome::decode(&bad_version).is_err());
+        assert!(Hello::decode(&hello.encode()[..15]).is_err());
+        assert!(Welcome::decode(&[0u8; 33]).is_err());
+    }
+
+    #[test]
+    fn fds_travel_with_their_message_and_peer_identity_comes_from_the_kernel() {
+        let dir = std::env::temp_dir().join(format!("xenrpc-rdv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let listener = listen(&path).unwrap();
+
+        let client_path = path.clone();
+        let client = std::thread::spawn(move || {
+            connect(
+                &client_path,
+                Hello { data_len: 8192 },
+                Duration::from_secs(5),
+            )
+        });
+        let (socket, peer) = loop {
+            if let Some(accepted) = accept(listener.as_fd()).unwrap() {
+                break accepted;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(peer.pid, std::process::id());
+        let mut fds = [PollFd::new(&socket, PollFlags::IN)];
+        poll_retrying(&mut fds, Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let len = recv_plain(socket.as_fd(), &mut buf).unwrap();
+        assert_eq!(Hello::decode(&buf[..len]).unwrap().data_len, 8192);
+
+        let events: Vec<_> = (0..4)
+            .map(|_| crate::event::EventFd::new().unwrap())
+            .collect();
+        let welcome = Welcome {
+            slots: 16,
+            ring_len: 4096,
+            data_len: 8192,
+        };
+        let borrowed: Vec<_> = events.iter().map(|e| e.fd()).collect();
+        send_message(socket.as_fd(), &welcome.encode(), &borrowed).unwrap();
+        let (_client_socket, got, received) = client.join().unwrap().unwrap();
+        assert_eq!(got, welcome);
+        // The received fds are the same eventfds: a signal on ours is seen on theirs.
+        events[2].signal().unwrap();
+        let theirs =
+            crate::event::EventFd::from_received(received.into_iter().nth(2).unwrap()).unwrap();
+        assert!(theirs.drain().unwrap());
+        assert!(!theirs.drain().unwrap());
+
+        // A second server cannot steal a live path; once the first is gone, the stale socket
+        // file is replaced.
+        assert!(listen(&path).is_err());
+        drop(listener);
+        assert!(listen(&path).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -90,8 +90,8 @@ const TOKEN_LISTENER: u64 = u64::MAX;
 /// Event tokens are `connection id << 1 | kind`.
 const KIND_SOCKET: u64 = 0;
 const KIND_WAKEUP: u64 = 1;
-/// Spin iterations between non-blocking looks at the sockets (accepts and hangups are noticed
-/// while busy, too).
+/// Loop iterations between non-blocking looks at the sockets (accepts and hangups are noticed
+/// while busy or spinning, too).
 const EVENT_CHECK_INTERVAL: u32 = 512;
 
 enum Stage {
@@ -166,16 +166,21 @@ impl Server {
         let clock = MonotonicClock;
         let mut dispatcher = CatchPanics(dispatcher);
         let mut idle: u32 = 0;
+        let mut iterations: u32 = 0;
         loop {
+            // Look at the sockets now and then even while busy, so that a client hammering its
+            // ring cannot keep new clients waiting or dead ones mapped.
+            iterations = iterations.wrapping_add(1);
+            if iterations % EVENT_CHECK_INTERVAL == 0 {
+                self.handle_events(Some(Duration::ZERO), &mut events)?;
+                self.expire_setups(&mut events);
+            }
             if self.serve_all(&mut dispatcher, &clock, &mut events) {
                 idle = 0;
                 continue;
             }
             idle = idle.saturating_add(1);
             if idle < self.config.spin.spin_iterations {
-                if idle % EVENT_CHECK_INTERVAL == 0 {
-                    self.handle_events(Some(Duration::ZERO), &mut events)?;
-                }
                 std::hint::spin_loop();
                 continue;
             }

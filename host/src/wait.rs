@@ -173,3 +173,104 @@ pub fn timespec(duration: Duration) -> rustix::event::Timespec {
         tv_nsec: i64::from(duration.subsec_nanos()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn ready_value_ends_the_wait_without_blocking() {
+        let wakeups = EventFd::new().unwrap();
+        let (ours, _theirs) = pair();
+        let waiter = Waiter::new(&wakeups, ours.as_fd()).unwrap();
+        let mut polls = 0;
+        let outcome = waiter
+            .wait(
+                SpinPolicy {
+                    spin_iterations: 10,
+                },
+                &mut polls,
+                |n| {
+                    *n += 1;
+                    (*n == 3).then_some(*n)
+                },
+                |_| panic!("must not arm"),
+                None,
+            )
+            .unwrap();
+        assert_eq!(outcome, WaitOutcome::Ready(3));
+    }
+
+    #[test]
+    fn blocked_waiter_wakes_on_signal_and_sees_hangup_and_timeout() {
+        let wakeups = EventFd::new().unwrap();
+        let (ours, theirs) = pair();
+        let waiter = Waiter::new(&wakeups, ours.as_fd()).unwrap();
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+        // Woken by the peer's signal after it sets the flag.
+        let (peer_flag, peer_wakeups) = (flag.clone(), wakeups.fd().try_clone_to_owned().unwrap());
+        let signaller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            peer_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            EventFd::from_received(peer_wakeups)
+                .unwrap()
+                .signal()
+                .unwrap();
+        });
+        let mut armed = 0;
+        let outcome = waiter
+            .wait(
+                SpinPolicy::BLOCKING,
+                &mut armed,
+                |_| flag.load(std::sync::atomic::Ordering::SeqCst).then_some(()),
+                |armed| {
+                    *armed += 1;
+                    false
+                },
+                Some(Instant::now() + Duration::from_secs(10)),
+            )
+            .unwrap();
+        signaller.join().unwrap();
+        assert_eq!(outcome, WaitOutcome::Ready(()));
+        assert!(armed >= 1);
+
+        // Nothing happens: the deadline ends the wait.
+        let outcome = waiter
+            .wait(
+                SpinPolicy::BLOCKING,
+                &mut (),
+                |_| None::<()>,
+                |_| false,
+                Some(Instant::now() + Duration::from_millis(20)),
+            )
+            .unwrap();
+        assert_eq!(outcome, WaitOutcome::TimedOut);
+
+        // The peer's socket closes: reported as gone, not slept through.
+        assert!(!waiter.peer_gone().unwrap());
+        drop(theirs);
+        let outcome = waiter
+            .wait(
+                SpinPolicy::BLOCKING,
+                &mut (),
+                |_| None::<()>,
+                |_| false,
+                Some(Instant::now() + Duration::from_secs(10)),
+            )
+            .unwrap();
+        assert_eq!(outcome, WaitOutcome::PeerGone);
+        assert!(waiter.peer_gone().unwrap());
+    }
+}

@@ -125,10 +125,16 @@ fn every_status_in_a_conversation() {
 
 #[test]
 fn several_clients_at_once_get_their_own_answers() {
-    let server = ServerProcess::start(&[]);
+    // Short spins: four clients and a server share two cores here.
+    let server = ServerProcess::start(&["--spin", "2000"]);
     let workers: Vec<_> = (0..4u8)
         .map(|n| {
-            let mut client = server.connect();
+            let mut client = server.connect_with(ClientOptions {
+                spin: xenrpc_host::wait::SpinPolicy {
+                    spin_iterations: 2000,
+                },
+                ..ClientOptions::default()
+            });
             std::thread::spawn(move || {
                 let size = 1000 + 777 * n as usize;
                 for round in 0..200u32 {
@@ -179,4 +185,47 @@ fn pipelined_calls_complete_in_any_order_of_collection() {
             i as i64 + 1000
         );
     }
+}
+
+#[test]
+fn a_busy_client_does_not_keep_others_out() {
+    // Spin mode: the server never sleeps while the first client keeps it busy.
+    let server = ServerProcess::start(&["--spin", "1000000"]);
+    let mut busy = server.connect_with(ClientOptions {
+        max_in_flight: 8,
+        ..ClientOptions::default()
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut calls = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let pending: Vec<_> = (0..8)
+                    .map(|_| busy.start(&echo::client::ping(&())).unwrap())
+                    .collect();
+                busy.flush();
+                for call in pending {
+                    busy.finish(call, Some(TIMEOUT)).unwrap();
+                }
+                calls += 8;
+            }
+            calls
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    // A newcomer is accepted and served while the hammering goes on.
+    let mut newcomer = server.connect();
+    for _ in 0..10 {
+        newcomer
+            .call(&echo::client::ping(&()), Some(TIMEOUT))
+            .unwrap();
+    }
+    let stats = newcomer
+        .call(&admin::client::stats(&()), Some(TIMEOUT))
+        .unwrap()
+        .value;
+    assert_eq!(stats.connected, 2);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(hammer.join().unwrap() > 0);
 }
