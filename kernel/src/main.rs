@@ -10,6 +10,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod mm;
 #[cfg(target_os = "none")]
+mod rpc;
+#[cfg(target_os = "none")]
 mod selftest;
 #[cfg(target_os = "none")]
 mod xen;
@@ -21,7 +23,7 @@ mod service_vm {
     use crate::xen::hypercall;
     use crate::xen::start_info::{BootInfo, ConsoleSource};
     use crate::xen::{console, control, events, grant, shared_info, time, traps, xenstore};
-    use crate::{log, mm, selftest};
+    use crate::{log, mm, rpc, selftest};
 
     xenrpc_boot::entry_point!(kernel_main);
 
@@ -75,14 +77,19 @@ mod service_vm {
         if let Err(e) = control::publish_selftest_verdict(report.failed == 0) {
             log!("cannot publish the self-test verdict: {e}");
         }
-        log!("ready");
-        loop {
-            events::dispatch_pending();
-            xenstore::service();
-            if let Err(e) = events::idle(None) {
-                fatal(format_args!("idle failed: {e}"));
-            }
+        let own = match xenstore::read_text("domid")
+            .map(|d| xenrpc_rendezvous::parse_domid(d.as_bytes()))
+        {
+            Ok(Ok(id)) => id,
+            other => fatal(format_args!(
+                "cannot read our domid from xenstore: {other:?}"
+            )),
+        };
+        if let Err(e) = rpc::init(own) {
+            fatal(format_args!("starting the RPC backend failed: {e}"));
         }
+        log!("ready");
+        rpc::run()
     }
 
     /// Grant table, and for a domU xenstore and the shutdown watch.

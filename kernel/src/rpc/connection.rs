@@ -1,0 +1,280 @@
+//! One client connection in the service VM: the client's granted ring and data pages mapped
+//! once into a slot of the foreign window, the interdomain event channel, and the protocol's
+//! server end over them. Dropping a connection closes the port and unmaps every grant.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use xen_abi::grant::{GrantAccess, GrantHandle, GrantRef};
+use xen_abi::DomId;
+use xenrpc_proto::{PeerId, RingGeometry, ServerConnection, SetupError, SharedMemory};
+use xenrpc_rendezvous::{Index, IndexError};
+
+use crate::log;
+use crate::mm::pagetable::MapError;
+use crate::mm::{self, ForeignSlot};
+use crate::xen::events::{self, EventError, Port};
+use crate::xen::grant::{self, GrantTableError};
+
+/// Why a connection could not be established.
+#[derive(Debug)]
+pub enum ConnectError {
+    NoSlot(MapError),
+    MapIndex(GrantTableError),
+    Index(IndexError),
+    /// The ring page count matches no ring geometry.
+    RingPages(usize),
+    MapPage {
+        page: usize,
+        error: GrantTableError,
+    },
+    Setup(SetupError),
+    Bind(EventError),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::NoSlot(e) => write!(f, "no foreign slot: {e}"),
+            ConnectError::MapIndex(e) => write!(f, "mapping the index page failed: {e:?}"),
+            ConnectError::Index(e) => write!(f, "bad index page: {e}"),
+            ConnectError::RingPages(n) => write!(f, "{n} ring pages match no ring geometry"),
+            ConnectError::MapPage { page, error } => {
+                write!(f, "mapping page {page} failed: {error:?}")
+            }
+            ConnectError::Setup(e) => write!(f, "ring setup refused: {e:?}"),
+            ConnectError::Bind(e) => write!(f, "binding the event channel failed: {e:?}"),
+        }
+    }
+}
+
+/// Pages of a foreign slot mapped from one client's grants.
+#[derive(Clone, Copy)]
+pub struct GrantedRegion {
+    base: u64,
+    len: usize,
+}
+
+// SAFETY: the region lies in a foreign slot whose pages stay mapped until the `Mappings` that
+// owns the slot is dropped, which happens only after the `ServerConnection` holding this region
+// (field order in `Connection`, and `Connection::drop`). The base is page aligned.
+unsafe impl SharedMemory for GrantedRegion {
+    fn base(&self) -> *mut u8 {
+        self.base as *mut u8
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// The grants mapped into one slot; unmaps them all and frees the slot when dropped.
+struct Mappings {
+    client: DomId,
+    slot: Option<ForeignSlot>,
+    mapped: Vec<(u64, GrantHandle)>,
+}
+
+impl Mappings {
+    fn new(client: DomId, slot: ForeignSlot) -> Self {
+        Self {
+            client,
+            slot: Some(slot),
+            mapped: Vec::new(),
+        }
+    }
+
+    fn base(&self) -> u64 {
+        self.slot.as_ref().map_or(0, |s| s.base)
+    }
+
+    fn pages(&self) -> u64 {
+        self.slot.as_ref().map_or(0, |s| s.pages)
+    }
+
+    fn map(&mut self, page: u64, grant: u32, access: GrantAccess) -> Result<u64, GrantTableError> {
+        assert!(page < self.pages());
+        let va = self.base() + page * 4096;
+        let handle = grant::map_grant(self.client, GrantRef(grant), va, access)?;
+        self.mapped.push((va, handle));
+        Ok(va)
+    }
+
+    fn unmap_last(&mut self) {
+        if let Some((va, handle)) = self.mapped.pop() {
+            if let Err(e) = grant::unmap_grant(va, handle) {
+                log!("rpc: dom{}: unmapping {va:#x} failed: {e:?}", self.client);
+                self.quarantine();
+            }
+        }
+    }
+
+    /// A slot whose grants could not all be unmapped is never reused.
+    fn quarantine(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            log!("rpc: foreign slot at {:#x} quarantined", slot.base);
+            core::mem::forget(slot);
+        }
+    }
+}
+
+impl Drop for Mappings {
+    fn drop(&mut self) {
+        while !self.mapped.is_empty() {
+            self.unmap_last();
+        }
+        if let Some(slot) = self.slot.take() {
+            if let Err(e) = mm::release_foreign_slot(slot) {
+                log!("rpc: releasing a foreign slot failed: {e}");
+            }
+        }
+    }
+}
+
+/// The ring geometry whose region is exactly `pages` pages (slot counts are powers of two, so
+/// at most one matches).
+pub fn geometry_for_pages(pages: usize) -> Option<RingGeometry> {
+    (4..=16)
+        .filter_map(|shift| RingGeometry::new(1u32 << shift).ok())
+        .find(|g| g.region_pages() == pages)
+}
+
+pub struct Connection {
+    pub client: DomId,
+    pub devid: u32,
+    /// Set by the event-channel handler; cleared by the dispatch loop.
+    kicked: Arc<AtomicBool>,
+    port: Port,
+    /// Declared before `mappings`: the server end goes away before the pages it reads.
+    server: ServerConnection<GrantedRegion, GrantedRegion>,
+    mappings: Mappings,
+    pub ring_pages: usize,
+    pub data_pages: usize,
+}
+
+impl Connection {
+    /// Maps the client's pages named by its index page, attaches the protocol's server end and
+    /// binds the client's event channel. Anything wrong undoes what was done and says why.
+    pub fn establish(
+        client: DomId,
+        devid: u32,
+        index_ref: u32,
+        remote_port: u32,
+    ) -> Result<Self, ConnectError> {
+        let slot = mm::reserve_foreign_slot().map_err(ConnectError::NoSlot)?;
+        let mut mappings = Mappings::new(client, slot);
+        let index_page = mappings.pages() - 1;
+
+        let va = mappings
+            .map(index_page, index_ref, GrantAccess::ReadOnly)
+            .map_err(ConnectError::MapIndex)?;
+        let mut copy = [0u8; 4096];
+        for (i, byte) in copy.iter_mut().enumerate() {
+            // SAFETY: the index page is mapped read-only at `va` (just above); each byte the
+            // client can change is read exactly once into the private copy.
+            *byte = unsafe { core::ptr::read_volatile((va + i as u64) as *const u8) };
+        }
+        mappings.unmap_last();
+        let index = Index::parse(&copy, index_page as usize).map_err(ConnectError::Index)?;
+        let geometry = geometry_for_pages(index.ring_pages())
+            .ok_or(ConnectError::RingPages(index.ring_pages()))?;
+
+        for (page, &grant) in index
+            .ring_refs()
+            .iter()
+            .chain(index.data_refs())
+            .enumerate()
+        {
+            mappings
+                .map(page as u64, grant, GrantAccess::ReadWrite)
+                .map_err(|error| ConnectError::MapPage { page, error })?;
+        }
+        let ring_len = index.ring_pages() * 4096;
+        let ring = GrantedRegion {
+            base: mappings.base(),
+            len: ring_len,
+        };
+        let data = GrantedRegion {
+            base: mappings.base() + ring_len as u64,
+            len: index.data_pages() * 4096,
+        };
+        let server = ServerConnection::attach(ring, data, geometry, PeerId(client as u32))
+            .map_err(ConnectError::Setup)?;
+
+        let port = events::bind_interdomain(client, remote_port).map_err(ConnectError::Bind)?;
+        let kicked = Arc::new(AtomicBool::new(true));
+        let flag = kicked.clone();
+        let installed =
+            events::set_handler(port, Arc::new(move |_| flag.store(true, Ordering::SeqCst)))
+                .and_then(|()| events::unmask(port).map_err(EventError::Xen));
+        if let Err(e) = installed {
+            events::remove_handler(port);
+            let _ = events::close(port);
+            return Err(ConnectError::Bind(e));
+        }
+        Ok(Connection {
+            client,
+            devid,
+            kicked,
+            port,
+            server,
+            mappings,
+            ring_pages: index.ring_pages(),
+            data_pages: index.data_pages(),
+        })
+    }
+
+    /// Serves up to `budget` requests if the client signalled or left requests queued.
+    /// Returns `(handled, broken)`.
+    pub fn serve(
+        &mut self,
+        dispatcher: &mut impl xenrpc_proto::Dispatcher,
+        budget: u32,
+    ) -> (u32, bool) {
+        let kicked = self.kicked.swap(false, Ordering::SeqCst);
+        if !kicked && !self.server.has_requests() {
+            return (0, self.server.broken().is_some());
+        }
+        let clock = crate::xen::time::now_ns;
+        let outcome = self.server.poll(dispatcher, &clock, budget);
+        if outcome.notify {
+            if let Err(e) = events::send(self.port) {
+                log!("rpc: dom{} notify failed: {e}", self.client);
+            }
+        }
+        if outcome.more {
+            // Not everything fit the budget: come back without waiting for an event.
+            self.kicked.store(true, Ordering::SeqCst);
+        }
+        (outcome.handled, outcome.broken)
+    }
+
+    /// Arms the event threshold before the loop sleeps; false if requests arrived meanwhile.
+    pub fn ready_to_sleep(&mut self) -> bool {
+        !self.kicked.load(Ordering::SeqCst) && self.server.prepare_to_sleep()
+    }
+
+    pub fn stats(&self) -> &xenrpc_proto::ConnectionStats {
+        self.server.stats()
+    }
+
+    pub fn violation(&self) -> Option<xenrpc_proto::Violation> {
+        self.server.broken()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        events::remove_handler(self.port);
+        if let Err(e) = events::close(self.port) {
+            log!(
+                "rpc: dom{}: closing port {} failed: {e}",
+                self.client,
+                self.port
+            );
+        }
+        // `server` then `mappings` drop after this, in declaration order.
+    }
+}

@@ -1,0 +1,107 @@
+//! The RPC service: the xenbus backend that attaches clients, and the dispatch loop that serves
+//! their calls with the built-in services.
+//!
+//! The loop polls every connection whose event channel fired (or that has requests left over
+//! from its budget), spins briefly while calls keep arriving, then arms every ring's event
+//! threshold and blocks in `SCHEDOP_block` until an event. Handlers never block.
+
+pub mod backend;
+mod connection;
+
+use core::sync::atomic::Ordering;
+
+use spin::Mutex;
+use xen_abi::DomId;
+use xenrpc_proto::services::{arith, echo, kv};
+use xenrpc_proto::Registry;
+
+use self::backend::{Backend, RESCAN};
+use crate::log;
+use crate::xen::{control, events, time, xenstore};
+
+/// Requests served per connection before moving to the next (fairness between clients).
+const BUDGET_PER_CONNECTION: u32 = 32;
+/// How long the loop keeps polling after the last request before it blocks: a client that
+/// sends its next call within this window is served without a wake-up.
+const SPIN_NS: u64 = 50_000;
+
+static BACKEND: Mutex<Option<Backend>> = Mutex::new(None);
+
+/// The built-in services' state, owned by the loop.
+struct Services {
+    echo: echo::Handler<echo::EchoServer>,
+    arith: arith::Handler<arith::ArithServer>,
+    kv: kv::Handler<kv::KvStore>,
+}
+
+impl Services {
+    fn new() -> Self {
+        Self {
+            echo: echo::Handler(echo::EchoServer),
+            arith: arith::Handler(arith::ArithServer),
+            kv: kv::Handler(kv::KvStore::new()),
+        }
+    }
+
+    fn registry(&mut self) -> Registry<'_> {
+        let mut registry = Registry::new();
+        let registered = registry
+            .register(&mut self.echo)
+            .and_then(|()| registry.register(&mut self.arith))
+            .and_then(|()| registry.register(&mut self.kv));
+        // Distinct ids, far below the registry's capacity: cannot fail.
+        assert_eq!(registered, Ok(()), "built-in services clash");
+        registry
+    }
+}
+
+/// Closes every client when the VM is asked to shut down.
+fn close_all_on_shutdown() {
+    if let Some(backend) = BACKEND.lock().as_mut() {
+        backend.shutdown();
+        log!("rpc: all clients closed");
+    }
+}
+
+/// Starts the backend (domU only: it needs xenstore).
+pub fn init(own: DomId) -> Result<(), xenstore::XsError> {
+    *BACKEND.lock() = Some(Backend::start(own)?);
+    control::on_shutdown(close_all_on_shutdown);
+    log!(
+        "rpc: serving echo, arith, kv, introspection; backend at {}",
+        xenrpc_rendezvous::backend_root(own)
+    );
+    Ok(())
+}
+
+/// The dispatch loop. Never returns: the VM ends through `control/shutdown`.
+pub fn run() -> ! {
+    let mut services = Services::new();
+    let mut last_work = 0u64;
+    loop {
+        events::dispatch_pending();
+        xenstore::service();
+        let mut guard = BACKEND.lock();
+        let backend = guard.as_mut().expect("rpc::init ran");
+        if RESCAN.swap(false, Ordering::SeqCst) {
+            backend.rescan();
+        }
+        let handled = backend.serve(&mut services.registry(), BUDGET_PER_CONNECTION);
+        let now = time::now_ns();
+        if handled > 0 {
+            last_work = now;
+            continue;
+        }
+        if now.saturating_sub(last_work) < SPIN_NS {
+            core::hint::spin_loop();
+            continue;
+        }
+        if !backend.ready_to_sleep() {
+            continue;
+        }
+        drop(guard);
+        if let Err(e) = events::idle(None) {
+            crate::fatal(format_args!("idle failed: {e}"));
+        }
+    }
+}
