@@ -265,6 +265,11 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         })
     }
 
+    /// Gives the memory back (e.g. to unmap grants) when the connection is torn down.
+    pub fn into_memory(self) -> (R, D) {
+        (self.ring.into_memory(), self.data.into_memory())
+    }
+
     pub fn geometry(&self) -> RingGeometry {
         self.geometry
     }

@@ -223,6 +223,28 @@ impl Status {
     pub const fn index(self) -> usize {
         self as usize
     }
+
+    /// A short name for logs and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::UnknownService => "unknown service",
+            Status::UnknownMethod => "unknown method",
+            Status::VersionMismatch => "version mismatch",
+            Status::BadArguments => "bad arguments",
+            Status::TooLarge => "too large",
+            Status::DeadlineExceeded => "deadline exceeded",
+            Status::Busy => "busy",
+            Status::HandlerFault => "handler fault",
+            Status::AccessDenied => "access denied",
+        }
+    }
+}
+
+impl core::fmt::Display for Status {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Size of a connection's rings, agreed out of band at connection setup and held privately by

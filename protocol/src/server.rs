@@ -154,6 +154,11 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         Ok(connection)
     }
 
+    /// Gives the memory back (e.g. to unmap grants) when the connection is torn down.
+    pub fn into_memory(self) -> (R, D) {
+        (self.ring.into_memory(), self.data.into_memory())
+    }
+
     pub fn peer(&self) -> PeerId {
         self.peer
     }
