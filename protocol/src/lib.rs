@@ -1,8 +1,8 @@
 //! # xenrpc-proto: the portable RPC protocol
 //!
 //! Shared by the Xen service VM (`no_std` + heap), Linux guest clients, the host transport and
-//! the tests. `no_std` by default; features: `alloc` (the kv server, [`mem::HeapRegion`]),
-//! `std` (implies `alloc`), `fuzzing` (the [`fuzzing`] harness).
+//! the tests. `no_std` by default; features: `alloc` (the kv server, `mem::HeapRegion`),
+//! `std` (implies `alloc`), `fuzzing` (the `fuzzing` harness).
 //!
 //! ## A connection
 //! Two shared regions, both set up by the transport, both page aligned ([`SharedMemory`]):

@@ -1,6 +1,6 @@
 //! The kv service: a small key-value store with one namespace per peer id (the transport's
 //! peer id, never a value from the message). Keys travel inline, values out of line. The
-//! server ([`KvStore`], feature `alloc`) bounds key and value sizes and each peer's entries and
+//! server (`KvStore`, feature `alloc`) bounds key and value sizes and each peer's entries and
 //! bytes, so one client cannot exhaust the server's memory for the others.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
