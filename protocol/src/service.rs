@@ -593,3 +593,128 @@ macro_rules! define_service {
         }
     };
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::mem::HeapRegion;
+    use crate::region::SharedRegion;
+
+    #[test]
+    fn validate_ool_checks_bounds_overflow_and_empty_windows() {
+        let len = 4096;
+        assert_eq!(validate_ool(OolRef::new(0, 0), len), Some((0, 0)));
+        assert_eq!(validate_ool(OolRef::new(0, 4096), len), Some((0, 4096)));
+        assert_eq!(validate_ool(OolRef::new(4095, 1), len), Some((4095, 1)));
+        assert_eq!(validate_ool(OolRef::new(4095, 2), len), None);
+        assert_eq!(validate_ool(OolRef::new(4096, 1), len), None);
+        assert_eq!(validate_ool(OolRef::new(4096, 0), len), None); // empty needs offset 0
+        assert_eq!(validate_ool(OolRef::new(1, 0), len), None);
+        assert_eq!(validate_ool(OolRef::new(u32::MAX, u32::MAX), len), None);
+        assert_eq!(
+            validate_ool(OolRef::new(1, u32::MAX), usize::MAX),
+            Some((1, u32::MAX as usize))
+        );
+        assert_eq!(validate_ool(OolRef::new(0, 1), 0), None);
+    }
+
+    #[test]
+    fn windows_confine_handlers_to_their_bytes() {
+        let region = SharedRegion::new(HeapRegion::new(2 * 4096)).unwrap();
+        let view = region.view();
+        view.fill(0, 2 * 4096, 0x11).unwrap();
+        let args = OolArgs::new(view, 100, 10);
+        let mut buf = [0u8; 10];
+        assert_eq!(args.read(0, &mut buf), Ok(()));
+        assert_eq!(args.read(1, &mut buf), Err(OolError::ArgsOutOfWindow));
+        assert_eq!(
+            args.read(usize::MAX, &mut buf[..1]),
+            Err(OolError::ArgsOutOfWindow)
+        );
+        assert_eq!(args.read_pod::<u64>(3), Err(OolError::ArgsOutOfWindow));
+        assert_eq!(args.read_pod::<u64>(2), Ok(u64::from_ne_bytes([0x11; 8])));
+
+        let mut result = OolResult::new(view, 200, 8);
+        assert_eq!(
+            result.write(4, &[1, 2, 3, 4, 5]),
+            Err(OolError::ResultOutOfWindow)
+        );
+        assert_eq!(result.written(), 0);
+        assert_eq!(result.write(4, &[1, 2, 3, 4]), Ok(()));
+        assert_eq!(result.written(), 8);
+        assert_eq!(
+            result.write(usize::MAX, &[1]),
+            Err(OolError::ResultOutOfWindow)
+        );
+        assert_eq!(
+            result.copy_from_args(&args, 0, 0, 9),
+            Err(OolError::ResultOutOfWindow)
+        );
+        assert_eq!(
+            result.copy_from_args(&args, 5, 0, 6),
+            Err(OolError::ArgsOutOfWindow)
+        );
+        // Nothing outside [200, 208) was touched.
+        let mut around = [0u8; 10];
+        view.read(199, &mut around).unwrap();
+        assert_eq!(around, [0x11, 0x11, 0x11, 0x11, 0x11, 1, 2, 3, 4, 0x11]);
+        assert_eq!(
+            Status::from(OolError::ArgsOutOfWindow),
+            Status::BadArguments
+        );
+        assert_eq!(Status::from(OolError::ResultOutOfWindow), Status::TooLarge);
+    }
+
+    #[test]
+    fn registry_refuses_duplicates_and_overflow() {
+        let mut handlers: Vec<crate::services::echo::Handler<crate::services::echo::EchoServer>> =
+            (0..2)
+                .map(|_| crate::services::echo::Handler(crate::services::echo::EchoServer))
+                .collect();
+        let mut registry = Registry::new();
+        let (first, second) = handlers.split_at_mut(1);
+        registry.register(&mut first[0]).unwrap();
+        assert_eq!(
+            registry.register(&mut second[0]),
+            Err(RegistryError::DuplicateServiceId(1))
+        );
+        assert!(method_ids_unique(crate::services::kv::METHODS));
+        let dup = [
+            MethodInfo { id: 1, name: "a" },
+            MethodInfo { id: 1, name: "b" },
+        ];
+        assert!(!method_ids_unique(&dup));
+
+        struct Dummy(&'static ServiceInfo);
+        impl ServiceHandler for Dummy {
+            fn info(&self) -> &'static ServiceInfo {
+                self.0
+            }
+            fn handle(&mut self, _call: &mut CallContext<'_>) -> Status {
+                Status::Ok
+            }
+        }
+        let mut dummies: Vec<Dummy> = (100..100 + MAX_SERVICES as u32 + 1)
+            .map(|id| {
+                Dummy(Box::leak(Box::new(ServiceInfo {
+                    id,
+                    name: "dummy",
+                    version: 1,
+                    methods: &[],
+                })))
+            })
+            .collect();
+        let mut full = Registry::new();
+        let (fits, extra) = dummies.split_at_mut(MAX_SERVICES);
+        for dummy in fits {
+            full.register(dummy).unwrap();
+        }
+        assert_eq!(full.register(&mut extra[0]), Err(RegistryError::Full));
+        // The introspection id is reserved.
+        let mut intro = Dummy(&crate::services::introspection::INFO);
+        assert_eq!(
+            Registry::new().register(&mut intro),
+            Err(RegistryError::DuplicateServiceId(0))
+        );
+    }
+}
