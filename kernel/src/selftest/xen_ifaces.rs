@@ -343,6 +343,11 @@ fn grant_self_map(boot: &BootInfo) -> Result<(), TestError> {
         }
     };
     let result = (|| {
+        // Mapping over a kernel page (here the frame's own direct-map page) is refused.
+        match grant::map_grant(domid, gref, pfn.va(), GrantAccess::ReadWrite) {
+            Err(GrantTableError::OutsideForeignWindow(_)) => {}
+            other => fail!("mapping a grant over a kernel page returned {other:?}"),
+        }
         let handle = match grant::map_grant(domid, gref, slot.base, GrantAccess::ReadWrite) {
             Ok(h) => h,
             Err(e) => fail!("mapping our own grant {} failed: {e}", gref.0),

@@ -22,7 +22,7 @@ use xen_abi::pte::Mfn;
 use xen_abi::{DomId, DOMID_SELF};
 
 use super::hypercall::{self, XenError};
-use crate::mm::StaticPage;
+use crate::mm::{self, StaticPage};
 
 /// Frames of our grant table: 4 × 512 entries (8 reserved for the toolstack).
 const TABLE_FRAMES: usize = 4;
@@ -68,6 +68,9 @@ pub enum GrantTableError {
     TableTooSmall(u32),
     /// The table frames could not be mapped.
     MapTable(XenError),
+    /// A grant may only be mapped at a page of the foreign-mapping window: anywhere else Xen
+    /// would replace one of the kernel's own mappings.
+    OutsideForeignWindow(u64),
 }
 
 impl fmt::Display for GrantTableError {
@@ -84,6 +87,9 @@ impl fmt::Display for GrantTableError {
             GrantTableError::BadRef(e) => write!(f, "{e}"),
             GrantTableError::TableTooSmall(n) => write!(f, "Xen allows only {n} table frames"),
             GrantTableError::MapTable(e) => write!(f, "mapping the table frames failed: {e}"),
+            GrantTableError::OutsideForeignWindow(va) => {
+                write!(f, "{va:#x} is not a page of the foreign-mapping window")
+            }
         }
     }
 }
@@ -225,6 +231,16 @@ pub fn free_refs() -> Result<usize, GrantTableError> {
     with_table(|table| Ok(table.refs.free_count()))
 }
 
+fn check_foreign_address(va: u64) -> Result<(), GrantTableError> {
+    let window = mm::FOREIGN_WINDOW_BASE
+        ..mm::FOREIGN_WINDOW_BASE + mm::FOREIGN_SLOTS as u64 * mm::FOREIGN_SLOT_PAGES * 4096;
+    if window.contains(&va) && va % 4096 == 0 {
+        Ok(())
+    } else {
+        Err(GrantTableError::OutsideForeignWindow(va))
+    }
+}
+
 /// Maps domain `granter`'s grant `grant` at `host_addr`, a page of a reserved foreign slot
 /// (whose L1 table exists: `mm::reserve_foreign_slot`). Returns the handle for unmapping.
 pub fn map_grant(
@@ -233,6 +249,7 @@ pub fn map_grant(
     host_addr: u64,
     access: GrantAccess,
 ) -> Result<GrantHandle, GrantTableError> {
+    check_foreign_address(host_addr)?;
     let mut op = GnttabMapGrantRef {
         host_addr,
         flags: GNTMAP_HOST_MAP
@@ -253,6 +270,7 @@ pub fn map_grant(
 
 /// Unmaps a grant mapped with [`map_grant`].
 pub fn unmap_grant(host_addr: u64, handle: GrantHandle) -> Result<(), GrantTableError> {
+    check_foreign_address(host_addr)?;
     let mut op = GnttabUnmapGrantRef {
         host_addr,
         dev_bus_addr: 0,

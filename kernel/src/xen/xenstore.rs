@@ -321,10 +321,20 @@ impl Connection {
         let len = request.encode(req_id, tx_id, &mut buf)?;
         self.next_req_id = self.next_req_id.wrapping_add(1);
         let mut sent = 0;
-        self.wait_for(|this| {
+        let written = self.wait_for(|this| {
             sent += this.push_request_bytes(&buf[sent..len])?;
             Ok(sent == len)
-        })?;
+        });
+        match written {
+            Ok(()) => {}
+            // Part of the request may be on the ring: the stream cannot be trusted any more.
+            Err(XsError::Timeout) if sent > 0 => {
+                return Err(self.fail(alloc::format!(
+                    "request ring stalled after {sent} of {len} bytes"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
 
         let mut reply = None;
         let outcome = self.wait_for(|this| {
@@ -355,7 +365,14 @@ impl Connection {
             header,
             payload: &payload,
         };
-        check_reply(&message, request.msg_type(), req_id)?;
+        if let Err(e) = check_reply(&message, request.msg_type(), req_id) {
+            if let ReplyError::WrongRequestId { got, .. } = e {
+                // Our own reply may still come: drop it then instead of taking it for the next.
+                log!("xenstore: reply to request {got} while waiting for {req_id}");
+                self.abandoned_req_id = Some(req_id);
+            }
+            return Err(e.into());
+        }
         Ok(payload)
     }
 }
