@@ -275,15 +275,14 @@ pub fn connect<D: XenDevices>(
     let be_state = format!("{}/{}", info.backend, key::STATE);
 
     store.watch(&be_state, BACKEND_TOKEN)?;
-    // (Re)start the handshake: a server left Closed by our last session goes back to InitWait
-    // when it sees Initialising.
-    if read_state(store.as_mut(), &fe_state)? != Some(XenbusState::Initialising) {
-        store.write(
-            NO_TX,
-            &fe_state,
-            XenbusState::Initialising.as_str().as_bytes(),
-        )?;
-    }
+    // (Re)start the handshake: a server left Closed by an earlier session goes back to InitWait
+    // when it sees Initialising. Written even if it already says so: the write fires the
+    // server's watch, which an unchanged value left by a crashed client would not.
+    store.write(
+        NO_TX,
+        &fe_state,
+        XenbusState::Initialising.as_str().as_bytes(),
+    )?;
     wait_backend(store.as_mut(), &info, XenbusState::InitWait, deadline, true)?;
 
     let max_pages_key = format!("{}/{}", info.backend, key::MAX_PAGES);
