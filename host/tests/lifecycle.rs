@@ -42,17 +42,24 @@ fn client_killed_mid_call_is_dropped_and_others_keep_being_served() {
         .call(&echo::client::ping(&()), Some(TIMEOUT))
         .unwrap();
 
-    // A client process that makes a 1.5 s call; kill it while the call is in flight.
-    let victim = Command::new(env!("CARGO_BIN_EXE_xenrpc-hostcall"))
+    // A client process that makes a 1.5 s call; kill it once the call is in the ring.
+    let mut victim = Command::new(env!("CARGO_BIN_EXE_xenrpc-hostcall"))
         .arg("--socket")
         .arg(server.path())
         .args(["sleep", "1500"])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let stdout = victim.stdout.take().unwrap();
     let victim = ChildGuard::new(victim);
-    wait_for_stats(&mut survivor, |s| s.connected == 2);
-    std::thread::sleep(Duration::from_millis(300));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    assert_eq!(rx.recv_timeout(TIMEOUT).unwrap().trim(), "sent");
+    std::thread::sleep(Duration::from_millis(100));
     victim.kill().unwrap();
 
     // The server notices the hangup, drops that connection, and serves the survivor.

@@ -1,4 +1,5 @@
-//! The host benchmark: `cargo run --release -p xenrpc-host --bin xenrpc-hostbench [-- --quick]`.
+//! The host benchmark: `cargo run --release -p xenrpc-host --bin xenrpc-hostbench [-- --quick]`
+//! (`--latency-only` skips the throughput part).
 //!
 //! Spawns its own server and client processes, measures xenrpc over the host transport in spin
 //! mode and in blocking mode, measures the floors on this machine in the same run (raw
@@ -53,10 +54,13 @@ fn main() {
         }
         Some("--role-client") => client_role(&args[1..]),
         Some("--help" | "-h") => {
-            println!("usage: xenrpc-hostbench [--quick]");
+            println!("usage: xenrpc-hostbench [--quick] [--latency-only]");
             Ok(())
         }
-        _ => orchestrate(args.iter().any(|a| a == "--quick")),
+        _ => orchestrate(
+            args.iter().any(|a| a == "--quick"),
+            args.iter().any(|a| a == "--latency-only"),
+        ),
     };
     if let Err(e) = result {
         eprintln!("xenrpc-hostbench: {e}");
@@ -112,7 +116,7 @@ fn latency(samples: &mut [Duration]) -> Latency {
     }
 }
 
-fn orchestrate(quick: bool) -> io::Result<()> {
+fn orchestrate(quick: bool, latency_only: bool) -> io::Result<()> {
     let budget = if quick {
         Budget {
             rounds: 1,
@@ -191,6 +195,10 @@ fn orchestrate(quick: bool) -> io::Result<()> {
         );
     }
     let mut rows = series.rows();
+    if latency_only {
+        println!("\n{}", render(&rows));
+        return Ok(());
+    }
 
     println!("throughput: UDS floor ...");
     let mut uds_echo = Vec::new();

@@ -21,7 +21,8 @@ commands:
   add|mul|div A B      arithmetic on i64s
   services             list the services this client may call
   stats                server connection counters (admin service)
-  sleep MILLIS         stall the server (selftest service)";
+  sleep MILLIS         stall the server (selftest service); prints `sent` once the call
+                       is in the ring, before waiting for the reply";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -123,7 +124,11 @@ fn run(args: &[String]) -> Result<String, ClientError> {
         }
         "sleep" => {
             let millis = int(command.get(1))?;
-            client.call(&selftest::client::sleep(&SleepArgs { millis }), timeout)?;
+            let pending = client.start(&selftest::client::sleep(&SleepArgs { millis }))?;
+            client.flush();
+            println!("sent");
+            std::io::Write::flush(&mut std::io::stdout())?;
+            client.finish(pending, timeout)?;
             Ok("slept".into())
         }
         other => Err(usage_error(&format!("unknown command {other}"))),
