@@ -55,7 +55,8 @@
 //! property tests of the ring arithmetic and of arbitrary client/server interleavings with a
 //! hostile peer (`tests/ring_props.rs`), conversations for every status (`conversation.rs`),
 //! notification thresholds (`notify.rs`), hostile rings in both directions (`hostile.rs`), a
-//! server thread racing a scribbling thread with guard pages checked (`concurrent.rs`), and a
+//! server thread racing a scribbling thread with guard pages checked (`concurrent.rs`), a
+//! client and a server thread that really sleep and wake each other (`threads.rs`), and a
 //! seeded 20,000-case replay of the fuzz harness (`fuzz_replay.rs`). The cargo-fuzz target
 //! of the same harness is in `fuzz/` at the repository root (see `fuzz/README.md`). Costs of
 //! the protocol alone: `cargo run --release -p xenrpc-proto --example proto_bench`.
