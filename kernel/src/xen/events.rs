@@ -11,7 +11,8 @@
 //!   pending while masked (a plain bit clear would leave such an event stranded).
 //!
 //! An event on a port without a handler is unexpected: it is logged once and the port is
-//! masked, so a peer cannot make the kernel spin on it.
+//! masked (the event stays pending for a handler installed later), so a peer cannot make the
+//! kernel spin on it.
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -202,9 +203,11 @@ impl PendingWords for LiveBitmaps {
     }
 }
 
-/// Serves one pending port: re-checks the mask, clears the pending bit, runs the handler.
+/// Serves one pending port: re-checks the mask, clears the pending bit, runs the handler. A
+/// port without a handler is masked with its event left pending, so a handler installed later
+/// (a peer may signal between our bind and `set_handler`) still gets it when it unmasks.
 fn serve(port: Port) {
-    if shared_info::is_masked(port) || !shared_info::clear_pending(port) {
+    if shared_info::is_masked(port) {
         return;
     }
     let handler = {
@@ -212,6 +215,7 @@ fn serve(port: Port) {
         match registry.handlers.get(&port) {
             Some(h) => Some(h.clone()),
             None => {
+                shared_info::set_mask(port);
                 let seen = registry.reported_unexpected.entry(port).or_insert(0);
                 *seen += 1;
                 if *seen == 1 {
@@ -221,9 +225,10 @@ fn serve(port: Port) {
             }
         }
     };
-    match handler {
-        Some(handler) => handler(port),
-        None => shared_info::set_mask(port),
+    if let Some(handler) = handler {
+        if shared_info::clear_pending(port) {
+            handler(port);
+        }
     }
 }
 
