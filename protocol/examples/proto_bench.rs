@@ -55,6 +55,13 @@ fn main() {
                 1,
             ),
         ];
+        // Warm-up: fault in the regions' pages and the code paths before measuring.
+        for _ in 0..20_000 {
+            client.enqueue(calls[0].1.request()).unwrap();
+            client.publish();
+            server.poll(&mut registry, &clock, 1);
+            client.poll_response().unwrap().unwrap();
+        }
         for (name, call, _) in &calls {
             for batch in [1u32, 16] {
                 let start = Instant::now();
