@@ -12,7 +12,7 @@ use xenrpc_proto::mem::HeapRegion;
 use xenrpc_proto::services::arith::{self, ArithServer, Operands};
 use xenrpc_proto::services::echo::{self, EchoServer};
 use xenrpc_proto::{
-    ClientConnection, OolRef, PeerId, Registry, RingGeometry, ServerConnection, TypedCall,
+    CallRequest, ClientConnection, OolRef, PeerId, Registry, RingGeometry, ServerConnection,
 };
 
 const CALLS: u32 = 200_000;
@@ -35,40 +35,31 @@ fn main() {
         client.data().write(0, &payload).unwrap();
 
         let ops = Operands { a: 1, b: 2 };
-        let calls: [(&str, TypedCall<'_, ()>, u32); 3] = [
-            ("ping", echo::client::ping(&()), 1),
-            (
-                "add (16 B inline)",
-                TypedCall::new(
-                    arith::SERVICE_ID,
-                    arith::methods::add,
-                    1,
-                    zerocopy::IntoBytes::as_bytes(&ops),
-                ),
-                1,
-            ),
-            (
-                "echo 4 KiB out of line",
-                TypedCall::new(echo::SERVICE_ID, echo::methods::echo_ool, 1, &[])
-                    .ool_args(OolRef::new(0, 4096))
-                    .ool_result(OolRef::new(8192, 4096)),
-                1,
-            ),
+        let echo_4k = echo::client::echo_ool(&())
+            .ool_args(OolRef::new(0, 4096))
+            .ool_result(OolRef::new(8192, 4096));
+        // Untyped requests (the replies are not decoded here).
+        let ping = echo::client::ping(&());
+        let add = arith::client::add(&ops);
+        let calls: [(&str, &CallRequest<'_>); 3] = [
+            ("ping", ping.request()),
+            ("add (16 B inline)", add.request()),
+            ("echo 4 KiB out of line", echo_4k.request()),
         ];
         // Warm-up: fault in the regions' pages and the code paths before measuring.
         for _ in 0..20_000 {
-            client.enqueue(calls[0].1.request()).unwrap();
+            client.enqueue(calls[0].1).unwrap();
             client.publish();
             server.poll(&mut registry, &clock, 1);
             client.poll_response().unwrap().unwrap();
         }
-        for (name, call, _) in &calls {
+        for (name, request) in calls {
             for batch in [1u32, 16] {
                 let start = Instant::now();
                 let mut done = 0;
                 while done < CALLS {
                     for _ in 0..batch {
-                        client.enqueue(call.request()).unwrap();
+                        client.enqueue(request).unwrap();
                     }
                     client.publish();
                     server.poll(&mut registry, &clock, batch);
