@@ -7,7 +7,7 @@ use crate::server::{Server, ServerConfig, ServerEvent};
 use crate::services::{set_admin_pids, Counters, HostServices, SharedKv};
 use crate::wait::SpinPolicy;
 
-pub const USAGE: &str = "usage: xenrpc-hostd --socket PATH [--spin ITERATIONS] [--slots N] \
+pub const USAGE: &str = "usage: xenrpc-hostd --socket PATH [--spin-us MICROSECONDS] [--slots N] \
 [--max-data BYTES] [--max-clients N] [--admin-pid PID]... [--test-services] [--quiet]";
 
 /// The line printed on stdout once the server accepts connections.
@@ -29,9 +29,9 @@ pub fn main_with_args(args: &[String]) -> io::Result<()> {
         };
         match arg.as_str() {
             "--socket" => socket = Some(PathBuf::from(value("--socket")?)),
-            "--spin" => {
+            "--spin-us" => {
                 config.spin = SpinPolicy {
-                    spin_iterations: number(&value("--spin")?)?,
+                    spin_for: std::time::Duration::from_micros(number(&value("--spin-us")?)?),
                 }
             }
             "--slots" => config.slots = number(&value("--slots")?)?,

@@ -17,7 +17,7 @@ use crate::event::EventFd;
 use crate::link::{Link, LinkLimits};
 use crate::rendezvous::{self, Hello, PeerCredentials, READY};
 use crate::shm::MemfdRegion;
-use crate::wait::{timespec, SpinPolicy};
+use crate::wait::{timespec, SpinBudget, SpinPolicy};
 
 #[derive(Clone, Copy, Debug)]
 pub struct ServerConfig {
@@ -165,7 +165,7 @@ impl Server {
     ) -> io::Result<()> {
         let clock = MonotonicClock;
         let mut dispatcher = CatchPanics(dispatcher);
-        let mut idle: u32 = 0;
+        let mut spin = SpinBudget::new(self.config.spin);
         let mut iterations: u32 = 0;
         loop {
             // Look at the sockets now and then even while busy, so that a client hammering its
@@ -176,16 +176,15 @@ impl Server {
                 self.expire_setups(&mut events);
             }
             if self.serve_all(&mut dispatcher, &clock, &mut events) {
-                idle = 0;
+                spin.reset();
                 continue;
             }
-            idle = idle.saturating_add(1);
-            if idle < self.config.spin.spin_iterations {
+            if spin.keep_spinning() {
                 std::hint::spin_loop();
                 continue;
             }
+            spin.reset();
             if self.arm_all() {
-                idle = 0;
                 continue;
             }
             let timeout = self
@@ -193,7 +192,6 @@ impl Server {
                 .then_some(Duration::from_millis(200));
             self.handle_events(timeout, &mut events)?;
             self.expire_setups(&mut events);
-            idle = 0;
         }
     }
 

@@ -15,25 +15,79 @@ use rustix::event::epoll;
 use crate::event::EventFd;
 
 /// How long a waiter polls before it blocks.
+///
+/// The budget is time, not iterations, so it means the same on every machine: by default about
+/// one cross-core wake-up (~50 µs here). Spinning longer than a wake-up costs can at best save
+/// that wake-up, so this bound keeps spinning within 2x of the best choice in hindsight, while
+/// replies that come back within the budget never pay for a sleep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpinPolicy {
-    /// Polls of shared memory before arming and blocking; 0 blocks at once.
-    pub spin_iterations: u32,
+    /// Polling time before arming and blocking; zero blocks at once.
+    pub spin_for: Duration,
 }
 
 impl SpinPolicy {
     /// Block as soon as there is nothing to do (the lowest CPU use).
-    pub const BLOCKING: Self = Self { spin_iterations: 0 };
-    /// Poll for up to a few hundred microseconds (enough to cover a call's turnaround without
-    /// sleeping), then block.
-    pub const DEFAULT: Self = Self {
-        spin_iterations: 100_000,
+    pub const BLOCKING: Self = Self {
+        spin_for: Duration::ZERO,
     };
+    /// Poll for up to 50 µs, then block.
+    pub const DEFAULT: Self = Self::micros(50);
+
+    pub const fn micros(micros: u64) -> Self {
+        Self {
+            spin_for: Duration::from_micros(micros),
+        }
+    }
 }
 
 impl Default for SpinPolicy {
     fn default() -> Self {
         Self::DEFAULT
+    }
+}
+
+/// Tracks one spin phase: the clock is read only every `CLOCK_CHECK_INTERVAL` polls, and not
+/// at all when the awaited event comes within the first ones (the fast path of a quick reply).
+#[derive(Debug)]
+pub struct SpinBudget {
+    spin_for: Duration,
+    polls: u32,
+    started: Option<Instant>,
+}
+
+impl SpinBudget {
+    pub fn new(policy: SpinPolicy) -> Self {
+        Self {
+            spin_for: policy.spin_for,
+            polls: 0,
+            started: None,
+        }
+    }
+
+    /// Counts one poll; false once the budget is spent (then arm and block).
+    pub fn keep_spinning(&mut self) -> bool {
+        if self.spin_for.is_zero() {
+            return false;
+        }
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls % CLOCK_CHECK_INTERVAL != 0 {
+            return true;
+        }
+        let now = Instant::now();
+        match self.started {
+            None => {
+                self.started = Some(now);
+                true
+            }
+            Some(started) => now.duration_since(started) < self.spin_for,
+        }
+    }
+
+    /// Starts a new spin phase.
+    pub fn reset(&mut self) {
+        self.polls = 0;
+        self.started = None;
     }
 }
 
@@ -47,8 +101,8 @@ pub enum WaitOutcome<T> {
     TimedOut,
 }
 
-/// How often (in spin iterations) a spinning waiter looks at the clock.
-const CLOCK_CHECK_INTERVAL: u32 = 1024;
+/// How often (in polls) a spinning waiter looks at the clock.
+const CLOCK_CHECK_INTERVAL: u32 = 64;
 const TOKEN_WAKEUP: u64 = 1;
 const TOKEN_HANGUP: u64 = 2;
 
@@ -92,17 +146,18 @@ impl Waiter {
         deadline: Option<Instant>,
     ) -> io::Result<WaitOutcome<T>> {
         loop {
-            for i in 0..policy.spin_iterations {
+            let mut budget = SpinBudget::new(policy);
+            loop {
                 if let Some(value) = check(state) {
                     return Ok(WaitOutcome::Ready(value));
                 }
-                if i % CLOCK_CHECK_INTERVAL == CLOCK_CHECK_INTERVAL - 1 && expired(deadline) {
+                if !budget.keep_spinning() {
+                    break;
+                }
+                if budget.polls % CLOCK_CHECK_INTERVAL == 0 && expired(deadline) {
                     return Ok(WaitOutcome::TimedOut);
                 }
                 std::hint::spin_loop();
-            }
-            if let Some(value) = check(state) {
-                return Ok(WaitOutcome::Ready(value));
             }
             if arm(state) {
                 continue;
@@ -197,9 +252,7 @@ mod tests {
         let mut polls = 0;
         let outcome = waiter
             .wait(
-                SpinPolicy {
-                    spin_iterations: 10,
-                },
+                SpinPolicy::micros(1000),
                 &mut polls,
                 |n| {
                     *n += 1;
@@ -272,5 +325,34 @@ mod tests {
             .unwrap();
         assert_eq!(outcome, WaitOutcome::PeerGone);
         assert!(waiter.peer_gone().unwrap());
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn blocking_policy_never_spins() {
+        let mut budget = SpinBudget::new(SpinPolicy::BLOCKING);
+        assert!(!budget.keep_spinning());
+    }
+
+    #[test]
+    fn spin_budget_runs_out_after_its_time_and_resets() {
+        let mut budget = SpinBudget::new(SpinPolicy::micros(200));
+        let start = Instant::now();
+        let mut polls = 0u64;
+        while budget.keep_spinning() {
+            polls += 1;
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "budget never ran out"
+            );
+        }
+        assert!(polls >= u64::from(CLOCK_CHECK_INTERVAL));
+        assert!(start.elapsed() >= Duration::from_micros(200));
+        budget.reset();
+        assert!(budget.keep_spinning());
     }
 }

@@ -157,9 +157,7 @@ fn hostile_client_cannot_crash_stall_or_reach_others() {
         .unwrap();
         let options = ClientOptions {
             data_len: DATA_LEN,
-            spin: SpinPolicy {
-                spin_iterations: 1000,
-            },
+            spin: SpinPolicy::micros(20),
             ..ClientOptions::default()
         };
         let mut hostile = Client::from_link(link, options).unwrap();

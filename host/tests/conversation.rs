@@ -126,13 +126,11 @@ fn every_status_in_a_conversation() {
 #[test]
 fn several_clients_at_once_get_their_own_answers() {
     // Short spins: four clients and a server share two cores here.
-    let server = ServerProcess::start(&["--spin", "2000"]);
+    let server = ServerProcess::start(&["--spin-us", "20"]);
     let workers: Vec<_> = (0..4u8)
         .map(|n| {
             let mut client = server.connect_with(ClientOptions {
-                spin: xenrpc_host::wait::SpinPolicy {
-                    spin_iterations: 2000,
-                },
+                spin: xenrpc_host::wait::SpinPolicy::micros(20),
                 ..ClientOptions::default()
             });
             std::thread::spawn(move || {
@@ -169,7 +167,7 @@ fn several_clients_at_once_get_their_own_answers() {
 
 #[test]
 fn pipelined_calls_complete_in_any_order_of_collection() {
-    let server = ServerProcess::start(&["--spin", "0"]);
+    let server = ServerProcess::start(&["--spin-us", "0"]);
     let mut client = server.connect();
     let pending: Vec<_> = (0..client.max_in_flight() as i64)
         .map(|i| {
@@ -190,7 +188,7 @@ fn pipelined_calls_complete_in_any_order_of_collection() {
 #[test]
 fn a_busy_client_does_not_keep_others_out() {
     // Spin mode: the server never sleeps while the first client keeps it busy.
-    let server = ServerProcess::start(&["--spin", "1000000"]);
+    let server = ServerProcess::start(&["--spin-us", "100000"]);
     let mut busy = server.connect_with(ClientOptions {
         max_in_flight: 8,
         ..ClientOptions::default()

@@ -28,7 +28,6 @@ use xenrpc_proto::OolRef;
 const SIZES: [usize; 4] = [64, 4096, 64 * 1024, 1024 * 1024];
 const CLIENT_CPU: usize = 0;
 const SERVER_CPU: usize = 1;
-const SPIN_ITERATIONS: u32 = 200_000;
 const MAX_PAYLOAD: usize = 1024 * 1024;
 const DATA_LEN: usize = 2 * MAX_PAYLOAD;
 /// Calls in flight in the pipelined runs.
@@ -148,9 +147,7 @@ fn orchestrate(quick: bool, latency_only: bool) -> io::Result<()> {
     floor_command.arg("--role-floor-peer");
     let (floor_child, control) = spawn_with_control_socket(floor_command)?;
     let floor = FloorDriver::new(control);
-    let spin_policy = SpinPolicy {
-        spin_iterations: SPIN_ITERATIONS,
-    };
+    let spin_policy = SpinPolicy::DEFAULT;
     let spin_server = BenchServer::start("spin", spin_policy)?;
     let blocking_server = BenchServer::start("blocking", SpinPolicy::BLOCKING)?;
     let client_options = |spin, max_in_flight| ClientOptions {
@@ -410,7 +407,7 @@ impl BenchServer {
             .arg("--role-server")
             .arg("--socket")
             .arg(&socket)
-            .args(["--spin", &spin.spin_iterations.to_string()])
+            .args(["--spin-us", &spin.spin_for.as_micros().to_string()])
             .args(["--max-data", &DATA_LEN.to_string(), "--quiet"])
             .stdout(Stdio::piped())
             .spawn()?;
@@ -579,19 +576,19 @@ fn echo_pipelined(
     Ok((done, elapsed, cpu.as_nanos() as f64 / done as f64))
 }
 
-/// Client process role: `--role-client SOCKET SPIN SIZE MILLIS`; prints `calls elapsed_ns cpu_ns`.
+/// Client process role: `--role-client SOCKET SPIN_US SIZE MILLIS`; prints `calls elapsed_ns cpu_ns`.
 fn client_role(args: &[String]) -> io::Result<()> {
     let bad = || {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            "usage: --role-client SOCKET SPIN SIZE MILLIS",
+            "usage: --role-client SOCKET SPIN_US SIZE MILLIS",
         )
     };
     let [socket, spin, size, millis] = args else {
         return Err(bad());
     };
     let spin = SpinPolicy {
-        spin_iterations: spin.parse().map_err(|_| bad())?,
+        spin_for: Duration::from_micros(spin.parse().map_err(|_| bad())?),
     };
     let size: usize = size.parse().map_err(|_| bad())?;
     let duration = Duration::from_millis(millis.parse().map_err(|_| bad())?);
@@ -627,7 +624,7 @@ fn multi_client_echo(
             Command::new(std::env::current_exe()?)
                 .arg("--role-client")
                 .arg(&server.socket)
-                .arg(spin.spin_iterations.to_string())
+                .arg(spin.spin_for.as_micros().to_string())
                 .arg(size.to_string())
                 .arg(duration.as_millis().to_string())
                 .stdout(Stdio::piped())
