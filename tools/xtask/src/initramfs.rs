@@ -284,6 +284,33 @@ pub fn linux_guest(out: &Path, init: &[u8], poweroff: &[u8]) -> Result<()> {
     archive.finish()
 }
 
+/// Modules a client guest loads to reach `/dev/xen/evtchn` and `/dev/xen/gntalloc`.
+pub const CLIENT_GUEST_MODULES: &[&str] = &["xen-evtchn.ko", "xen-gntalloc.ko"];
+
+/// A Linux domU image for xenrpc clients: like [`linux_guest`], plus the `xenrpc` binary
+/// (with its shared libraries) in /usr/bin and the evtchn/gntalloc modules in /modules.
+pub fn client_guest(
+    out: &Path,
+    init: &[u8],
+    poweroff: &[u8],
+    xenrpc: &Path,
+    kernel: &LinuxKernel,
+) -> Result<()> {
+    let mut archive = Archive::create(out)?;
+    add_userland(&mut archive, &[xenrpc.to_path_buf()])?;
+    archive.copy("usr/bin/xenrpc", xenrpc, 0o755)?;
+    for module in CLIENT_GUEST_MODULES {
+        archive.copy(
+            &format!("modules/{module}"),
+            &kernel.modules.join(module),
+            0o644,
+        )?;
+    }
+    archive.file("init", 0o755, init)?;
+    archive.file("sbin/poweroff", 0o755, poweroff)?;
+    archive.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,9 @@ pub struct Scenario {
     pub timeout: Duration,
     pub needs_kernel: bool,
     needs_linux_guest: bool,
+    /// The `xenrpc` client binary in dom0 (/usr/bin) and a client guest image
+    /// (/testbed/client-guest) that carries it with the evtchn and gntalloc modules.
+    needs_client: bool,
 }
 
 /// Lists the scenarios: the built-in `dom0-selftest`, then tests/testbed/*.sh by name.
@@ -58,6 +61,7 @@ pub fn scenarios(paths: &Paths) -> Result<Vec<Scenario>> {
         timeout: Duration::from_secs(120),
         needs_kernel: true,
         needs_linux_guest: false,
+        needs_client: false,
     }];
     let dir = paths.scenarios_dir();
     let mut scripts: Vec<PathBuf> = fs::read_dir(&dir)
@@ -95,6 +99,7 @@ fn parse_scenario(script: &Path) -> Result<Scenario> {
         timeout: Duration::from_secs(300),
         needs_kernel: false,
         needs_linux_guest: false,
+        needs_client: false,
     };
     for line in text.lines() {
         let Some((key, value)) = line
@@ -117,6 +122,7 @@ fn parse_scenario(script: &Path) -> Result<Scenario> {
                     match need {
                         "kernel" => scenario.needs_kernel = true,
                         "linux-guest" => scenario.needs_linux_guest = true,
+                        "client" => scenario.needs_client = true,
                         other => bail!("{}: unknown testbed-needs {other:?}", script.display()),
                     }
                 }
@@ -289,6 +295,20 @@ fn write_overlay(
     if scenario.needs_kernel {
         archive.copy("testbed/build/xenrpc.elf", &paths.kernel_image(), 0o644)?;
     }
+    if scenario.needs_client {
+        let xenrpc = build_client(paths)?;
+        archive.copy("usr/bin/xenrpc", &xenrpc, 0o755)?;
+        let guest_initrd = run_dir.join("client-guest.cpio");
+        initramfs::client_guest(
+            &guest_initrd,
+            &fs::read(support.join("client-guest-init.sh"))?,
+            &fs::read(support.join("linux-guest-poweroff.sh"))?,
+            &xenrpc,
+            linux,
+        )?;
+        archive.copy("testbed/client-guest/vmlinuz", &linux.image, 0o644)?;
+        archive.copy("testbed/client-guest/initrd.cpio", &guest_initrd, 0o644)?;
+    }
     if scenario.needs_linux_guest {
         let guest_initrd = run_dir.join("linux-guest.cpio");
         initramfs::linux_guest(
@@ -334,6 +354,24 @@ impl TestbedLock {
         write!(file, "{}", std::process::id())?;
         Ok(Self { _file: file })
     }
+}
+
+/// Builds the `xenrpc` client (release) for the dom0 and client-guest images.
+fn build_client(paths: &Paths) -> Result<PathBuf> {
+    crate::util::run_stage(
+        "build client (cargo build --release -p xenrpc-client --bin xenrpc)",
+        crate::util::cargo()
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "xenrpc-client",
+                "--bin",
+                "xenrpc",
+            ])
+            .current_dir(&paths.root),
+    )?;
+    Ok(paths.target.join("release").join("xenrpc"))
 }
 
 /// Runs one scenario and returns its verdict; problems before boot fail the "prepare" stage.
@@ -771,6 +809,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             needs_kernel: false,
             needs_linux_guest: false,
+            needs_client: false,
         }
     }
 

@@ -1,0 +1,58 @@
+#!/bin/sh
+# /init of the xenrpc client guest (tests/testbed/client-*.sh): a Linux PV domU carrying the
+# `xenrpc` binary. It self-tests the Xen devices, then waits for dom0 to name a plan in
+# data/xenrpc-test and runs it, printing each command's exit status for the scenario to check.
+export PATH=/bin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+echo "client-guest: init"
+for module in /modules/xen-evtchn.ko /modules/xen-gntalloc.ko; do
+    insmod "$module" || echo "client-guest: insmod $module failed"
+done
+
+run() {
+    echo "client-guest: \$ xenrpc $*"
+    xenrpc "$@"
+    echo "client-guest: rc=$? for: xenrpc $*"
+}
+
+run selftest-devices
+echo "client-guest: ready"
+
+# A relative xenstore path is under this domain's home; dom0 writes the plan there.
+waited=0
+until plan=$(xenstore-read data/xenrpc-test 2>/dev/null); do
+    sleep 1
+    waited=$((waited + 1))
+    if [ $waited -ge 600 ]; then
+        echo "client-guest: no plan from dom0 within 600s"
+        plan=none
+        break
+    fi
+done
+echo "client-guest: plan $plan"
+case $plan in
+no-server)
+    run list --no-services
+    run call --connect-timeout-ms 3000 echo.ping
+    run call arith.add 1
+    ;;
+calls)
+    run list
+    run call echo.ping
+    run call arith.add 40 2
+    run call arith.div 1 0
+    run call echo.echo_inline hello-xenrpc
+    run call echo.echo_ool out-of-line-hello
+    run --json call introspection.list_services
+    run stats --probe 200
+    run bench --calls 2000
+    run bench --calls 2000 --in-flight 8
+    run bench --calls 500 --size 4096
+    ;;
+esac
+echo "client-guest: plan $plan done"
+# `xl shutdown` makes the kernel run /sbin/poweroff.
+while :; do sleep 3600; done
