@@ -228,6 +228,19 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         geometry: RingGeometry,
         max_in_flight: usize,
     ) -> Result<Self, SetupError> {
+        Self::with_start_index(ring, data, geometry, max_in_flight, 0)
+    }
+
+    /// Like [`Self::new`], with all ring indices starting at `start` instead of 0 (the server
+    /// reads it once when it attaches). Tests use it to run connections across the wrap of the
+    /// 32-bit indices.
+    pub fn with_start_index(
+        ring: R,
+        data: D,
+        geometry: RingGeometry,
+        max_in_flight: usize,
+        start: u32,
+    ) -> Result<Self, SetupError> {
         let ring = SharedRegion::new(ring)?;
         let data = SharedRegion::new(data)?;
         geometry.check_region_len(ring.len())?;
@@ -244,9 +257,14 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
             .and_then(|()| init(ctrl::MAGIC, RING_MAGIC))
             .and_then(|()| init(ctrl::LAYOUT_VERSION, LAYOUT_VERSION))
             .and_then(|()| init(ctrl::SLOTS, geometry.slots()))
+            .and_then(|()| init(ctrl::START_INDEX, start))
+            .and_then(|()| init(ctrl::REQ_PROD, start))
+            .and_then(|()| init(ctrl::RSP_CONS, start))
+            .and_then(|()| init(ctrl::REQ_CONS, start))
+            .and_then(|()| init(ctrl::RSP_PROD, start))
             // Wake me on the first response; the server sets its own threshold when it attaches.
-            .and_then(|()| init(ctrl::RSP_EVENT, 1))
-            .and_then(|()| init(ctrl::REQ_EVENT, 1));
+            .and_then(|()| init(ctrl::RSP_EVENT, start.wrapping_add(1)))
+            .and_then(|()| init(ctrl::REQ_EVENT, start.wrapping_add(1)));
         // The region length was checked against the geometry above, so the control page fits.
         debug_assert!(laid_out.is_ok());
         fence(Ordering::Release);
@@ -254,9 +272,9 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
             ring,
             data,
             geometry,
-            req_prod_pvt: 0,
-            req_prod_published: 0,
-            rsp_cons: 0,
+            req_prod_pvt: start,
+            req_prod_published: start,
+            rsp_cons: start,
             max_in_flight,
             in_flight: [InFlight::default(); MAX_IN_FLIGHT],
             in_flight_count: 0,

@@ -49,7 +49,9 @@ pub struct ControlBlock {
     pub magic: u32,
     pub layout_version: u32,
     pub slots: u32,
-    _pad0: [u8; 128 - 12],
+    /// The value all four indices start from (any value; lets tests start near the wrap).
+    pub start_index: u32,
+    _pad0: [u8; 128 - 16],
     /// Client-written: requests published so far (free-running, wraps).
     pub req_prod: u32,
     /// Client-written: responses consumed so far.
@@ -70,6 +72,7 @@ const _: () = assert!(size_of::<ControlBlock>() == PAGE_SIZE);
 const _: () = assert!(offset_of!(ControlBlock, magic) == 0);
 const _: () = assert!(offset_of!(ControlBlock, layout_version) == 4);
 const _: () = assert!(offset_of!(ControlBlock, slots) == 8);
+const _: () = assert!(offset_of!(ControlBlock, start_index) == 12);
 const _: () = assert!(offset_of!(ControlBlock, req_prod) == 128);
 const _: () = assert!(offset_of!(ControlBlock, rsp_cons) == 132);
 const _: () = assert!(offset_of!(ControlBlock, rsp_event) == 136);
@@ -84,6 +87,7 @@ pub mod ctrl {
     pub const MAGIC: usize = offset_of!(ControlBlock, magic);
     pub const LAYOUT_VERSION: usize = offset_of!(ControlBlock, layout_version);
     pub const SLOTS: usize = offset_of!(ControlBlock, slots);
+    pub const START_INDEX: usize = offset_of!(ControlBlock, start_index);
     pub const REQ_PROD: usize = offset_of!(ControlBlock, req_prod);
     pub const RSP_CONS: usize = offset_of!(ControlBlock, rsp_cons);
     pub const RSP_EVENT: usize = offset_of!(ControlBlock, rsp_event);

@@ -109,8 +109,9 @@ pub struct ServerConnection<R: SharedMemory, D: SharedMemory> {
 
 impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
     /// Attaches to a ring region the client laid out: checks magic, layout revision and slot
-    /// count (read once) against the geometry agreed out of band, then publishes the server's
-    /// indices at 0 and asks to be woken by the first request.
+    /// count (read once) against the geometry agreed out of band, reads the start index once,
+    /// then publishes the server's indices at it and asks to be woken by the first request.
+    /// (Any start index is safe: every later check is relative to the private indices.)
     pub fn attach(
         ring: R,
         data: D,
@@ -137,20 +138,21 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
                 found: slots,
             });
         }
+        let start = load(ctrl::START_INDEX);
         let connection = ServerConnection {
             ring,
             data,
             geometry,
             peer,
-            req_cons: 0,
-            rsp_prod_pvt: 0,
-            rsp_prod_published: 0,
+            req_cons: start,
+            rsp_prod_pvt: start,
+            rsp_prod_published: start,
             stats: ConnectionStats::default(),
             broken: None,
         };
-        connection.store(ctrl::REQ_CONS, 0);
-        connection.store(ctrl::RSP_PROD, 0);
-        connection.store(ctrl::REQ_EVENT, 1);
+        connection.store(ctrl::REQ_CONS, start);
+        connection.store(ctrl::RSP_PROD, start);
+        connection.store(ctrl::REQ_EVENT, start.wrapping_add(1));
         Ok(connection)
     }
 

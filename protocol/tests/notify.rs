@@ -105,24 +105,43 @@ fn budget_limits_a_poll_and_reports_more() {
 }
 
 #[test]
-fn ring_keeps_working_over_many_laps() {
-    // Slot reuse over ~100 laps with varying batch sizes (wrap of the 32-bit indices themselves
-    // is covered by the property tests of `ring`).
-    let mem = Memory::new(16, 0);
-    let (mut client, mut server) = mem.connect(16, 1);
-    let mut services = Services::new();
-    let mut registry = services.registry();
-    for round in 0..200u32 {
-        let batch = 1 + round % 16;
-        let mut pending = Vec::new();
-        for _ in 0..batch {
-            pending.push(client.start(&echo::client::ping(&())).unwrap());
+fn ring_keeps_working_over_many_laps_and_across_the_index_wrap() {
+    // Slot reuse over ~100 laps with varying batch sizes, with the 32-bit indices starting just
+    // below the wrap so that they pass through it early on.
+    for start in [0, u32::MAX - 40] {
+        let mem = Memory::new(16, 0);
+        let (mut client, mut server) = mem.connect_at(16, 1, start);
+        let mut services = Services::new();
+        let mut registry = services.registry();
+        let mut notified = 0;
+        for round in 0..200u32 {
+            let batch = 1 + round % 16;
+            let mut pending = Vec::new();
+            for _ in 0..batch {
+                pending.push(client.start(&echo::client::ping(&())).unwrap());
+            }
+            notified += u32::from(client.publish());
+            assert_eq!(server.poll(&mut registry, &clock(), 64).handled, batch);
+            for p in pending {
+                p.finish(&client.poll_response().unwrap().unwrap()).unwrap();
+            }
+            if round % 3 == 0 {
+                assert!(!server.prepare_to_sleep());
+            }
         }
-        client.publish();
-        assert_eq!(server.poll(&mut registry, &clock(), 64).handled, batch);
-        for p in pending {
-            p.finish(&client.poll_response().unwrap().unwrap()).unwrap();
-        }
+        assert!(server.broken().is_none() && client.broken().is_none());
+        // Once at the start, then once after every third round's arming (67 of them).
+        assert_eq!(notified, 1 + 67, "start {start}");
+        let req_prod = client
+            .ring()
+            .load_u32(
+                xenrpc_proto::layout::ctrl::REQ_PROD,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .unwrap();
+        assert_eq!(
+            req_prod,
+            start.wrapping_add((0..200).map(|r| 1 + r % 16).sum::<u32>())
+        );
     }
-    assert!(server.broken().is_none() && client.broken().is_none());
 }

@@ -50,6 +50,15 @@ fn honest_op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Where the ring indices start: 0, just below the 32-bit wrap, or anywhere.
+fn start_index() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        Just(0u32),
+        (1u32..=64).prop_map(|k| 0u32.wrapping_sub(k)),
+        any::<u32>()
+    ]
+}
+
 fn scribble(data_only: bool) -> impl Strategy<Value = Op> {
     (any::<bool>(), any::<u16>(), any::<u32>(), 0u8..4).prop_map(
         move |(data, word, value, small)| {
@@ -92,9 +101,9 @@ impl Run {
 
     /// Runs the ops; with `strict` (no scribbling of the ring) also checks every reply and the
     /// notification rules.
-    fn go(&self, ops: &[Op], strict: bool) -> Result<(), TestCaseError> {
+    fn go(&self, ops: &[Op], strict: bool, start: u32) -> Result<(), TestCaseError> {
         let mem = &self.mem;
-        let (mut client, mut server) = mem.connect(8, 1);
+        let (mut client, mut server) = mem.connect_at(8, 1, start);
         let mut services = Services::new();
         let mut registry = services.registry();
         let ring = SharedRegion::new(&mem.ring).unwrap();
@@ -294,8 +303,8 @@ proptest! {
     /// Honest peers, arbitrary interleaving: every reply correct, every call answered once,
     /// no lost and no unrequested notification.
     #[test]
-    fn honest_interleavings(ops in prop::collection::vec(honest_op(), 1..150)) {
-        Run::new().go(&ops, true)?;
+    fn honest_interleavings(ops in prop::collection::vec(honest_op(), 1..150), start in start_index()) {
+        Run::new().go(&ops, true, start)?;
     }
 
     /// A hostile peer scribbling on the data region cannot break the ring: everything is still
@@ -344,8 +353,9 @@ proptest! {
     /// regions, counters consistent, and a broken connection stays broken.
     #[test]
     fn scribbles_anywhere_are_survived(
-        ops in prop::collection::vec(prop_oneof![3 => honest_op(), 1 => scribble(false)], 1..200)
+        ops in prop::collection::vec(prop_oneof![3 => honest_op(), 1 => scribble(false)], 1..200),
+        start in start_index(),
     ) {
-        Run::new().go(&ops, false)?;
+        Run::new().go(&ops, false, start)?;
     }
 }

@@ -43,8 +43,24 @@ impl Memory {
     }
 
     pub fn connect(&self, max_in_flight: usize, peer: u32) -> (Client<'_>, Server<'_>) {
-        let client =
-            ClientConnection::new(&self.ring, &self.data, self.geometry, max_in_flight).unwrap();
+        self.connect_at(max_in_flight, peer, 0)
+    }
+
+    /// A connection whose ring indices start at `start`.
+    pub fn connect_at(
+        &self,
+        max_in_flight: usize,
+        peer: u32,
+        start: u32,
+    ) -> (Client<'_>, Server<'_>) {
+        let client = ClientConnection::with_start_index(
+            &self.ring,
+            &self.data,
+            self.geometry,
+            max_in_flight,
+            start,
+        )
+        .unwrap();
         let server =
             ServerConnection::attach(&self.ring, &self.data, self.geometry, PeerId(peer)).unwrap();
         (client, server)
