@@ -27,6 +27,7 @@ const CMD_QUIT: u32 = 4;
 const COMMAND_LEN: usize = 16;
 /// Ping and pong live on separate cache lines, as a ring's request and response indices do.
 const PONG_OFFSET: usize = 64;
+const _: () = assert!(PONG_OFFSET % 64 == 0 && PONG_OFFSET + 8 <= PAGE_SIZE);
 /// Largest echo the UDS floor accepts (the benchmark's largest payload).
 pub const MAX_UDS_ECHO: usize = 1 << 20;
 
