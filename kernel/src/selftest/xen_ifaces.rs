@@ -48,6 +48,11 @@ pub const TESTS: &[Test] = &[
         run: grant_self_map,
     },
     Test {
+        name: "grant-batch-map",
+        when: When::Always,
+        run: grant_batch_map_all_or_nothing,
+    },
+    Test {
         name: "xenstore-rw",
         when: When::DomUOnly,
         run: xenstore_read_write,
@@ -398,6 +403,76 @@ fn grant_self_map(boot: &BootInfo) -> Result<(), TestError> {
     result?;
     if let Err(e) = ended {
         fail!("end_access after unmapping failed: {e}");
+    }
+    if let Err(e) = released {
+        fail!("releasing the foreign slot failed: {e}");
+    }
+    Ok(())
+}
+
+fn grant_batch_map_all_or_nothing(boot: &BootInfo) -> Result<(), TestError> {
+    const PAGES: usize = 3;
+    let domid = own_domid(boot)?;
+    let mut frames = Vec::new();
+    let mut grefs = Vec::new();
+    let slot = match mm::reserve_foreign_slot() {
+        Ok(s) => s,
+        Err(e) => fail!("reserving a foreign slot failed: {e}"),
+    };
+    let result = (|| {
+        for i in 0..PAGES {
+            let (pfn, mfn) = test_frame()?;
+            frames.push(pfn);
+            // SAFETY: a pool frame of ours, mapped read-write at its direct-map address.
+            unsafe { core::ptr::write_volatile(pfn.va() as *mut u64, 0xb00 + i as u64) };
+            match grant::grant_access(domid, mfn, GrantAccess::ReadOnly) {
+                Ok(r) => grefs.push(r),
+                Err(e) => fail!("granting frame {i} failed: {e}"),
+            }
+        }
+        let handles = match grant::map_grants(domid, &grefs, slot.base, GrantAccess::ReadOnly) {
+            Ok(h) => h,
+            Err(e) => fail!("batch map of {PAGES} grants failed: {e}"),
+        };
+        for i in 0..PAGES {
+            // SAFETY: page `i` of the slot was just mapped read-only from our own frame.
+            let seen =
+                unsafe { core::ptr::read_volatile((slot.base + i as u64 * 4096) as *const u64) };
+            if seen != 0xb00 + i as u64 {
+                fail!("batch-mapped page {i} shows {seen:#x}");
+            }
+        }
+        if let Err(e) = grant::unmap_grants(slot.base, &handles) {
+            fail!("batch unmap failed: {e}");
+        }
+        // A bad reference in the middle: nothing may stay mapped.
+        let bogus = xen_abi::grant::GrantRef(grefs[2].0 + 1);
+        let mixed = [grefs[0], bogus, grefs[1]];
+        match grant::map_grants(domid, &mixed, slot.base, GrantAccess::ReadOnly) {
+            Err(GrantTableError::Status(_)) => {}
+            other => fail!("a batch with a bad grant returned {other:?}"),
+        }
+        for i in 0..mixed.len() as u64 {
+            match mm::translate(slot.base + i * 4096) {
+                Ok(None) => {}
+                other => fail!("page {i} still mapped after a failed batch: {other:?}"),
+            }
+        }
+        Ok(())
+    })();
+    let mut ended = Ok(());
+    for gref in grefs {
+        if let Err(e) = grant::end_access(gref) {
+            ended = Err(e);
+        }
+    }
+    for pfn in frames {
+        mm::free_frame(pfn);
+    }
+    let released = mm::release_foreign_slot(slot);
+    result?;
+    if let Err(e) = ended {
+        fail!("end_access after the batch tests failed: {e}");
     }
     if let Err(e) = released {
         fail!("releasing the foreign slot failed: {e}");

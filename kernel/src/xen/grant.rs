@@ -7,6 +7,7 @@
 //! that refuses while either bit is set ([`xen_abi::grant::check_revocable`]), so a frame is
 //! never reused while a peer can still reach it.
 
+use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{fence, AtomicU16, Ordering};
 
@@ -281,4 +282,131 @@ pub fn unmap_grant(host_addr: u64, handle: GrantHandle) -> Result<(), GrantTable
     unsafe { hypercall::grant_table_op(GNTTABOP_UNMAP_GRANT_REF, &mut op, 1) }?;
     check_status(op.status)?;
     Ok(())
+}
+
+/// Grant operations per `grant_table_op` call in the batch functions.
+const BATCH: usize = 64;
+
+/// `GNTST_*` never returned by Xen: marks batch entries Xen did not get to.
+const STATUS_NOT_DONE: i16 = i16::MIN;
+
+/// Maps `grants` of domain `granter` at consecutive pages from `base` (in the foreign window),
+/// [`BATCH`] per hypercall instead of one each. All or nothing: if any grant fails, the ones
+/// mapped are unmapped again and the first failure is returned. Returns one handle per grant.
+pub fn map_grants(
+    granter: DomId,
+    grants: &[GrantRef],
+    base: u64,
+    access: GrantAccess,
+) -> Result<Vec<GrantHandle>, GrantTableError> {
+    let pages: Vec<u64> = (0..grants.len() as u64).map(|i| base + i * 4096).collect();
+    for &va in &pages {
+        check_foreign_address(va)?;
+    }
+    let flags = GNTMAP_HOST_MAP
+        | match access {
+            GrantAccess::ReadOnly => GNTMAP_READONLY,
+            GrantAccess::ReadWrite => 0,
+        };
+    let mut mapped: Vec<(u64, GrantHandle)> = Vec::with_capacity(grants.len());
+    let mut failure = None;
+    for (grants, pages) in grants.chunks(BATCH).zip(pages.chunks(BATCH)) {
+        let mut ops = [GnttabMapGrantRef::default(); BATCH];
+        for ((op, grant), &va) in ops.iter_mut().zip(grants).zip(pages) {
+            *op = GnttabMapGrantRef {
+                host_addr: va,
+                flags,
+                r#ref: grant.0,
+                dom: granter,
+                status: STATUS_NOT_DONE,
+                ..Default::default()
+            };
+        }
+        // SAFETY: `ops` holds `grants.len()` live gnttab_map_grant_ref entries whose addresses
+        // were checked to lie in the foreign window.
+        let rc = unsafe {
+            hypercall::grant_table_op(
+                GNTTABOP_MAP_GRANT_REF,
+                ops.as_mut_ptr(),
+                grants.len() as u32,
+            )
+        };
+        for op in &ops[..grants.len()] {
+            match op.status {
+                0 => mapped.push((op.host_addr, GrantHandle(op.handle))),
+                STATUS_NOT_DONE => {}
+                status => {
+                    failure.get_or_insert(GrantTableError::Status(GrantError::from_status(status)));
+                }
+            }
+        }
+        if let Err(e) = rc {
+            failure.get_or_insert(GrantTableError::Xen(e));
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    if failure.is_none() && mapped.len() != grants.len() {
+        failure = Some(GrantTableError::Xen(XenError::EINVAL));
+    }
+    match failure {
+        None => Ok(mapped.into_iter().map(|(_, handle)| handle).collect()),
+        Some(error) => {
+            if let Err(e) = unmap_pages(&mapped) {
+                crate::log!("grant: undoing a failed batch map failed: {e}");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Unmaps `handles` mapped by [`map_grants`] at consecutive pages from `base`, batched. Tries
+/// every page; returns the first failure.
+pub fn unmap_grants(base: u64, handles: &[GrantHandle]) -> Result<(), GrantTableError> {
+    let pages: Vec<(u64, GrantHandle)> = handles
+        .iter()
+        .enumerate()
+        .map(|(i, &handle)| (base + i as u64 * 4096, handle))
+        .collect();
+    unmap_pages(&pages)
+}
+
+fn unmap_pages(pages: &[(u64, GrantHandle)]) -> Result<(), GrantTableError> {
+    for &(va, _) in pages {
+        check_foreign_address(va)?;
+    }
+    let mut first_error = None;
+    for chunk in pages.chunks(BATCH) {
+        let mut ops = [GnttabUnmapGrantRef::default(); BATCH];
+        for (op, &(va, handle)) in ops.iter_mut().zip(chunk) {
+            *op = GnttabUnmapGrantRef {
+                host_addr: va,
+                dev_bus_addr: 0,
+                handle: handle.0,
+                status: STATUS_NOT_DONE,
+            };
+        }
+        // SAFETY: `ops` holds `chunk.len()` live gnttab_unmap_grant_ref entries.
+        let rc = unsafe {
+            hypercall::grant_table_op(
+                GNTTABOP_UNMAP_GRANT_REF,
+                ops.as_mut_ptr(),
+                chunk.len() as u32,
+            )
+        };
+        if let Err(e) = rc {
+            first_error.get_or_insert(GrantTableError::Xen(e));
+        }
+        for op in &ops[..chunk.len()] {
+            if op.status != 0 && op.status != STATUS_NOT_DONE {
+                first_error
+                    .get_or_insert(GrantTableError::Status(GrantError::from_status(op.status)));
+            }
+        }
+    }
+    match first_error {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
 }
