@@ -6,8 +6,9 @@
 //!
 //! ## A connection
 //! Two shared regions, both set up by the transport, both page aligned ([`SharedMemory`]):
-//! - the **ring region**: one control page ([`layout::ControlBlock`]: magic, slot count, and the
-//!   indices and event thresholds, each side's fields on its own 128-byte block), then the
+//! - the **ring region**: one control page ([`layout::ControlBlock`]: magic, slot count, start
+//!   index, and the indices and event thresholds, each side's fields on its own 128-byte
+//!   block), then the
 //!   request ring and the response ring, each `slots` × [`SLOT_SIZE`] (256) bytes, `slots` a
 //!   power of two in 16..=1024 ([`RingGeometry`]; one page or more per ring). Size:
 //!   `geometry.region_bytes()`.
@@ -20,6 +21,18 @@
 //! id, interface version, call id, flags ([`FLAG_ONE_WAY`]), an absolute deadline (ns on the
 //! transport's [`Clock`], 0 = none), and out-of-line argument and result windows; responses a
 //! [`Status`], the inline result, and how many result bytes the handler wrote.
+//!
+//! Statuses: `UnknownService`/`UnknownMethod`/`VersionMismatch` (checked on every call),
+//! `AccessDenied` (registry access check on the transport's peer id), `BadArguments` (unknown
+//! flag bits, reserved fields not zero, a window outside the data region or with a non-zero
+//! offset and zero length, inline arguments not exactly the method's type, or the handler's
+//! verdict), `TooLarge` (inline length over 192, a result that does not fit its window),
+//! `DeadlineExceeded` (deadline passed before dispatch; the handler does not run), `Busy`
+//! (handler out of capacity, e.g. a kv quota), `HandlerFault` (the handler failed).
+//! Ring states no correct client writes break the connection instead ([`Violation`]): a
+//! producer index more than a ring ahead of (or behind) the consumer, a response consumer
+//! index out of range, and a two-way request while all response slots are unconsumed (the
+//! in-flight cap, at most `slots` two-way calls awaiting responses, exceeded).
 //!
 //! ## Using it
 //! - Client: [`ClientConnection::new`] (lays out the ring region), then
@@ -41,8 +54,9 @@
 //!   the result straight into the client's buffer (the only copy on the zero-copy path).
 //!
 //! ## Rules the code keeps
-//! Shared memory is reached only through [`region::RegionView`] (all its `unsafe` is in
-//! `region.rs`): aligned 32-bit atomics, never a reference to peer-writable bytes. Every slot
+//! Shared memory is reached only through [`region::RegionView`] (all `unsafe` that touches it
+//! is in `region.rs`; `mem.rs` has the heap buffer's own): aligned 32-bit atomics, never a
+//! reference to peer-writable bytes. Every slot
 //! is copied once into private memory, then validated; every index, length and window is
 //! checked against private state with checked arithmetic. A request the server can read gets a
 //! status; ring state no correct client writes breaks the connection; both are counted. The
