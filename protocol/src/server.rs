@@ -75,6 +75,21 @@ impl ConnectionStats {
         self.rejected[reason as usize]
     }
 
+    /// Adds another connection's counters to these (totals over a server's connections).
+    pub fn merge_from(&mut self, other: &ConnectionStats) {
+        self.requests += other.requests;
+        self.one_way += other.one_way;
+        self.responses += other.responses;
+        for (sum, n) in self.by_status.iter_mut().zip(other.by_status) {
+            *sum += n;
+        }
+        for (sum, n) in self.rejected.iter_mut().zip(other.rejected) {
+            *sum += n;
+        }
+        self.notifications += other.notifications;
+        self.violations += other.violations;
+    }
+
     /// Requests whose status was not `Ok`.
     pub fn errors(&self) -> u64 {
         self.requests - self.by_status[Status::Ok.index()]
@@ -414,5 +429,35 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
     /// Whether the client published requests we have not taken yet.
     pub fn has_requests(&self) -> bool {
         self.load(ctrl::REQ_PROD) != self.req_cons
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_merge_adds_every_counter() {
+        let mut a = ConnectionStats {
+            requests: 3,
+            one_way: 1,
+            responses: 2,
+            ..Default::default()
+        };
+        a.by_status[Status::Ok.index()] = 2;
+        a.by_status[Status::Busy.index()] = 1;
+        a.rejected[RejectReason::DeadlinePassed as usize] = 1;
+        let mut b = ConnectionStats {
+            notifications: 4,
+            violations: 1,
+            ..a
+        };
+        b.merge_from(&a);
+        assert_eq!((b.requests, b.one_way, b.responses), (6, 2, 4));
+        assert_eq!(b.status_count(Status::Ok), 4);
+        assert_eq!(b.status_count(Status::Busy), 2);
+        assert_eq!(b.rejected_count(RejectReason::DeadlinePassed), 2);
+        assert_eq!((b.notifications, b.violations), (4, 1));
+        assert_eq!(b.errors(), 2);
     }
 }
