@@ -725,10 +725,12 @@ fn serve(
     let start = Instant::now();
     let clock = move || start.elapsed().as_nanos() as u64;
     let mut watched_frontends: Vec<String> = Vec::new();
+    let mut restarted: Vec<(DomId, u32)> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         // Handshake: look at every device under our backend root.
+        let mut fired = Vec::new();
         while store.has_buffered_event() {
-            store.next_event(Instant::now()).unwrap();
+            fired.extend(store.next_event(Instant::now()).unwrap().map(|e| e.path));
         }
         for client_name in store.directory(0, &root).unwrap().unwrap_or_default() {
             let Ok(client) = rv::parse_domid(client_name.as_bytes()) else {
@@ -757,13 +759,34 @@ fn serve(
                 let is_served = served
                     .iter()
                     .any(|s| s.client == client && s.devid == devid);
+                // Like the service VM: Initialising from a connected client means it
+                // restarted (crashed and came back); the old connection ends.
                 let teardown = !online
-                    || matches!(fe_state, None | Some(S::Closing) | Some(S::Closed))
+                    || matches!(
+                        fe_state,
+                        None | Some(S::Closing) | Some(S::Closed) | Some(S::Initialising)
+                    )
                     || be_state == Some(S::Closing);
+                let fe_state_path = format!("{fe}/state");
+                if fired.contains(&fe_state_path) && fe_state != Some(S::Initialising) {
+                    restarted.retain(|k| *k != (client, devid));
+                }
                 if is_served && teardown {
                     served.retain(|s| !(s.client == client && s.devid == devid));
                     set_state(&mut store, &be, S::Closed);
+                    if fe_state == Some(S::Initialising) {
+                        // Like the service VM, which reacts to changes only: this
+                        // Initialising ended the old connection; only a new write of it
+                        // offers the device again.
+                        restarted.push((client, devid));
+                    }
                     continue;
+                }
+                if restarted.contains(&(client, devid)) {
+                    if !fired.contains(&fe_state_path) {
+                        continue;
+                    }
+                    restarted.retain(|k| *k != (client, devid));
                 }
                 match (be_state, fe_state) {
                     (Some(S::Closing), _) => set_state(&mut store, &be, S::Closed),
@@ -809,7 +832,15 @@ fn serve(
             }
         }
         // Serve.
-        if behaviour != Behaviour::Silent {
+        if behaviour == Behaviour::CorruptRing {
+            // Never a valid response: only an impossible producer index, on every wake-up.
+            for s in &served {
+                if drain(s.wake.as_raw_fd()) {
+                    s.poke(xenrpc_proto::layout::ctrl::RSP_PROD, 1_000_000);
+                    s.notify();
+                }
+            }
+        } else if behaviour != Behaviour::Silent {
             for s in &mut served {
                 drain(s.wake.as_raw_fd());
                 loop {

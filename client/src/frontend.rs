@@ -140,15 +140,20 @@ fn backend_failure(look: BackendLook, info: &DeviceInfo) -> Option<Error> {
 }
 
 /// Waits until the backend reaches `wanted`, failing early if it closes or vanishes.
-/// `tolerate_closed`: on (re)connection a Closed backend left by the last session is expected
-/// until the server notices our Initialising.
+/// `restart`: the frontend state path, while (re)starting a connection. A Closed backend is
+/// then expected (left by an earlier session) until the server notices our Initialising; and
+/// when the backend *moves* to Closed meanwhile (a server that still had a stale connection
+/// of a crashed client closes it on our Initialising), Initialising is written again so the
+/// server offers the device anew. Bounded: a few restarts at most.
 fn wait_backend(
     store: &mut dyn Xenstore,
     info: &DeviceInfo,
     wanted: XenbusState,
     deadline: Instant,
-    tolerate_closed: bool,
+    restart: Option<&str>,
 ) -> Result<()> {
+    let mut previous = None;
+    let mut restarts = 0;
     loop {
         let look = look_at_backend(store, info)?;
         if look == BackendLook::State(wanted) {
@@ -158,11 +163,26 @@ fn wait_backend(
             look,
             BackendLook::State(XenbusState::Closed) | BackendLook::State(XenbusState::Closing)
         );
-        if !(tolerate_closed && closed) {
-            if let Some(e) = backend_failure(look, info) {
-                return Err(e);
+        match restart {
+            Some(fe_state) if closed => {
+                let became_closed = previous.is_some_and(|p| p != look);
+                if became_closed && look == BackendLook::State(XenbusState::Closed) && restarts < 3
+                {
+                    restarts += 1;
+                    store.write(
+                        NO_TX,
+                        fe_state,
+                        XenbusState::Initialising.as_str().as_bytes(),
+                    )?;
+                }
+            }
+            _ => {
+                if let Some(e) = backend_failure(look, info) {
+                    return Err(e);
+                }
             }
         }
+        previous = Some(look);
         if store.next_event(deadline)?.is_none() {
             let now = match look {
                 BackendLook::State(s) => crate::admin::state_label(s).to_string(),
@@ -283,7 +303,13 @@ pub fn connect<D: XenDevices>(
         &fe_state,
         XenbusState::Initialising.as_str().as_bytes(),
     )?;
-    wait_backend(store.as_mut(), &info, XenbusState::InitWait, deadline, true)?;
+    wait_backend(
+        store.as_mut(),
+        &info,
+        XenbusState::InitWait,
+        deadline,
+        Some(&fe_state),
+    )?;
 
     let max_pages_key = format!("{}/{}", info.backend, key::MAX_PAGES);
     let max_pages = store
@@ -356,7 +382,7 @@ pub fn connect<D: XenDevices>(
         &info,
         XenbusState::Connected,
         deadline,
-        false,
+        None,
     ) {
         // Tell the server we give up, so it does not keep our pages mapped.
         let _ = store.write(NO_TX, &fe_state, XenbusState::Closed.as_str().as_bytes());
@@ -474,7 +500,9 @@ impl<D: XenDevices> Connection<D> {
         Ok(pending)
     }
 
-    /// Starts several calls and publishes them with at most one notification.
+    /// Starts several calls and publishes them with at most one notification. Returns the
+    /// calls started: fewer than given when the ring or the in-flight cap filled up (the rest
+    /// were not sent); an error only if none could be started.
     pub fn submit_batch<R>(&mut self, calls: &[TypedCall<'_, R>]) -> Result<Vec<Pending<R>>> {
         self.check_failed()?;
         let mut started = Vec::with_capacity(calls.len());
@@ -518,15 +546,15 @@ impl<D: XenDevices> Connection<D> {
             // Buffered, so this returns at once.
             self.store.next_event(Instant::now())?;
         }
-        let look = look_at_backend(self.store.as_mut(), &self.info)?;
-        if let Some(e) = backend_failure(look, &self.info) {
-            self.failed = Some(match e {
-                Error::ServerGone(_) => Failure::Gone,
-                _ => Failure::Closed,
-            });
-            return Err(e);
-        }
-        Ok(())
+        // Once connected, anything but Connected means the server is not serving us any more
+        // (closed, detached, or restarted the device): calls would never be answered.
+        let failure = match look_at_backend(self.store.as_mut(), &self.info)? {
+            BackendLook::State(XenbusState::Connected) => return Ok(()),
+            BackendLook::Gone => Failure::Gone,
+            _ => Failure::Closed,
+        };
+        self.failed = Some(failure);
+        self.check_failed()
     }
 
     /// Waits for `pending`'s response until `deadline`. Spins briefly, then sleeps on the

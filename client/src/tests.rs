@@ -400,6 +400,33 @@ fn a_client_reconnects_after_closing() {
 }
 
 #[test]
+fn a_client_that_crashed_while_connected_can_connect_again() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let conn = connected(&w);
+    // A crash: no close, no Drop; FE and BE stay Connected.
+    std::mem::forget(conn);
+    assert_eq!(value(&w, "/local/domain/1/backend/xenrpc/5/0/state"), "4");
+    let mut conn = connected(&w);
+    let sum = conn
+        .call(&arith::client::add(&arith::Operands { a: 2, b: 3 }), T)
+        .unwrap();
+    assert_eq!(sum.value.value, 5);
+}
+
+#[test]
+fn a_server_that_restarts_the_device_fails_calls_instead_of_leaving_them_unanswered() {
+    let (w, _server) = attached(Behaviour::Silent);
+    let mut conn = connected(&w);
+    let mut dom0 = w.store.connect(0);
+    dom0.write(0, "/local/domain/1/backend/xenrpc/5/0/state", b"2")
+        .unwrap();
+    let err = conn
+        .call(&echo::client::ping(&()), Duration::from_secs(600))
+        .unwrap_err();
+    assert!(matches!(err, Error::ServerClosed), "{err}");
+}
+
+#[test]
 fn device_failures_and_hostile_xenstore_values_are_clear_errors() {
     let (w, _server) = attached(Behaviour::Normal);
     w.xen.fail_grants(true);
