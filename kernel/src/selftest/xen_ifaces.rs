@@ -9,7 +9,10 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use xen_abi::grant::{GrantAccess, GTF_PERMIT_ACCESS, GTF_READONLY};
-use xen_abi::xenstore::{Access, Permission, ReplyError, RequestError, XsErrno};
+use xen_abi::xenstore::{
+    Access, Permission, ReplyError, Request, RequestError, XenstoreDomainInterface, XsErrno,
+    XsType, XsdSockmsg, XENSTORE_RING,
+};
 use xen_abi::{DomId, DOMID_SELF};
 
 use super::{Test, TestError, When};
@@ -17,7 +20,7 @@ use crate::mm;
 use crate::xen::events::{self, EventError, Port};
 use crate::xen::grant::{self, GrantTableError};
 use crate::xen::start_info::BootInfo;
-use crate::xen::xenstore::{self, XsError};
+use crate::xen::xenstore::{self, Connection, XsError};
 use crate::xen::{shared_info, time};
 use crate::{fail, log};
 
@@ -51,6 +54,11 @@ pub const TESTS: &[Test] = &[
         name: "grant-batch-map",
         when: When::Always,
         run: grant_batch_map_all_or_nothing,
+    },
+    Test {
+        name: "xenstore-hostile-replies",
+        when: When::Always,
+        run: xenstore_hostile_replies,
     },
     Test {
         name: "xenstore-rw",
@@ -478,6 +486,142 @@ fn grant_batch_map_all_or_nothing(boot: &BootInfo) -> Result<(), TestError> {
         fail!("releasing the foreign slot failed: {e}");
     }
     Ok(())
+}
+
+/// A private page playing xenstored: replies are placed on its response ring before the call.
+struct FakeStore {
+    page: *mut XenstoreDomainInterface,
+    rsp_prod: u32,
+}
+
+impl FakeStore {
+    fn queue_reply(&mut self, msg_type: u32, req_id: u32, payload: &[u8]) {
+        let header = XsdSockmsg {
+            msg_type,
+            req_id,
+            tx_id: 0,
+            len: payload.len() as u32,
+        };
+        let mut bytes = header.to_bytes().to_vec();
+        bytes.extend_from_slice(payload);
+        for byte in bytes {
+            let offset = XENSTORE_RING.mask(self.rsp_prod);
+            // SAFETY: our own zeroed pool page (no other domain sees it); offset < 1024 keeps
+            // the write inside `rsp`.
+            unsafe {
+                core::ptr::addr_of_mut!((*self.page).rsp)
+                    .cast::<u8>()
+                    .add(offset)
+                    .write_volatile(byte)
+            };
+            self.rsp_prod = self.rsp_prod.wrapping_add(1);
+        }
+        self.set_rsp_prod(self.rsp_prod);
+    }
+
+    fn set_rsp_prod(&self, value: u32) {
+        // SAFETY: an aligned u32 field of our own page.
+        unsafe { core::ptr::addr_of_mut!((*self.page).rsp_prod).write_volatile(value) };
+    }
+}
+
+fn xenstore_hostile_replies(_: &BootInfo) -> Result<(), TestError> {
+    let Some(pfn) = mm::alloc_frame() else {
+        fail!("frame pool is empty");
+    };
+    let (a, b) = loopback_pair()?;
+    let result = (|| {
+        if let Err(e) = events::set_handler(b, Arc::new(|_| {})) {
+            fail!("set_handler failed: {e}");
+        }
+        let mut store = FakeStore {
+            page: pfn.va() as *mut XenstoreDomainInterface,
+            rsp_prod: 0,
+        };
+        let mut connection = match Connection::over_page(store.page, a) {
+            Ok(c) => c,
+            Err(e) => fail!("connection over a zeroed page failed: {e}"),
+        };
+        let read = Request::Read { path: "data/x" };
+        let directory = Request::Directory { path: "data" };
+
+        // Request ids count from 1.
+        store.queue_reply(XsType::Error as u32, 1, b"EACCES\0");
+        match connection.call(&read, 0) {
+            Err(XsError::Reply(ReplyError::Xenstore(XsErrno::Eacces))) => {}
+            other => fail!("an EACCES reply gave {other:?}"),
+        }
+        store.queue_reply(XsType::Read as u32, 99, b"v");
+        match connection.call(&read, 0) {
+            Err(XsError::Reply(ReplyError::WrongRequestId {
+                expected: 2,
+                got: 99,
+            })) => {}
+            other => fail!("a reply to another request gave {other:?}"),
+        }
+        store.queue_reply(XsType::Write as u32, 3, b"OK\0");
+        match connection.call(&read, 0) {
+            Err(XsError::Reply(ReplyError::WrongType { .. })) => {}
+            other => fail!("a reply of the wrong type gave {other:?}"),
+        }
+        store.queue_reply(XsType::Directory as u32, 4, b"a\0\0b\0");
+        match connection.call(&directory, 0).and_then(|p| {
+            xen_abi::xenstore::parse_directory(&p)
+                .map(|d| d.count())
+                .map_err(XsError::Reply)
+        }) {
+            Err(XsError::Reply(ReplyError::EmptyString)) => {}
+            other => fail!("a directory with an empty name gave {other:?}"),
+        }
+        // The connection still works after those...
+        store.queue_reply(XsType::Read as u32, 5, b"fine");
+        match connection.call(&read, 0) {
+            Ok(value) if value == b"fine" => {}
+            other => fail!("a good reply after bad ones gave {other:?}"),
+        }
+        // ... but an oversized message breaks it for good.
+        let oversized = XsdSockmsg {
+            msg_type: XsType::Read as u32,
+            req_id: 6,
+            tx_id: 0,
+            len: 5000,
+        };
+        store.queue_reply(oversized.msg_type, 6, &[]);
+        // Patch the length field of the header just queued.
+        let len_offset = XENSTORE_RING.mask(store.rsp_prod.wrapping_sub(4));
+        for (i, byte) in oversized.len.to_ne_bytes().iter().enumerate() {
+            // SAFETY: our own page; the 4 bytes lie in `rsp` (offset masked by the ring size).
+            unsafe {
+                core::ptr::addr_of_mut!((*store.page).rsp)
+                    .cast::<u8>()
+                    .add((len_offset + i) % 1024)
+                    .write_volatile(*byte)
+            };
+        }
+        match connection.call(&read, 0) {
+            Err(XsError::Broken(_)) => {}
+            other => fail!("an oversized message gave {other:?}"),
+        }
+        match connection.call(&read, 0) {
+            Err(XsError::Broken(_)) => {}
+            other => fail!("a call on a broken connection gave {other:?}"),
+        }
+        // A producer index far ahead of the consumer: broken at once.
+        // SAFETY: our own page, rewritten while no connection uses it.
+        unsafe { core::ptr::write_bytes(store.page.cast::<u8>(), 0, 4096) };
+        let mut connection = match Connection::over_page(store.page, a) {
+            Ok(c) => c,
+            Err(e) => fail!("connection over a zeroed page failed: {e}"),
+        };
+        store.set_rsp_prod(4000);
+        match connection.call(&read, 0) {
+            Err(XsError::Broken(_)) => Ok(()),
+            other => fail!("a hostile producer index gave {other:?}"),
+        }
+    })();
+    close_pair(a, b)?;
+    mm::free_frame(pfn);
+    result
 }
 
 fn xs<T>(what: &str, result: Result<T, XsError>) -> Result<T, TestError> {

@@ -136,7 +136,8 @@ impl RingBytes for VolatileRing {
     }
 }
 
-struct Connection {
+/// One xenstore ring connection (the boot one lives in `CONNECTION`).
+pub(crate) struct Connection {
     page: *mut XenstoreDomainInterface,
     port: Port,
     /// Our producer index of `req`, kept privately (the shared copy is only written from it).
@@ -168,6 +169,51 @@ macro_rules! field {
 }
 
 impl Connection {
+    /// A connection over a mapped xenstore page whose peer is signalled through `port`: the
+    /// boot page, or (self-tests) a private page playing a hostile xenstored.
+    pub(crate) fn over_page(
+        page: *mut XenstoreDomainInterface,
+        port: Port,
+    ) -> Result<Connection, XsError> {
+        let mut connection = Connection {
+            page,
+            port,
+            req_prod: 0,
+            rsp_cons: 0,
+            next_req_id: 1,
+            abandoned_req_id: None,
+            assembler: alloc::boxed::Box::new(MessageAssembler::new()),
+            events: VecDeque::new(),
+            broken: None,
+        };
+        // SAFETY: field addresses of the mapped page (no access yet).
+        let (req_cons, req_prod, rsp_cons, rsp_prod, state) = unsafe {
+            (
+                field!(page, req_cons),
+                field!(page, req_prod),
+                field!(page, rsp_cons),
+                field!(page, rsp_prod),
+                field!(page, connection),
+            )
+        };
+        connection.req_prod = connection.read_index(req_prod);
+        connection.rsp_cons = connection.read_index(rsp_cons);
+        let (req_used, rsp_used) = (
+            XENSTORE_RING.used(connection.read_index(req_cons), connection.req_prod),
+            XENSTORE_RING.used(connection.rsp_cons, connection.read_index(rsp_prod)),
+        );
+        if let Err(e) = req_used.and(rsp_used) {
+            return Err(XsError::Broken(alloc::format!(
+                "ring indices at start: {e}"
+            )));
+        }
+        let connection_state = connection.read_index(state);
+        if connection_state != XENSTORE_CONNECTED {
+            log!("xenstore: ring connection state {connection_state} (expected connected)");
+        }
+        Ok(connection)
+    }
+
     fn read_index(&self, index: *mut u32) -> u32 {
         // SAFETY: `index` is an aligned u32 field of the mapped page; read once, volatile.
         let value = unsafe { core::ptr::read_volatile(index) };
@@ -314,7 +360,7 @@ impl Connection {
     }
 
     /// Sends `request` and returns the validated reply payload.
-    fn call(&mut self, request: &Request<'_>, tx_id: u32) -> Result<Vec<u8>, XsError> {
+    pub(crate) fn call(&mut self, request: &Request<'_>, tx_id: u32) -> Result<Vec<u8>, XsError> {
         self.check_usable()?;
         let mut buf = alloc::vec![0u8; MAX_REQUEST_SIZE];
         let req_id = self.next_req_id;
@@ -398,40 +444,7 @@ pub fn init(boot: &BootInfo) -> Result<(), XsError> {
         .map_frame(boot.store_mfn)
         .map_err(|e| XsError::Broken(alloc::format!("cannot map xenstore page: {e}")))?;
     let page: *mut XenstoreDomainInterface = STORE_PAGE.as_ptr().cast();
-    let mut connection = Connection {
-        page,
-        port,
-        req_prod: 0,
-        rsp_cons: 0,
-        next_req_id: 1,
-        abandoned_req_id: None,
-        assembler: alloc::boxed::Box::new(MessageAssembler::new()),
-        events: VecDeque::new(),
-        broken: None,
-    };
-    // SAFETY: field addresses of the page just mapped.
-    let (req_cons, req_prod, rsp_cons, rsp_prod, state) = unsafe {
-        (
-            field!(page, req_cons),
-            field!(page, req_prod),
-            field!(page, rsp_cons),
-            field!(page, rsp_prod),
-            field!(page, connection),
-        )
-    };
-    connection.req_prod = connection.read_index(req_prod);
-    connection.rsp_cons = connection.read_index(rsp_cons);
-    let (req_used, rsp_used) = (
-        XENSTORE_RING.used(connection.read_index(req_cons), connection.req_prod),
-        XENSTORE_RING.used(connection.rsp_cons, connection.read_index(rsp_prod)),
-    );
-    if let Err(e) = req_used.and(rsp_used) {
-        return Err(XsError::Broken(alloc::format!("ring indices at boot: {e}")));
-    }
-    let connection_state = connection.read_index(state);
-    if connection_state != XENSTORE_CONNECTED {
-        log!("xenstore: ring connection state {connection_state} (expected connected)");
-    }
+    let connection = Connection::over_page(page, port)?;
     events::set_handler(port, Arc::new(|_| KICKED.store(true, Ordering::SeqCst)))?;
     *CONNECTION.lock() = Some(connection);
     events::unmask(port).map_err(|e| XsError::Event(EventError::Xen(e)))?;
