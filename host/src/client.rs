@@ -196,6 +196,7 @@ impl Client {
     }
 
     /// Publishes started calls, waking the server if it sleeps.
+    #[inline]
     pub fn flush(&mut self) {
         if self.conn.publish() {
             let _ = self.to_server.signal();

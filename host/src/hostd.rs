@@ -8,7 +8,7 @@ use crate::services::{set_admin_pids, Counters, HostServices, SharedKv};
 use crate::wait::SpinPolicy;
 
 pub const USAGE: &str = "usage: xenrpc-hostd --socket PATH [--spin-us MICROSECONDS] [--slots N] \
-[--max-data BYTES] [--max-clients N] [--admin-pid PID]... [--test-services] [--quiet]";
+[--max-data BYTES] [--max-clients N] [--setup-timeout-ms N] [--admin-pid PID]... [--test-services] [--quiet]";
 
 /// The line printed on stdout once the server accepts connections.
 pub const READY_LINE: &str = "xenrpc-hostd: listening";
@@ -37,6 +37,10 @@ pub fn main_with_args(args: &[String]) -> io::Result<()> {
             "--slots" => config.slots = number(&value("--slots")?)?,
             "--max-data" => config.max_data_len = number(&value("--max-data")?)?,
             "--max-clients" => config.max_clients = number(&value("--max-clients")?)?,
+            "--setup-timeout-ms" => {
+                config.setup_timeout =
+                    std::time::Duration::from_millis(number(&value("--setup-timeout-ms")?)?)
+            }
             "--admin-pid" => admin_pids.push(number(&value("--admin-pid")?)?),
             "--test-services" => test_services = true,
             "--quiet" => quiet = true,

@@ -256,12 +256,7 @@ impl Server {
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
-            if let Some(entry) = self.entries.remove(&id) {
-                events(&ServerEvent::Refused {
-                    peer: Some(entry.peer),
-                    reason: "set-up not finished in time".into(),
-                });
-            }
+            self.drop_entry(id, Some("set-up not finished in time".into()), events);
         }
     }
 

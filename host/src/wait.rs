@@ -57,6 +57,7 @@ pub struct SpinBudget {
 }
 
 impl SpinBudget {
+    #[inline]
     pub fn new(policy: SpinPolicy) -> Self {
         Self {
             spin_for: policy.spin_for,
@@ -66,6 +67,7 @@ impl SpinBudget {
     }
 
     /// Counts one poll; false once the budget is spent (then arm and block).
+    #[inline]
     pub fn keep_spinning(&mut self) -> bool {
         if self.spin_for.is_zero() {
             return false;
@@ -85,6 +87,7 @@ impl SpinBudget {
     }
 
     /// Starts a new spin phase.
+    #[inline]
     pub fn reset(&mut self) {
         self.polls = 0;
         self.started = None;
@@ -217,6 +220,7 @@ enum Woken {
     Timeout,
 }
 
+#[inline]
 fn expired(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|deadline| Instant::now() >= deadline)
 }

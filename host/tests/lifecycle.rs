@@ -145,3 +145,54 @@ fn connecting_to_no_server_is_a_clear_error() {
     let result = xenrpc_host::client::Client::connect(&missing, Default::default());
     assert!(matches!(result, Err(ClientError::Io(_))));
 }
+
+#[test]
+fn silent_and_rude_connections_are_closed_without_disturbing_others() {
+    use std::os::fd::AsFd;
+    use xenrpc_host::rendezvous;
+
+    let server = ServerProcess::start(&["--setup-timeout-ms", "200", "--max-clients", "4"]);
+    let mut survivor = server.connect();
+    let connect_raw = || {
+        let socket = rustix::net::socket(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            None,
+        )
+        .unwrap();
+        let addr = rustix::net::SocketAddrUnix::new(server.path()).unwrap();
+        rustix::net::connect(&socket, &addr).unwrap();
+        socket
+    };
+    let closed_by_server = |socket: &std::os::fd::OwnedFd| {
+        let mut fds = [rustix::event::PollFd::new(
+            socket,
+            rustix::event::PollFlags::IN,
+        )];
+        xenrpc_host::event::poll_retrying(&mut fds, Some(TIMEOUT)).unwrap();
+        let mut buf = [0u8; 64];
+        matches!(
+            rendezvous::recv_message(socket.as_fd(), &mut buf),
+            Ok((0, _)) | Err(_)
+        )
+    };
+
+    // Says nothing: dropped after the set-up time-out.
+    let silent = connect_raw();
+    assert!(closed_by_server(&silent));
+    // Says garbage instead of a hello: dropped at once.
+    let rude = connect_raw();
+    rendezvous::send_message(rude.as_fd(), b"GET / HTTP/1.1\r\n", &[]).unwrap();
+    assert!(closed_by_server(&rude));
+    // Asks for an absurd data region: refused.
+    let greedy = connect_raw();
+    let hello = rendezvous::Hello { data_len: 1 << 40 };
+    rendezvous::send_message(greedy.as_fd(), &hello.encode(), &[]).unwrap();
+    assert!(closed_by_server(&greedy));
+
+    let stats = wait_for_stats(&mut survivor, |s| s.refused >= 3);
+    assert_eq!((stats.connected, stats.dropped), (1, 0));
+    survivor
+        .call(&echo::client::ping(&()), Some(TIMEOUT))
+        .unwrap();
+}
