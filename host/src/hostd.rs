@@ -54,6 +54,10 @@ pub fn main_with_args(args: &[String]) -> io::Result<()> {
     let socket = socket.ok_or_else(|| bad_usage("--socket is required"))?;
     set_admin_pids(admin_pids);
 
+    // Handler panics are caught and answered with `HandlerFault`; log them as one line.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("xenrpc-hostd: handler panicked (answered HandlerFault): {info}");
+    }));
     let mut server = Server::bind(&socket, config)?;
     let kv = SharedKv::default();
     let counters = Counters::default();
