@@ -283,9 +283,14 @@ MB/s counts payload bytes per direction. CPU/call = client + server CPU time (fr
 (lower is better); throughput = xenrpc / UDS echo of the same size, 1 client (higher is better).",
         budget.rounds
     );
-    if let Some(csv) = csv_path() {
+    if let Some(csv) = output_path("csv") {
         if std::fs::write(&csv, render_csv(&rows)).is_ok() {
             println!("CSV: {}", csv.display());
+        }
+    }
+    if let Some(svg) = output_path("svg") {
+        if std::fs::write(&svg, render_svg(&rows)).is_ok() {
+            println!("plot: {}", svg.display());
         }
     }
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
@@ -772,8 +777,111 @@ fn render_csv(rows: &[Row]) -> String {
     out
 }
 
-/// `target/xenrpc-hostbench.csv`: the binary lives in `target/<profile>/`.
-fn csv_path() -> Option<PathBuf> {
+/// `target/xenrpc-hostbench.<extension>`: the binary lives in `target/<profile>/`.
+fn output_path(extension: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.parent()?.join("xenrpc-hostbench.csv"))
+    Some(
+        exe.parent()?
+            .parent()?
+            .join(format!("xenrpc-hostbench.{extension}")),
+    )
+}
+
+/// A grouped bar chart of echo throughput (MB/s, log scale) per payload size: the UDS floor
+/// and xenrpc in each mode with one and four clients.
+fn render_svg(rows: &[Row]) -> String {
+    let series: [(&str, &str, &str, &str); 5] = [
+        ("floor", ", 1 client", "UDS, 1 client", "#888888"),
+        (
+            "xenrpc spin",
+            ", 1 client",
+            "xenrpc spin, 1 client",
+            "#1f77b4",
+        ),
+        (
+            "xenrpc spin",
+            ", 4 clients",
+            "xenrpc spin, 4 clients",
+            "#aec7e8",
+        ),
+        (
+            "xenrpc blocking",
+            ", 1 client",
+            "xenrpc blocking, 1 client",
+            "#d62728",
+        ),
+        (
+            "xenrpc blocking",
+            ", 4 clients",
+            "xenrpc blocking, 4 clients",
+            "#ff9896",
+        ),
+    ];
+    let value = |section: &str, suffix: &str, size: usize| {
+        let name = if section == "floor" {
+            format!("UDS echo {}{suffix}", size_label(size))
+        } else {
+            format!("echo {}{suffix}", size_label(size))
+        };
+        rows.iter()
+            .find(|r| r.section == section && r.name == name)
+            .and_then(|r| r.mb_per_s)
+    };
+    let (width, height, left, top, bottom) = (760.0, 420.0, 70.0, 40.0, 60.0);
+    let plot_h = height - top - bottom;
+    let (log_min, log_max) = (-1.0f64, 5.0f64); // 0.1 MB/s .. 100 GB/s
+    let y = |mb: f64| top + plot_h * (1.0 - (mb.max(0.1).log10() - log_min) / (log_max - log_min));
+    let group_w = (width - left - 20.0) / SIZES.len() as f64;
+    let bar_w = group_w * 0.8 / series.len() as f64;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+<text x=\"{left}\" y=\"20\" font-size=\"14\">xenrpc host transport: echo throughput, MB/s per direction (log scale)</text>\n"
+    );
+    for decade in -1..=5 {
+        let mb = 10f64.powi(decade);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y0:.1}\" y2=\"{y0:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{mb}</text>",
+            width - 20.0,
+            left - 6.0,
+            y(mb) + 4.0,
+            y0 = y(mb)
+        );
+    }
+    for (g, &size) in SIZES.iter().enumerate() {
+        let x0 = left + g as f64 * group_w + group_w * 0.1;
+        for (k, (section, suffix, _, color)) in series.iter().enumerate() {
+            if let Some(mb) = value(section, suffix, size) {
+                let top_y = y(mb);
+                let _ = writeln!(
+                    svg,
+                    "<rect x=\"{:.1}\" y=\"{top_y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{mb:.1} MB/s</title></rect>",
+                    x0 + k as f64 * bar_w,
+                    bar_w - 2.0,
+                    (top + plot_h - top_y).max(0.0)
+                );
+            }
+        }
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            x0 + group_w * 0.4,
+            top + plot_h + 18.0,
+            size_label(size)
+        );
+    }
+    for (k, (_, _, label, color)) in series.iter().enumerate() {
+        let lx = left + (k % 3) as f64 * 220.0;
+        let ly = height - 22.0 + (k / 3) as f64 * 16.0 - 8.0;
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{lx}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{:.1}\">{label}</text>",
+            ly - 9.0,
+            lx + 14.0,
+            ly
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
