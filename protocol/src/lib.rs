@@ -106,6 +106,6 @@ pub use region::{OutOfBounds, RegionError, RegionView, SharedRegion};
 pub use server::{ConnectionStats, PollOutcome, RejectReason, ServerConnection, Violation};
 pub use service::{
     AccessCheck, CallContext, Dispatcher, MethodInfo, OolArgs, OolError, OolResult, Registry,
-    RegistryError, ServiceHandler, ServiceInfo, MAX_SERVICES,
+    RegistryError, ServiceCounters, ServiceHandler, ServiceInfo, MAX_SERVICES,
 };
 pub use transport::{Clock, Notify, PeerId, SharedMemory};

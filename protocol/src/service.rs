@@ -326,10 +326,58 @@ pub enum RegistryError {
     Full,
 }
 
+/// Calls and errors per service id, kept by the server across registries (a server may build
+/// a [`Registry`] per loop iteration; its counters must outlive it). Introspection reports them.
+#[derive(Clone, Debug)]
+pub struct ServiceCounters {
+    /// (service id, calls, errors) for the services seen so far; `used` entries are valid.
+    slots: [(u32, u64, u64); MAX_SERVICES + 1],
+    used: usize,
+    /// Calls to a service id nobody serves.
+    pub unknown_service: u64,
+}
+
+impl Default for ServiceCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServiceCounters {
+    pub const fn new() -> Self {
+        ServiceCounters {
+            slots: [(0, 0, 0); MAX_SERVICES + 1],
+            used: 0,
+            unknown_service: 0,
+        }
+    }
+
+    /// Counts one call to `service` that ended with `status`.
+    pub fn record(&mut self, service: u32, status: Status) {
+        let error = u64::from(status != Status::Ok);
+        if let Some(slot) = self.slots[..self.used].iter_mut().find(|s| s.0 == service) {
+            slot.1 += 1;
+            slot.2 += error;
+        } else if self.used < self.slots.len() {
+            self.slots[self.used] = (service, 1, error);
+            self.used += 1;
+        }
+    }
+
+    /// (calls, errors) of `service`.
+    pub fn get(&self, service: u32) -> (u64, u64) {
+        self.slots[..self.used]
+            .iter()
+            .find(|s| s.0 == service)
+            .map_or((0, 0), |s| (s.1, s.2))
+    }
+}
+
 /// A fixed-capacity service table (no heap needed) that answers the built-in introspection
 /// service itself, listing only the services the calling peer may use.
 pub struct Registry<'a> {
     entries: [Option<RegistryEntry<'a>>; MAX_SERVICES],
+    counters: Option<&'a mut ServiceCounters>,
 }
 
 impl Default for Registry<'_> {
@@ -342,6 +390,16 @@ impl<'a> Registry<'a> {
     pub fn new() -> Self {
         Registry {
             entries: [const { None }; MAX_SERVICES],
+            counters: None,
+        }
+    }
+
+    /// A registry that counts calls and errors per service into `counters` (and reports them
+    /// through introspection's `list_stats`).
+    pub fn with_counters(counters: &'a mut ServiceCounters) -> Self {
+        Registry {
+            entries: [const { None }; MAX_SERVICES],
+            counters: Some(counters),
         }
     }
 
@@ -402,13 +460,16 @@ impl<'a> Registry<'a> {
     }
 }
 
-impl Dispatcher for Registry<'_> {
-    fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
+impl Registry<'_> {
+    fn route(&mut self, call: &mut CallContext<'_>) -> Status {
         let service = call.service();
         if service == crate::services::introspection::SERVICE_ID {
             let mut infos = [&crate::services::introspection::INFO; MAX_SERVICES + 1];
             let n = self.visible_services(call.peer(), &mut infos);
-            let mut server = crate::services::introspection::Introspector::new(&infos[..n]);
+            let empty = ServiceCounters::new();
+            let counters = self.counters.as_deref().unwrap_or(&empty);
+            let mut server =
+                crate::services::introspection::Introspector::with_counters(&infos[..n], counters);
             return crate::services::introspection::dispatch(&mut server, call);
         }
         let Some(entry) = self
@@ -425,6 +486,20 @@ impl Dispatcher for Registry<'_> {
             }
         }
         entry.handler.handle(call)
+    }
+}
+
+impl Dispatcher for Registry<'_> {
+    fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
+        let status = self.route(call);
+        if let Some(counters) = self.counters.as_deref_mut() {
+            if status == Status::UnknownService {
+                counters.unknown_service += 1;
+            } else {
+                counters.record(call.service(), status);
+            }
+        }
+        status
     }
 }
 

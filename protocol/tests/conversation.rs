@@ -696,3 +696,52 @@ fn raw_requests_get_statuses_and_reasons() {
 }
 
 type RequestHeaderEdit = Box<dyn Fn(&mut xenrpc_proto::RequestHeader)>;
+
+#[test]
+fn introspection_reports_per_service_calls_and_errors() {
+    let mem = Memory::new(16, 2);
+    let (mut client, mut server) = mem.connect(8, 1);
+    let mut services = Services::new();
+    let mut counters = xenrpc_proto::ServiceCounters::new();
+    // Counters outlive each registry: two registries in a row keep adding up.
+    for _ in 0..2 {
+        let mut registry = xenrpc_proto::Registry::with_counters(&mut counters);
+        registry.register(&mut services.echo).unwrap();
+        registry.register(&mut services.arith).unwrap();
+        let ok = arith::client::add(&Operands { a: 1, b: 2 });
+        let bad = arith::client::div(&Operands { a: 1, b: 0 });
+        let ping = echo::client::ping(&());
+        round_trip(&mut client, &mut server, &mut registry, &ok).unwrap();
+        round_trip(&mut client, &mut server, &mut registry, &bad).unwrap_err();
+        round_trip(&mut client, &mut server, &mut registry, &ping).unwrap();
+        let nobody = TypedCall::<()>::new(99, 1, 1, &[]);
+        round_trip(&mut client, &mut server, &mut registry, &nobody).unwrap_err();
+    }
+    let mut registry = xenrpc_proto::Registry::with_counters(&mut counters);
+    registry.register(&mut services.echo).unwrap();
+    registry.register(&mut services.arith).unwrap();
+    let call = introspection::client::list_stats(&()).ool_result(OolRef::new(0, 32 * 3));
+    let reply = round_trip(&mut client, &mut server, &mut registry, &call).unwrap();
+    assert_eq!(
+        reply.value,
+        ListReply {
+            written: 3,
+            total: 3
+        }
+    );
+    let entries: Vec<introspection::ServiceStatsEntry> = (0..3)
+        .map(|i| client.data().read_pod(32 * i).unwrap())
+        .collect();
+    let by_id = |id: u32| {
+        entries
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| (e.calls, e.errors))
+    };
+    assert_eq!(by_id(arith::SERVICE_ID), Some((4, 2)));
+    assert_eq!(by_id(echo::SERVICE_ID), Some((2, 0)));
+    // The list_stats call itself is counted once it has finished, so not in its own answer.
+    assert_eq!(by_id(introspection::SERVICE_ID), Some((0, 0)));
+    assert_eq!(counters.get(introspection::SERVICE_ID), (1, 0));
+    assert_eq!(counters.unknown_service, 2);
+}

@@ -13,7 +13,7 @@ use core::sync::atomic::Ordering;
 use spin::Mutex;
 use xen_abi::DomId;
 use xenrpc_proto::services::{arith, echo, kv};
-use xenrpc_proto::Registry;
+use xenrpc_proto::{Registry, ServiceCounters};
 
 use self::backend::{Backend, RESCAN};
 use crate::log;
@@ -32,6 +32,8 @@ struct Services {
     echo: echo::Handler<echo::EchoServer>,
     arith: arith::Handler<arith::ArithServer>,
     kv: kv::Handler<kv::KvStore>,
+    /// Calls and errors per service since boot, reported by introspection.
+    counters: ServiceCounters,
 }
 
 impl Services {
@@ -40,11 +42,12 @@ impl Services {
             echo: echo::Handler(echo::EchoServer),
             arith: arith::Handler(arith::ArithServer),
             kv: kv::Handler(kv::KvStore::new()),
+            counters: ServiceCounters::new(),
         }
     }
 
     fn registry(&mut self) -> Registry<'_> {
-        let mut registry = Registry::new();
+        let mut registry = Registry::with_counters(&mut self.counters);
         let registered = registry
             .register(&mut self.echo)
             .and_then(|()| registry.register(&mut self.arith))

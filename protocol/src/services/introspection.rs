@@ -5,7 +5,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::name_field;
-use crate::service::ServiceInfo;
+use crate::service::{ServiceCounters, ServiceInfo};
 use crate::{CallContext, Status};
 
 /// Which service to describe.
@@ -49,6 +49,21 @@ pub struct ListReply {
     pub total: u32,
 }
 
+/// Calls and errors of one service since the server started, summed over all peers (32 bytes).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct ServiceStatsEntry {
+    pub id: u32,
+    pub reserved: u32,
+    pub calls: u64,
+    pub errors: u64,
+    pub reserved2: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ServiceStatsEntry>() == 32);
+const _: () = assert!(core::mem::offset_of!(ServiceStatsEntry, calls) == 8);
 const _: () = assert!(core::mem::size_of::<ServiceEntry>() == 32);
 const _: () = assert!(core::mem::size_of::<MethodEntry>() == 32);
 
@@ -62,6 +77,9 @@ crate::define_service! {
         fn describe_service = 2 (ServiceQuery) -> ServiceEntry;
         /// Writes a `MethodEntry` per method of a visible service into the result window.
         fn list_methods = 3 (ServiceQuery) -> ListReply;
+        /// Writes a `ServiceStatsEntry` (calls and errors so far) per visible service into the
+        /// result window.
+        fn list_stats = 4 (()) -> ListReply;
     }
 }
 
@@ -70,11 +88,25 @@ pub use introspection::*;
 /// The introspection server over the services visible to the calling peer.
 pub struct Introspector<'a> {
     services: &'a [&'static ServiceInfo],
+    counters: Option<&'a ServiceCounters>,
 }
 
 impl<'a> Introspector<'a> {
     pub fn new(services: &'a [&'static ServiceInfo]) -> Self {
-        Introspector { services }
+        Introspector {
+            services,
+            counters: None,
+        }
+    }
+
+    pub fn with_counters(
+        services: &'a [&'static ServiceInfo],
+        counters: &'a ServiceCounters,
+    ) -> Self {
+        Introspector {
+            services,
+            counters: Some(counters),
+        }
     }
 
     fn find(&self, id: u32) -> Result<&'static ServiceInfo, Status> {
@@ -113,6 +145,26 @@ fn write_records<T: IntoBytes + Immutable>(
 }
 
 impl introspection::Server for Introspector<'_> {
+    fn list_stats(&mut self, call: &mut CallContext<'_>, _: ()) -> Result<ListReply, Status> {
+        let counters = self.counters;
+        let written = write_records(
+            call,
+            self.services.iter().map(|s| {
+                let (calls, errors) = counters.map_or((0, 0), |c| c.get(s.id));
+                ServiceStatsEntry {
+                    id: s.id,
+                    calls,
+                    errors,
+                    ..Default::default()
+                }
+            }),
+        );
+        Ok(ListReply {
+            written,
+            total: self.services.len() as u32,
+        })
+    }
+
     fn list_services(&mut self, call: &mut CallContext<'_>, _: ()) -> Result<ListReply, Status> {
         let written = write_records(call, self.services.iter().map(|s| entry_for(s)));
         Ok(ListReply {
