@@ -251,9 +251,10 @@ impl Connection {
         (outcome.handled, outcome.broken)
     }
 
-    /// Arms the event threshold before the loop sleeps; false if requests arrived meanwhile.
+    /// Arms the event threshold before the loop sleeps; false if requests arrived meanwhile
+    /// (`prepare_to_sleep` is true when there is work after all).
     pub fn ready_to_sleep(&mut self) -> bool {
-        !self.kicked.load(Ordering::SeqCst) && self.server.prepare_to_sleep()
+        !self.kicked.load(Ordering::SeqCst) && !self.server.prepare_to_sleep()
     }
 
     pub fn stats(&self) -> &xenrpc_proto::ConnectionStats {
