@@ -227,7 +227,9 @@ pub fn detach(
     let mut note = None;
     if store.read(NO_TX, &backend)?.is_some() {
         if domain_exists(store, NO_TX, server)? {
-            in_transaction(store, 8, |s, tx| {
+            // A backend already Closed has no live connection: offline is all it takes (the
+            // server then does not offer the device again). Otherwise ask the server to close.
+            let idle = in_transaction(store, 8, |s, tx| {
                 write_key(
                     s,
                     tx,
@@ -236,11 +238,19 @@ pub fn detach(
                     "0",
                     &backend_perms(server, client),
                 )?;
-                if s.read(tx, &be_state)?.is_some() {
+                let state = s.read(tx, &be_state)?;
+                let closed = XenbusState::Closed.as_str().as_bytes();
+                if state.as_deref() == Some(closed) {
+                    return Ok(true);
+                }
+                if state.is_some() {
                     s.write(tx, &be_state, XenbusState::Closing.as_str().as_bytes())?;
                 }
-                Ok(())
+                Ok(false)
             })?;
+            if idle {
+                note = Some("no live connection (backend was Closed)".to_string());
+            }
             let token = "xenrpc-detach";
             store.watch(&be_state, token)?;
             let deadline = Instant::now() + timeout;

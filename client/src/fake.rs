@@ -789,7 +789,9 @@ fn serve(
                     restarted.retain(|k| *k != (client, devid));
                 }
                 match (be_state, fe_state) {
-                    (Some(S::Closing), _) => set_state(&mut store, &be, S::Closed),
+                    // Like the service VM: a device it offered (InitWait) and that is taken
+                    // offline or asked to close is closed; a Closed one is left alone.
+                    (Some(S::InitWait), _) if !online => set_state(&mut store, &be, S::Closed),
                     _ if !online || behaviour == Behaviour::Absent => {}
                     (Some(S::Initialising), _) | (Some(S::Closed), Some(S::Initialising)) => {
                         let frontend =

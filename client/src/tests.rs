@@ -344,6 +344,26 @@ fn detach_closes_the_connection_and_removes_both_directories() {
 }
 
 #[test]
+fn detach_of_an_idle_connection_needs_no_answer_from_the_server() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let conn = connected(&w);
+    conn.close(T).unwrap();
+    // The service VM does not answer for a device it already closed: nothing to wait for.
+    let done = detach(
+        &mut w.store.connect(0),
+        1,
+        5,
+        0,
+        Duration::from_secs(10),
+        false,
+    )
+    .unwrap();
+    assert!(done.server_acknowledged, "{done:?}");
+    assert!(w.store.node("/local/domain/5/device/xenrpc/0").is_none());
+    assert!(w.store.node("/local/domain/1/backend/xenrpc/5/0").is_none());
+}
+
+#[test]
 fn detach_without_a_server_needs_force_or_a_dead_server() {
     let w = world();
     let mut dom0 = w.store.connect(0);
