@@ -42,6 +42,7 @@ tb_wait_console client "client-guest: plan calls done" 360
 tb_time "guest calls plan" "$t_calls" "$(tb_uptime)"
 for cmd in "list" "call echo.ping" "call arith.add 40 2" "call echo.echo_inline hello-xenrpc" \
     "call echo.echo_ool out-of-line-hello" "--json call introspection.list_services" \
+    "call kv.put greeting hello-kv" "call kv.get greeting" "call kv.list" "call kv.delete greeting" \
     "stats --probe 200" "bench --calls 2000" "bench --calls 2000 --in-flight 8" \
     "bench --calls 500 --size 4096"; do
     tb_expect_console client "rc=0 for: xenrpc $cmd"

@@ -47,6 +47,10 @@ calls)
     run call echo.echo_inline hello-xenrpc
     run call echo.echo_ool out-of-line-hello
     run --json call introspection.list_services
+    run call kv.put greeting hello-kv
+    run call kv.get greeting
+    run call kv.list
+    run call kv.delete greeting
     run stats --probe 200
     run bench --calls 2000
     run bench --calls 2000 --in-flight 8
