@@ -249,9 +249,14 @@ pub fn dispatch_pending() -> usize {
     served
 }
 
-/// Unmasked ports that have handlers (at most `SCHEDOP_poll`'s limit). Masked ones are left
-/// out: Xen's poll ignores the mask, so a masked pending port would end every poll at once.
-fn handled_ports() -> Result<([Port; MAX_POLL_PORTS], usize), EventError> {
+/// Longest single sleep when more ports have handlers than `SCHEDOP_poll` can watch: the
+/// wait then polls no port (any event or the timeout ends it) in slices this long.
+const OVERFLOW_POLL_SLICE_NS: u64 = 1_000_000;
+
+/// Unmasked ports that have handlers, or `None` if there are more than `SCHEDOP_poll` takes.
+/// Masked ones are left out: Xen's poll ignores the mask, so a masked pending port would end
+/// every poll at once.
+fn handled_ports() -> Option<([Port; MAX_POLL_PORTS], usize)> {
     let registry = REGISTRY.lock();
     let mut ports = [0; MAX_POLL_PORTS];
     let mut count = 0;
@@ -260,12 +265,12 @@ fn handled_ports() -> Result<([Port; MAX_POLL_PORTS], usize), EventError> {
             continue;
         }
         if count == MAX_POLL_PORTS {
-            return Err(EventError::TooManyPorts(registry.handlers.len()));
+            return None;
         }
         ports[count] = port;
         count += 1;
     }
-    Ok((ports, count))
+    Some((ports, count))
 }
 
 /// Sleeps until an event is pending on a port with a handler, or until absolute system time
@@ -280,16 +285,50 @@ pub fn idle(deadline_ns: Option<u64>) -> Result<(), EventError> {
             shared_info::mask_upcalls();
             Ok(())
         }
-        Some(deadline) => {
-            if time::now_ns() >= deadline {
-                return Ok(());
+        Some(deadline) => match handled_ports() {
+            Some((ports, count)) => poll(&ports[..count], deadline),
+            None => {
+                let slice_end = time::now_ns().saturating_add(OVERFLOW_POLL_SLICE_NS);
+                poll(&[], deadline.min(slice_end))
             }
-            let (ports, count) = handled_ports()?;
-            // SCHEDOP_poll checks the ports' pending bits after marking us blocked, so an
-            // event that arrived since the caller's last dispatch ends the poll at once.
-            hypercall::sched_poll(&ports[..count], deadline)?;
-            Ok(())
+        },
+    }
+}
+
+/// Sleeps with events masked until one of `ports` is pending or absolute system time
+/// `deadline_ns` passes. `SCHEDOP_poll` checks the ports after marking us blocked, so an event
+/// that arrived since the caller's last dispatch ends it at once.
+pub fn poll(ports: &[Port], deadline_ns: u64) -> Result<(), EventError> {
+    if ports.len() > MAX_POLL_PORTS {
+        return Err(EventError::TooManyPorts(ports.len()));
+    }
+    if let Some(&bad) = ports.iter().find(|p| port_bit(**p).is_none()) {
+        return Err(EventError::PortOutOfRange(bad));
+    }
+    if time::now_ns() >= deadline_ns {
+        return Ok(());
+    }
+    hypercall::sched_poll(ports, deadline_ns)?;
+    Ok(())
+}
+
+/// Dispatches events until `done()` holds or `timeout_ns` passes, sleeping until an event on
+/// one of `ports` (after each wake every pending handler runs, whatever its port).
+pub fn wait_on(
+    ports: &[Port],
+    timeout_ns: u64,
+    mut done: impl FnMut() -> bool,
+) -> Result<(), EventError> {
+    let deadline = time::now_ns().saturating_add(timeout_ns);
+    loop {
+        dispatch_pending();
+        if done() {
+            return Ok(());
         }
+        if time::now_ns() >= deadline {
+            return Err(EventError::TimedOut);
+        }
+        poll(ports, deadline)?;
     }
 }
 

@@ -352,7 +352,10 @@ impl Connection {
             if elapsed >= REPLY_TIMEOUT_NS {
                 return Err(XsError::Timeout);
             }
-            match events::wait_until(REPLY_TIMEOUT_NS - elapsed, || KICKED.load(Ordering::SeqCst)) {
+            // Only xenstored's port wakes us: this call holds up everything else anyway.
+            match events::wait_on(&[self.port], REPLY_TIMEOUT_NS - elapsed, || {
+                KICKED.load(Ordering::SeqCst)
+            }) {
                 Ok(()) | Err(EventError::TimedOut) => {}
                 Err(e) => return Err(XsError::Event(e)),
             }
