@@ -14,7 +14,9 @@ use xenrpc_client::devices::LinuxDevices;
 use xenrpc_client::frontend::{self, ConnectOptions, Connection};
 use xenrpc_client::xenstore::XenbusConnection;
 use xenrpc_client::{selftest, Error, Result};
-use xenrpc_proto::services::introspection::{self, MethodEntry, ServiceEntry, ServiceQuery};
+use xenrpc_proto::services::introspection::{
+    self, MethodEntry, ServiceEntry, ServiceQuery, ServiceStatsEntry,
+};
 use xenrpc_proto::services::{arith, echo, field_name, kv};
 use xenrpc_proto::zerocopy::FromBytes;
 use xenrpc_proto::{OolRef, ServiceInfo};
@@ -487,6 +489,7 @@ fn call(conn_args: &ConnArgs, spec: &str, args: &[String]) -> Result<Output> {
         Services,
         Describe(u32),
         Methods(u32),
+        ServerStats,
     }
     let service_id = |args: &[String]| -> Result<u32> {
         expect_args(args, 1, "SERVICE (name or id)")?;
@@ -540,6 +543,9 @@ fn call(conn_args: &ConnArgs, spec: &str, args: &[String]) -> Result<Output> {
             }
             ("introspection", "describe_service") => Prepared::Describe(service_id(args)?),
             ("introspection", "list_methods") => Prepared::Methods(service_id(args)?),
+            ("introspection", "list_stats") => {
+                expect_args(args, 0, "no arguments").map(|()| Prepared::ServerStats)?
+            }
             _ => return Err(bad(format!("{name} has no command-line form"))),
         };
     let mut c = connect(conn_args)?;
@@ -646,6 +652,10 @@ fn call(conn_args: &ConnArgs, spec: &str, args: &[String]) -> Result<Output> {
                 keys.join("\n"),
                 json!({"keys": keys, "total": reply.value.total}),
             )
+        }
+        Prepared::ServerStats => {
+            let (text, value) = server_stats(&mut c, timeout)?;
+            (text.trim_end().to_string(), json!({"stats": value}))
         }
         Prepared::Services | Prepared::Describe(_) | Prepared::Methods(_) => {
             let window = OolRef::new(0, data_len.min(64 * 1024));
@@ -782,11 +792,38 @@ fn stats(conn_args: &ConnArgs, probe: u32) -> Result<Output> {
         c.event_channel_port(), c.index_ref(), lat.p50, lat.p99,
         s.calls_started, s.calls_ok, s.calls_remote_error, s.calls_timed_out, s.notifications_sent, s.spin_hits, s.sleeps, s.late_responses
     );
+    let (server_text, server) = server_stats(&mut c, timeout)?;
     c.close(timeout)?;
     ok(
-        text,
-        json!({"ok": true, "connection": info, "probe_latency_us": lat, "client": s}),
+        text + &server_text,
+        json!({"ok": true, "connection": info, "probe_latency_us": lat, "client": s, "server": server}),
     )
+}
+
+/// The server's per-service counters (calls and errors since it started, all peers), from
+/// `introspection.list_stats`.
+fn server_stats(c: &mut Connection<LinuxDevices>, timeout: Duration) -> Result<(String, Value)> {
+    let window = (c.data().len() as u32).min(64 * 1024);
+    let call = introspection::client::list_stats(&()).ool_result(OolRef::new(0, window));
+    let reply = c.call(&call, timeout)?;
+    let entries: Vec<ServiceStatsEntry> =
+        records(c, reply.value.written, reply.ool_written, window)?;
+    let name = |id: u32| {
+        SERVICES
+            .iter()
+            .find(|s| s.id == id)
+            .map_or_else(|| format!("service {id}"), |s| s.name.to_string())
+    };
+    let mut text = String::from("server counters (all clients, since it started):");
+    for e in &entries {
+        text += &format!(" {}: {} calls, {} errors;", name(e.id), e.calls, e.errors);
+    }
+    text.push('\n');
+    let value = entries
+        .iter()
+        .map(|e| json!({"id": e.id, "name": name(e.id), "calls": e.calls, "errors": e.errors}))
+        .collect::<Vec<_>>();
+    Ok((text, json!(value)))
 }
 
 #[derive(Serialize)]
