@@ -14,15 +14,6 @@ pub struct FramePool {
 }
 
 impl FramePool {
-    pub const fn empty() -> Self {
-        Self {
-            next: 0,
-            end: 0,
-            free_head: 0,
-            free_count: 0,
-        }
-    }
-
     /// A pool over `[start, end)`, frames that are mapped read-write at their direct-map address.
     pub fn new(start: Pfn, end: Pfn) -> Self {
         assert!(start.0 > 0 && start.0 <= end.0);

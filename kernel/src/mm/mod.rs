@@ -214,16 +214,6 @@ fn with_memory<R>(f: impl FnOnce(&mut Memory) -> R) -> R {
     f(guard.as_mut().expect("mm::init has run"))
 }
 
-/// The machine frame behind a direct-mapped kernel address (heap, pool frames, image).
-pub fn virt_to_mfn(va: u64) -> Result<Mfn, MapError> {
-    with_memory(|m| {
-        m.kernel
-            .translate(&m.p2m, va & !0xfff)?
-            .and_then(|e| e.mfn())
-            .ok_or(MapError::NotMapped(va))
-    })
-}
-
 /// The kernel's own machine frame number for pseudo-physical frame `pfn`.
 pub fn pfn_to_mfn(pfn: Pfn) -> Mfn {
     with_memory(|m| m.p2m.mfn(pfn))
@@ -237,16 +227,6 @@ pub fn alloc_frame() -> Option<Pfn> {
 /// Gives a frame back to the pool (it must be mapped read-write at its direct-map address).
 pub fn free_frame(pfn: Pfn) {
     with_memory(|m| m.pool.free(pfn))
-}
-
-/// Frames left in the pool.
-pub fn pool_available() -> u64 {
-    with_memory(|m| m.pool.available())
-}
-
-/// Changes the protection of one kernel page.
-pub fn protect(va: u64, flags: PteFlags) -> Result<(), MapError> {
-    with_memory(|m| m.kernel.protect(&m.p2m, va, flags))
 }
 
 /// The current L1 entry of a kernel page.

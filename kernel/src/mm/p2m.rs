@@ -40,10 +40,6 @@ impl P2m {
         }
     }
 
-    pub fn nr_pages(&self) -> u64 {
-        self.nr_pages
-    }
-
     pub fn mfn(&self, pfn: Pfn) -> Mfn {
         assert!(
             pfn.0 < self.nr_pages,

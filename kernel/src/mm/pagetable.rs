@@ -76,10 +76,6 @@ impl AddressSpace {
         Self { l4 }
     }
 
-    pub fn l4(&self) -> Mfn {
-        self.l4
-    }
-
     /// Reads entry `index` of table `table` through its (read-only) direct mapping.
     fn read_entry(p2m: &P2m, table: Mfn, index: usize) -> Result<Pte, MapError> {
         let pfn = p2m.pfn(table).ok_or(MapError::ForeignTable(table))?;

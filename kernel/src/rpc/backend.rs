@@ -5,6 +5,7 @@
 //! wrong ends that device with BE state Closed and a counted, logged reason. The toolstack
 //! decides who may connect: only devices under our backend directory exist for us.
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -43,7 +44,7 @@ pub struct BackendStats {
 enum Phase {
     /// Waiting for the frontend to publish its pages (BE InitWait).
     InitWait,
-    Connected(Connection),
+    Connected(Box<Connection>),
     /// Closed (BE Closed); waits for the frontend to start over or the toolstack to remove it.
     Closed,
 }
@@ -299,7 +300,7 @@ impl Backend {
             ))
         })();
         let result = params.and_then(|(index_ref, port)| {
-            Connection::establish(k.0, k.1, index_ref, port).map_err(|e| format!("{e}"))
+            Connection::establish(k.0, index_ref, port).map_err(|e| format!("{e}"))
         });
         match result {
             Ok(conn) => {
@@ -308,10 +309,10 @@ impl Backend {
                     k.0,
                     k.1,
                     conn.ring_pages,
-                    conn.data_pages
+                    conn.data_pages()
                 );
                 let dev = self.devices.get_mut(&k).expect("present");
-                dev.phase = Phase::Connected(conn);
+                dev.phase = Phase::Connected(Box::new(conn));
                 self.stats.connected += 1;
                 let dev = self.devices.get(&k).expect("present");
                 self.write_state(dev, XenbusState::Connected);
@@ -364,22 +365,5 @@ impl Backend {
             }
             self.close(k, "service VM shutting down");
         }
-    }
-
-    /// (client, devid, connected?, calls, errors) for each device.
-    pub fn summary(&self) -> Vec<(DomId, u32, bool, u64, u64)> {
-        self.devices
-            .values()
-            .map(|d| match &d.phase {
-                Phase::Connected(c) => (
-                    d.client,
-                    d.devid,
-                    true,
-                    c.stats().requests,
-                    c.stats().errors(),
-                ),
-                _ => (d.client, d.devid, false, 0, 0),
-            })
-            .collect()
     }
 }

@@ -26,10 +26,7 @@ pub enum ConnectError {
     Index(IndexError),
     /// The ring page count matches no ring geometry.
     RingPages(usize),
-    MapPage {
-        page: usize,
-        error: GrantTableError,
-    },
+    MapPages(GrantTableError),
     Setup(SetupError),
     Bind(EventError),
 }
@@ -41,9 +38,7 @@ impl fmt::Display for ConnectError {
             ConnectError::MapIndex(e) => write!(f, "mapping the index page failed: {e:?}"),
             ConnectError::Index(e) => write!(f, "bad index page: {e}"),
             ConnectError::RingPages(n) => write!(f, "{n} ring pages match no ring geometry"),
-            ConnectError::MapPage { page, error } => {
-                write!(f, "mapping page {page} failed: {error:?}")
-            }
+            ConnectError::MapPages(e) => write!(f, "mapping the ring and data pages failed: {e:?}"),
             ConnectError::Setup(e) => write!(f, "ring setup refused: {e:?}"),
             ConnectError::Bind(e) => write!(f, "binding the event channel failed: {e:?}"),
         }
@@ -102,6 +97,20 @@ impl Mappings {
         Ok(va)
     }
 
+    /// Maps `grants` at the first pages of the slot, batched, all or nothing.
+    fn map_all(&mut self, grants: &[GrantRef]) -> Result<(), GrantTableError> {
+        assert!(self.mapped.is_empty() && (grants.len() as u64) < self.pages());
+        let base = self.base();
+        let handles = grant::map_grants(self.client, grants, base, GrantAccess::ReadWrite)?;
+        self.mapped.extend(
+            handles
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| (base + i as u64 * 4096, h)),
+        );
+        Ok(())
+    }
+
     fn unmap_last(&mut self) {
         if let Some((va, handle)) = self.mapped.pop() {
             if let Err(e) = grant::unmap_grant(va, handle) {
@@ -113,9 +122,9 @@ impl Mappings {
 
     /// A slot whose grants could not all be unmapped is never reused.
     fn quarantine(&mut self) {
+        // Never handed back to mm, the slot stays marked in use: nothing maps there again.
         if let Some(slot) = self.slot.take() {
             log!("rpc: foreign slot at {:#x} quarantined", slot.base);
-            core::mem::forget(slot);
         }
     }
 }
@@ -143,7 +152,6 @@ pub fn geometry_for_pages(pages: usize) -> Option<RingGeometry> {
 
 pub struct Connection {
     pub client: DomId,
-    pub devid: u32,
     /// Set by the event-channel handler; cleared by the dispatch loop.
     kicked: Arc<AtomicBool>,
     port: Port,
@@ -151,7 +159,6 @@ pub struct Connection {
     server: ServerConnection<GrantedRegion, GrantedRegion>,
     mappings: Mappings,
     pub ring_pages: usize,
-    pub data_pages: usize,
 }
 
 impl Connection {
@@ -159,7 +166,6 @@ impl Connection {
     /// binds the client's event channel. Anything wrong undoes what was done and says why.
     pub fn establish(
         client: DomId,
-        devid: u32,
         index_ref: u32,
         remote_port: u32,
     ) -> Result<Self, ConnectError> {
@@ -181,16 +187,13 @@ impl Connection {
         let geometry = geometry_for_pages(index.ring_pages())
             .ok_or(ConnectError::RingPages(index.ring_pages()))?;
 
-        for (page, &grant) in index
+        let grants: Vec<GrantRef> = index
             .ring_refs()
             .iter()
             .chain(index.data_refs())
-            .enumerate()
-        {
-            mappings
-                .map(page as u64, grant, GrantAccess::ReadWrite)
-                .map_err(|error| ConnectError::MapPage { page, error })?;
-        }
+            .map(|&g| GrantRef(g))
+            .collect();
+        mappings.map_all(&grants).map_err(ConnectError::MapPages)?;
         let ring_len = index.ring_pages() * 4096;
         let ring = GrantedRegion {
             base: mappings.base(),
@@ -216,13 +219,11 @@ impl Connection {
         }
         Ok(Connection {
             client,
-            devid,
             kicked,
             port,
             server,
             mappings,
             ring_pages: index.ring_pages(),
-            data_pages: index.data_pages(),
         })
     }
 
@@ -257,8 +258,9 @@ impl Connection {
         !self.kicked.load(Ordering::SeqCst) && !self.server.prepare_to_sleep()
     }
 
-    pub fn stats(&self) -> &xenrpc_proto::ConnectionStats {
-        self.server.stats()
+    /// Data pages mapped (all mapped pages but the ring's).
+    pub fn data_pages(&self) -> usize {
+        self.mappings.mapped.len() - self.ring_pages
     }
 
     pub fn violation(&self) -> Option<xenrpc_proto::Violation> {

@@ -65,18 +65,22 @@ fn one_shot_timer(_: &BootInfo) -> Result<(), TestError> {
         if let Err(e) = time::set_timer(deadline) {
             fail!("set_timer_op failed: {e}");
         }
-        // Poll with events masked; the 1 s timeout bounds the wait if the timer never fires.
-        if let Err(e) = hypercall::sched_poll(&[port], time::now_ns() + 1_000_000_000) {
-            fail!("SCHEDOP_poll failed: {e}");
+        // Poll with events masked until the timer port is pending; SCHEDOP_poll may return
+        // early (another event can end it), and the 1 s bound ends the test if it never fires.
+        let give_up = time::now_ns() + 1_000_000_000;
+        while !shared_info::is_pending(port) && time::now_ns() < give_up {
+            if let Err(e) = hypercall::sched_poll(&[port], give_up) {
+                fail!("SCHEDOP_poll failed: {e}");
+            }
         }
         let woke = time::now_ns();
         if !shared_info::clear_pending(port) {
-            fail!(
-                "woke at +{} ns without the timer event",
-                woke.saturating_sub(deadline)
-            );
+            fail!("the timer did not fire within 1 s of its deadline");
         }
-        if woke < deadline {
+        // Xen's timer and our TSC-extrapolated clock may disagree by a little under
+        // emulation; an early fire by more than the slack is a real fault.
+        const SLACK_NS: u64 = 10_000_000;
+        if woke + SLACK_NS < deadline {
             fail!("timer fired {} ns early", deadline - woke);
         }
         Ok(())

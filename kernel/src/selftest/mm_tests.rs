@@ -81,7 +81,7 @@ fn map_and_unmap_in_foreign_window(_: &BootInfo) -> Result<(), TestError> {
 }
 
 fn image_text_is_read_only(_: &BootInfo) -> Result<(), TestError> {
-    let text = image_text_is_read_only as usize as *mut u8;
+    let text = image_text_is_read_only as *const () as *mut u8;
     match traps::probe_write(text, 0x90) {
         Ok(()) => fail!("the kernel's text is writable"),
         Err(f) if f.vector == 14 => {}

@@ -11,8 +11,8 @@ mod xen_ifaces;
 /// A self-test: `Err` carries a sentence saying what went wrong.
 pub type TestFn = fn(&BootInfo) -> Result<(), TestError>;
 
-/// Why a self-test failed (a fixed-size message: tests run before and without the heap too).
-pub struct TestError(pub heapless_msg::Msg);
+/// Why a self-test failed. Self-tests run after `mm::init`, so the message may use the heap.
+pub struct TestError(pub alloc::string::String);
 
 pub struct Report {
     pub passed: u32,
@@ -52,7 +52,7 @@ pub fn run_all(boot: &BootInfo) -> Report {
             }
             Err(e) => {
                 report.failed += 1;
-                log!("selftest {}: FAIL: {}", t.name, e.0.as_str());
+                log!("selftest {}: FAIL: {}", t.name, e.0);
             }
         }
     }
@@ -63,46 +63,6 @@ pub fn run_all(boot: &BootInfo) -> Report {
 #[macro_export]
 macro_rules! fail {
     ($($arg:tt)*) => {
-        return Err($crate::selftest::TestError($crate::selftest::heapless_msg::Msg::format(format_args!($($arg)*))))
+        return Err($crate::selftest::TestError(alloc::format!($($arg)*)))
     };
-}
-
-pub mod heapless_msg {
-    use core::fmt::{self, Write};
-
-    /// A message formatted into a fixed buffer (truncated if longer).
-    pub struct Msg {
-        buf: [u8; 200],
-        len: usize,
-    }
-
-    impl Msg {
-        pub fn format(args: fmt::Arguments<'_>) -> Self {
-            let mut m = Msg {
-                buf: [0; 200],
-                len: 0,
-            };
-            let _ = m.write_fmt(args);
-            m
-        }
-
-        pub fn as_str(&self) -> &str {
-            core::str::from_utf8(&self.buf[..self.len]).unwrap_or("<bad message>")
-        }
-    }
-
-    impl Write for Msg {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            for c in s.chars() {
-                let mut tmp = [0u8; 4];
-                let bytes = c.encode_utf8(&mut tmp).as_bytes();
-                if self.len + bytes.len() > self.buf.len() {
-                    return Ok(());
-                }
-                self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-                self.len += bytes.len();
-            }
-            Ok(())
-        }
-    }
 }

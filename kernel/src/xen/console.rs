@@ -10,14 +10,15 @@ use super::hypercall;
 use super::start_info::{BootInfo, ConsoleSource};
 use crate::mm::StaticPage;
 
-/// Layout of `struct xencons_interface` (public/io/console.h).
+/// Offsets in `struct xencons_interface` (public/io/console.h), from xen-abi's checked layout.
 mod ring {
-    pub const IN_SIZE: usize = 1024;
-    pub const OUT_SIZE: u32 = 2048;
-    pub const OUT: usize = IN_SIZE;
-    pub const OUT_CONS: usize = 3080;
-    pub const OUT_PROD: usize = 3084;
-    const _: () = assert!(OUT + OUT_SIZE as usize + 8 == OUT_CONS);
+    use core::mem::offset_of;
+    use xen_abi::console::{XenconsInterface, CONSOLE_OUT_SIZE};
+
+    pub const OUT_SIZE: u32 = CONSOLE_OUT_SIZE as u32;
+    pub const OUT: usize = offset_of!(XenconsInterface, output);
+    pub const OUT_CONS: usize = offset_of!(XenconsInterface, out_cons);
+    pub const OUT_PROD: usize = offset_of!(XenconsInterface, out_prod);
 }
 
 /// How long a full ring may block a write before output is dropped: a console that nobody
@@ -86,11 +87,7 @@ impl RingConsole {
             let used = self.prod.wrapping_sub(self.out_cons());
             // A consumer index ahead of us or more than a ring behind is corrupt: treat the
             // ring as full, and give up after the bounded wait like any other stall.
-            let space = if used > ring::OUT_SIZE {
-                0
-            } else {
-                ring::OUT_SIZE - used
-            };
+            let space = ring::OUT_SIZE.saturating_sub(used);
             if space == 0 {
                 let _ = hypercall::evtchn_send(self.evtchn);
                 if waited >= FULL_RING_YIELDS {
@@ -125,14 +122,6 @@ impl Sink {
             Sink::Early | Sink::Hypervisor => hypercall::console_write(bytes),
             Sink::Ring(r) => r.write(bytes),
         }
-    }
-}
-
-/// Bytes dropped because the console ring stayed full.
-pub fn dropped_bytes() -> u64 {
-    match &*CONSOLE.lock() {
-        Sink::Ring(r) => r.dropped,
-        _ => 0,
     }
 }
 

@@ -20,17 +20,7 @@ extern "C" {
 pub struct XenError(pub i64);
 
 impl XenError {
-    pub const EPERM: Self = Self(-1);
-    pub const ENOENT: Self = Self(-2);
-    pub const ESRCH: Self = Self(-3);
-    pub const EAGAIN: Self = Self(-11);
-    pub const ENOMEM: Self = Self(-12);
-    pub const EFAULT: Self = Self(-14);
-    pub const EBUSY: Self = Self(-16);
-    pub const EEXIST: Self = Self(-17);
     pub const EINVAL: Self = Self(-22);
-    pub const ENOSPC: Self = Self(-28);
-    pub const ENOSYS: Self = Self(-38);
 
     pub fn name(self) -> &'static str {
         match self.0 {
@@ -212,27 +202,14 @@ pub fn set_trap_table(table: &[abi::trap_info]) -> XenResult<()> {
     check(rc).map(drop)
 }
 
-/// `struct callback_register` from public/callback.h (absent from xen-sys).
-#[repr(C)]
-pub struct CallbackRegister {
-    pub kind: u16,
-    pub flags: u16,
-    pub address: u64,
-}
-const _: () = assert!(core::mem::size_of::<CallbackRegister>() == 16);
-const _: () = assert!(core::mem::offset_of!(CallbackRegister, address) == 8);
-
-pub const CALLBACKTYPE_EVENT: u16 = 0;
-pub const CALLBACKTYPE_FAILSAFE: u16 = 1;
-pub const CALLBACKTYPE_SYSCALL: u16 = 2;
-pub const CALLBACKF_MASK_EVENTS: u16 = 1;
-const CALLBACKOP_REGISTER: u64 = 0;
+use xen_abi::callback::{CallbackRegister, CALLBACKOP_REGISTER};
+pub use xen_abi::callback::{CALLBACKF_MASK_EVENTS, CALLBACKTYPE_EVENT, CALLBACKTYPE_FAILSAFE};
 const HYPERVISOR_CALLBACK_OP: u32 = 30;
 
 /// `callback_op(CALLBACKOP_register)`.
 pub fn callback_register(kind: u16, flags: u16, address: u64) -> XenResult<()> {
     let mut arg = CallbackRegister {
-        kind,
+        callback_type: kind,
         flags,
         address,
     };
@@ -240,7 +217,7 @@ pub fn callback_register(kind: u16, flags: u16, address: u64) -> XenResult<()> {
     let rc = unsafe {
         hypercall5(
             HYPERVISOR_CALLBACK_OP,
-            CALLBACKOP_REGISTER,
+            CALLBACKOP_REGISTER as u64,
             &mut arg as *mut _ as u64,
             0,
             0,
@@ -363,56 +340,9 @@ pub fn set_timer_op(deadline_ns: u64) -> XenResult<()> {
     check(rc).map(drop)
 }
 
-/// `vcpu_op(cmd, vcpu, arg)`.
-///
-/// # Safety
-/// `arg` must point to the live structure `cmd` takes (or be null where it takes none).
-pub unsafe fn vcpu_op<T>(cmd: u32, vcpu: u32, arg: *mut T) -> XenResult<i64> {
-    // SAFETY: the caller vouches for `arg`.
-    let rc = unsafe {
-        hypercall5(
-            abi::__HYPERVISOR_vcpu_op,
-            cmd as u64,
-            vcpu as u64,
-            arg as u64,
-            0,
-            0,
-        )
-    };
-    check(rc)
-}
-
 /// `xen_version(XENVER_version)`: (major, minor).
 pub fn xen_version() -> (u32, u32) {
     // SAFETY: XENVER_version (0) takes no argument.
     let v = unsafe { hypercall5(abi::__HYPERVISOR_xen_version, 0, 0, 0, 0, 0) } as u32;
     (v >> 16, v & 0xffff)
-}
-
-/// `vm_assist(cmd, type)`.
-pub fn vm_assist(cmd: u32, kind: u32) -> XenResult<()> {
-    // SAFETY: both arguments are plain integers.
-    let rc = unsafe {
-        hypercall5(
-            abi::__HYPERVISOR_vm_assist,
-            cmd as u64,
-            kind as u64,
-            0,
-            0,
-            0,
-        )
-    };
-    check(rc).map(drop)
-}
-
-/// `stack_switch(ss, rsp)`: the kernel stack Xen switches to when user mode traps.
-pub fn stack_switch(ss: u64, rsp: u64) -> XenResult<()> {
-    // SAFETY: plain integers; Xen only records them.
-    let rc = unsafe { hypercall5(abi::__HYPERVISOR_stack_switch, ss, rsp, 0, 0, 0) };
-    check(rc).map(drop)
-}
-
-/// Address of the `iret` transfer point: jumped to (not called) with an iret frame on the stack.
-pub fn iret_stub() -> usize {
-    stub(abi::__HYPERVISOR_iret)
 }

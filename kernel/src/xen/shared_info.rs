@@ -55,15 +55,6 @@ pub fn mask_upcalls() -> bool {
     upcall_mask().swap(1, Ordering::SeqCst) != 0
 }
 
-/// Unmasks event upcalls on vCPU 0.
-pub fn unmask_upcalls() {
-    upcall_mask().store(0, Ordering::SeqCst);
-}
-
-pub fn upcalls_masked() -> bool {
-    upcall_mask().load(Ordering::SeqCst) != 0
-}
-
 /// Reads and clears the "an event is pending" flag.
 pub fn take_upcall_pending() -> bool {
     upcall_pending().swap(0, Ordering::SeqCst) != 0
@@ -118,13 +109,6 @@ pub fn clear_pending(port: u32) -> bool {
 pub fn set_mask(port: u32) {
     let (w, b) = split(port);
     mask_word(w).fetch_or(b, Ordering::SeqCst);
-}
-
-/// Clears `port`'s mask bit. The caller re-checks pending afterwards (an event that arrived
-/// while masked sets the pending bit but does not raise the selector).
-pub fn clear_mask(port: u32) {
-    let (w, b) = split(port);
-    mask_word(w).fetch_and(!b, Ordering::SeqCst);
 }
 
 pub fn is_masked(port: u32) -> bool {

@@ -29,8 +29,3 @@ pub fn now_ns() -> u64 {
 pub fn set_timer(deadline_ns: u64) -> hypercall::XenResult<()> {
     hypercall::set_timer_op(deadline_ns)
 }
-
-/// Cancels the one-shot timer.
-pub fn cancel_timer() -> hypercall::XenResult<()> {
-    hypercall::set_timer_op(0)
-}

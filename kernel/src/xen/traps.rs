@@ -254,13 +254,13 @@ pub fn init() {
         (
             hypercall::CALLBACKTYPE_EVENT,
             hypercall::CALLBACKF_MASK_EVENTS,
-            xenrpc_event_callback as usize as u64,
+            xenrpc_event_callback as *const () as u64,
             "event",
         ),
         (
             hypercall::CALLBACKTYPE_FAILSAFE,
             0,
-            xenrpc_failsafe_callback as usize as u64,
+            xenrpc_failsafe_callback as *const () as u64,
             "failsafe",
         ),
     ];
