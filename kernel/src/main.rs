@@ -117,6 +117,7 @@ mod service_vm {
     /// Powers the domain off cleanly.
     pub fn power_off() -> ! {
         log!("powering off");
+        console::drain();
         let e = hypercall::shutdown(xen_sys::SHUTDOWN_poweroff);
         fatal(format_args!("SCHEDOP_shutdown(poweroff) returned {e}"));
     }
@@ -125,6 +126,7 @@ mod service_vm {
     pub fn fatal(args: fmt::Arguments<'_>) -> ! {
         console::break_lock();
         log!("FATAL: {args}");
+        console::drain();
         loop {
             hypercall::shutdown(xen_sys::SHUTDOWN_crash);
             hypercall::sched_yield();

@@ -125,6 +125,22 @@ impl Sink {
     }
 }
 
+/// Waits (bounded) until xenconsoled has taken everything written to the ring, so the last
+/// lines before a shutdown are not lost with the domain.
+pub fn drain() {
+    const DRAIN_YIELDS: u32 = 20_000;
+    for _ in 0..DRAIN_YIELDS {
+        let done = match &*CONSOLE.lock() {
+            Sink::Ring(r) => r.out_cons() == r.prod,
+            _ => true,
+        };
+        if done {
+            return;
+        }
+        hypercall::sched_yield();
+    }
+}
+
 /// A line buffer: formats a whole line, then writes it in one go.
 struct Line {
     buf: [u8; 256],
