@@ -320,7 +320,6 @@ impl Backend {
             Err(why) => {
                 self.stats.refused_connect += 1;
                 self.close(k, &format!("refused: {why}"));
-                log!("rpc: dom{}/{}: refused: {why}", k.0, k.1);
             }
         }
     }
