@@ -30,6 +30,8 @@ const CLIENT_CPU: usize = 0;
 const SERVER_CPU: usize = 1;
 const MAX_PAYLOAD: usize = 1024 * 1024;
 const DATA_LEN: usize = 2 * MAX_PAYLOAD;
+/// No call may take this long: a lost wake-up or a dead peer fails the run instead of hanging it.
+const CALL_TIMEOUT: Option<Duration> = Some(Duration::from_secs(10));
 /// Calls in flight in the pipelined runs.
 const PIPELINE_DEPTH: usize = 16;
 
@@ -464,13 +466,13 @@ fn own_and_server_cpu(server: Option<u32>) -> io::Result<Duration> {
 fn null_calls(client: &mut Client, server: u32, count: u64) -> io::Result<(Vec<Duration>, f64)> {
     let ping = echo::client::ping(&());
     for _ in 0..count / 10 {
-        client.call(&ping, None).map_err(io::Error::other)?;
+        client.call(&ping, CALL_TIMEOUT).map_err(io::Error::other)?;
     }
     let mut samples = Vec::with_capacity(count as usize);
     let cpu_before = own_and_server_cpu(Some(server))?;
     for _ in 0..count {
         let start = Instant::now();
-        client.call(&ping, None).map_err(io::Error::other)?;
+        client.call(&ping, CALL_TIMEOUT).map_err(io::Error::other)?;
         samples.push(start.elapsed());
     }
     let cpu = own_and_server_cpu(Some(server))? - cpu_before;
@@ -496,14 +498,14 @@ fn echo_loop(
         .ool_args(OolRef::new(0, size as u32))
         .ool_result(OolRef::new(MAX_PAYLOAD as u32, size as u32));
     for _ in 0..3 {
-        client.call(&call, None).map_err(io::Error::other)?;
+        client.call(&call, CALL_TIMEOUT).map_err(io::Error::other)?;
     }
     let cpu_before = own_and_server_cpu(server)?;
     let start = Instant::now();
     let mut calls = 0u64;
     while start.elapsed() < duration {
         for _ in 0..8 {
-            let reply = client.call(&call, None).map_err(io::Error::other)?;
+            let reply = client.call(&call, CALL_TIMEOUT).map_err(io::Error::other)?;
             if reply.ool_written as usize != size {
                 return Err(io::Error::other("short echo"));
             }
@@ -551,7 +553,9 @@ fn echo_pipelined(
             .map_err(io::Error::other)?;
         client.flush();
         for call in pending {
-            let reply = client.finish(call, None).map_err(io::Error::other)?;
+            let reply = client
+                .finish(call, CALL_TIMEOUT)
+                .map_err(io::Error::other)?;
             if reply.ool_written as usize != size {
                 return Err(io::Error::other("short echo"));
             }
