@@ -50,6 +50,7 @@ done
 # A server-side error is an error with its status, not a hang or a crash.
 tb_expect_console client "rc=1 for: xenrpc call arith.div 1 0"
 tb_expect_console client "server answered BadArguments"
+tb_expect_console client "server counters (all clients, since it started):"
 
 tb_stage list
 xenrpc list || tb_fail "xenrpc list failed"
@@ -62,6 +63,8 @@ xenstore-exists "/local/domain/$server/backend/xenrpc/$client/0" && tb_fail "bac
 tb_stage shutdown
 timeout 120 xl shutdown -w client || tb_fail "xl shutdown -w client failed or took over 120s"
 timeout 60 xl shutdown -w xenrpc || tb_fail "xl shutdown -w xenrpc failed or took over 60s"
+tb_expect_console client "linux-guest: powering off"
+tb_expect_console xenrpc "xenrpc: powering off"
 tb_expect_gone client
 tb_expect_gone xenrpc
 

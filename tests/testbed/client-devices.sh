@@ -91,6 +91,8 @@ echo "$out" | grep -q "not attached" || tb_fail "second detach: unexpected messa
 
 tb_stage shutdown
 timeout 120 xl shutdown -w client || tb_fail "xl shutdown -w client failed or took over 120s"
+# Also gives xl the moment it needs to forget the domain before we look.
+tb_expect_console client "linux-guest: powering off"
 tb_expect_gone client
 
 tb_pass
