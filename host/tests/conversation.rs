@@ -227,3 +227,30 @@ fn a_busy_client_does_not_keep_others_out() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(hammer.join().unwrap() > 0);
 }
+
+#[test]
+fn no_lost_wake_ups_when_both_sides_sleep_between_calls() {
+    // Both sides block between calls (and, in the second run, spin only 2 µs first), on two
+    // different CPUs, so every call races a publish against the peer arming for sleep. Without
+    // the arm-then-recheck and its barriers, a wake-up gets lost within a few thousand calls
+    // here; a lost wake-up shows up as a time-out.
+    for spin_us in [0u64, 2] {
+        let server = ServerProcess::start(&["--spin-us", &spin_us.to_string()]);
+        if xenrpc_host::process::available_cpus() >= 2 {
+            let mut server_cpu = rustix::thread::CpuSet::new();
+            server_cpu.set(1);
+            let pid = rustix::process::Pid::from_raw(server.child.id() as i32);
+            let _ = rustix::thread::sched_setaffinity(pid, &server_cpu);
+            xenrpc_host::process::pin_to_cpu(0);
+        }
+        let mut client = server.connect_with(ClientOptions {
+            spin: xenrpc_host::wait::SpinPolicy::micros(spin_us),
+            ..ClientOptions::default()
+        });
+        for i in 0..10_000 {
+            if let Err(e) = client.call(&echo::client::ping(&()), Some(Duration::from_secs(5))) {
+                panic!("spin {spin_us} µs, call {i}: {e}");
+            }
+        }
+    }
+}
