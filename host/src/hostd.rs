@@ -1,5 +1,6 @@
 //! `xenrpc-hostd`: the host server process (also run by the benchmark).
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
@@ -65,13 +66,23 @@ pub fn main_with_args(args: &[String]) -> io::Result<()> {
     let mut registry = services.registry();
     println!("{READY_LINE} on {}", socket.display());
     io::stdout().flush()?;
+    // A pid's kv namespace lives as long as any of its connections.
+    let mut connections_per_pid: HashMap<u32, usize> = HashMap::new();
     server.run(&mut registry, |event| {
         counters.record(event);
         match event {
+            ServerEvent::Connected(peer) => *connections_per_pid.entry(peer.pid).or_default() += 1,
             ServerEvent::Disconnected { peer, .. } | ServerEvent::Dropped { peer, .. } => {
-                kv.forget_peer(peer.peer_id());
+                let remaining = connections_per_pid.get_mut(&peer.pid).map(|count| {
+                    *count = count.saturating_sub(1);
+                    *count
+                });
+                if remaining == Some(0) {
+                    connections_per_pid.remove(&peer.pid);
+                    kv.forget_peer(peer.peer_id());
+                }
             }
-            _ => {}
+            ServerEvent::Refused { .. } => {}
         }
         if !quiet {
             eprintln!("xenrpc-hostd: {}", describe(event));

@@ -254,3 +254,34 @@ fn no_lost_wake_ups_when_both_sides_sleep_between_calls() {
         }
     }
 }
+
+#[test]
+fn kv_namespace_is_per_process_and_outlives_one_of_its_connections() {
+    use xenrpc_proto::services::kv::ValueInfo;
+    let server = ServerProcess::start(&[]);
+    let key = Key::new(b"colour").unwrap();
+    let value = b"teal";
+    let mut first = server.connect();
+    first.data().write(0, value).unwrap();
+    first
+        .call(
+            &kv::client::put(&key).ool_args(OolRef::new(0, value.len() as u32)),
+            Some(TIMEOUT),
+        )
+        .unwrap();
+    // A second connection of this process sees the value; closing the first keeps it.
+    let mut second = server.connect();
+    drop(first);
+    std::thread::sleep(Duration::from_millis(100));
+    let got: ValueInfo = second
+        .call(
+            &kv::client::get(&key).ool_result(OolRef::new(0, 64)),
+            Some(TIMEOUT),
+        )
+        .unwrap()
+        .value;
+    assert_eq!((got.found, got.len), (1, value.len() as u32));
+    let mut read_back = [0u8; 4];
+    second.data().read(0, &mut read_back).unwrap();
+    assert_eq!(&read_back, value);
+}
