@@ -240,6 +240,12 @@ impl Backend {
         let fe_state = match read_opt(&rdv::key_path(&dev.fe_dir, key::STATE)) {
             Ok(Some(v)) => rdv::parse_state(&v).ok(),
             Ok(None) => None,
+            // A closed device is left alone until the toolstack removes it or the frontend
+            // starts over; only a live one reports that its frontend became unreadable.
+            Err(e) if matches!(dev.phase, Phase::Closed) => {
+                let _ = e;
+                None
+            }
             Err(e) => {
                 log!(
                     "rpc: dom{}/{}: reading the frontend state failed: {e}",

@@ -1,0 +1,98 @@
+# testbed-summary: dom0 plays a hostile client of the service VM (bad protocol, bogus grant reference, garbage event channel, a toolstack entry naming the wrong frontend, a handshake left half done, a never-attached device): each is refused and logged, and real calls keep working
+# testbed-needs: kernel client
+# testbed-timeout: 420
+#
+# Dom0 is a domain like any other: attached as a client (domid 0) it can call the service VM
+# with the `xenrpc` CLI, and it can write whatever it likes into its own frontend directories.
+# Each hostile device uses its own devid, so each expected server line is unique in the log.
+
+tb_stage create-server
+xl create tools/xenrpc.cfg || tb_fail "xl create tools/xenrpc.cfg failed"
+server=$(xl domid xenrpc) || tb_fail "xl domid xenrpc failed"
+echo "TESTBED: domain xenrpc is domid $server"
+tb_stream_console xenrpc
+tb_wait_console xenrpc "xenrpc: ready" 120
+
+fe() { echo "/local/domain/0/device/xenrpc/$1"; }
+be() { echo "/local/domain/$server/backend/xenrpc/0/$1"; }
+
+# be_state_is DEVID STATE SECONDS: the backend state must reach STATE in time.
+be_state_is() {
+    _i=0
+    while [ "$_i" -lt $(($3 * 5)) ]; do
+        [ "$(xenstore-read "$(be "$1")/state" 2>/dev/null)" = "$2" ] && return 0
+        _i=$((_i + 1))
+        sleep 0.2
+    done
+    tb_fail "backend state of device $1 is '$(xenstore-read "$(be "$1")/state" 2>/dev/null)', expected $2"
+}
+
+# A real call from dom0 as an attached client: must answer correctly, before and after the abuse.
+check_serving() {
+    out=$(xenrpc call --devid 0 arith.add 40 2 2>&1) || tb_fail "real call failed: $out"
+    echo "$out" | grep -q '42' || tb_fail "arith.add 40 2 answered: $out"
+    echo "TESTBED: real call answered: $(echo "$out" | tr '\n' ' ')"
+}
+
+tb_stage real-client
+xenrpc attach "$server" 0 0 || tb_fail "xenrpc attach $server 0 0 failed"
+check_serving
+
+tb_stage never-attached
+if out=$(xenrpc call --devid 9 --connect-timeout-ms 5000 echo.ping 2>&1); then
+    tb_fail "a never-attached device got an answer: $out"
+fi
+echo "$out" | grep -q "not attached" || tb_fail "never-attached device: unexpected error: $out"
+echo "TESTBED: never-attached device refused: $out"
+
+tb_stage bad-protocol
+xenrpc attach "$server" 0 1 || tb_fail "attach devid 1 failed"
+be_state_is 1 2 30
+xenstore-write "$(fe 1)/protocol" xenrpc/9 "$(fe 1)/index-ref" 8 "$(fe 1)/event-channel" 5 "$(fe 1)/state" 3
+tb_wait_console xenrpc "rpc: dom0/1: closed: refused: protocol: unsupported protocol" 30
+be_state_is 1 6 30
+
+tb_stage bogus-grant-reference
+xenrpc attach "$server" 0 2 || tb_fail "attach devid 2 failed"
+be_state_is 2 2 30
+xenstore-write "$(fe 2)/protocol" xenrpc/1 "$(fe 2)/index-ref" 1000000 "$(fe 2)/event-channel" 5 "$(fe 2)/state" 3
+tb_wait_console xenrpc "rpc: dom0/2: closed: refused: mapping the index page failed" 30
+be_state_is 2 6 30
+
+tb_stage garbage-event-channel
+xenrpc attach "$server" 0 3 || tb_fail "attach devid 3 failed"
+be_state_is 3 2 30
+xenstore-write "$(fe 3)/protocol" xenrpc/1 "$(fe 3)/index-ref" 8 "$(fe 3)/event-channel" 12abc "$(fe 3)/state" 3
+tb_wait_console xenrpc "rpc: dom0/3: closed: refused: event-channel: not a plain decimal number" 30
+be_state_is 3 6 30
+
+tb_stage reconnect-after-refusal
+# The refused device starts over with a good handshake: the CLI does it (FE Initialising first).
+out=$(xenrpc call --devid 3 echo.echo_inline second-chance 2>&1) || tb_fail "reconnect on devid 3 failed: $out"
+echo "$out" | grep -q 'second-chance' || tb_fail "echo after reconnect answered: $out"
+tb_wait_console xenrpc "rpc: dom0/3: client reconnecting" 30
+
+tb_stage wrong-frontend-entry
+# A backend entry whose frontend-id names another domain than its path, written by dom0 with
+# dom0's own permissions (the service VM may not even write its state there): the server
+# never follows it, says why, and goes on.
+xenstore-write "$(be 4)/frontend-id" 7 "$(be 4)/frontend" /local/domain/7/device/xenrpc/4 "$(be 4)/state" 1
+tb_wait_console xenrpc "rpc: dom0/4: refused: frontend-id 7 does not match entry 0" 30
+check_serving
+
+tb_stage half-done-handshake
+xenrpc attach "$server" 0 5 || tb_fail "attach devid 5 failed"
+be_state_is 5 2 30
+# Device 5 is left in Initialising for good; the server must go on serving everyone else.
+check_serving
+
+tb_stage server-alive
+grep -q "^xenrpc: FATAL" "$(tb_console_log xenrpc)" && tb_fail "the service VM printed a FATAL line"
+[ -n "$(tb_domain_state xenrpc)" ] || tb_fail "the service VM is gone"
+
+tb_stage shutdown
+timeout 60 xl shutdown -w xenrpc || tb_fail "xl shutdown -w xenrpc failed or took over 60s"
+tb_expect_console xenrpc "rpc: all clients closed"
+tb_expect_gone xenrpc
+
+tb_pass
