@@ -149,6 +149,7 @@ impl<'a> RegionView<'a> {
     }
 
     /// Loads the 32-bit word at a 4-aligned `offset` (ring indices: use `Acquire`).
+    #[inline]
     pub fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, OutOfBounds> {
         if offset % 4 != 0 {
             return Err(OutOfBounds);
@@ -158,6 +159,7 @@ impl<'a> RegionView<'a> {
     }
 
     /// Stores the 32-bit word at a 4-aligned `offset` (ring indices: use `Release`).
+    #[inline]
     pub fn store_u32(&self, offset: usize, value: u32, order: Ordering) -> Result<(), OutOfBounds> {
         if offset % 4 != 0 {
             return Err(OutOfBounds);
@@ -168,6 +170,7 @@ impl<'a> RegionView<'a> {
     }
 
     /// Copies `dst.len()` bytes at `offset` into private memory, each byte read exactly once.
+    #[inline]
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         self.check(offset, dst.len())?;
         let mut pos = offset;
@@ -211,6 +214,7 @@ impl<'a> RegionView<'a> {
     }
 
     /// Copies `src` into the region at `offset`; bytes outside the range are not disturbed.
+    #[inline]
     pub fn write(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
         self.check(offset, src.len())?;
         let mut pos = offset;
@@ -287,6 +291,7 @@ impl<'a> RegionView<'a> {
     }
 
     /// Reads a plain-old-data value at `offset` into a private copy.
+    #[inline]
     pub fn read_pod<T: FromBytes + IntoBytes>(&self, offset: usize) -> Result<T, OutOfBounds> {
         let mut value = T::new_zeroed();
         self.read(offset, value.as_mut_bytes())?;
@@ -294,6 +299,7 @@ impl<'a> RegionView<'a> {
     }
 
     /// Writes a plain-old-data value at `offset`.
+    #[inline]
     pub fn write_pod<T: IntoBytes + Immutable>(
         &self,
         offset: usize,
