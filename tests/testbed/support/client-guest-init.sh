@@ -56,6 +56,31 @@ calls)
     run bench --calls 2000 --in-flight 8
     run bench --calls 500 --size 4096
     ;;
+steps)
+    # dom0 hands out one command at a time (tests/testbed/support/lib.sh, tb_step_*):
+    # data/xenrpc-step/<n> holds the words after `xenrpc` for step n = 1, 2, ...; "end" stops.
+    # The answer goes to data/xenrpc-result/<n>/out (output, both streams) and .../rc, so dom0
+    # can compare it exactly; rc is written last and marks the step done.
+    set -f
+    n=1
+    while :; do
+        until step=$(xenstore-read data/xenrpc-step/$n 2>/dev/null); do
+            sleep 0.5
+        done
+        [ "$step" = end ] && break
+        echo "client-guest: step $n: \$ xenrpc $step"
+        # Unquoted on purpose: the step is a list of words (globbing is off).
+        out=$(xenrpc $step 2>&1)
+        rc=$?
+        printf '%s\n' "$out"
+        echo "client-guest: step $n: rc=$rc"
+        xenstore-write -R -- data/xenrpc-result/$n/out "$(printf '%s' "$out" | head -c 3000)" ||
+            echo "client-guest: step $n: cannot write the output"
+        xenstore-write data/xenrpc-result/$n/rc "$rc" || echo "client-guest: step $n: cannot write rc"
+        n=$((n + 1))
+    done
+    set +f
+    ;;
 esac
 echo "client-guest: plan $plan done"
 # `xl shutdown` makes the kernel run /sbin/poweroff.

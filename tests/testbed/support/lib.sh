@@ -113,3 +113,48 @@ tb_expect_gone() {
         tb_fail "domain $1 still exists: $(xl list "$1" | tail -n 1)"
     fi
 }
+
+# Steps on client guests running the "steps" plan (support/client-guest-init.sh): dom0 writes
+# the words after `xenrpc` to data/xenrpc-step/<n>, the guest runs them and answers in
+# data/xenrpc-result/<n>/{out,rc}. Steps handed to several guests run at the same time.
+
+# tb_step_send DOMAIN DOMID N ARGS...: hands step N (`xenrpc ARGS`) to guest DOMAIN.
+tb_step_send() {
+    _dom=$1
+    _id=$2
+    _n=$3
+    shift 3
+    xenstore-write "/local/domain/$_id/data/xenrpc-step/$_n" "$*" ||
+        tb_fail "cannot hand step $_n to $_dom"
+}
+
+# tb_step_wait DOMAIN DOMID N SECONDS: waits for step N's answer and sets TB_STEP_CMD,
+# TB_STEP_RC and TB_STEP_OUT; prints it as a `TESTBED: CALL` line (the demo's summary).
+# Fails at once when the domain crashes or disappears, or after SECONDS.
+tb_step_wait() {
+    _dir="/local/domain/$2/data/xenrpc-result/$3"
+    _start=$(tb_uptime)
+    _k=0
+    until TB_STEP_RC=$(xenstore-read "$_dir/rc" 2>/dev/null); do
+        _k=$((_k + 1))
+        if [ $((_k % 10)) = 0 ]; then
+            _state=$(tb_domain_state "$1")
+            [ -n "$_state" ] || tb_fail "domain $1 is gone while waiting for step $3"
+            case $_state in *c*) tb_fail "domain $1 crashed while waiting for step $3" ;; esac
+            if awk -v a="$_start" -v b="$(tb_uptime)" -v l="$4" 'BEGIN { exit !(b - a > l) }'; then
+                tb_fail "no answer to step $3 from $1 within $4s"
+            fi
+        fi
+        sleep 0.2
+    done
+    TB_STEP_OUT=$(xenstore-read -R "$_dir/out") || tb_fail "step $3 of $1: no output key"
+    TB_STEP_CMD=$(xenstore-read "/local/domain/$2/data/xenrpc-step/$3")
+    echo "TESTBED: CALL $1 | xenrpc $TB_STEP_CMD | rc=$TB_STEP_RC | $(printf '%s\n' "$TB_STEP_OUT" | awk 'NR > 1 { printf " / " } { printf "%s", $0 }')"
+}
+
+# tb_step_check DOMAIN RC EXPECTED: the last waited step must have exited with RC and printed
+# exactly EXPECTED.
+tb_step_check() {
+    [ "$TB_STEP_RC" = "$2" ] && [ "$TB_STEP_OUT" = "$3" ] && return 0
+    tb_fail "$1: xenrpc $TB_STEP_CMD: rc=$TB_STEP_RC, output '$TB_STEP_OUT'; expected rc=$2, output '$3'"
+}

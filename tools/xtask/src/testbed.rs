@@ -151,6 +151,8 @@ pub struct Outcome {
     pub stage: String,
     pub reason: String,
     pub timings: Vec<(String, String)>,
+    /// The calls the scenario reported (`TESTBED: CALL <guest> | xenrpc ... | rc=N | <output>`).
+    pub calls: Vec<String>,
     pub wall: Duration,
     pub run_dir: PathBuf,
 }
@@ -384,6 +386,7 @@ pub fn run(paths: &Paths, scenario: &Scenario, echo: Echo) -> Outcome {
         stage: "prepare".into(),
         reason: String::new(),
         timings: Vec::new(),
+        calls: Vec::new(),
         wall: Duration::ZERO,
         run_dir: run_dir.clone(),
     };
@@ -433,6 +436,7 @@ struct Watch<'a> {
     panic_detail_pending: bool,
     reasons: Vec<String>,
     timings: Vec<(String, String)>,
+    calls: Vec<String>,
     verdict: Option<bool>,
 }
 
@@ -563,6 +567,12 @@ impl Watch<'_> {
                 self.timings.push((label.to_string(), value.to_string()));
             }
             "REASON" => self.reasons.push(args.to_string()),
+            "CALL" => {
+                if self.echo != Echo::Stages {
+                    println!("    call: {args}");
+                }
+                self.calls.push(args.to_string());
+            }
             "PASS" if args == self.scenario.name => self.verdict = Some(true),
             "FAIL" => {
                 let mut parts = args.splitn(2, ' ');
@@ -657,6 +667,7 @@ fn boot(scenario: &Scenario, prepared: &Prepared, run_dir: &Path, echo: Echo, ou
         panic_detail_pending: false,
         reasons: Vec::new(),
         timings: Vec::new(),
+        calls: Vec::new(),
         verdict: None,
     };
     watch.set_stage("boot Xen");
@@ -746,6 +757,7 @@ fn boot(scenario: &Scenario, prepared: &Prepared, run_dir: &Path, echo: Echo, ou
     out.stage = watch.stage;
     out.reason = watch.reasons.join("; ");
     out.timings.extend(watch.timings);
+    out.calls = watch.calls;
 }
 
 fn report(outcome: &Outcome) {
@@ -825,6 +837,7 @@ mod tests {
             panic_detail_pending: false,
             reasons: Vec::new(),
             timings: Vec::new(),
+            calls: Vec::new(),
             verdict: None,
         }
     }
@@ -855,6 +868,24 @@ mod tests {
         assert_eq!(w.verdict, Some(false));
         assert_eq!(w.stage, "wait-ready");
         assert_eq!(w.reasons, ["no ready line"]);
+    }
+
+    #[test]
+    fn call_lines_are_collected_for_the_demo() {
+        let s = scenario(Kind::LinuxDom0 {
+            script: PathBuf::new(),
+        });
+        let mut w = watch(&s);
+        w.serial_line("TESTBED: CALL client-a | xenrpc call arith.add 40 2 | rc=0 | 42");
+        assert!(w.calls.is_empty(), "nothing counts before Xen is up");
+        w.serial_line("(XEN) Xen version 4.17.7 (Debian)");
+        w.serial_line("TESTBED: CALL client-a | xenrpc call arith.add 40 2 | rc=0 | 42");
+        w.serial_line("TESTBED: CALLS are not calls");
+        assert_eq!(
+            w.calls,
+            ["client-a | xenrpc call arith.add 40 2 | rc=0 | 42"]
+        );
+        assert_eq!(w.verdict, None);
     }
 
     #[test]
