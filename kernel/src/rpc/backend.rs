@@ -272,19 +272,27 @@ impl Backend {
                 self.close(k, "client gone");
             }
             (Phase::Connected(_), Some(XenbusState::Initialising | XenbusState::InitWait)) => {
+                // The client restarted (it crashed, or dropped a stale session): tear the old
+                // connection down and offer the device again at once; no further watch event
+                // is coming to prompt it.
                 self.stats.closed_by_client += 1;
                 self.close(k, "client restarted");
+                self.offer_again(k);
             }
-            (Phase::Closed, Some(XenbusState::Initialising)) => {
-                // The client starts over (reconnect): offer the device again.
-                let dev = self.devices.get_mut(&k).expect("present");
-                dev.phase = Phase::InitWait;
-                let dev = self.devices.get(&k).expect("present");
-                self.write_state(dev, XenbusState::InitWait);
-                log!("rpc: dom{}/{}: client reconnecting", k.0, k.1);
-            }
+            (Phase::Closed, Some(XenbusState::Initialising)) => self.offer_again(k),
             _ => {}
         }
+    }
+
+    /// The client starts over (reconnect): offer the device again (BE InitWait).
+    fn offer_again(&mut self, k: (DomId, u32)) {
+        let Some(dev) = self.devices.get_mut(&k) else {
+            return;
+        };
+        dev.phase = Phase::InitWait;
+        let dev = self.devices.get(&k).expect("present");
+        self.write_state(dev, XenbusState::InitWait);
+        log!("rpc: dom{}/{}: client reconnecting", k.0, k.1);
     }
 
     fn connect(&mut self, k: (DomId, u32)) {
