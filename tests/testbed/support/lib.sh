@@ -9,6 +9,8 @@
 #   GUEST <domain>| <text>          a line of a guest's console (xenconsoled's log)
 
 TB_STAGE=init
+TB_NL='
+'
 TB_CONSOLE_DIR=/var/log/xen/console
 TB_INIT_UPTIME=$(cut -d' ' -f1 /proc/uptime)
 
@@ -149,7 +151,22 @@ tb_step_wait() {
     done
     TB_STEP_OUT=$(xenstore-read -R "$_dir/out") || tb_fail "step $3 of $1: no output key"
     TB_STEP_CMD=$(xenstore-read "/local/domain/$2/data/xenrpc-step/$3")
-    echo "TESTBED: CALL $1 | xenrpc $TB_STEP_CMD | rc=$TB_STEP_RC | $(printf '%s\n' "$TB_STEP_OUT" | awk 'NR > 1 { printf " / " } { printf "%s", $0 }')"
+    # One line: output lines joined with " / " (in the shell: fewer processes to go wrong).
+    _rest=$TB_STEP_OUT
+    _joined=
+    while :; do
+        case $_rest in
+        *"$TB_NL"*)
+            _joined="$_joined${_rest%%"$TB_NL"*} / "
+            _rest=${_rest#*"$TB_NL"}
+            ;;
+        *)
+            _joined="$_joined$_rest"
+            break
+            ;;
+        esac
+    done
+    echo "TESTBED: CALL $1 | xenrpc $TB_STEP_CMD | rc=$TB_STEP_RC | $_joined"
 }
 
 # tb_step_check DOMAIN RC EXPECTED: the last waited step must have exited with RC and printed
