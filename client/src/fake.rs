@@ -152,6 +152,7 @@ impl FakeXenstore {
             id,
             domid,
             signal,
+            hold: None,
         }
     }
 
@@ -172,7 +173,18 @@ pub struct FakeStore {
     id: u64,
     domid: DomId,
     signal: Arc<OwnedFd>,
+    /// See [`FakeStore::hold_first_write`].
+    hold: Option<Hold>,
 }
+
+/// A write that returns only once another node changed.
+struct Hold {
+    written: String,
+    watched: String,
+}
+
+/// How long a held write waits for the other side before the test fails.
+const HOLD_LIMIT: Duration = Duration::from_secs(20);
 
 impl Drop for FakeStore {
     fn drop(&mut self) {
@@ -229,6 +241,16 @@ impl StoreState {
 }
 
 impl FakeStore {
+    /// Forces an interleaving: the next write to `written` returns only once `watched` has
+    /// changed (e.g. a client descheduled right after a write while the server reacts to it).
+    /// Panics if `watched` has not changed within [`HOLD_LIMIT`].
+    pub fn hold_first_write(&mut self, written: &str, watched: &str) {
+        self.hold = Some(Hold {
+            written: self.absolute(written),
+            watched: self.absolute(watched),
+        });
+    }
+
     fn absolute(&self, path: &str) -> String {
         if path.starts_with('/') {
             path.to_string()
@@ -257,9 +279,30 @@ impl Xenstore for FakeStore {
                 return Err(denied("write", &path));
             }
         }
+        let held = match self.hold.take() {
+            Some(hold) if hold.written == path => {
+                let before = state.nodes.get(&hold.watched).map(|n| n.value.clone());
+                Some((hold.watched, before))
+            }
+            other => {
+                self.hold = other;
+                None
+            }
+        };
         state.create(self.domid, &path)?;
         state.nodes.get_mut(&path).expect("just created").value = value.to_vec();
         state.fire(&path);
+        drop(state);
+        if let Some((watched, before)) = held {
+            let limit = Instant::now() + HOLD_LIMIT;
+            while self.store.node(&watched).map(|n| n.0) == before {
+                assert!(
+                    Instant::now() < limit,
+                    "held write to {path}: {watched} did not change"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         Ok(())
     }
 
@@ -649,6 +692,14 @@ pub enum Behaviour {
     CorruptRing,
     /// Never leaves Initialising (the handshake must time out).
     Absent,
+    /// Like `Normal`, except that a connection ended by the client's restart (FE Initialising
+    /// while connected) is only offered again on a *further* FE state write, as the service VM
+    /// did before it learnt to offer at once: a client must write Initialising again when it
+    /// sees the backend Closed.
+    ReoffersOnNextWrite,
+    /// Like `Normal`, but never closes its side when the client says goodbye (FE Closing or
+    /// Closed): a server too slow (or too busy) to finish the close handshake.
+    IgnoresClose,
 }
 
 struct Served {
@@ -727,12 +778,18 @@ fn serve(
     let mut watched_frontends: Vec<String> = Vec::new();
     let mut restarted: Vec<(DomId, u32)> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
-        // Handshake: look at every device under our backend root.
+        // Handshake: like the service VM, look at every device under our backend root, but
+        // only when a watch fired (our own state writes fire the root watch too).
         let mut fired = Vec::new();
         while store.has_buffered_event() {
             fired.extend(store.next_event(Instant::now()).unwrap().map(|e| e.path));
         }
-        for client_name in store.directory(0, &root).unwrap().unwrap_or_default() {
+        let devices = if fired.is_empty() {
+            Vec::new()
+        } else {
+            store.directory(0, &root).unwrap().unwrap_or_default()
+        };
+        for client_name in devices {
             let Ok(client) = rv::parse_domid(client_name.as_bytes()) else {
                 continue;
             };
@@ -759,28 +816,38 @@ fn serve(
                 let is_served = served
                     .iter()
                     .any(|s| s.client == client && s.devid == devid);
-                // Like the service VM: Initialising from a connected client means it
-                // restarted (crashed and came back); the old connection ends.
+                // Like the service VM: Initialising (or InitWait) from a connected client
+                // means it restarted (crashed and came back); the old connection ends.
+                let client_restarted = matches!(fe_state, Some(S::Initialising | S::InitWait));
+                let client_closing = matches!(fe_state, Some(S::Closing | S::Closed));
+                if client_closing && behaviour == Behaviour::IgnoresClose {
+                    continue;
+                }
                 let teardown = !online
-                    || matches!(
-                        fe_state,
-                        None | Some(S::Closing) | Some(S::Closed) | Some(S::Initialising)
-                    )
+                    || fe_state.is_none()
+                    || client_closing
+                    || client_restarted
                     || be_state == Some(S::Closing);
                 let fe_state_path = format!("{fe}/state");
+                let mut offer_again = false;
                 if fired.contains(&fe_state_path) && fe_state != Some(S::Initialising) {
                     restarted.retain(|k| *k != (client, devid));
                 }
                 if is_served && teardown {
                     served.retain(|s| !(s.client == client && s.devid == devid));
                     set_state(&mut store, &be, S::Closed);
-                    if fe_state == Some(S::Initialising) {
-                        // Like the service VM, which reacts to changes only: this
-                        // Initialising ended the old connection; only a new write of it
-                        // offers the device again.
-                        restarted.push((client, devid));
+                    if !(online && client_restarted) {
+                        continue;
                     }
-                    continue;
+                    offer_again = true;
+                    if behaviour == Behaviour::ReoffersOnNextWrite {
+                        // Reacting to changes only: this Initialising ended the old
+                        // connection; only a new write of it offers the device again.
+                        restarted.push((client, devid));
+                        continue;
+                    }
+                    // Like the service VM: the restarted client is offered the device at
+                    // once (no further watch event is coming to prompt it).
                 }
                 if restarted.contains(&(client, devid)) {
                     if !fired.contains(&fe_state_path) {
@@ -788,12 +855,17 @@ fn serve(
                     }
                     restarted.retain(|k| *k != (client, devid));
                 }
+                let offer = offer_again
+                    || matches!(
+                        (be_state, fe_state),
+                        (Some(S::Initialising), _) | (Some(S::Closed), Some(S::Initialising))
+                    );
                 match (be_state, fe_state) {
                     // Like the service VM: a device it offered (InitWait) and that is taken
                     // offline or asked to close is closed; a Closed one is left alone.
                     (Some(S::InitWait), _) if !online => set_state(&mut store, &be, S::Closed),
                     _ if !online || behaviour == Behaviour::Absent => {}
-                    (Some(S::Initialising), _) | (Some(S::Closed), Some(S::Initialising)) => {
+                    _ if offer => {
                         let frontend =
                             read_str(&mut store, &format!("{be}/frontend")).unwrap_or_default();
                         if rv::check_frontend_path(&frontend, client, devid).is_err() {

@@ -141,10 +141,14 @@ fn backend_failure(look: BackendLook, info: &DeviceInfo) -> Option<Error> {
 
 /// Waits until the backend reaches `wanted`, failing early if it closes or vanishes.
 /// `restart`: the frontend state path, while (re)starting a connection. A Closed backend is
-/// then expected (left by an earlier session) until the server notices our Initialising; and
-/// when the backend *moves* to Closed meanwhile (a server that still had a stale connection
-/// of a crashed client closes it on our Initialising), Initialising is written again so the
-/// server offers the device anew. Bounded: a few restarts at most.
+/// then expected: either left by an earlier session (the server offers the device again when
+/// it sees our Initialising), or closed just now by a server that still had a stale connection
+/// of ours (a crashed client) and ended it on our Initialising. A server that only reacts to
+/// *changes* then needs another Initialising to offer the device anew. The two cannot be told
+/// apart, and the server may already have reacted before our first look, so every sighting of
+/// Closed that differs from the previous look (the first look included) is answered with
+/// another Initialising: harmless for a server that already offers the device (it ignores
+/// Initialising in InitWait). Bounded: a few rewrites at most.
 fn wait_backend(
     store: &mut dyn Xenstore,
     info: &DeviceInfo,
@@ -165,9 +169,8 @@ fn wait_backend(
         );
         match restart {
             Some(fe_state) if closed => {
-                let became_closed = previous.is_some_and(|p| p != look);
-                if became_closed && look == BackendLook::State(XenbusState::Closed) && restarts < 3
-                {
+                let newly_closed = previous != Some(look);
+                if newly_closed && look == BackendLook::State(XenbusState::Closed) && restarts < 3 {
                     restarts += 1;
                     store.write(
                         NO_TX,
@@ -653,39 +656,67 @@ impl<D: XenDevices> Connection<D> {
         self.wait(pending, deadline)
     }
 
-    /// Ends the connection: FE Closing, wait (bounded) for the server to close its side, FE
-    /// Closed. The pages are released when the connection is dropped.
-    pub fn close(mut self, timeout: Duration) -> Result<()> {
+    /// Ends the connection: FE Closing, wait up to `timeout` for the server to close its side,
+    /// then FE Closed in every case (the server must stop using our pages). A server slow to
+    /// close is not an error (every call already has its answer): the outcome says so. The
+    /// pages are released when the connection is dropped.
+    pub fn close(mut self, timeout: Duration) -> Result<CloseOutcome> {
         self.shutdown(timeout)
     }
 
-    fn shutdown(&mut self, timeout: Duration) -> Result<()> {
+    fn shutdown(&mut self, timeout: Duration) -> Result<CloseOutcome> {
         self.closed = true;
         let fe_state = format!("{}/{}", self.info.frontend, key::STATE);
+        let waited = self.wait_backend_closed(&fe_state, timeout);
+        // Closed either way: the server must stop using our pages.
+        let closed = self
+            .store
+            .write(NO_TX, &fe_state, XenbusState::Closed.as_str().as_bytes());
+        let be_state = format!("{}/{}", self.info.backend, key::STATE);
+        let _ = self.store.unwatch(&be_state, BACKEND_TOKEN);
+        let outcome = waited?;
+        closed?;
+        Ok(outcome)
+    }
+
+    /// FE Closing, then waits (bounded) for the backend to reach Closed (or vanish).
+    fn wait_backend_closed(&mut self, fe_state: &str, timeout: Duration) -> Result<CloseOutcome> {
         self.store
-            .write(NO_TX, &fe_state, XenbusState::Closing.as_str().as_bytes())?;
+            .write(NO_TX, fe_state, XenbusState::Closing.as_str().as_bytes())?;
         let deadline = Instant::now() + timeout;
-        let result = loop {
-            match look_at_backend(self.store.as_mut(), &self.info)? {
+        loop {
+            let look = look_at_backend(self.store.as_mut(), &self.info)?;
+            match look {
                 BackendLook::State(XenbusState::Closed)
                 | BackendLook::Gone
-                | BackendLook::Offline => break Ok(()),
+                | BackendLook::Offline => return Ok(CloseOutcome::Acknowledged),
                 _ => {}
             }
             if self.store.next_event(deadline)?.is_none() {
-                break Err(Error::DeadlineExceeded(format!(
-                    "{} did not reach Closed",
+                let now = match look {
+                    BackendLook::State(s) => crate::admin::state_label(s).to_string(),
+                    other => format!("{other:?}"),
+                };
+                return Ok(CloseOutcome::Unacknowledged(format!(
+                    "the server did not confirm the close within {:.1} s ({} is still {now}); \
+                     this side is Closed, so the server tears the connection down when it \
+                     notices",
+                    timeout.as_secs_f64(),
                     self.info.backend
                 )));
             }
-        };
-        // Closed either way: the server must stop using our pages.
-        self.store
-            .write(NO_TX, &fe_state, XenbusState::Closed.as_str().as_bytes())?;
-        let be_state = format!("{}/{}", self.info.backend, key::STATE);
-        let _ = self.store.unwatch(&be_state, BACKEND_TOKEN);
-        result
+        }
     }
+}
+
+/// How [`Connection::close`] went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// The server closed its side (or its device is gone or offline).
+    Acknowledged,
+    /// The server had not closed its side by the deadline (why, for a warning). This side is
+    /// Closed anyway; the server tears down when it notices.
+    Unacknowledged(String),
 }
 
 impl<D: XenDevices> Drop for Connection<D> {

@@ -35,4 +35,4 @@ mod fake;
 mod tests;
 
 pub use error::{Error, Result};
-pub use frontend::{connect, ConnectOptions, Connection};
+pub use frontend::{connect, CloseOutcome, ConnectOptions, Connection};

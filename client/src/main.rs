@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use xenrpc_client::admin::{self, ConnectionRow};
 use xenrpc_client::devices::LinuxDevices;
-use xenrpc_client::frontend::{self, ConnectOptions, Connection};
+use xenrpc_client::frontend::{self, CloseOutcome, ConnectOptions, Connection};
 use xenrpc_client::xenstore::XenbusConnection;
 use xenrpc_client::{selftest, Error, Result};
 use xenrpc_proto::services::introspection::{
@@ -52,6 +52,10 @@ struct ConnArgs {
     /// Per-call time limit, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     timeout_ms: u64,
+    /// How long the server gets to close its side at the end, in milliseconds. A server that
+    /// has not closed by then gets a warning, not an error: every answer has arrived.
+    #[arg(long, default_value_t = 10_000)]
+    close_timeout_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -185,6 +189,16 @@ fn connect(args: &ConnArgs) -> Result<Connection<LinuxDevices>> {
     let store = store()?;
     let devices = LinuxDevices::open()?;
     frontend::connect(&devices, store, &options)
+}
+
+/// Ends a connection whose work is done. A server slow to confirm the close is worth a
+/// warning on stderr, not a failure: the command's answers have all arrived.
+fn close(c: Connection<LinuxDevices>, args: &ConnArgs) -> Result<()> {
+    match c.close(Duration::from_millis(args.close_timeout_ms))? {
+        CloseOutcome::Acknowledged => {}
+        CloseOutcome::Unacknowledged(why) => eprintln!("xenrpc: warning: {why}"),
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<Output> {
@@ -406,7 +420,7 @@ fn list_services(conn_args: &ConnArgs) -> Result<Vec<ServiceListing>> {
             methods: methods.iter().map(|m| name_of(&m.name)).collect(),
         });
     }
-    c.close(timeout)?;
+    close(c, conn_args)?;
     Ok(out)
 }
 
@@ -726,7 +740,7 @@ fn call(conn_args: &ConnArgs, spec: &str, args: &[String]) -> Result<Output> {
             }
         }
     };
-    c.close(timeout)?;
+    close(c, conn_args)?;
     ok(
         format!("{text}\n"),
         json!({"ok": true, "call": name, "args": args, "result": result}),
@@ -793,7 +807,7 @@ fn stats(conn_args: &ConnArgs, probe: u32) -> Result<Output> {
         s.calls_started, s.calls_ok, s.calls_remote_error, s.calls_timed_out, s.notifications_sent, s.spin_hits, s.sleeps, s.late_responses
     );
     let (server_text, server) = server_stats(&mut c, timeout)?;
-    c.close(timeout)?;
+    close(c, conn_args)?;
     ok(
         text + &server_text,
         json!({"ok": true, "connection": info, "probe_latency_us": lat, "client": s, "server": server}),
@@ -940,7 +954,7 @@ fn bench(conn_args: &ConnArgs, calls: u32, in_flight: usize, size: u32) -> Resul
         s.spin_hits,
         s.sleeps
     );
-    c.close(timeout)?;
+    close(c, conn_args)?;
     ok(
         text,
         json!({"ok": true, "method": what, "calls": calls, "in_flight": in_flight, "seconds": elapsed.as_secs_f64(), "calls_per_second": rate, "latency_us": lat, "client": s}),

@@ -10,7 +10,7 @@ use xenrpc_proto::Status;
 use crate::admin::{attach, detach, list_connections};
 use crate::error::Error;
 use crate::fake::{Behaviour, FakeServer, FakeXen, FakeXenstore};
-use crate::frontend::{build_index_page, connect, ConnectOptions, Connection};
+use crate::frontend::{build_index_page, connect, CloseOutcome, ConnectOptions, Connection};
 use crate::xenstore::Xenstore;
 
 const SERVER: u16 = 1;
@@ -347,7 +347,7 @@ fn detach_closes_the_connection_and_removes_both_directories() {
 fn detach_of_an_idle_connection_needs_no_answer_from_the_server() {
     let (w, _server) = attached(Behaviour::Normal);
     let conn = connected(&w);
-    conn.close(T).unwrap();
+    assert_eq!(conn.close(T).unwrap(), CloseOutcome::Acknowledged);
     // The service VM does not answer for a device it already closed: nothing to wait for.
     let done = detach(
         &mut w.store.connect(0),
@@ -408,7 +408,7 @@ fn a_client_reconnects_after_closing() {
             .call(&arith::client::add(&arith::Operands { a: round, b: 1 }), T)
             .unwrap();
         assert_eq!(sum.value.value, round + 1);
-        conn.close(T).unwrap();
+        assert_eq!(conn.close(T).unwrap(), CloseOutcome::Acknowledged);
         assert_eq!(value(&w, "/local/domain/5/device/xenrpc/0/state"), "6");
         assert_eq!(value(&w, "/local/domain/1/backend/xenrpc/5/0/state"), "6");
     }
@@ -419,18 +419,60 @@ fn a_client_reconnects_after_closing() {
     );
 }
 
-#[test]
-fn a_client_that_crashed_while_connected_can_connect_again() {
-    let (w, _server) = attached(Behaviour::Normal);
+const FE_STATE: &str = "/local/domain/5/device/xenrpc/0/state";
+const BE_STATE: &str = "/local/domain/1/backend/xenrpc/5/0/state";
+
+/// A client crashes while connected, then connects again; `hold_first_look`: the server has
+/// already ended the stale connection when the restarting client first looks at it (what a
+/// descheduled client sees on a loaded host).
+fn reconnect_after_a_crash(behaviour: Behaviour, hold_first_look: bool) {
+    let (w, _server) = attached(behaviour);
     let conn = connected(&w);
     // A crash: no close, no Drop; FE and BE stay Connected.
     std::mem::forget(conn);
-    assert_eq!(value(&w, "/local/domain/1/backend/xenrpc/5/0/state"), "4");
-    let mut conn = connected(&w);
+    assert_eq!(value(&w, BE_STATE), "4");
+    let mut store = w.store.connect(CLIENT);
+    if hold_first_look {
+        store.hold_first_write(FE_STATE, BE_STATE);
+    }
+    let mut conn = connect(&w.xen, Box::new(store), &options()).unwrap();
     let sum = conn
         .call(&arith::client::add(&arith::Operands { a: 2, b: 3 }), T)
         .unwrap();
     assert_eq!(sum.value.value, 5);
+    assert_eq!(conn.close(T).unwrap(), CloseOutcome::Acknowledged);
+}
+
+#[test]
+fn a_client_that_crashed_while_connected_can_connect_again() {
+    reconnect_after_a_crash(Behaviour::Normal, false);
+    reconnect_after_a_crash(Behaviour::Normal, true);
+}
+
+#[test]
+fn a_crashed_client_reconnects_to_a_server_that_reoffers_only_on_a_further_write() {
+    reconnect_after_a_crash(Behaviour::ReoffersOnNextWrite, false);
+    // The server closed the stale connection before the client's first look: the client
+    // cannot tell that Closed from one an earlier session left, and must write again.
+    reconnect_after_a_crash(Behaviour::ReoffersOnNextWrite, true);
+}
+
+#[test]
+fn a_server_slow_to_confirm_the_close_is_a_warning_and_the_frontend_ends_closed() {
+    let (w, _server) = attached(Behaviour::IgnoresClose);
+    let mut conn = connected(&w);
+    let sum = conn
+        .call(&arith::client::add(&arith::Operands { a: 40, b: 2 }), T)
+        .unwrap();
+    assert_eq!(sum.value.value, 42);
+    // A short wait bound: this server never confirms.
+    let outcome = conn.close(Duration::from_millis(100)).unwrap();
+    let CloseOutcome::Unacknowledged(why) = outcome else {
+        panic!("the server never closed, yet the close was confirmed: {outcome:?}");
+    };
+    assert!(why.contains(BE_STATE.trim_end_matches("/state")), "{why}");
+    assert_eq!(value(&w, FE_STATE), "6", "the frontend is Closed anyway");
+    assert_eq!(value(&w, BE_STATE), "4");
 }
 
 #[test]
