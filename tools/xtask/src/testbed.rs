@@ -26,7 +26,12 @@ use crate::util::{secs, tail_lines};
 const XEN_IMAGE_GZ: &str = "/boot/xen-4.17-amd64.gz";
 const QEMU: &str = "qemu-system-x86_64";
 /// Xen's command line (verified in XEN-FACTS); dom0_mem is appended per scenario kind.
-const XEN_CMDLINE: &str = "console=com1 com1=115200 loglvl=all guest_loglvl=all noreboot";
+/// `spec-ctrl=eager-fpu`: QEMU's `-cpu max` says AMD, for which Xen switches FPU state lazily
+/// (on #NM after setting CR0.TS); with that, busy runs of several domains under TCG saw tools
+/// in dom0 and guests die of SIGSEGV/SIGABRT and xl fail to XZ-decompress a kernel it had just
+/// loaded, as if FPU/SIMD state leaked between domains. Eager switching does not rely on #NM.
+const XEN_CMDLINE: &str =
+    "console=com1 com1=115200 loglvl=all guest_loglvl=all noreboot spec-ctrl=eager-fpu";
 const DOM0_LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen";
 /// Serial lines from the dom0 script that carry a guest's console: `GUEST <name>| <text>`.
 const GUEST_PREFIX: &str = "GUEST ";
