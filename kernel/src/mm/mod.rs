@@ -32,7 +32,8 @@ impl StaticPage {
 
     /// Maps the frame at machine address `maddr` at this page, read-write.
     pub fn map_maddr(&self, maddr: u64) -> XenResult<()> {
-        const PRESENT_RW_USER: u64 = 0x7;
+        const PRESENT_RW_USER: u64 =
+            PteFlags::PRESENT.bits() | PteFlags::WRITABLE.bits() | PteFlags::USER.bits();
         // SAFETY: the page is dedicated to this use; nothing holds a reference into it, and
         // after the call it is backed by the given frame, which is what users expect.
         unsafe {

@@ -4,7 +4,9 @@ use super::{Test, TestError, When};
 use crate::fail;
 use crate::mm::StaticPage;
 use crate::xen::start_info::BootInfo;
-use crate::xen::{hypercall, shared_info, time, traps};
+use xen_abi::pte::PteFlags;
+
+use crate::xen::{events, hypercall, shared_info, time, traps};
 
 pub const TESTS: &[Test] = &[
     Test {
@@ -49,16 +51,10 @@ fn time_advances(_: &BootInfo) -> Result<(), TestError> {
 }
 
 fn one_shot_timer(_: &BootInfo) -> Result<(), TestError> {
-    let mut bind = xen_sys::evtchn_bind_virq {
-        virq: xen_sys::VIRQ_TIMER,
-        vcpu: 0,
-        port: 0,
+    let port = match events::bind_virq(xen_sys::VIRQ_TIMER) {
+        Ok(port) => port,
+        Err(e) => fail!("bind_virq(VIRQ_TIMER) failed: {e:?}"),
     };
-    // SAFETY: `bind` is a live evtchn_bind_virq.
-    if let Err(e) = unsafe { hypercall::event_channel_op(xen_sys::EVTCHNOP_bind_virq, &mut bind) } {
-        fail!("bind_virq(VIRQ_TIMER) failed: {e}");
-    }
-    let port = bind.port;
     let result = (|| {
         shared_info::clear_pending(port);
         let deadline = time::now_ns() + 5_000_000;
@@ -85,9 +81,7 @@ fn one_shot_timer(_: &BootInfo) -> Result<(), TestError> {
         }
         Ok(())
     })();
-    let mut close = xen_sys::evtchn_close { port };
-    // SAFETY: `close` is a live evtchn_close.
-    if let Err(e) = unsafe { hypercall::event_channel_op(xen_sys::EVTCHNOP_close, &mut close) } {
+    if let Err(e) = events::close(port) {
         fail!("closing the timer port failed: {e}");
     }
     result
@@ -95,9 +89,9 @@ fn one_shot_timer(_: &BootInfo) -> Result<(), TestError> {
 
 static PROBE_PAGE: StaticPage = StaticPage::new();
 
-const PTE_PRESENT: u64 = 1;
-const PTE_RW: u64 = 2;
-const PTE_USER: u64 = 4;
+const PTE_PRESENT: u64 = PteFlags::PRESENT.bits();
+const PTE_RW: u64 = PteFlags::WRITABLE.bits();
+const PTE_USER: u64 = PteFlags::USER.bits();
 const PF_PRESENT: u64 = 1;
 const PF_WRITE: u64 = 2;
 

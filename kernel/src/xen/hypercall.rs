@@ -234,7 +234,6 @@ pub fn callback_register(kind: u16, flags: u16, address: u64) -> XenResult<()> {
 /// stacks, page tables).
 pub unsafe fn mmu_update(updates: &[abi::mmu_update]) -> XenResult<()> {
     let mut done: u32 = 0;
-    const DOMID_SELF: u64 = 0x7FF0;
     // SAFETY: the caller vouches for the effect; the array and `done` are live.
     let rc = unsafe {
         hypercall5(
@@ -242,7 +241,7 @@ pub unsafe fn mmu_update(updates: &[abi::mmu_update]) -> XenResult<()> {
             updates.as_ptr() as u64,
             updates.len() as u64,
             &mut done as *mut u32 as u64,
-            DOMID_SELF,
+            xen_abi::DOMID_SELF as u64,
             0,
         )
     };
@@ -272,7 +271,6 @@ pub unsafe fn update_va_mapping(va: u64, pte: u64, flags: u64) -> XenResult<()> 
 /// As [`mmu_update`].
 pub unsafe fn mmuext_op(ops: &mut [abi::mmuext_op]) -> XenResult<()> {
     let mut done: u32 = 0;
-    const DOMID_SELF: u64 = 0x7FF0;
     // SAFETY: the caller vouches for the effect; the array and `done` are live.
     let rc = unsafe {
         hypercall5(
@@ -280,7 +278,7 @@ pub unsafe fn mmuext_op(ops: &mut [abi::mmuext_op]) -> XenResult<()> {
             ops.as_mut_ptr() as u64,
             ops.len() as u64,
             &mut done as *mut u32 as u64,
-            DOMID_SELF,
+            xen_abi::DOMID_SELF as u64,
             0,
         )
     };
