@@ -45,26 +45,22 @@ fi
 echo "$out" | grep -q "not attached" || tb_fail "never-attached device: unexpected error: $out"
 echo "TESTBED: never-attached device refused: $out"
 
-tb_stage bad-protocol
-xenrpc attach "$server" 0 1 || tb_fail "attach devid 1 failed"
-be_state_is 1 2 30
-xenstore-write "$(fe 1)/protocol" xenrpc/9 "$(fe 1)/index-ref" 8 "$(fe 1)/event-channel" 5 "$(fe 1)/state" 3
-tb_wait_console xenrpc "rpc: dom0/1: closed: refused: protocol: unsupported protocol" 30
-be_state_is 1 6 30
+# hostile_frontend STAGE DEVID PROTOCOL INDEX-REF EVENT-CHANNEL REASON: attaches DEVID, lets
+# the server offer it (InitWait), publishes the given values as Initialised, and expects the
+# server to refuse with REASON and close the device.
+hostile_frontend() {
+    tb_stage "$1"
+    xenrpc attach "$server" 0 "$2" || tb_fail "attach devid $2 failed"
+    be_state_is "$2" 2 30
+    xenstore-write "$(fe "$2")/protocol" "$3" "$(fe "$2")/index-ref" "$4" \
+        "$(fe "$2")/event-channel" "$5" "$(fe "$2")/state" 3
+    tb_wait_console xenrpc "rpc: dom0/$2: closed: refused: $6" 30
+    be_state_is "$2" 6 30
+}
 
-tb_stage bogus-grant-reference
-xenrpc attach "$server" 0 2 || tb_fail "attach devid 2 failed"
-be_state_is 2 2 30
-xenstore-write "$(fe 2)/protocol" xenrpc/1 "$(fe 2)/index-ref" 1000000 "$(fe 2)/event-channel" 5 "$(fe 2)/state" 3
-tb_wait_console xenrpc "rpc: dom0/2: closed: refused: mapping the index page failed" 30
-be_state_is 2 6 30
-
-tb_stage garbage-event-channel
-xenrpc attach "$server" 0 3 || tb_fail "attach devid 3 failed"
-be_state_is 3 2 30
-xenstore-write "$(fe 3)/protocol" xenrpc/1 "$(fe 3)/index-ref" 8 "$(fe 3)/event-channel" 12abc "$(fe 3)/state" 3
-tb_wait_console xenrpc "rpc: dom0/3: closed: refused: event-channel: not a plain decimal number" 30
-be_state_is 3 6 30
+hostile_frontend bad-protocol 1 xenrpc/9 8 5 "protocol: unsupported protocol"
+hostile_frontend bogus-grant-reference 2 xenrpc/1 1000000 5 "mapping the index page failed"
+hostile_frontend garbage-event-channel 3 xenrpc/1 8 12abc "event-channel: not a plain decimal number"
 
 tb_stage reconnect-after-refusal
 # The refused device starts over with a good handshake: the CLI does it (FE Initialising first).
