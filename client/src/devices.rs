@@ -53,6 +53,15 @@ pub trait XenDevices {
     fn grant_pages(&self, peer: DomId, count: usize, writable: bool) -> Result<Self::Pages>;
     /// Allocates an unbound port that `peer` may bind to (`EVTCHNOP_alloc_unbound`).
     fn alloc_unbound(&self, peer: DomId) -> Result<Self::Channel>;
+    /// When this process lets go of `pages` (drops them, exits or is killed), the kernel
+    /// clears the byte at `byte_offset` of them and sends an event on `channel`: the server
+    /// learns at once that the client is gone (Linux: gntalloc's unmap notify).
+    fn notify_on_release(
+        &self,
+        pages: &Self::Pages,
+        byte_offset: usize,
+        channel: &Self::Channel,
+    ) -> Result<()>;
 }
 
 /// A page-aligned window of granted pages, usable as a protocol region. Holds the pages alive.
@@ -123,6 +132,23 @@ const IOCTL_GNTALLOC_ALLOC_GREF: libc::c_ulong =
 const IOCTL_GNTALLOC_DEALLOC_GREF: libc::c_ulong =
     ioc_none(b'G', 6, core::mem::size_of::<GntallocDeallocGref>());
 const GNTALLOC_FLAG_WRITABLE: u16 = 1;
+
+/// `struct ioctl_gntalloc_unmap_notify`: what the kernel does when the last user of a granted
+/// page lets go of it (the process unmaps it and deallocates it, or exits or is killed).
+#[repr(C)]
+struct GntallocUnmapNotify {
+    /// The page's offset in the gntalloc file plus the byte offset within the page.
+    index: u64,
+    action: u32,
+    event_channel_port: u32,
+}
+const _: () = assert!(core::mem::size_of::<GntallocUnmapNotify>() == 16);
+const _: () = assert!(core::mem::offset_of!(GntallocUnmapNotify, action) == 8);
+const _: () = assert!(core::mem::offset_of!(GntallocUnmapNotify, event_channel_port) == 12);
+const IOCTL_GNTALLOC_SET_UNMAP_NOTIFY: libc::c_ulong =
+    ioc_none(b'G', 7, core::mem::size_of::<GntallocUnmapNotify>());
+const UNMAP_NOTIFY_CLEAR_BYTE: u32 = 0x1;
+const UNMAP_NOTIFY_SEND_EVENT: u32 = 0x2;
 
 /// `struct ioctl_evtchn_bind_unbound_port`, `..._unbind`, `..._notify`: one `unsigned int`.
 #[repr(C)]
@@ -338,6 +364,42 @@ impl XenDevices for LinuxDevices {
         })
     }
 
+    fn notify_on_release(
+        &self,
+        pages: &GntallocPages,
+        byte_offset: usize,
+        channel: &LinuxEventChannel,
+    ) -> Result<()> {
+        if byte_offset >= pages.len {
+            return Err(Error::BadArguments(format!(
+                "release notify at byte {byte_offset} of {} bytes",
+                pages.len
+            )));
+        }
+        let mut arg = GntallocUnmapNotify {
+            index: pages.index + byte_offset as u64,
+            action: UNMAP_NOTIFY_CLEAR_BYTE | UNMAP_NOTIFY_SEND_EVENT,
+            event_channel_port: channel.port,
+        };
+        // SAFETY: IOCTL_GNTALLOC_SET_UNMAP_NOTIFY reads one ioctl_gntalloc_unmap_notify from a
+        // live struct of that layout. The kernel takes a reference on the port, so the event
+        // still goes out if the port's file is closed first.
+        let rc = unsafe {
+            libc::ioctl(
+                pages.device.as_raw_fd(),
+                IOCTL_GNTALLOC_SET_UNMAP_NOTIFY,
+                &mut arg,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::device(
+                "gntalloc: set unmap notify",
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     fn alloc_unbound(&self, peer: DomId) -> Result<LinuxEventChannel> {
         let file = open_device(EVTCHN_DEVICE, true)?;
         let mut arg = EvtchnPortArg { value: peer.into() };
@@ -444,6 +506,7 @@ mod tests {
         // _IOC(_IOC_NONE, 'G', 5, 24) and friends, as computed by the C headers on x86-64.
         assert_eq!(IOCTL_GNTALLOC_ALLOC_GREF, 0x0018_4705);
         assert_eq!(IOCTL_GNTALLOC_DEALLOC_GREF, 0x0010_4706);
+        assert_eq!(IOCTL_GNTALLOC_SET_UNMAP_NOTIFY, 0x0010_4707);
         assert_eq!(IOCTL_EVTCHN_BIND_INTERDOMAIN, 0x0008_4501);
         assert_eq!(IOCTL_EVTCHN_BIND_UNBOUND_PORT, 0x0004_4502);
         assert_eq!(IOCTL_EVTCHN_UNBIND, 0x0004_4503);

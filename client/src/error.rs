@@ -36,6 +36,21 @@ pub enum Error {
     Device { what: String, source: io::Error },
 }
 
+impl Error {
+    /// xenstored refused access (EACCES).
+    pub fn is_access_denied(&self) -> bool {
+        matches!(
+            self,
+            Error::Xenstore {
+                error: XenstoreFailure::Reply(ReplyError::Xenstore(
+                    xen_abi::xenstore::XsErrno::Eacces
+                )),
+                ..
+            }
+        )
+    }
+}
+
 /// Why a xenstore operation failed.
 #[derive(Debug)]
 pub enum XenstoreFailure {

@@ -265,7 +265,21 @@ impl Xenstore for FakeStore {
         let path = self.absolute(path);
         let state = self.store.state.lock().unwrap();
         match state.nodes.get(&path) {
-            None => Ok(None),
+            // Like xenstored: a missing node is ENOENT only if its nearest existing ancestor
+            // is readable, EACCES otherwise.
+            None => {
+                let mut up = parent(&path);
+                while let Some(p) = up {
+                    if let Some(n) = state.nodes.get(p) {
+                        if allows(&n.perms, self.domid, false) {
+                            return Ok(None);
+                        }
+                        return Err(denied("read", &path));
+                    }
+                    up = parent(p);
+                }
+                Ok(None)
+            }
             Some(n) if allows(&n.perms, self.domid, false) => Ok(Some(n.value.clone())),
             Some(_) => Err(denied("read", &path)),
         }
@@ -466,6 +480,26 @@ pub struct FakePages {
     xen: FakeXen,
 }
 
+/// What gntalloc's unmap notify does when the pages are let go of: clear a byte, send an event.
+struct ReleaseNotify {
+    pages: Arc<PagesInner>,
+    offset: usize,
+    to_server: Arc<OwnedFd>,
+}
+
+impl ReleaseNotify {
+    fn fire(self) {
+        // SAFETY: `offset` was checked against the region's length when registered; the
+        // region lives while `pages` does; the byte is written atomically, as the server may
+        // read it at any moment.
+        unsafe {
+            std::sync::atomic::AtomicU8::from_ptr(self.pages.region.base().add(self.offset))
+                .store(0, Ordering::Release)
+        };
+        signal(self.to_server.as_raw_fd());
+    }
+}
+
 // SAFETY: the heap region is page aligned, readable and writable while `inner` lives.
 unsafe impl GrantedPages for FakePages {
     fn grant_refs(&self) -> &[u32] {
@@ -508,6 +542,12 @@ impl Drop for FakePages {
         for r in &self.refs {
             grants.grants.remove(r);
         }
+        let (mine, others) = std::mem::take(&mut grants.release_notifies)
+            .into_iter()
+            .partition(|n| Arc::ptr_eq(&n.pages, &self.inner));
+        grants.release_notifies = others;
+        drop(grants);
+        mine.into_iter().for_each(ReleaseNotify::fire);
     }
 }
 
@@ -533,6 +573,7 @@ struct XenState {
     next_port: u32,
     /// When set, `grant_pages` fails (tests of device errors).
     fail_grants: bool,
+    release_notifies: Vec<ReleaseNotify>,
 }
 
 /// The "hypervisor" shared by a fake client domain and the fake server.
@@ -550,6 +591,13 @@ impl FakeXen {
             s.next_port = 5;
         }
         xen
+    }
+
+    /// What the client's kernel does when the client process is killed: every registered
+    /// release notify fires (its pages stay allocated while the server maps them).
+    pub fn kill_client_process(&self) {
+        let notifies = std::mem::take(&mut self.state.lock().unwrap().release_notifies);
+        notifies.into_iter().for_each(ReleaseNotify::fire);
     }
 
     pub fn fail_grants(&self, fail: bool) {
@@ -655,6 +703,30 @@ impl XenDevices for FakeXen {
         })
     }
 
+    fn notify_on_release(
+        &self,
+        pages: &FakePages,
+        byte_offset: usize,
+        channel: &FakeChannel,
+    ) -> Result<()> {
+        if byte_offset >= pages.len() {
+            return Err(Error::BadArguments(format!(
+                "release notify at byte {byte_offset} of {} bytes",
+                pages.len()
+            )));
+        }
+        self.state
+            .lock()
+            .unwrap()
+            .release_notifies
+            .push(ReleaseNotify {
+                pages: pages.inner.clone(),
+                offset: byte_offset,
+                to_server: channel.to_server.clone(),
+            });
+        Ok(())
+    }
+
     fn alloc_unbound(&self, peer: DomId) -> Result<FakeChannel> {
         let mut s = self.state.lock().unwrap();
         let port = s.next_port;
@@ -709,6 +781,8 @@ struct Served {
     wake: Arc<OwnedFd>,
     notify_client: Arc<OwnedFd>,
     ring: Arc<Window<MappedPages>>,
+    /// The ping port, if the client asked for one: (wake fd, notify-client fd).
+    ping: Option<(Arc<OwnedFd>, Arc<OwnedFd>)>,
 }
 
 /// A backend domain serving echo and arith, run in a thread until dropped.
@@ -905,6 +979,25 @@ fn serve(
                 }
             }
         }
+        // Like the service VM: bounce pings, and end a connection whose client let go of its
+        // pages (the unmap notify cleared `client_alive`).
+        for s in &served {
+            if let Some((wake, back)) = &s.ping {
+                if drain(wake.as_raw_fd()) {
+                    signal(back.as_raw_fd());
+                }
+            }
+        }
+        let (gone, alive): (Vec<Served>, Vec<Served>) =
+            served.into_iter().partition(|s| !s.conn.client_alive());
+        served = alive;
+        for s in gone {
+            set_state(
+                &mut store,
+                &rv::backend_dir(domid, s.client, s.devid).to_string(),
+                S::Closed,
+            );
+        }
         // Serve.
         if behaviour == Behaviour::CorruptRing {
             // Never a valid response: only an impossible producer index, on every wake-up.
@@ -933,6 +1026,11 @@ fn serve(
         }
         let mut fds = vec![store.event_fd()];
         fds.extend(served.iter().map(|s| s.wake.as_raw_fd()));
+        fds.extend(
+            served
+                .iter()
+                .filter_map(|s| s.ping.as_ref().map(|p| p.0.as_raw_fd())),
+        );
         fds.truncate(32);
         let _ = poll_readable(&fds, Instant::now() + Duration::from_millis(20));
     }
@@ -1003,6 +1101,10 @@ fn attach_client(
     let ring_for_tests = Window::new(mapped, 0, ring_pages)?;
     let conn = ServerConnection::attach(ring, data, geometry, PeerId(client.into())).ok()?;
     let (wake, notify_client) = xen.bind(server_id(store), port)?;
+    let ping = match read_str(store, &format!("{fe}/{}", key::PING_EVENT_CHANNEL)) {
+        None => None,
+        Some(v) => Some(xen.bind(server_id(store), rv::parse_decimal(&v, u32::MAX).ok()?)?),
+    };
     Some(Served {
         client,
         devid,
@@ -1010,6 +1112,7 @@ fn attach_client(
         wake,
         notify_client,
         ring: Arc::new(ring_for_tests),
+        ping,
     })
 }
 

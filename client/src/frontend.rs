@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use xenrpc_proto::layout::ctrl;
 use xenrpc_proto::zerocopy::{FromBytes, IntoBytes};
 use xenrpc_proto::{
     ClientConnection, Completion, Notify, Pending, RegionView, Reply, RingGeometry, TypedCall,
@@ -34,6 +35,8 @@ pub struct ConnectOptions {
     pub handshake_timeout: Duration,
     /// How long a waiting call spins on the ring before it sleeps on the event channel.
     pub spin: Duration,
+    /// Also set up a ping port the server bounces events back on ([`Connection::ping`]).
+    pub ping_channel: bool,
 }
 
 impl Default for ConnectOptions {
@@ -45,6 +48,7 @@ impl Default for ConnectOptions {
             max_in_flight: 32,
             handshake_timeout: Duration::from_secs(10),
             spin: Duration::from_micros(20),
+            ping_channel: false,
         }
     }
 }
@@ -117,7 +121,15 @@ enum BackendLook {
 }
 
 fn look_at_backend(store: &mut dyn Xenstore, info: &DeviceInfo) -> Result<BackendLook> {
-    let Some(state) = read_state(store, &format!("{}/{}", info.backend, key::STATE))? else {
+    let state = match read_state(store, &format!("{}/{}", info.backend, key::STATE)) {
+        Ok(state) => state,
+        // The backend directory grants us read access for as long as it exists; a missing
+        // node below the server's vanished home reads as EACCES (its nearest existing
+        // ancestor, /local/domain, is dom0's), not ENOENT.
+        Err(e) if e.is_access_denied() => None,
+        Err(e) => return Err(e),
+    };
+    let Some(state) = state else {
         return Ok(BackendLook::Gone);
     };
     if let Some(online) = store.read(NO_TX, &format!("{}/{}", info.backend, key::ONLINE))? {
@@ -249,6 +261,7 @@ pub struct Connection<D: XenDevices> {
     info: DeviceInfo,
     client: ClientConnection<Window<D::Pages>, Window<D::Pages>>,
     channel: D::Channel,
+    ping: Option<D::Channel>,
     store: Box<dyn Xenstore>,
     // Kept alive (and granted) for the connection's lifetime.
     _index: D::Pages,
@@ -343,7 +356,7 @@ pub fn connect<D: XenDevices>(
     }
     let ring = Window::new(pages.clone(), 0, ring_pages)
         .ok_or_else(|| Error::Protocol("ring window".into()))?;
-    let data = Window::new(pages, ring_pages, options.data_pages)
+    let data = Window::new(pages.clone(), ring_pages, options.data_pages)
         .ok_or_else(|| Error::Protocol("data window".into()))?;
     let client = ClientConnection::new(ring, data, geometry, options.max_in_flight)
         .map_err(|e| Error::BadArguments(format!("connection set-up: {e:?}")))?;
@@ -355,6 +368,14 @@ pub fn connect<D: XenDevices>(
         .ok_or_else(|| Error::Protocol("no grant ref for the index page".into()))?;
     write_index_page(&index, &refs[..ring_pages], &refs[ring_pages..])?;
     let channel = devices.alloc_unbound(info.server)?;
+    // If this process dies or lets go of the pages, the server hears of it at once.
+    devices.notify_on_release(&pages, ctrl::CLIENT_ALIVE, &channel)?;
+    let ping = if options.ping_channel {
+        Some(devices.alloc_unbound(info.server)?)
+    } else {
+        None
+    };
+    let ping_port = ping.as_ref().map(|p| p.port());
 
     let frontend = info.frontend.clone();
     let port = channel.port();
@@ -374,6 +395,12 @@ pub fn connect<D: XenDevices>(
             &format!("{frontend}/{}", key::PROTOCOL),
             rv::PROTOCOL.as_bytes(),
         )?;
+        let ping_key = format!("{frontend}/{}", key::PING_EVENT_CHANNEL);
+        match ping_port {
+            Some(p) => s.write(tx, &ping_key, p.to_string().as_bytes())?,
+            // Left over from an earlier session that asked for one.
+            None => s.rm(tx, &ping_key)?,
+        }
         s.write(
             tx,
             &format!("{frontend}/{}", key::STATE),
@@ -402,6 +429,7 @@ pub fn connect<D: XenDevices>(
         info,
         client,
         channel,
+        ping,
         store,
         _index: index,
         ring_refs: refs[..ring_pages].to_vec(),
@@ -654,6 +682,43 @@ impl<D: XenDevices> Connection<D> {
         let deadline = Instant::now() + timeout;
         let pending = self.submit(call)?;
         self.wait(pending, deadline)
+    }
+
+    /// One raw event round trip on the ping port (set up with
+    /// [`ConnectOptions::ping_channel`]): sends an event, which the server's event dispatch
+    /// bounces straight back, and waits for it until `deadline`. No ring, no call: the floor
+    /// a null call is compared with.
+    pub fn ping(&mut self, deadline: Instant) -> Result<()> {
+        self.check_failed()?;
+        let ping = self.ping.as_ref().ok_or_else(|| {
+            Error::BadArguments(
+                "this connection has no ping port (ConnectOptions::ping_channel)".into(),
+            )
+        })?;
+        ping.acknowledge()?;
+        ping.notify()?;
+        loop {
+            match poll_readable(&[ping.fd()], deadline)
+                .map_err(|e| Error::device("poll ping port", e))?
+            {
+                Readiness::TimedOut => {
+                    return Err(Error::DeadlineExceeded(
+                        "no ping back from the server".into(),
+                    ))
+                }
+                Readiness::Ready(_) => {
+                    if ping.acknowledge()? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Raises the connection's event with no request behind it. Only for exercising the
+    /// server's event-storm defence: a correct client never needs it.
+    pub fn raise_event_without_request(&self) -> Result<()> {
+        self.channel.notify()
     }
 
     /// Ends the connection: FE Closing, wait up to `timeout` for the server to close its side,

@@ -59,6 +59,21 @@ struct ConnArgs {
 }
 
 #[derive(Subcommand)]
+enum Hostile {
+    /// Connect, then raise the connection's event in a loop with no requests behind it, with a
+    /// ping call after every BURST events, until the server closes the connection or SECONDS
+    /// pass. Succeeds only if the server closed it.
+    EventStorm {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[arg(long, default_value_t = 1000)]
+        burst: u32,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// (dom0) Attach client domain CLIENT to the service VM SERVER: writes both xenstore directories.
     Attach {
@@ -112,7 +127,14 @@ enum Command {
         in_flight: usize,
         #[arg(long, default_value_t = 0)]
         size: u32,
+        /// First time N raw event round trips on a ping port the server bounces (no ring, no
+        /// call): the floor the calls are compared with.
+        #[arg(long)]
+        floor: bool,
     },
+    /// Misbehave on purpose, to check the service VM's defences (tests and audits).
+    #[command(hide = true, subcommand)]
+    Hostile(Hostile),
     /// (guest) Exercise xenbus, gntalloc and evtchn without a server.
     SelftestDevices {
         /// Domain to grant the test pages to (default 0).
@@ -178,7 +200,12 @@ fn store() -> Result<Box<XenbusConnection>> {
 }
 
 fn connect(args: &ConnArgs) -> Result<Connection<LinuxDevices>> {
+    connect_with(args, false)
+}
+
+fn connect_with(args: &ConnArgs, ping_channel: bool) -> Result<Connection<LinuxDevices>> {
     let options = ConnectOptions {
+        ping_channel,
         devid: args.devid,
         slots: args.slots,
         data_pages: args.data_pages,
@@ -248,7 +275,13 @@ fn run(cli: Cli) -> Result<Output> {
             calls,
             in_flight,
             size,
-        } => bench(&conn, calls, in_flight, size),
+            floor,
+        } => bench(&conn, calls, in_flight, size, floor),
+        Command::Hostile(Hostile::EventStorm {
+            conn,
+            burst,
+            seconds,
+        }) => event_storm(&conn, burst, Duration::from_secs(seconds)),
         Command::SelftestDevices { grant_peer } => {
             let steps = selftest::run(grant_peer);
             let passed = !steps.is_empty() && steps.iter().all(|s| s.ok);
@@ -865,9 +898,26 @@ fn percentiles(samples: &mut [Duration]) -> Latency {
     }
 }
 
-fn bench(conn_args: &ConnArgs, calls: u32, in_flight: usize, size: u32) -> Result<Output> {
-    let mut c = connect(conn_args)?;
+fn bench(
+    conn_args: &ConnArgs,
+    calls: u32,
+    in_flight: usize,
+    size: u32,
+    floor: bool,
+) -> Result<Output> {
+    let mut c = connect_with(conn_args, floor)?;
     let timeout = Duration::from_millis(conn_args.timeout_ms);
+    let floor = if floor {
+        let mut round_trips = Vec::with_capacity(calls as usize);
+        for _ in 0..calls {
+            let t0 = Instant::now();
+            c.ping(t0 + timeout)?;
+            round_trips.push(t0.elapsed());
+        }
+        Some(percentiles(&mut round_trips))
+    } else {
+        None
+    };
     let in_flight = in_flight.clamp(
         1,
         (conn_args.slots as usize).min(xenrpc_proto::MAX_IN_FLIGHT),
@@ -941,11 +991,18 @@ fn bench(conn_args: &ConnArgs, calls: u32, in_flight: usize, size: u32) -> Resul
     } else {
         format!("echo.echo_ool {size} B")
     };
-    let text = format!(
-        "{what}: {calls} calls, {in_flight} in flight, {:.3} s, {rate:.0} calls/s\n\
+    // Each echo moves `size` bytes to the server and `size` bytes back.
+    let mb_per_s = rate * f64::from(size) / 1e6;
+    let mut text = format!(
+        "{what}: {calls} calls, {in_flight} in flight, {:.3} s, {rate:.0} calls/s{}\n\
          latency µs: p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1}\n\
          notifications sent {}, spin hits {}, sleeps {}\n",
         elapsed.as_secs_f64(),
+        if size > 0 {
+            format!(", {mb_per_s:.1} MB/s each way")
+        } else {
+            String::new()
+        },
         lat.p50,
         lat.p90,
         lat.p99,
@@ -954,9 +1011,66 @@ fn bench(conn_args: &ConnArgs, calls: u32, in_flight: usize, size: u32) -> Resul
         s.spin_hits,
         s.sleeps
     );
+    if let Some(f) = &floor {
+        text += &format!(
+            "floor: raw event round trip to the server (ping port, {calls} times) µs: \
+             p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1}\n\
+             {what} p50 is {:.2}x the floor's p50\n",
+            f.p50,
+            f.p90,
+            f.p99,
+            f.max,
+            lat.p50 / f.p50.max(f64::MIN_POSITIVE)
+        );
+    }
     close(c, conn_args)?;
     ok(
         text,
-        json!({"ok": true, "method": what, "calls": calls, "in_flight": in_flight, "seconds": elapsed.as_secs_f64(), "calls_per_second": rate, "latency_us": lat, "client": s}),
+        json!({"ok": true, "method": what, "calls": calls, "in_flight": in_flight, "seconds": elapsed.as_secs_f64(), "calls_per_second": rate, "mb_per_second_each_way": mb_per_s, "latency_us": lat, "floor_latency_us": floor, "client": s}),
     )
+}
+
+/// `xenrpc hostile event-storm`: see [`Hostile::EventStorm`].
+fn event_storm(conn_args: &ConnArgs, burst: u32, limit: Duration) -> Result<Output> {
+    let mut c = connect(conn_args)?;
+    let timeout = Duration::from_millis(conn_args.timeout_ms);
+    let start = Instant::now();
+    let mut raised = 0u64;
+    let mut calls = 0u64;
+    let ended = loop {
+        for _ in 0..burst.max(1) {
+            c.raise_event_without_request()?;
+        }
+        raised += u64::from(burst.max(1));
+        match c.call(&echo::client::ping(&()), timeout) {
+            Ok(_) => calls += 1,
+            Err(e @ (Error::ServerClosed | Error::ServerGone(_))) => break Some(e),
+            Err(e) => return Err(e),
+        }
+        if start.elapsed() >= limit {
+            break None;
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let value = json!({"ok": ended.is_some(), "events": raised, "calls": calls, "seconds": secs, "server_closed": ended.is_some()});
+    match ended {
+        Some(e) => Ok(Output {
+            text: format!(
+                "event storm: {raised} events and {calls} calls in {secs:.1} s; then: {e}\n"
+            ),
+            value,
+            ok: true,
+        }),
+        None => {
+            drop(c);
+            Ok(Output {
+                text: format!(
+                    "event storm: {raised} events and {calls} calls in {secs:.1} s; the server \
+                     still served the connection\n"
+                ),
+                value,
+                ok: false,
+            })
+        }
+    }
 }

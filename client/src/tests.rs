@@ -443,6 +443,70 @@ fn reconnect_after_a_crash(behaviour: Behaviour, hold_first_look: bool) {
     assert_eq!(conn.close(T).unwrap(), CloseOutcome::Acknowledged);
 }
 
+/// Waits (bounded) until `path` reads `want`.
+fn wait_for_value(w: &World, path: &str, want: &str) {
+    let deadline = Instant::now() + T;
+    while w.store.node(path).map(|n| n.0) != Some(want.as_bytes().to_vec()) {
+        assert!(Instant::now() < deadline, "{path} never became {want}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_killed_client_process_is_noticed_through_the_release_notify() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let mut conn = connected(&w);
+    let sum = conn
+        .call(&arith::client::add(&arith::Operands { a: 1, b: 2 }), T)
+        .unwrap();
+    assert_eq!(sum.value.value, 3);
+    // The process is killed: it runs no code (no close, no Drop), but its kernel clears the
+    // `client_alive` byte it registered and raises the event. The frontend still says
+    // Connected, so only the notify can tell the server.
+    w.xen.kill_client_process();
+    wait_for_value(&w, BE_STATE, "6");
+    assert_eq!(value(&w, FE_STATE), "4");
+    std::mem::forget(conn);
+    // The next process of the same domain connects as usual.
+    let mut conn = connected(&w);
+    let sum = conn
+        .call(&arith::client::add(&arith::Operands { a: 4, b: 5 }), T)
+        .unwrap();
+    assert_eq!(sum.value.value, 9);
+    assert_eq!(conn.close(T).unwrap(), CloseOutcome::Acknowledged);
+}
+
+#[test]
+fn the_ping_port_bounces_raw_events_and_is_only_there_when_asked_for() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let mut conn = connect(
+        &w.xen,
+        Box::new(w.store.connect(CLIENT)),
+        &ConnectOptions {
+            ping_channel: true,
+            ..options()
+        },
+    )
+    .unwrap();
+    assert!(w
+        .store
+        .node("/local/domain/5/device/xenrpc/0/ping-event-channel")
+        .is_some());
+    for _ in 0..5 {
+        conn.ping(Instant::now() + T).unwrap();
+    }
+    assert_eq!(conn.close(T).unwrap(), CloseOutcome::Acknowledged);
+    // A later session without one removes the key the earlier one left.
+    let mut conn = connected(&w);
+    assert!(w
+        .store
+        .node("/local/domain/5/device/xenrpc/0/ping-event-channel")
+        .is_none());
+    let err = conn.ping(Instant::now() + T).unwrap_err();
+    assert!(matches!(err, Error::BadArguments(_)), "{err}");
+    assert_eq!(conn.close(T).unwrap(), CloseOutcome::Acknowledged);
+}
+
 #[test]
 fn a_client_that_crashed_while_connected_can_connect_again() {
     reconnect_after_a_crash(Behaviour::Normal, false);

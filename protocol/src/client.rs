@@ -9,8 +9,8 @@ use core::sync::atomic::{fence, Ordering};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::layout::{
-    ctrl, OolRef, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status, FLAG_ONE_WAY,
-    HEADER_SIZE, INLINE_CAPACITY, LAYOUT_VERSION, PAGE_SIZE, RING_MAGIC,
+    ctrl, OolRef, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status, CLIENT_ALIVE,
+    FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, LAYOUT_VERSION, PAGE_SIZE, RING_MAGIC,
 };
 use crate::region::{RegionView, SharedRegion};
 use crate::ring::{available, free_slots, needs_notify};
@@ -264,7 +264,8 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
             .and_then(|()| init(ctrl::RSP_PROD, start))
             // Wake me on the first response; the server sets its own threshold when it attaches.
             .and_then(|()| init(ctrl::RSP_EVENT, start.wrapping_add(1)))
-            .and_then(|()| init(ctrl::REQ_EVENT, start.wrapping_add(1)));
+            .and_then(|()| init(ctrl::REQ_EVENT, start.wrapping_add(1)))
+            .and_then(|()| init(ctrl::CLIENT_ALIVE, CLIENT_ALIVE));
         // The region length was checked against the geometry above, so the control page fits.
         debug_assert!(laid_out.is_ok());
         fence(Ordering::Release);

@@ -27,8 +27,13 @@ pub const MAX_SLOTS: u32 = 1024;
 /// `"XRPC"` little-endian: written by the client when it lays out a fresh ring region.
 pub const RING_MAGIC: u32 = u32::from_le_bytes(*b"XRPC");
 
-/// Layout revision of the ring region; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Layout revision of the ring region; bumped on any incompatible change (2: `client_alive`).
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// What the client keeps in [`ControlBlock::client_alive`] while it is there. Only the low byte
+/// is set, so clearing the byte at [`ctrl::CLIENT_ALIVE`] (what Linux's gntalloc unmap notify
+/// does when the client's process lets go of its pages) makes the field read 0.
+pub const CLIENT_ALIVE: u32 = 1;
 
 /// Request flag: the client wants no response.
 pub const FLAG_ONE_WAY: u32 = 1 << 0;
@@ -58,7 +63,10 @@ pub struct ControlBlock {
     pub rsp_cons: u32,
     /// Client-written: "notify me when `rsp_prod` passes this value".
     pub rsp_event: u32,
-    _pad1: [u8; 128 - 12],
+    /// Client-written: [`CLIENT_ALIVE`] while the client holds its pages; 0 once it let go
+    /// (the Xen client registers a gntalloc unmap notify that clears it and sends an event).
+    pub client_alive: u32,
+    _pad1: [u8; 128 - 16],
     /// Server-written: requests consumed so far (their slots may be reused).
     pub req_cons: u32,
     /// Server-written: responses published so far.
@@ -76,6 +84,7 @@ const _: () = assert!(offset_of!(ControlBlock, start_index) == 12);
 const _: () = assert!(offset_of!(ControlBlock, req_prod) == 128);
 const _: () = assert!(offset_of!(ControlBlock, rsp_cons) == 132);
 const _: () = assert!(offset_of!(ControlBlock, rsp_event) == 136);
+const _: () = assert!(offset_of!(ControlBlock, client_alive) == 140);
 const _: () = assert!(offset_of!(ControlBlock, req_cons) == 256);
 const _: () = assert!(offset_of!(ControlBlock, rsp_prod) == 260);
 const _: () = assert!(offset_of!(ControlBlock, req_event) == 264);
@@ -91,6 +100,7 @@ pub mod ctrl {
     pub const REQ_PROD: usize = offset_of!(ControlBlock, req_prod);
     pub const RSP_CONS: usize = offset_of!(ControlBlock, rsp_cons);
     pub const RSP_EVENT: usize = offset_of!(ControlBlock, rsp_event);
+    pub const CLIENT_ALIVE: usize = offset_of!(ControlBlock, client_alive);
     pub const REQ_CONS: usize = offset_of!(ControlBlock, req_cons);
     pub const RSP_PROD: usize = offset_of!(ControlBlock, rsp_prod);
     pub const REQ_EVENT: usize = offset_of!(ControlBlock, req_event);

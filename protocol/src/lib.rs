@@ -86,6 +86,7 @@ pub mod ring;
 pub mod server;
 pub mod service;
 pub mod services;
+pub mod storm;
 pub mod transport;
 
 #[cfg(feature = "fuzzing")]
@@ -100,7 +101,7 @@ pub use client::{
 };
 pub use layout::{
     GeometryError, OolRef, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status,
-    FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, PAGE_SIZE, SLOT_SIZE,
+    CLIENT_ALIVE, FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, PAGE_SIZE, SLOT_SIZE,
 };
 pub use region::{OutOfBounds, RegionError, RegionView, SharedRegion};
 pub use server::{ConnectionStats, PollOutcome, RejectReason, ServerConnection, Violation};
@@ -108,4 +109,5 @@ pub use service::{
     AccessCheck, CallContext, Dispatcher, MethodInfo, OolArgs, OolError, OolResult, Registry,
     RegistryError, ServiceCounters, ServiceHandler, ServiceInfo, MAX_SERVICES,
 };
+pub use storm::{EventStorm, EventStormGuard};
 pub use transport::{Clock, Notify, PeerId, SharedMemory};

@@ -430,6 +430,13 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
     pub fn has_requests(&self) -> bool {
         self.load(ctrl::REQ_PROD) != self.req_cons
     }
+
+    /// Whether the client still says it holds its pages (`client_alive` is nonzero). A Xen
+    /// client's kernel clears it when the client process lets go of the pages (it exited, was
+    /// killed, or revoked them); the transport then ends the connection. Read once per call.
+    pub fn client_alive(&self) -> bool {
+        self.load(ctrl::CLIENT_ALIVE) != 0
+    }
 }
 
 #[cfg(test)]

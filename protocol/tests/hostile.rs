@@ -281,3 +281,19 @@ fn client_breaks_on_bad_request_consumer_index() {
         }))
     );
 }
+
+#[test]
+fn client_alive_reads_true_until_the_byte_the_unmap_notify_clears_is_zero() {
+    let mem = Memory::new(16, 0);
+    let (client, server) = mem.connect(4, 1);
+    assert!(server.client_alive());
+    // What Linux's gntalloc does when the client process lets go of its pages: it clears the
+    // one byte the client registered, the field's low byte.
+    let ring = client.ring();
+    let byte_offset = ctrl::CLIENT_ALIVE;
+    let word = ring.load_u32(byte_offset, Ordering::Acquire).unwrap();
+    assert_eq!(word, xenrpc_proto::CLIENT_ALIVE);
+    ring.store_u32(byte_offset, word & !0xff, Ordering::Release)
+        .unwrap();
+    assert!(!server.client_alive());
+}

@@ -27,6 +27,9 @@ pub mod key {
     pub const ONLINE: &str = "online";
     pub const INDEX_REF: &str = "index-ref";
     pub const EVENT_CHANNEL: &str = "event-channel";
+    /// Optional: a second port the server only bounces back (the raw event round trip that
+    /// benchmarks compare calls with).
+    pub const PING_EVENT_CHANNEL: &str = "ping-event-channel";
     pub const PROTOCOL: &str = "protocol";
     pub const MAX_PAGES: &str = "max-pages";
 }

@@ -44,13 +44,17 @@ for cmd in "list" "call echo.ping" "call arith.add 40 2" "call echo.echo_inline 
     "call echo.echo_ool out-of-line-hello" "--json call introspection.list_services" \
     "call kv.put greeting hello-kv" "call kv.get greeting" "call kv.list" "call kv.delete greeting" \
     "stats --probe 200" "bench --calls 2000" "bench --calls 2000 --in-flight 8" \
-    "bench --calls 500 --size 4096"; do
+    "bench --calls 500 --size 4096" "bench --calls 200 --size 65536 --data-pages 32" \
+    "bench --calls 1000 --floor"; do
     tb_expect_console client "rc=0 for: xenrpc $cmd"
 done
 # A server-side error is an error with its status, not a hang or a crash.
 tb_expect_console client "rc=1 for: xenrpc call arith.div 1 0"
 tb_expect_console client "server answered BadArguments"
 tb_expect_console client "server counters (all clients, since it started):"
+tb_expect_console client "echo.echo_ool 65536 B: 200 calls"
+tb_expect_console client "floor: raw event round trip to the server (ping port, 1000 times)"
+tb_expect_console xenrpc "data pages, ping port)"
 
 tb_stage list
 xenrpc list || tb_fail "xenrpc list failed"

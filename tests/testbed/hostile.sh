@@ -1,4 +1,4 @@
-# testbed-summary: dom0 plays a hostile client of the service VM (bad protocol, bogus grant reference, garbage event channel, a toolstack entry naming the wrong frontend, a handshake left half done, a never-attached device): each is refused and logged, and real calls keep working
+# testbed-summary: dom0 plays a hostile client of the service VM (bad protocol, bogus grant reference, garbage event channel, a toolstack entry naming the wrong frontend, a handshake left half done, a never-attached device, an event storm, a client killed mid-call so its pages are revoked while mapped): each is refused or ended, logged and counted, and real calls keep working
 # testbed-needs: kernel client
 # testbed-timeout: 420
 #
@@ -80,6 +80,37 @@ tb_stage half-done-handshake
 xenrpc attach "$server" 0 5 || tb_fail "attach devid 5 failed"
 be_state_is 5 2 30
 # Device 5 is left in Initialising for good; the server must go on serving everyone else.
+check_serving
+
+tb_stage event-storm
+# A connected client raises its event thousands of times with no requests behind them: the
+# server ends that connection (and only that one) and counts it.
+xenrpc attach "$server" 0 6 || tb_fail "attach devid 6 failed"
+out=$(xenrpc hostile event-storm --devid 6 --timeout-ms 30000 --seconds 120 2>&1) ||
+    tb_fail "the server did not end the storming connection: $out"
+echo "TESTBED: $out"
+tb_wait_console xenrpc "rpc: dom0/6: closed: event storm: " 30
+be_state_is 6 6 30
+check_serving
+
+tb_stage killed-client
+# A client process is killed mid-bench: its kernel revokes the pages the server still maps
+# (gntalloc defers freeing them), clears the byte the client registered and raises the event.
+# The server ends the connection at once, though the frontend still says Connected.
+xenrpc attach "$server" 0 7 || tb_fail "attach devid 7 failed"
+xenrpc bench --devid 7 --calls 1000000 --timeout-ms 30000 >/tmp/bench7.log 2>&1 &
+bench_pid=$!
+be_state_is 7 4 60
+sleep 2
+kill -9 "$bench_pid" || tb_fail "the bench on devid 7 ended before it was killed: $(cat /tmp/bench7.log)"
+wait "$bench_pid" 2>/dev/null
+tb_wait_console xenrpc "rpc: dom0/7: closed: client let go of its pages" 30
+be_state_is 7 6 30
+[ "$(xenstore-read "$(fe 7)/state")" = 4 ] || tb_fail "frontend 7 is not left at Connected"
+# The same device serves the next process.
+out=$(xenrpc call --devid 7 arith.add 1 2 2>&1) || tb_fail "call after the kill failed: $out"
+echo "$out" | grep -q '3' || tb_fail "arith.add 1 2 after the kill answered: $out"
+tb_expect_console xenrpc "client_let_go=1 event_storms=1"
 check_serving
 
 tb_stage server-alive

@@ -17,7 +17,7 @@ use xen_abi::xenstore::XsErrno;
 use xen_abi::DomId;
 use xenrpc_rendezvous::{self as rdv, key, XenbusState};
 
-use super::connection::Connection;
+use super::connection::{Connection, ConnectionEnd};
 use crate::log;
 use crate::xen::xenstore::{self, XsError};
 
@@ -39,6 +39,30 @@ pub struct BackendStats {
     pub client_gone: u64,
     pub detached: u64,
     pub broken: u64,
+    pub client_let_go: u64,
+    pub event_storms: u64,
+}
+
+impl core::fmt::Display for BackendStats {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "attached={} connected={} refused_entry={} refused_frontend={} refused_connect={} \
+             closed_by_client={} client_gone={} detached={} broken={} client_let_go={} \
+             event_storms={}",
+            self.attached,
+            self.connected,
+            self.refused_entry,
+            self.refused_frontend,
+            self.refused_connect,
+            self.closed_by_client,
+            self.client_gone,
+            self.detached,
+            self.broken,
+            self.client_let_go,
+            self.event_storms
+        )
+    }
 }
 
 enum Phase {
@@ -217,6 +241,7 @@ impl Backend {
         };
         if matches!(dev.phase, Phase::Connected(_) | Phase::InitWait) {
             log!("rpc: dom{}/{}: closed: {why}", k.0, k.1);
+            log!("rpc: totals: {}", self.stats);
         }
         dev.phase = Phase::Closed;
         self.write_state(&dev, XenbusState::Closed);
@@ -303,27 +328,34 @@ impl Backend {
             let v = v.ok_or_else(|| format!("{name} missing"))?;
             rdv::parse_decimal(&v, max).map_err(|e| format!("{name}: {e}"))
         };
-        let params = (|| -> Result<(u32, u32), String> {
+        let params = (|| -> Result<(u32, u32, Option<u32>), String> {
             let protocol = read_opt(&rdv::key_path(&dev.fe_dir, key::PROTOCOL))
                 .map_err(|e| format!("protocol: {e}"))?
                 .ok_or("protocol missing")?;
             rdv::check_protocol(&protocol).map_err(|e| format!("protocol: {e}"))?;
+            let ping = match read_opt(&rdv::key_path(&dev.fe_dir, key::PING_EVENT_CHANNEL)) {
+                Ok(None) => None,
+                Ok(Some(_)) => Some(read_num(key::PING_EVENT_CHANNEL, 4095)?),
+                Err(e) => return Err(format!("{}: {e}", key::PING_EVENT_CHANNEL)),
+            };
             Ok((
                 read_num(key::INDEX_REF, u32::MAX)?,
                 read_num(key::EVENT_CHANNEL, 4095)?,
+                ping,
             ))
         })();
-        let result = params.and_then(|(index_ref, port)| {
-            Connection::establish(k.0, index_ref, port).map_err(|e| format!("{e}"))
+        let result = params.and_then(|(index_ref, port, ping)| {
+            Connection::establish(k.0, index_ref, port, ping).map_err(|e| format!("{e}"))
         });
         match result {
             Ok(conn) => {
                 log!(
-                    "rpc: dom{}/{}: connected ({} ring pages, {} data pages)",
+                    "rpc: dom{}/{}: connected ({} ring pages, {} data pages{})",
                     k.0,
                     k.1,
                     conn.ring_pages,
-                    conn.data_pages()
+                    conn.data_pages(),
+                    if conn.has_ping() { ", ping port" } else { "" }
                 );
                 let dev = self.devices.get_mut(&k).expect("present");
                 dev.phase = Phase::Connected(Box::new(conn));
@@ -341,19 +373,23 @@ impl Backend {
     /// Serves every connection once (up to `budget` requests each). Returns requests handled.
     pub fn serve(&mut self, dispatcher: &mut impl xenrpc_proto::Dispatcher, budget: u32) -> u32 {
         let mut handled = 0;
-        let mut broken = Vec::new();
+        let mut ended = Vec::new();
         for (k, dev) in self.devices.iter_mut() {
             if let Phase::Connected(conn) = &mut dev.phase {
-                let (n, is_broken) = conn.serve(dispatcher, budget);
-                handled += n;
-                if is_broken {
-                    broken.push((*k, conn.violation()));
+                match conn.serve(dispatcher, budget) {
+                    Ok(n) => handled += n,
+                    Err(end) => ended.push((*k, end)),
                 }
             }
         }
-        for (k, violation) in broken {
-            self.stats.broken += 1;
-            self.close(k, &format!("protocol violation: {violation:?}"));
+        for (k, end) in ended {
+            let counter = match end {
+                ConnectionEnd::Violation(_) => &mut self.stats.broken,
+                ConnectionEnd::ClientLetGo => &mut self.stats.client_let_go,
+                ConnectionEnd::Storm(_) => &mut self.stats.event_storms,
+            };
+            *counter += 1;
+            self.close(k, &format!("{end}"));
         }
         handled
     }

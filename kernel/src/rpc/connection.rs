@@ -9,7 +9,10 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use xen_abi::grant::{GrantAccess, GrantHandle, GrantRef};
 use xen_abi::DomId;
-use xenrpc_proto::{PeerId, RingGeometry, ServerConnection, SetupError, SharedMemory};
+use xenrpc_proto::{
+    EventStorm, EventStormGuard, PeerId, RingGeometry, ServerConnection, SetupError, SharedMemory,
+    Violation,
+};
 use xenrpc_rendezvous::{Index, IndexError};
 
 use crate::log;
@@ -41,6 +44,33 @@ impl fmt::Display for ConnectError {
             ConnectError::MapPages(e) => write!(f, "mapping the ring and data pages failed: {e:?}"),
             ConnectError::Setup(e) => write!(f, "ring setup refused: {e:?}"),
             ConnectError::Bind(e) => write!(f, "binding the event channel failed: {e:?}"),
+        }
+    }
+}
+
+/// Why a live connection must end.
+#[derive(Debug, Clone, Copy)]
+pub enum ConnectionEnd {
+    /// The client broke the protocol.
+    Violation(Option<Violation>),
+    /// The client cleared `client_alive`: its process let go of the pages (exited, killed, or
+    /// revoked them), and its kernel's unmap notify told us.
+    ClientLetGo,
+    /// The client raised its event far more often than its calls explain.
+    Storm(EventStorm),
+}
+
+impl fmt::Display for ConnectionEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionEnd::Violation(v) => write!(f, "protocol violation: {v:?}"),
+            ConnectionEnd::ClientLetGo => {
+                write!(
+                    f,
+                    "client let go of its pages (process ended or revoked them)"
+                )
+            }
+            ConnectionEnd::Storm(storm) => write!(f, "{storm}"),
         }
     }
 }
@@ -154,7 +184,12 @@ pub struct Connection {
     pub client: DomId,
     /// Set by the event-channel handler; cleared by the dispatch loop.
     kicked: Arc<AtomicBool>,
+    /// Requests were left over when the budget ran out: serve again without an event.
+    leftover: bool,
+    storm_guard: EventStormGuard,
     port: Port,
+    /// The client's optional ping port: every event on it is sent straight back.
+    ping: Option<Port>,
     /// Declared before `mappings`: the server end goes away before the pages it reads.
     server: ServerConnection<GrantedRegion, GrantedRegion>,
     mappings: Mappings,
@@ -168,6 +203,7 @@ impl Connection {
         client: DomId,
         index_ref: u32,
         remote_port: u32,
+        remote_ping_port: Option<u32>,
     ) -> Result<Self, ConnectError> {
         let slot = mm::reserve_foreign_slot().map_err(ConnectError::NoSlot)?;
         let mut mappings = Mappings::new(client, slot);
@@ -206,21 +242,36 @@ impl Connection {
         let server = ServerConnection::attach(ring, data, geometry, PeerId(client as u32))
             .map_err(ConnectError::Setup)?;
 
-        let port = events::bind_interdomain(client, remote_port).map_err(ConnectError::Bind)?;
         let kicked = Arc::new(AtomicBool::new(true));
         let flag = kicked.clone();
-        let installed =
-            events::set_handler(port, Arc::new(move |_| flag.store(true, Ordering::SeqCst)))
-                .and_then(|()| events::unmask(port).map_err(EventError::Xen));
-        if let Err(e) = installed {
-            events::remove_handler(port);
-            let _ = events::close(port);
-            return Err(ConnectError::Bind(e));
-        }
+        let port = bind_with_handler(
+            client,
+            remote_port,
+            Arc::new(move |_| flag.store(true, Ordering::SeqCst)),
+        )?;
+        let ping = match remote_ping_port {
+            None => None,
+            Some(remote) => {
+                // Bounced from the event dispatch itself: the floor a call is measured against.
+                let bounce = Arc::new(|port| {
+                    let _ = events::send(port);
+                });
+                match bind_with_handler(client, remote, bounce) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        unbind(client, port);
+                        return Err(e);
+                    }
+                }
+            }
+        };
         Ok(Connection {
             client,
             kicked,
+            leftover: false,
+            storm_guard: EventStormGuard::new(crate::xen::time::now_ns()),
             port,
+            ping,
             server,
             mappings,
             ring_pages: index.ring_pages(),
@@ -228,34 +279,51 @@ impl Connection {
     }
 
     /// Serves up to `budget` requests if the client signalled or left requests queued.
-    /// Returns `(handled, broken)`.
+    /// Returns the requests handled, or why the connection must end.
     pub fn serve(
         &mut self,
         dispatcher: &mut impl xenrpc_proto::Dispatcher,
         budget: u32,
-    ) -> (u32, bool) {
+    ) -> Result<u32, ConnectionEnd> {
         let kicked = self.kicked.swap(false, Ordering::SeqCst);
-        if !kicked && !self.server.has_requests() {
-            return (0, self.server.broken().is_some());
+        let leftover = core::mem::take(&mut self.leftover);
+        if !kicked && !leftover && !self.server.has_requests() {
+            return match self.server.broken() {
+                Some(v) => Err(ConnectionEnd::Violation(Some(v))),
+                None => Ok(0),
+            };
+        }
+        // The unmap notify clears the flag and then raises the event, so an event is the
+        // moment to look.
+        if kicked && !self.server.client_alive() {
+            return Err(ConnectionEnd::ClientLetGo);
         }
         let clock = crate::xen::time::now_ns;
         let outcome = self.server.poll(dispatcher, &clock, budget);
+        if outcome.broken {
+            return Err(ConnectionEnd::Violation(self.server.broken()));
+        }
         if outcome.notify {
             if let Err(e) = events::send(self.port) {
                 log!("rpc: dom{} notify failed: {e}", self.client);
             }
         }
-        if outcome.more {
-            // Not everything fit the budget: come back without waiting for an event.
-            self.kicked.store(true, Ordering::SeqCst);
+        // Not everything fit the budget: come back without waiting for an event.
+        self.leftover = outcome.more;
+        if kicked {
+            self.storm_guard
+                .record_wakeup(clock(), outcome.handled)
+                .map_err(ConnectionEnd::Storm)?;
+        } else {
+            self.storm_guard.record_handled(outcome.handled);
         }
-        (outcome.handled, outcome.broken)
+        Ok(outcome.handled)
     }
 
     /// Arms the event threshold before the loop sleeps; false if requests arrived meanwhile
     /// (`prepare_to_sleep` is true when there is work after all).
     pub fn ready_to_sleep(&mut self) -> bool {
-        !self.kicked.load(Ordering::SeqCst) && !self.server.prepare_to_sleep()
+        !self.kicked.load(Ordering::SeqCst) && !self.leftover && !self.server.prepare_to_sleep()
     }
 
     /// Data pages mapped (all mapped pages but the ring's).
@@ -263,20 +331,41 @@ impl Connection {
         self.mappings.mapped.len() - self.ring_pages
     }
 
-    pub fn violation(&self) -> Option<xenrpc_proto::Violation> {
-        self.server.broken()
+    /// Whether the client asked for a ping port (raw event round trips).
+    pub fn has_ping(&self) -> bool {
+        self.ping.is_some()
+    }
+}
+
+/// Binds `remote_port` of `client`, installs `handler` for it and unmasks it; undoes all of it
+/// on failure.
+fn bind_with_handler(
+    client: DomId,
+    remote_port: u32,
+    handler: events::Handler,
+) -> Result<Port, ConnectError> {
+    let port = events::bind_interdomain(client, remote_port).map_err(ConnectError::Bind)?;
+    let installed = events::set_handler(port, handler)
+        .and_then(|()| events::unmask(port).map_err(EventError::Xen));
+    if let Err(e) = installed {
+        unbind(client, port);
+        return Err(ConnectError::Bind(e));
+    }
+    Ok(port)
+}
+
+fn unbind(client: DomId, port: Port) {
+    events::remove_handler(port);
+    if let Err(e) = events::close(port) {
+        log!("rpc: dom{client}: closing port {port} failed: {e}");
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        events::remove_handler(self.port);
-        if let Err(e) = events::close(self.port) {
-            log!(
-                "rpc: dom{}: closing port {} failed: {e}",
-                self.client,
-                self.port
-            );
+        unbind(self.client, self.port);
+        if let Some(ping) = self.ping {
+            unbind(self.client, ping);
         }
         // `server` then `mappings` drop after this, in declaration order.
     }

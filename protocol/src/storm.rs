@@ -1,0 +1,148 @@
+//! Event-storm defence for a transport whose peer can raise the server's event at will (a Xen
+//! event channel): wake-ups that found nothing to do are counted per window, and a peer that
+//! causes far more of them than its calls can explain is cut off.
+//!
+//! A well-behaved client raises the event only when it publishes requests past the server's
+//! threshold (or frees response slots the server waits for), so its spurious wake-ups are at
+//! most a few per call, from races between the server arming its threshold and the client's
+//! notify. The allowance is therefore a fixed base plus a multiple of the calls handled.
+
+/// Length of one counting window, in nanoseconds of the transport's clock.
+pub const STORM_WINDOW_NS: u64 = 1_000_000_000;
+/// Spurious wake-ups allowed in a window whatever the traffic.
+pub const STORM_BASE_ALLOWANCE: u32 = 1_000;
+/// Extra spurious wake-ups allowed per request handled in the same window.
+pub const STORM_PER_REQUEST_ALLOWANCE: u32 = 2;
+
+/// A peer raised the event far more often than its calls explain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventStorm {
+    /// Wake-ups that found no request, in the window that overflowed.
+    pub spurious: u32,
+    /// Requests handled in that window.
+    pub handled: u32,
+}
+
+impl core::fmt::Display for EventStorm {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "event storm: {} wake-ups without requests against {} requests within {} ms",
+            self.spurious,
+            self.handled,
+            STORM_WINDOW_NS / 1_000_000
+        )
+    }
+}
+
+/// Per-connection counter of wake-ups; feed it every wake-up the peer's event caused.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventStormGuard {
+    window_start_ns: u64,
+    spurious: u32,
+    handled: u32,
+}
+
+impl EventStormGuard {
+    pub const fn new(now_ns: u64) -> Self {
+        EventStormGuard {
+            window_start_ns: now_ns,
+            spurious: 0,
+            handled: 0,
+        }
+    }
+
+    /// Records one wake-up by the peer's event at `now_ns` that led to `handled` requests
+    /// (0: spurious). Errs once the window's spurious wake-ups exceed the allowance.
+    pub fn record_wakeup(&mut self, now_ns: u64, handled: u32) -> Result<(), EventStorm> {
+        if now_ns.wrapping_sub(self.window_start_ns) >= STORM_WINDOW_NS
+            || now_ns < self.window_start_ns
+        {
+            *self = EventStormGuard::new(now_ns);
+        }
+        self.handled = self.handled.saturating_add(handled);
+        if handled == 0 {
+            self.spurious = self.spurious.saturating_add(1);
+        }
+        let allowance = STORM_BASE_ALLOWANCE
+            .saturating_add(self.handled.saturating_mul(STORM_PER_REQUEST_ALLOWANCE));
+        if self.spurious > allowance {
+            return Err(EventStorm {
+                spurious: self.spurious,
+                handled: self.handled,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records requests served without a fresh event (left over from an earlier budget).
+    pub fn record_handled(&mut self, handled: u32) {
+        self.handled = self.handled.saturating_add(handled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storm_within_one_window_is_caught_just_past_the_allowance() {
+        let mut guard = EventStormGuard::new(5);
+        for i in 0..STORM_BASE_ALLOWANCE {
+            assert_eq!(guard.record_wakeup(5 + u64::from(i), 0), Ok(()));
+        }
+        let storm = guard.record_wakeup(6_000, 0).unwrap_err();
+        assert_eq!(
+            storm,
+            EventStorm {
+                spurious: STORM_BASE_ALLOWANCE + 1,
+                handled: 0
+            }
+        );
+        assert!(storm.to_string().starts_with("event storm: 1001 wake-ups"));
+    }
+
+    #[test]
+    fn calls_earn_allowance_for_racy_wakeups() {
+        let mut guard = EventStormGuard::new(0);
+        // A busy client: every call followed by two spurious wake-ups, for many windows' worth.
+        for i in 0..20_000u64 {
+            let now = i * 1_000;
+            assert_eq!(guard.record_wakeup(now, 1), Ok(()), "call {i}");
+            assert_eq!(guard.record_wakeup(now + 1, 0), Ok(()), "call {i}");
+            assert_eq!(guard.record_wakeup(now + 2, 0), Ok(()), "call {i}");
+        }
+    }
+
+    #[test]
+    fn requests_served_from_leftovers_count_too() {
+        let mut guard = EventStormGuard::new(0);
+        guard.record_handled(1_000);
+        for _ in 0..STORM_BASE_ALLOWANCE + 2_000 {
+            assert_eq!(guard.record_wakeup(10, 0), Ok(()));
+        }
+        assert!(guard.record_wakeup(10, 0).is_err());
+    }
+
+    #[test]
+    fn a_new_window_forgives_the_old_one() {
+        let mut guard = EventStormGuard::new(0);
+        for _ in 0..STORM_BASE_ALLOWANCE {
+            guard.record_wakeup(1, 0).unwrap();
+        }
+        assert_eq!(guard.record_wakeup(STORM_WINDOW_NS + 1, 0), Ok(()));
+        for _ in 1..STORM_BASE_ALLOWANCE {
+            guard.record_wakeup(STORM_WINDOW_NS + 2, 0).unwrap();
+        }
+        assert!(guard.record_wakeup(STORM_WINDOW_NS + 3, 0).is_err());
+    }
+
+    #[test]
+    fn a_clock_that_goes_backwards_starts_a_new_window() {
+        let mut guard = EventStormGuard::new(1_000_000);
+        for _ in 0..STORM_BASE_ALLOWANCE {
+            guard.record_wakeup(1_000_000, 0).unwrap();
+        }
+        assert_eq!(guard.record_wakeup(10, 0), Ok(()));
+    }
+}
