@@ -127,10 +127,10 @@ enum Command {
         in_flight: usize,
         #[arg(long, default_value_t = 0)]
         size: u32,
-        /// First time N raw event round trips on a ping port the server bounces (no ring, no
-        /// call): the floor the calls are compared with.
+        /// First time N raw event round trips on a ping port the server bounces straight back
+        /// (no ring, no call), to set the calls beside them.
         #[arg(long)]
-        floor: bool,
+        event_ping: bool,
     },
     /// Misbehave on purpose, to check the service VM's defences (tests and audits).
     #[command(hide = true, subcommand)]
@@ -275,8 +275,8 @@ fn run(cli: Cli) -> Result<Output> {
             calls,
             in_flight,
             size,
-            floor,
-        } => bench(&conn, calls, in_flight, size, floor),
+            event_ping,
+        } => bench(&conn, calls, in_flight, size, event_ping),
         Command::Hostile(Hostile::EventStorm {
             conn,
             burst,
@@ -903,11 +903,11 @@ fn bench(
     calls: u32,
     in_flight: usize,
     size: u32,
-    floor: bool,
+    event_ping: bool,
 ) -> Result<Output> {
-    let mut c = connect_with(conn_args, floor)?;
+    let mut c = connect_with(conn_args, event_ping)?;
     let timeout = Duration::from_millis(conn_args.timeout_ms);
-    let floor = if floor {
+    let event_ping = if event_ping {
         let mut round_trips = Vec::with_capacity(calls as usize);
         for _ in 0..calls {
             let t0 = Instant::now();
@@ -1011,11 +1011,11 @@ fn bench(
         s.spin_hits,
         s.sleeps
     );
-    if let Some(f) = &floor {
+    if let Some(f) = &event_ping {
         text += &format!(
-            "floor: raw event round trip to the server (ping port, {calls} times) µs: \
+            "raw event round trip to the server (ping port, {calls} times) µs: \
              p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1}\n\
-             {what} p50 is {:.2}x the floor's p50\n",
+             {what} p50 / raw event round trip p50 = {:.2}\n",
             f.p50,
             f.p90,
             f.p99,
@@ -1026,7 +1026,7 @@ fn bench(
     close(c, conn_args)?;
     ok(
         text,
-        json!({"ok": true, "method": what, "calls": calls, "in_flight": in_flight, "seconds": elapsed.as_secs_f64(), "calls_per_second": rate, "mb_per_second_each_way": mb_per_s, "latency_us": lat, "floor_latency_us": floor, "client": s}),
+        json!({"ok": true, "method": what, "calls": calls, "in_flight": in_flight, "seconds": elapsed.as_secs_f64(), "calls_per_second": rate, "mb_per_second_each_way": mb_per_s, "latency_us": lat, "event_ping_latency_us": event_ping, "client": s}),
     )
 }
 

@@ -324,16 +324,12 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
     }
 
     fn load(&self, offset: usize) -> u32 {
-        // Control-block offsets are in the first page, which `new` checked exists.
-        self.ring
-            .view()
-            .load_u32(offset, Ordering::Acquire)
-            .unwrap_or(0)
+        // Control-block offsets lie in the first page, which `new` checked exists.
+        self.ring.load_control(offset)
     }
 
     fn store(&self, offset: usize, value: u32) {
-        let stored = self.ring.view().store_u32(offset, value, Ordering::Release);
-        debug_assert!(stored.is_ok());
+        self.ring.store_control(offset, value);
     }
 
     /// Writes a request into the next slot without publishing it (see [`Self::publish`]);

@@ -75,6 +75,20 @@ impl<S: SharedMemory> SharedRegion<S> {
         self.len == 0
     }
 
+    /// Loads a control-block word of a ring region (acquire). Both ends check that the
+    /// control page exists before they use this, so it cannot miss; 0 if it ever did.
+    #[inline]
+    pub(crate) fn load_control(&self, offset: usize) -> u32 {
+        self.view().load_u32(offset, Ordering::Acquire).unwrap_or(0)
+    }
+
+    /// Stores a control-block word of a ring region (release); see [`Self::load_control`].
+    #[inline]
+    pub(crate) fn store_control(&self, offset: usize, value: u32) {
+        let stored = self.view().store_u32(offset, value, Ordering::Release);
+        debug_assert!(stored.is_ok());
+    }
+
     /// A copyable accessor borrowing this region.
     pub fn view(&self) -> RegionView<'_> {
         RegionView {

@@ -196,15 +196,11 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
 
     fn load(&self, offset: usize) -> u32 {
         // Control-block offsets lie in the first page, which `attach` checked exists.
-        self.ring
-            .view()
-            .load_u32(offset, Ordering::Acquire)
-            .unwrap_or(0)
+        self.ring.load_control(offset)
     }
 
     fn store(&self, offset: usize, value: u32) {
-        let stored = self.ring.view().store_u32(offset, value, Ordering::Release);
-        debug_assert!(stored.is_ok());
+        self.ring.store_control(offset, value);
     }
 
     fn break_with(&mut self, violation: Violation) {

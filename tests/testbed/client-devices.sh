@@ -6,16 +6,7 @@
 # toolstack side (attach, list, detach) and the client's errors without a server are checked
 # on their own. tests/testbed/client-calls.sh adds the service VM.
 
-cat >/run/client.cfg <<CFG
-name = "client"
-type = "pv"
-kernel = "/testbed/client-guest/vmlinuz"
-ramdisk = "/testbed/client-guest/initrd.cpio"
-extra = "console=hvc0 loglevel=4"
-memory = 256
-vcpus = 1
-on_crash = "preserve"
-CFG
+tb_client_cfg client /run/client.cfg
 
 tb_stage create-client
 xl create /run/client.cfg || tb_fail "xl create client failed"

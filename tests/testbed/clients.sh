@@ -12,16 +12,7 @@
 # "Segmentation fault" (cause not found), so this keeps the proven 256 MiB, two at a time.
 
 for guest in a b c; do
-    cat >"/run/client-$guest.cfg" <<CFG
-name = "client-$guest"
-type = "pv"
-kernel = "/testbed/client-guest/vmlinuz"
-ramdisk = "/testbed/client-guest/initrd.cpio"
-extra = "console=hvc0 loglevel=4"
-memory = 256
-vcpus = 1
-on_crash = "preserve"
-CFG
+    tb_client_cfg "client-$guest" "/run/client-$guest.cfg"
 done
 
 # Limits for every command's handshake and calls: generous, since under TCG with two busy

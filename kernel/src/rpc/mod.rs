@@ -80,6 +80,7 @@ pub fn init(own: DomId) -> Result<(), xenstore::XsError> {
 /// The dispatch loop. Never returns: the VM ends through `control/shutdown`.
 pub fn run() -> ! {
     let mut services = Services::new();
+    let mut registry = services.registry();
     let mut last_work = 0u64;
     loop {
         events::dispatch_pending();
@@ -89,7 +90,7 @@ pub fn run() -> ! {
         if RESCAN.swap(false, Ordering::SeqCst) {
             backend.rescan();
         }
-        let handled = backend.serve(&mut services.registry(), BUDGET_PER_CONNECTION);
+        let handled = backend.serve(&mut registry, BUDGET_PER_CONNECTION);
         let now = time::now_ns();
         if handled > 0 {
             last_work = now;

@@ -56,7 +56,7 @@ calls)
     run bench --calls 2000 --in-flight 8
     run bench --calls 500 --size 4096
     run bench --calls 200 --size 65536 --data-pages 32
-    run bench --calls 1000 --floor
+    run bench --calls 1000 --event-ping
     ;;
 steps)
     # dom0 hands out one command at a time (tests/testbed/support/lib.sh, tb_step_*):

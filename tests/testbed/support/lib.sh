@@ -14,6 +14,21 @@ TB_NL='
 TB_CONSOLE_DIR=/var/log/xen/console
 TB_INIT_UPTIME=$(cut -d' ' -f1 /proc/uptime)
 
+# tb_client_cfg NAME FILE: writes the xl config of a Linux client guest called NAME (the
+# image built for the testbed, carrying the `xenrpc` CLI) to FILE.
+tb_client_cfg() {
+    cat >"$2" <<CFG
+name = "$1"
+type = "pv"
+kernel = "/testbed/client-guest/vmlinuz"
+ramdisk = "/testbed/client-guest/initrd.cpio"
+extra = "console=hvc0 loglevel=4"
+memory = 256
+vcpus = 1
+on_crash = "preserve"
+CFG
+}
+
 tb_uptime() { cut -d' ' -f1 /proc/uptime; }
 tb_uptime_at_init() { echo "$TB_INIT_UPTIME"; }
 
