@@ -54,6 +54,8 @@ tb_stage detach
 xenrpc detach "$server" "$client" 0 || tb_fail "xenrpc detach failed (server did not close?)"
 xenstore-exists "/local/domain/$client/device/xenrpc/0" && tb_fail "frontend directory still exists"
 xenstore-exists "/local/domain/$server/backend/xenrpc/$client/0" && tb_fail "backend directory still exists"
+held=$(tb_grants_mapped "$client" "$server")
+[ "$held" = 0 ] || tb_fail "the service VM still maps $held of the client's grants after detach"
 
 tb_stage shutdown
 timeout 120 xl shutdown -w client || tb_fail "xl shutdown -w client failed or took over 120s"

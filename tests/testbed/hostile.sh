@@ -102,10 +102,17 @@ xenrpc bench --devid 7 --calls 1000000 --timeout-ms 30000 >/tmp/bench7.log 2>&1 
 bench_pid=$!
 be_state_is 7 4 60
 sleep 2
+held=$(tb_grants_mapped 0 "$server")
+echo "TESTBED: the service VM maps $held of dom0's grants during the bench"
+# Ring (5 pages with the default 32 slots) and data (16): the dump must see them, or the
+# zero counts below prove nothing.
+[ "$held" -ge 21 ] || tb_fail "Xen's grant-table dump shows $held of dom0's grants mapped by the service VM during a bench"
 kill -9 "$bench_pid" || tb_fail "the bench on devid 7 ended before it was killed: $(cat /tmp/bench7.log)"
 wait "$bench_pid" 2>/dev/null
 tb_wait_console xenrpc "rpc: dom0/7: closed: client let go of its pages" 30
 be_state_is 7 6 30
+held=$(tb_grants_mapped 0 "$server")
+[ "$held" = 0 ] || tb_fail "the service VM still maps $held of dom0's grants after the killed client's connection closed"
 [ "$(xenstore-read "$(fe 7)/state")" = 4 ] || tb_fail "frontend 7 is not left at Connected"
 # The same device serves the next process.
 out=$(xenrpc call --devid 7 arith.add 1 2 2>&1) || tb_fail "call after the kill failed: $out"
@@ -115,6 +122,9 @@ check_serving
 
 tb_stage server-alive
 grep -q "^xenrpc: FATAL" "$(tb_console_log xenrpc)" && tb_fail "the service VM printed a FATAL line"
+# Every connection above has ended, however it ended: none of dom0's grants stays mapped.
+held=$(tb_grants_mapped 0 "$server")
+[ "$held" = 0 ] || tb_fail "the service VM still maps $held of dom0's grants with no connection up"
 [ -n "$(tb_domain_state xenrpc)" ] || tb_fail "the service VM is gone"
 
 tb_stage shutdown

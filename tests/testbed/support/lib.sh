@@ -29,6 +29,25 @@ on_crash = "preserve"
 CFG
 }
 
+# tb_grants_mapped GRANTER MAPPER: how many entries of GRANTER's grant table MAPPER holds mapped
+# right now, from Xen's own grant-table dump (debug key 'g', read back with `xl dmesg`). Active
+# entries are printed as "[0xREF]  MAPPER MFN PIN ..." under "grant-table for remote dGRANTER".
+tb_grants_mapped() {
+    xl dmesg -c >/dev/null
+    xl debug-keys g || tb_fail "xl debug-keys g failed"
+    _i=0
+    until xl dmesg | grep -q "gnttab_usage_print_all \] done"; do
+        _i=$((_i + 1))
+        [ "$_i" -lt 50 ] || tb_fail "Xen's grant-table dump did not finish"
+        sleep 0.1
+    done
+    xl dmesg | awk -v granter="$1" -v mapper="$2" '
+        { sub(/^\(XEN\) /, "") }
+        /grant-table for remote d/ { table = $4; sub(/^d/, "", table) }
+        /^\[0x[0-9a-f]+\]/ && table == granter && $2 == mapper { n++ }
+        END { print n + 0 }'
+}
+
 tb_uptime() { cut -d' ' -f1 /proc/uptime; }
 tb_uptime_at_init() { echo "$TB_INIT_UPTIME"; }
 
