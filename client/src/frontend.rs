@@ -506,6 +506,12 @@ impl<D: XenDevices> Connection<D> {
         self.client.data()
     }
 
+    /// The ring region, shared with the server. Only for exercising the server's defences
+    /// (a correct client never writes it by hand: the protocol does).
+    pub fn ring_for_hostile_tests(&self) -> RegionView<'_> {
+        self.client.ring()
+    }
+
     pub fn in_flight(&self) -> usize {
         self.client.in_flight()
     }

@@ -14,6 +14,7 @@ use xenrpc_client::devices::LinuxDevices;
 use xenrpc_client::frontend::{self, CloseOutcome, ConnectOptions, Connection};
 use xenrpc_client::xenstore::XenbusConnection;
 use xenrpc_client::{selftest, Error, Result};
+use xenrpc_proto::layout::ctrl;
 use xenrpc_proto::services::introspection::{
     self, MethodEntry, ServiceEntry, ServiceQuery, ServiceStatsEntry,
 };
@@ -70,6 +71,12 @@ enum Hostile {
         burst: u32,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+    },
+    /// Connect, make one call, then publish a request producer index far beyond anything the
+    /// ring holds and raise the event. Succeeds only if the server closes the connection.
+    BadIndex {
+        #[command(flatten)]
+        conn: ConnArgs,
     },
 }
 
@@ -282,6 +289,7 @@ fn run(cli: Cli) -> Result<Output> {
             burst,
             seconds,
         }) => event_storm(&conn, burst, Duration::from_secs(seconds)),
+        Command::Hostile(Hostile::BadIndex { conn }) => bad_index(&conn),
         Command::SelftestDevices { grant_peer } => {
             let steps = selftest::run(grant_peer);
             let passed = !steps.is_empty() && steps.iter().all(|s| s.ok);
@@ -1073,4 +1081,52 @@ fn event_storm(conn_args: &ConnArgs, burst: u32, limit: Duration) -> Result<Outp
             })
         }
     }
+}
+
+/// `xenrpc hostile bad-index`: see [`Hostile::BadIndex`].
+fn bad_index(conn_args: &ConnArgs) -> Result<Output> {
+    let mut c = connect(conn_args)?;
+    let timeout = Duration::from_millis(conn_args.timeout_ms);
+    c.call(&echo::client::ping(&()), timeout)?;
+    let ring = c.ring_for_hostile_tests();
+    let req_prod = ring
+        .load_u32(ctrl::REQ_PROD, std::sync::atomic::Ordering::Acquire)
+        .map_err(|_| bad("the ring has no control page"))?;
+    let bogus = req_prod.wrapping_add(100_000);
+    ring.store_u32(ctrl::REQ_PROD, bogus, std::sync::atomic::Ordering::Release)
+        .map_err(|_| bad("the ring has no control page"))?;
+    c.raise_event_without_request()?;
+    // The server answers a broken ring by closing: watch its state in xenstore (the ring is
+    // ours to have broken, so no call can tell).
+    let state_path = format!("{}/state", c.info().backend);
+    let mut xs = store()?;
+    let deadline = Instant::now() + timeout;
+    let closed = loop {
+        let state = xenrpc_client::xenstore::read_text(
+            xs.as_mut(),
+            xenrpc_client::xenstore::NO_TX,
+            &state_path,
+        )?;
+        if state.as_deref() == Some("6") {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = if closed {
+        format!("published req_prod {bogus} (was {req_prod}); the server closed the connection\n")
+    } else {
+        format!(
+            "published req_prod {bogus} (was {req_prod}); the server still had the connection \
+             open after {:.1} s\n",
+            timeout.as_secs_f64()
+        )
+    };
+    Ok(Output {
+        text,
+        value: json!({"ok": closed, "req_prod": req_prod, "published": bogus, "server_closed": closed}),
+        ok: closed,
+    })
 }

@@ -1,4 +1,4 @@
-# testbed-summary: dom0 plays a hostile client of the service VM (bad protocol, bogus grant reference, garbage event channel, a toolstack entry naming the wrong frontend, a handshake left half done, a never-attached device, an event storm, a client killed mid-call so its pages are revoked while mapped): each is refused or ended, logged and counted, and real calls keep working
+# testbed-summary: dom0 plays a hostile client of the service VM (bad protocol, bogus grant reference, garbage event channel, a toolstack entry naming the wrong frontend, a handshake left half done, a never-attached device, an event storm, a ring index out of range, a client killed mid-call so its pages are revoked while mapped): each is refused or ended, logged and counted, and real calls keep working
 # testbed-needs: kernel client
 # testbed-timeout: 420
 #
@@ -93,6 +93,17 @@ tb_wait_console xenrpc "rpc: dom0/6: closed: event storm: " 30
 be_state_is 6 6 30
 check_serving
 
+tb_stage bad-ring-index
+# A connected client publishes a request index far beyond its ring: the server breaks that
+# connection (a protocol violation, counted), unmaps it, and serves everyone else.
+xenrpc attach "$server" 0 8 || tb_fail "attach devid 8 failed"
+out=$(xenrpc hostile bad-index --devid 8 --timeout-ms 30000 2>&1) ||
+    tb_fail "the server did not close a connection with a broken ring: $out"
+echo "TESTBED: $out"
+tb_wait_console xenrpc "rpc: dom0/8: closed: protocol violation: ReqProdOutOfRange" 30
+be_state_is 8 6 30
+check_serving
+
 tb_stage killed-client
 # A client process is killed mid-bench: its kernel revokes the pages the server still maps
 # (gntalloc defers freeing them), clears the byte the client registered and raises the event.
@@ -117,7 +128,7 @@ held=$(tb_grants_mapped 0 "$server")
 # The same device serves the next process.
 out=$(xenrpc call --devid 7 arith.add 1 2 2>&1) || tb_fail "call after the kill failed: $out"
 echo "$out" | grep -q '3' || tb_fail "arith.add 1 2 after the kill answered: $out"
-tb_expect_console xenrpc "client_let_go=1 event_storms=1"
+tb_expect_console xenrpc "broken=1 client_let_go=1 event_storms=1"
 check_serving
 
 tb_stage server-alive

@@ -63,7 +63,8 @@ pub enum ConnectionEnd {
 impl fmt::Display for ConnectionEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectionEnd::Violation(v) => write!(f, "protocol violation: {v:?}"),
+            ConnectionEnd::Violation(Some(v)) => write!(f, "protocol violation: {v:?}"),
+            ConnectionEnd::Violation(None) => write!(f, "protocol violation"),
             ConnectionEnd::ClientLetGo => {
                 write!(
                     f,
