@@ -19,7 +19,7 @@ use xenrpc_proto::services::introspection::{
     self, MethodEntry, ServiceEntry, ServiceQuery, ServiceStatsEntry,
 };
 use xenrpc_proto::services::{arith, echo, field_name, kv};
-use xenrpc_proto::zerocopy::FromBytes;
+use xenrpc_proto::zerocopy::{FromBytes, IntoBytes};
 use xenrpc_proto::{OolRef, ServiceInfo};
 
 #[derive(Parser)]
@@ -75,6 +75,14 @@ enum Hostile {
     /// Connect, make one call, then publish a request producer index far beyond anything the
     /// ring holds and raise the event. Succeeds only if the server closes the connection.
     BadIndex {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Connect and send requests the server can read but must refuse (unknown service,
+    /// unknown method, wrong version, malformed arguments, a deadline long past), then a good
+    /// call on the same connection. Succeeds only if each got its status and the good call its
+    /// answer.
+    BadRequests {
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -290,6 +298,7 @@ fn run(cli: Cli) -> Result<Output> {
             seconds,
         }) => event_storm(&conn, burst, Duration::from_secs(seconds)),
         Command::Hostile(Hostile::BadIndex { conn }) => bad_index(&conn),
+        Command::Hostile(Hostile::BadRequests { conn }) => bad_requests(&conn),
         Command::SelftestDevices { grant_peer } => {
             let steps = selftest::run(grant_peer);
             let passed = !steps.is_empty() && steps.iter().all(|s| s.ok);
@@ -1128,5 +1137,80 @@ fn bad_index(conn_args: &ConnArgs) -> Result<Output> {
         text,
         value: json!({"ok": closed, "req_prod": req_prod, "published": bogus, "server_closed": closed}),
         ok: closed,
+    })
+}
+
+/// `xenrpc hostile bad-requests`: see [`Hostile::BadRequests`].
+fn bad_requests(conn_args: &ConnArgs) -> Result<Output> {
+    use xenrpc_proto::{Status, TypedCall};
+    let mut c = connect(conn_args)?;
+    let timeout = Duration::from_millis(conn_args.timeout_ms);
+    let operands = arith::Operands { a: 40, b: 2 };
+    let args = operands.as_bytes();
+    let cases: [(&str, TypedCall<'_, ()>, Status); 5] = [
+        (
+            "unknown service",
+            TypedCall::new(0xdead, 1, 1, &[]),
+            Status::UnknownService,
+        ),
+        (
+            "unknown method",
+            TypedCall::new(echo::SERVICE_ID, 999, echo::VERSION, &[]),
+            Status::UnknownMethod,
+        ),
+        (
+            "wrong version",
+            TypedCall::new(
+                arith::SERVICE_ID,
+                arith::methods::add,
+                arith::VERSION + 1,
+                args,
+            ),
+            Status::VersionMismatch,
+        ),
+        (
+            "arguments of the wrong size",
+            TypedCall::new(
+                arith::SERVICE_ID,
+                arith::methods::add,
+                arith::VERSION,
+                &args[..3],
+            ),
+            Status::BadArguments,
+        ),
+        (
+            "deadline long past (1 ns of Xen system time)",
+            TypedCall::new(echo::SERVICE_ID, echo::methods::ping, echo::VERSION, &[])
+                .deadline_ns(1),
+            Status::DeadlineExceeded,
+        ),
+    ];
+    let mut text = String::new();
+    let mut all_right = true;
+    let mut rows = Vec::new();
+    for (what, call, want) in cases {
+        let got = match c.call(&call, timeout) {
+            Err(Error::Remote(status)) => status,
+            Ok(_) => Status::Ok,
+            Err(e) => return Err(e),
+        };
+        let right = got == want;
+        all_right &= right;
+        text += &format!(
+            "{what}: server answered {got:?}{}\n",
+            if right { "" } else { " (expected otherwise)" }
+        );
+        rows.push(
+            json!({"case": what, "status": format!("{got:?}"), "expected": format!("{want:?}")}),
+        );
+    }
+    let sum = c.call(&arith::client::add(&operands), timeout)?.value.value;
+    all_right &= sum == 42;
+    text += &format!("then arith.add 40 2 on the same connection: {sum}\n");
+    close(c, conn_args)?;
+    Ok(Output {
+        text,
+        value: json!({"ok": all_right, "cases": rows, "good_call": sum}),
+        ok: all_right,
     })
 }

@@ -1,4 +1,4 @@
-# testbed-summary: dom0 plays a hostile client of the service VM (bad protocol, bogus grant reference, garbage event channel, a toolstack entry naming the wrong frontend, a handshake left half done, a never-attached device, an event storm, a ring index out of range, a client killed mid-call so its pages are revoked while mapped): each is refused or ended, logged and counted, and real calls keep working
+# testbed-summary: dom0 plays a hostile client of the service VM (bad protocol, bogus grant reference, garbage event channel, a toolstack entry naming the wrong frontend, a handshake left half done, a never-attached device, requests it must refuse, an event storm, a ring index out of range, a client killed mid-call so its pages are revoked while mapped): each is refused or ended, logged and counted, and real calls keep working
 # testbed-needs: kernel client
 # testbed-timeout: 420
 #
@@ -92,6 +92,20 @@ echo "TESTBED: $out"
 tb_wait_console xenrpc "rpc: dom0/6: closed: event storm: " 30
 be_state_is 6 6 30
 check_serving
+
+tb_stage bad-requests
+# Requests the server can read but must refuse each get their status, over the same connection,
+# and a good call after them is answered: nothing here breaks the connection.
+out=$(xenrpc hostile bad-requests --devid 0 2>&1) || tb_fail "bad requests: $out"
+echo "$out" | sed 's/^/TESTBED: /'
+for line in "unknown service: server answered UnknownService" \
+    "unknown method: server answered UnknownMethod" \
+    "wrong version: server answered VersionMismatch" \
+    "arguments of the wrong size: server answered BadArguments" \
+    "deadline long past (1 ns of Xen system time): server answered DeadlineExceeded" \
+    "then arith.add 40 2 on the same connection: 42"; do
+    echo "$out" | grep -qxF "$line" || tb_fail "bad requests: no line '$line' in: $out"
+done
 
 tb_stage bad-ring-index
 # A connected client publishes a request index far beyond its ring: the server breaks that
