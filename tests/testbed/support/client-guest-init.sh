@@ -58,6 +58,22 @@ calls)
     run bench --calls 200 --size 65536 --data-pages 32
     run bench --calls 1000 --event-ping
     ;;
+bench)
+    # `cargo xtask bench-guest` (tools/bench/bench-guest.sh): rounds of the same runs, each
+    # result one line `BENCH-JSON <round>|<label>|<json>` for the xtask to tabulate.
+    for round in 1 2 3; do
+        for run in "null-1:--calls 1000 --event-ping" "null-8:--calls 2000 --in-flight 8" \
+            "echo-4k:--calls 1000 --size 4096" "echo-64k:--calls 300 --size 65536 --data-pages 32"; do
+            label=${run%%:*}
+            # Unquoted on purpose: a list of words.
+            if out=$(xenrpc --json bench ${run#*:} 2>/tmp/bench.err); then
+                echo "BENCH-JSON $round|$label|$(printf '%s' "$out" | tr -d '\n')"
+            else
+                echo "BENCH-FAILED $round $label: $out $(cat /tmp/bench.err)"
+            fi
+        done
+    done
+    ;;
 steps)
     # dom0 hands out one command at a time (tests/testbed/support/lib.sh, tb_step_*):
     # data/xenrpc-step/<n> holds the words after `xenrpc` for step n = 1, 2, ...; "end" stops.

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's commands (build the kernel image, run the Xen testbed, run
 //! everything CI runs, show the demo, run the host benchmark). See tools/README.md.
 
+mod bench_guest;
 mod initramfs;
 mod paths;
 mod testbed;
@@ -30,6 +31,8 @@ usage: cargo xtask <command>
   demo                       boot the service VM and client guests in the testbed, make
                              calls, show the consoles live and every call's answer
   bench-host [args...]       run the host benchmark (host/)
+  bench-guest                time calls from a Linux client guest into the service VM in
+                             the testbed (tools/bench/bench-guest.sh) and print a table
 ";
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         Some("test") => cmd_test(&paths),
         Some("demo") => cmd_demo(&paths),
         Some("bench-host") => cmd_bench_host(&paths, rest),
+        Some("bench-guest") => cmd_bench_guest(&paths),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -317,6 +321,26 @@ fn cmd_demo(paths: &Paths) -> Result<ExitCode> {
         }
         summary.record(&format!("demo ({})", scenario.name), result);
     }
+    Ok(summary.finish())
+}
+
+/// Runs the guest benchmark scenario and prints its table (see `bench_guest`).
+fn cmd_bench_guest(paths: &Paths) -> Result<ExitCode> {
+    let scenario = testbed::load_scenario(&paths.root.join("tools/bench/bench-guest.sh"))?;
+    let mut summary = Summary::default();
+    summary.record("kernel build", build_kernel(paths));
+    if summary.failed > 0 {
+        return Ok(summary.finish());
+    }
+    let outcome = testbed::run(paths, &scenario, Echo::Stages);
+    let result = verdict(&outcome).and_then(|wall| {
+        bench_guest::report(
+            &outcome.run_dir.join("guest-client.log"),
+            &paths.root.join("target/bench-guest.csv"),
+        )?;
+        Ok(wall)
+    });
+    summary.record("guest benchmark", result);
     Ok(summary.finish())
 }
 

@@ -81,6 +81,11 @@ pub fn scenarios(paths: &Paths) -> Result<Vec<Scenario>> {
     Ok(found)
 }
 
+/// A scenario script outside tests/testbed (benchmarks: not part of `cargo xtask test`).
+pub fn load_scenario(script: &Path) -> Result<Scenario> {
+    parse_scenario(script)
+}
+
 /// Reads the `# testbed-<key>: <value>` header lines of a scenario script.
 fn parse_scenario(script: &Path) -> Result<Scenario> {
     let name = script
