@@ -103,13 +103,15 @@ pub fn run() -> ! {
         if !backend.ready_to_sleep() {
             continue;
         }
+        // Unlocked first: a watch handler may take BACKEND itself (the shutdown hook closes
+        // every client), and delivering one under the lock hung `xl shutdown` once in CI.
+        drop(guard);
         // Watch events that came in while the rescan's xenstore calls waited for replies are
         // queued with no event pending to wake us: deliver them (their handlers set RESCAN)
         // instead of sleeping on them.
         if xenstore::service() > 0 {
             continue;
         }
-        drop(guard);
         if let Err(e) = events::idle(None) {
             crate::fatal(format_args!("idle failed: {e}"));
         }
