@@ -789,6 +789,7 @@ struct Served {
 pub struct FakeServer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    epoch: Instant,
 }
 
 impl FakeServer {
@@ -800,12 +801,21 @@ impl FakeServer {
     ) -> FakeServer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread =
-            std::thread::spawn(move || serve(store.connect(domid), xen, domid, behaviour, &flag));
+        // The server's clock: its own epoch, unknown to the client (like Xen system time).
+        let epoch = Instant::now() - Duration::from_secs(1000);
+        let thread = std::thread::spawn(move || {
+            serve(store.connect(domid), xen, domid, behaviour, &flag, epoch)
+        });
         FakeServer {
             stop,
             thread: Some(thread),
+            epoch,
         }
+    }
+
+    /// The server's clock now (what it checks deadlines against and stamps responses with).
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
     }
 }
 
@@ -837,6 +847,7 @@ fn serve(
     domid: DomId,
     behaviour: Behaviour,
     stop: &AtomicBool,
+    epoch: Instant,
 ) {
     use rv::XenbusState as S;
     let root = rv::backend_root(domid).to_string();
@@ -847,8 +858,7 @@ fn serve(
     let mut registry = Registry::new();
     registry.register(&mut echo_handler).unwrap();
     registry.register(&mut arith_handler).unwrap();
-    let start = Instant::now();
-    let clock = move || start.elapsed().as_nanos() as u64;
+    let clock = move || epoch.elapsed().as_nanos() as u64;
     let mut watched_frontends: Vec<String> = Vec::new();
     let mut restarted: Vec<(DomId, u32)> = Vec::new();
     while !stop.load(Ordering::SeqCst) {

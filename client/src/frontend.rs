@@ -17,6 +17,7 @@ use xenrpc_rendezvous::{self as rv, key, XenbusState};
 
 use crate::devices::{DomId, EventChannel, GrantedPages, Window, XenDevices, PAGE_SIZE};
 use crate::error::{Error, Result};
+use crate::server_clock::ServerClock;
 use crate::wait::{poll_readable, Readiness};
 use crate::xenstore::{in_transaction, read_text, Xenstore, NO_TX};
 
@@ -269,6 +270,9 @@ pub struct Connection<D: XenDevices> {
     index_ref: u32,
     stash: HashMap<u64, Completion>,
     abandoned: HashSet<u64>,
+    /// When each call in flight was sent, to learn the server's clock from its answer.
+    sent_at: HashMap<u64, Instant>,
+    server_clock: ServerClock,
     spin: Duration,
     failed: Option<Failure>,
     closed: bool,
@@ -436,6 +440,8 @@ pub fn connect<D: XenDevices>(
         index_ref,
         stash: HashMap::new(),
         abandoned: HashSet::new(),
+        sent_at: HashMap::new(),
+        server_clock: ServerClock::new(Instant::now()),
         spin: options.spin,
         failed: None,
         closed: false,
@@ -531,6 +537,7 @@ impl<D: XenDevices> Connection<D> {
         self.check_failed()?;
         let pending = self.client.start(call)?;
         self.stats.calls_started += 1;
+        self.sent_at.insert(pending.call_id(), Instant::now());
         if self.client.publish() {
             ChannelNotify(&self.channel, &mut self.stats.notifications_sent).send()?;
         }
@@ -544,10 +551,12 @@ impl<D: XenDevices> Connection<D> {
         self.check_failed()?;
         let mut started = Vec::with_capacity(calls.len());
         let mut error = None;
+        let now = Instant::now();
         for call in calls {
             match self.client.start(call) {
                 Ok(p) => {
                     self.stats.calls_started += 1;
+                    self.sent_at.insert(p.call_id(), now);
                     started.push(p);
                 }
                 Err(e) => {
@@ -568,6 +577,9 @@ impl<D: XenDevices> Connection<D> {
     /// Takes every response that arrived, stashing them by call id.
     fn drain(&mut self) -> Result<()> {
         while let Some(completion) = self.client.poll_response()? {
+            if let Some(sent) = self.sent_at.remove(&completion.call_id) {
+                self.server_clock.observe(sent, completion.server_time_ns);
+            }
             if self.abandoned.remove(&completion.call_id) {
                 self.stats.late_responses += 1;
                 continue;
@@ -686,7 +698,17 @@ impl<D: XenDevices> Connection<D> {
         timeout: Duration,
     ) -> Result<Reply<R>> {
         let deadline = Instant::now() + timeout;
-        let pending = self.submit(call)?;
+        // Once an answer has shown the server's clock, the server gets the deadline too: a
+        // call it reads only after the client gave up is refused there, not run.
+        // A deadline the caller put in the call itself is left alone.
+        let server_deadline = match call.request().deadline_ns {
+            0 => self.server_clock.server_deadline(deadline),
+            _ => None,
+        };
+        let pending = match server_deadline {
+            Some(at) => self.submit(&call.with_deadline_ns(at))?,
+            None => self.submit(call)?,
+        };
         self.wait(pending, deadline)
     }
 
@@ -728,6 +750,13 @@ impl<D: XenDevices> Connection<D> {
                 }
             }
         }
+    }
+
+    /// `deadline` on the server's clock, never earlier than it, once an answer has shown that
+    /// clock (see [`crate::server_clock`]); `None` before. [`Self::call`] sends it with every
+    /// call; a caller of [`Self::submit`] may put it in the call with `deadline_ns`.
+    pub fn server_deadline(&self, deadline: Instant) -> Option<u64> {
+        self.server_clock.server_deadline(deadline)
     }
 
     /// Raises the connection's event with no request behind it. Only for exercising the

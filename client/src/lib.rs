@@ -26,6 +26,7 @@ pub mod devices;
 pub mod error;
 pub mod frontend;
 pub mod selftest;
+pub mod server_clock;
 pub mod wait;
 pub mod xenstore;
 

@@ -79,8 +79,9 @@ enum Hostile {
         conn: ConnArgs,
     },
     /// Connect and send requests the server can read but must refuse (unknown service,
-    /// unknown method, wrong version, malformed arguments, a deadline long past), then a good
-    /// call on the same connection. Succeeds only if each got its status and the good call its
+    /// unknown method, wrong version, malformed arguments, a deadline long past, a deadline one
+    /// second ago on the server's clock as learned from its answers), then a good call on the
+    /// same connection. Succeeds only if each got its status and the good call its
     /// answer.
     BadRequests {
         #[command(flatten)]
@@ -1204,6 +1205,23 @@ fn bad_requests(conn_args: &ConnArgs) -> Result<Output> {
             json!({"case": what, "status": format!("{got:?}"), "expected": format!("{want:?}")}),
         );
     }
+    // The calls above taught the client the server's clock: a deadline it derives for one
+    // second ago must be refused there, which it is only if the estimate is within that second.
+    let derived = c
+        .server_deadline(Instant::now() - Duration::from_secs(1))
+        .ok_or_else(|| {
+            Error::Protocol("no estimate of the server's clock after 5 answers".into())
+        })?;
+    let late = echo::client::ping(&()).deadline_ns(derived);
+    let got = match c.call(&late, timeout) {
+        Err(Error::Remote(status)) => status,
+        Ok(_) => Status::Ok,
+        Err(e) => return Err(e),
+    };
+    all_right &= got == Status::DeadlineExceeded;
+    text +=
+        &format!("deadline learned from the server's clock, 1 s ago: server answered {got:?}\n");
+    rows.push(json!({"case": "learned deadline 1 s ago", "status": format!("{got:?}"), "expected": "DeadlineExceeded"}));
     let sum = c.call(&arith::client::add(&operands), timeout)?.value.value;
     all_right &= sum == 42;
     text += &format!("then arith.add 40 2 on the same connection: {sum}\n");

@@ -718,3 +718,52 @@ mod wire {
         let _ = std::fs::remove_file(&path);
     }
 }
+
+#[test]
+fn calls_carry_a_server_deadline_once_an_answer_showed_the_servers_clock() {
+    let (w, server) = attached(Behaviour::Normal);
+    let mut conn = connected(&w);
+    let ten_s = Duration::from_secs(10);
+    assert_eq!(conn.server_deadline(Instant::now() + ten_s), None);
+    conn.call(&echo::client::ping(&()), T).unwrap();
+    // The first call went without one: nothing was known yet. Request headers stay in their
+    // slots after the server took them: read the deadline the client wrote (offset 8).
+    let sent_deadline = |conn: &Connection<FakeXen>, index: u32| {
+        let mut bytes = [0u8; 8];
+        let offset = conn.geometry().request_slot_offset(index) + 8;
+        conn.ring_for_hostile_tests()
+            .read(offset, &mut bytes)
+            .unwrap();
+        u64::from_le_bytes(bytes)
+    };
+    assert_eq!(sent_deadline(&conn, 0), 0);
+    let before_second = server.now_ns();
+    conn.call(&echo::client::ping(&()), T).unwrap();
+    let second = sent_deadline(&conn, 1);
+    assert!(
+        second >= before_second + T.as_nanos() as u64,
+        "the second call's server deadline {second} is before its own"
+    );
+    let before = server.now_ns();
+    let deadline = conn.server_deadline(Instant::now() + ten_s).unwrap();
+    let after = server.now_ns();
+    // Never earlier than the client's deadline on the server's clock; later at most by a trip.
+    assert!(
+        deadline >= before + ten_s.as_nanos() as u64,
+        "{deadline} < {before} + 10 s"
+    );
+    assert!(
+        deadline <= after + ten_s.as_nanos() as u64 + 1_000_000_000,
+        "{deadline} too late"
+    );
+    // A deadline the caller put in the call is kept; one already past on the server's clock
+    // is refused there, and the connection goes on.
+    let stale = echo::client::ping(&()).deadline_ns(before / 2);
+    let err = conn.call(&stale, T).unwrap_err();
+    assert!(
+        matches!(err, Error::Remote(Status::DeadlineExceeded)),
+        "{err}"
+    );
+    conn.call(&echo::client::ping(&()), T).unwrap();
+    assert_eq!(conn.close(T).unwrap(), CloseOutcome::Acknowledged);
+}

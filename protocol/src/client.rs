@@ -67,6 +67,18 @@ impl<'a, R> TypedCall<'a, R> {
         self
     }
 
+    /// A copy of this call with an absolute deadline (for a call held by reference; no bound
+    /// on the reply type).
+    pub fn with_deadline_ns(&self, deadline_ns: u64) -> Self {
+        TypedCall {
+            request: CallRequest {
+                deadline_ns,
+                ..self.request
+            },
+            _reply: PhantomData,
+        }
+    }
+
     pub fn ool_args(mut self, window: OolRef) -> Self {
         self.request.ool_args = window;
         self
@@ -146,6 +158,9 @@ pub struct Completion {
     pub status: Status,
     /// Bytes the handler wrote at the start of the call's result window.
     pub ool_written: u32,
+    /// The server's clock when it answered (as it says: use it only to estimate, never to
+    /// trust).
+    pub server_time_ns: u64,
     inline: [u8; INLINE_CAPACITY],
     inline_len: usize,
 }
@@ -172,11 +187,13 @@ pub struct Pending<R> {
     _reply: PhantomData<fn() -> R>,
 }
 
-impl<R: FromBytes> Pending<R> {
+impl<R> Pending<R> {
     pub fn call_id(&self) -> u64 {
         self.call_id
     }
+}
 
+impl<R: FromBytes> Pending<R> {
     /// Decodes the typed reply from this call's completion.
     pub fn finish(self, completion: &Completion) -> Result<Reply<R>, CallError> {
         if completion.call_id != self.call_id {
@@ -488,6 +505,7 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
             call_id: header.call_id,
             status,
             ool_written: header.ool_written,
+            server_time_ns: header.server_time_ns,
             inline: [0; INLINE_CAPACITY],
             inline_len,
         };

@@ -27,7 +27,8 @@ pub const MAX_SLOTS: u32 = 1024;
 /// `"XRPC"` little-endian: written by the client when it lays out a fresh ring region.
 pub const RING_MAGIC: u32 = u32::from_le_bytes(*b"XRPC");
 
-/// Layout revision of the ring region; bumped on any incompatible change (2: `client_alive`).
+/// Layout revision of the ring region; bumped on any incompatible change (2: `client_alive`,
+/// `ResponseHeader::server_time_ns`).
 pub const LAYOUT_VERSION: u32 = 2;
 
 /// What the client keeps in [`ControlBlock::client_alive`] while it is there. Only the low byte
@@ -178,7 +179,12 @@ pub struct ResponseHeader {
     pub inline_len: u32,
     /// Bytes the handler wrote into the request's `ool_result` window (from its start).
     pub ool_written: u32,
-    pub reserved: [u32; 11],
+    /// Must be zero.
+    pub reserved0: u32,
+    /// The server's clock (the one `deadline_ns` is measured against) when it wrote this
+    /// response: lets a client that cannot read that clock translate its own deadlines.
+    pub server_time_ns: u64,
+    pub reserved: [u32; 8],
 }
 
 const _: () = assert!(size_of::<ResponseHeader>() == HEADER_SIZE);
@@ -186,6 +192,7 @@ const _: () = assert!(offset_of!(ResponseHeader, call_id) == 0);
 const _: () = assert!(offset_of!(ResponseHeader, status) == 8);
 const _: () = assert!(offset_of!(ResponseHeader, inline_len) == 12);
 const _: () = assert!(offset_of!(ResponseHeader, ool_written) == 16);
+const _: () = assert!(offset_of!(ResponseHeader, server_time_ns) == 24);
 
 /// Outcome of a call, carried in the response header.
 #[repr(u32)]

@@ -349,7 +349,9 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             inline_len: reply_len as u32,
             // Bounded by the result window, itself bounded by the u32 length in the request.
             ool_written: ool_written as u32,
-            reserved: [0; 11],
+            reserved0: 0,
+            server_time_ns: clock.now_ns(),
+            reserved: [0; 8],
         };
         let slot = self.geometry.response_slot_offset(self.rsp_prod_pvt);
         let view = self.ring.view();

@@ -745,3 +745,22 @@ fn introspection_reports_per_service_calls_and_errors() {
     assert_eq!(counters.get(introspection::SERVICE_ID), (1, 0));
     assert_eq!(counters.unknown_service, 2);
 }
+
+#[test]
+fn every_response_carries_the_server_clock() {
+    with_connection(1, |_, client, server, registry| {
+        // Errors too: a client learns the server's clock from whatever answer it gets.
+        for call in [
+            arith::client::add(&Operands { a: 1, b: 1 }),
+            arith::client::div(&Operands { a: 1, b: 0 }),
+        ] {
+            let pending = client.start(&call).unwrap();
+            client.publish();
+            let tick = || NOW + 7;
+            assert!(!server.poll(registry, &tick, 64).broken);
+            let completion = client.poll_response().unwrap().expect("a response");
+            assert_eq!(completion.server_time_ns, NOW + 7);
+            let _ = pending.finish(&completion);
+        }
+    });
+}

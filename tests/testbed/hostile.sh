@@ -103,6 +103,7 @@ for line in "unknown service: server answered UnknownService" \
     "wrong version: server answered VersionMismatch" \
     "arguments of the wrong size: server answered BadArguments" \
     "deadline long past (1 ns of Xen system time): server answered DeadlineExceeded" \
+    "deadline learned from the server's clock, 1 s ago: server answered DeadlineExceeded" \
     "then arith.add 40 2 on the same connection: 42"; do
     echo "$out" | grep -qxF "$line" || tb_fail "bad requests: no line '$line' in: $out"
 done
