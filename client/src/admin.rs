@@ -347,6 +347,33 @@ pub fn state_label(state: XenbusState) -> &'static str {
     }
 }
 
+/// A service VM's running totals (attaches, connections, refusals and ends by reason), as it
+/// publishes them; `None` if it has published none. The service VM wrote them, so they are
+/// checked: `name=count` words only, within a length bound.
+pub fn server_totals(store: &mut dyn Xenstore, server: DomId) -> Result<Option<String>> {
+    let path = rv::totals_path(server).to_string();
+    let Some(raw) = store.read(NO_TX, &path)? else {
+        return Ok(None);
+    };
+    let well_formed = raw.len() <= rv::TOTALS_MAX_LEN
+        && std::str::from_utf8(&raw).is_ok_and(|text| {
+            text.split(' ').all(|word| {
+                word.split_once('=').is_some_and(|(name, count)| {
+                    !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        && rv::parse_decimal(count.as_bytes(), u32::MAX).is_ok()
+                })
+            })
+        });
+    if !well_formed {
+        return Err(Error::Protocol(format!(
+            "{path}: not a list of name=count words ({} bytes)",
+            raw.len()
+        )));
+    }
+    Ok(Some(String::from_utf8_lossy(&raw).into_owned()))
+}
+
 /// Every xenrpc connection of every domain (dom0's view: all backend directories).
 pub fn list_connections(store: &mut dyn Xenstore) -> Result<Vec<ConnectionRow>> {
     let mut rows = Vec::new();

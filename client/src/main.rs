@@ -346,6 +346,20 @@ fn list(conn_args: &ConnArgs, no_services: bool) -> Result<Output> {
         text += &format_rows(&rows);
         has_device = false;
         value["connections"] = json!(rows);
+        let mut servers: Vec<u16> = rows.iter().map(|r| r.server).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        let mut totals = serde_json::Map::new();
+        for server in servers {
+            let line = match admin::server_totals(xs.as_mut(), server) {
+                Ok(Some(t)) => t,
+                Ok(None) => "none published".to_string(),
+                Err(e) => format!("unreadable: {e}"),
+            };
+            text += &format!("server {server} totals: {line}\n");
+            totals.insert(server.to_string(), json!(line));
+        }
+        value["server_totals"] = Value::Object(totals);
     } else {
         let devices = frontend::list_own_devices(xs.as_mut())?;
         if devices.is_empty() {

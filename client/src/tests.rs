@@ -767,3 +767,35 @@ fn calls_carry_a_server_deadline_once_an_answer_showed_the_servers_clock() {
     conn.call(&echo::client::ping(&()), T).unwrap();
     assert_eq!(conn.close(T).unwrap(), CloseOutcome::Acknowledged);
 }
+
+#[test]
+fn server_totals_are_read_checked_and_absent_is_none() {
+    let w = world();
+    let mut dom0 = w.store.connect(0);
+    assert_eq!(
+        crate::admin::server_totals(&mut dom0, SERVER).unwrap(),
+        None
+    );
+    let path = "/local/domain/1/data/xenrpc-totals";
+    // Written by dom0 here (the fake toolstack gives the domain no data/ directory).
+    let mut server = w.store.connect(0);
+    server
+        .write(0, path, b"attached=2 connected=1 event_storms=1")
+        .unwrap();
+    assert_eq!(
+        crate::admin::server_totals(&mut dom0, SERVER).unwrap(),
+        Some("attached=2 connected=1 event_storms=1".to_string())
+    );
+    for hostile in [
+        &b"attached=2 \x1b[2Jcleared"[..],
+        b"attached=x",
+        b"=3",
+        b"a=1  b=2",
+        &[b'a'; 600][..],
+        b"attached=\xff",
+    ] {
+        server.write(0, path, hostile).unwrap();
+        let err = crate::admin::server_totals(&mut dom0, SERVER).unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{err}");
+    }
+}

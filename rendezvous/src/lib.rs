@@ -107,6 +107,15 @@ pub fn backend_root(server: DomId) -> Path {
     path(format_args!("/local/domain/{server}/backend/{DEVICE_TYPE}"))
 }
 
+/// `/local/domain/<server>/data/xenrpc-totals`: the service VM's running totals of attaches,
+/// connections, refusals and ends by reason (`name=count` words), for the toolstack to read.
+pub fn totals_path(server: DomId) -> Path {
+    path(format_args!("/local/domain/{server}/data/xenrpc-totals"))
+}
+
+/// Longest totals value a reader accepts.
+pub const TOTALS_MAX_LEN: usize = 512;
+
 /// `/local/domain/<server>/backend/xenrpc/<client>/<devid>`
 pub fn backend_dir(server: DomId, client: DomId, devid: u32) -> Path {
     path(format_args!(

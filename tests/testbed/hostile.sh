@@ -145,6 +145,11 @@ out=$(xenrpc call --devid 7 arith.add 1 2 2>&1) || tb_fail "call after the kill 
 echo "$out" | grep -q '3' || tb_fail "arith.add 1 2 after the kill answered: $out"
 tb_expect_console xenrpc "broken=1 client_let_go=1 event_storms=1"
 check_serving
+# The toolstack sees the same totals: the service VM publishes them, `xenrpc list` prints them.
+out=$(xenrpc list --no-services 2>&1) || tb_fail "xenrpc list failed: $out"
+echo "$out" | grep -q "^server $server totals: .*refused_frontend=1 refused_connect=3 .*broken=1 client_let_go=1 event_storms=1$" ||
+    tb_fail "xenrpc list shows no totals with the refusals counted: $out"
+echo "TESTBED: $(echo "$out" | grep "^server $server totals")"
 
 tb_stage server-alive
 grep -q "^xenrpc: FATAL" "$(tb_console_log xenrpc)" && tb_fail "the service VM printed a FATAL line"

@@ -28,7 +28,7 @@ const ROOT_TOKEN: &str = "xenrpc-backend";
 const RELEASE_TOKEN: &str = "xenrpc-release-domain";
 
 /// Why devices were refused or closed.
-#[derive(Default, Debug, Clone, Copy)]
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendStats {
     pub attached: u64,
     pub connected: u64,
@@ -87,6 +87,8 @@ pub struct Backend {
     root: rdv::Path,
     devices: BTreeMap<(DomId, u32), Device>,
     pub stats: BackendStats,
+    /// What `publish_totals` last wrote to xenstore.
+    published: Option<BackendStats>,
 }
 
 fn mark_rescan() -> xenstore::WatchHandler {
@@ -123,6 +125,7 @@ impl Backend {
             root,
             devices: BTreeMap::new(),
             stats: BackendStats::default(),
+            published: None,
         })
     }
 
@@ -135,6 +138,19 @@ impl Backend {
                 dev.client,
                 dev.devid
             );
+        }
+    }
+
+    /// Writes the totals to `data/xenrpc-totals` when they changed, so the toolstack sees
+    /// every counted refusal (`xenrpc list` in dom0 prints them).
+    pub fn publish_totals(&mut self) {
+        if self.published == Some(self.stats) {
+            return;
+        }
+        let value = format!("{}", self.stats);
+        match xenstore::write(rdv::totals_path(self.own).as_str(), value.as_bytes()) {
+            Ok(()) => self.published = Some(self.stats),
+            Err(e) => log!("rpc: publishing the totals failed: {e}"),
         }
     }
 
