@@ -142,8 +142,9 @@ impl Backend {
     }
 
     /// Writes the totals to `data/xenrpc-totals` when they changed, so the toolstack sees
-    /// every counted refusal (`xenrpc list` in dom0 prints them).
-    pub fn publish_totals(&mut self) {
+    /// every counted refusal (`xenrpc list` in dom0 prints them). Called where they change:
+    /// after a rescan and after connections end.
+    fn publish_totals(&mut self) {
         if self.published == Some(self.stats) {
             return;
         }
@@ -191,6 +192,7 @@ impl Backend {
         for k in keys {
             self.step(k);
         }
+        self.publish_totals();
     }
 
     fn forget(mut dev: Device) {
@@ -406,6 +408,7 @@ impl Backend {
             };
             *counter += 1;
             self.close(k, &format!("{end}"));
+            self.publish_totals();
         }
         handled
     }

@@ -52,7 +52,7 @@ impl fmt::Display for ConnectError {
 #[derive(Debug, Clone, Copy)]
 pub enum ConnectionEnd {
     /// The client broke the protocol.
-    Violation(Option<Violation>),
+    Violation(Violation),
     /// The client cleared `client_alive`: its process let go of the pages (exited, killed, or
     /// revoked them), and its kernel's unmap notify told us.
     ClientLetGo,
@@ -63,8 +63,7 @@ pub enum ConnectionEnd {
 impl fmt::Display for ConnectionEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectionEnd::Violation(Some(v)) => write!(f, "protocol violation: {v:?}"),
-            ConnectionEnd::Violation(None) => write!(f, "protocol violation"),
+            ConnectionEnd::Violation(v) => write!(f, "protocol violation: {v:?}"),
             ConnectionEnd::ClientLetGo => {
                 write!(
                     f,
@@ -288,11 +287,11 @@ impl Connection {
     ) -> Result<u32, ConnectionEnd> {
         let kicked = self.kicked.swap(false, Ordering::SeqCst);
         let leftover = core::mem::take(&mut self.leftover);
+        if let Some(v) = self.server.broken() {
+            return Err(ConnectionEnd::Violation(v));
+        }
         if !kicked && !leftover && !self.server.has_requests() {
-            return match self.server.broken() {
-                Some(v) => Err(ConnectionEnd::Violation(Some(v))),
-                None => Ok(0),
-            };
+            return Ok(0);
         }
         // The unmap notify clears the flag and then raises the event, so an event is the
         // moment to look.
@@ -301,8 +300,8 @@ impl Connection {
         }
         let clock = crate::xen::time::now_ns;
         let outcome = self.server.poll(dispatcher, &clock, budget);
-        if outcome.broken {
-            return Err(ConnectionEnd::Violation(self.server.broken()));
+        if let Some(v) = self.server.broken() {
+            return Err(ConnectionEnd::Violation(v));
         }
         if outcome.notify {
             if let Err(e) = events::send(self.port) {
@@ -355,8 +354,8 @@ fn bind_with_handler(
     Ok(port)
 }
 
+/// Closes `port` (which removes its handler first).
 fn unbind(client: DomId, port: Port) {
-    events::remove_handler(port);
     if let Err(e) = events::close(port) {
         log!("rpc: dom{client}: closing port {port} failed: {e}");
     }

@@ -91,7 +91,6 @@ pub fn run() -> ! {
             backend.rescan();
         }
         let handled = backend.serve(&mut registry, BUDGET_PER_CONNECTION);
-        backend.publish_totals();
         let now = time::now_ns();
         if handled > 0 {
             last_work = now;
