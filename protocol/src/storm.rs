@@ -55,9 +55,8 @@ impl EventStormGuard {
     /// Records one wake-up by the peer's event at `now_ns` that led to `handled` requests
     /// (0: spurious). Errs once the window's spurious wake-ups exceed the allowance.
     pub fn record_wakeup(&mut self, now_ns: u64, handled: u32) -> Result<(), EventStorm> {
-        if now_ns.wrapping_sub(self.window_start_ns) >= STORM_WINDOW_NS
-            || now_ns < self.window_start_ns
-        {
+        // A clock that went backwards starts a new window too.
+        if now_ns < self.window_start_ns || now_ns - self.window_start_ns >= STORM_WINDOW_NS {
             *self = EventStormGuard::new(now_ns);
         }
         self.handled = self.handled.saturating_add(handled);
