@@ -1155,6 +1155,15 @@ fn bad_index(conn_args: &ConnArgs) -> Result<Output> {
     })
 }
 
+/// The status a call got: `Ok`, or the one the server answered; any other failure is an error.
+fn status_of<T>(result: Result<T>) -> Result<xenrpc_proto::Status> {
+    match result {
+        Ok(_) => Ok(xenrpc_proto::Status::Ok),
+        Err(Error::Remote(status)) => Ok(status),
+        Err(e) => Err(e),
+    }
+}
+
 /// `xenrpc hostile bad-requests`: see [`Hostile::BadRequests`].
 fn bad_requests(conn_args: &ConnArgs) -> Result<Output> {
     use xenrpc_proto::{Status, TypedCall};
@@ -1204,11 +1213,7 @@ fn bad_requests(conn_args: &ConnArgs) -> Result<Output> {
     let mut all_right = true;
     let mut rows = Vec::new();
     for (what, call, want) in cases {
-        let got = match c.call(&call, timeout) {
-            Err(Error::Remote(status)) => status,
-            Ok(_) => Status::Ok,
-            Err(e) => return Err(e),
-        };
+        let got = status_of(c.call(&call, timeout))?;
         let right = got == want;
         all_right &= right;
         text += &format!(
@@ -1227,11 +1232,7 @@ fn bad_requests(conn_args: &ConnArgs) -> Result<Output> {
             Error::Protocol("no estimate of the server's clock after 5 answers".into())
         })?;
     let late = echo::client::ping(&()).deadline_ns(derived);
-    let got = match c.call(&late, timeout) {
-        Err(Error::Remote(status)) => status,
-        Ok(_) => Status::Ok,
-        Err(e) => return Err(e),
-    };
+    let got = status_of(c.call(&late, timeout))?;
     all_right &= got == Status::DeadlineExceeded;
     text +=
         &format!("deadline learned from the server's clock, 1 s ago: server answered {got:?}\n");
