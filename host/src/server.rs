@@ -28,8 +28,9 @@ pub struct ServerConfig {
     pub max_data_len: usize,
     /// Connections (including ones still setting up) served at once; more are refused.
     pub max_clients: usize,
-    /// Requests handled from one connection before the others get a turn.
-    pub poll_budget: u32,
+    /// Work units (see `xenrpc_proto::fair`) one connection may use before the others get a
+    /// turn.
+    pub poll_budget: u64,
     /// A client that has not finished set-up within this time is dropped.
     pub setup_timeout: Duration,
 }
@@ -41,7 +42,7 @@ impl Default for ServerConfig {
             slots: 64,
             max_data_len: 64 << 20,
             max_clients: 64,
-            poll_budget: 32,
+            poll_budget: xenrpc_proto::PASS_BUDGET,
             setup_timeout: Duration::from_secs(5),
         }
     }
