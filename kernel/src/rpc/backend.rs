@@ -259,7 +259,11 @@ impl Backend {
         };
         if matches!(dev.phase, Phase::Connected(_) | Phase::InitWait) {
             log!("rpc: dom{}/{}: closed: {why}", k.0, k.1);
-            log!("rpc: totals: {}", self.stats);
+            log!(
+                "rpc: totals: {} console_dropped={}",
+                self.stats,
+                crate::xen::console::dropped_lines()
+            );
         }
         dev.phase = Phase::Closed;
         self.write_state(&dev, XenbusState::Closed);
@@ -404,7 +408,9 @@ impl Backend {
             let counter = match end {
                 ConnectionEnd::Violation(_) => &mut self.stats.broken,
                 ConnectionEnd::ClientLetGo => &mut self.stats.client_let_go,
-                ConnectionEnd::Storm(_) => &mut self.stats.event_storms,
+                ConnectionEnd::Storm(_) | ConnectionEnd::PingStorm(_) => {
+                    &mut self.stats.event_storms
+                }
             };
             *counter += 1;
             self.close(k, &format!("{end}"));

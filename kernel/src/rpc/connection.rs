@@ -32,6 +32,10 @@ pub enum ConnectError {
     MapPages(GrantTableError),
     Setup(SetupError),
     Bind(EventError),
+    /// The slot was quarantined: a grant in it could not be unmapped.
+    SlotQuarantined,
+    /// The heap could not hold the connection's bookkeeping.
+    OutOfMemory,
 }
 
 impl fmt::Display for ConnectError {
@@ -44,6 +48,10 @@ impl fmt::Display for ConnectError {
             ConnectError::MapPages(e) => write!(f, "mapping the ring and data pages failed: {e:?}"),
             ConnectError::Setup(e) => write!(f, "ring setup refused: {e:?}"),
             ConnectError::Bind(e) => write!(f, "binding the event channel failed: {e:?}"),
+            ConnectError::SlotQuarantined => {
+                write!(f, "the index page could not be unmapped (slot quarantined)")
+            }
+            ConnectError::OutOfMemory => write!(f, "out of memory for the connection"),
         }
     }
 }
@@ -58,6 +66,8 @@ pub enum ConnectionEnd {
     ClientLetGo,
     /// The client raised its event far more often than its calls explain.
     Storm(EventStorm),
+    /// The client raised its ping port far more often than its calls explain.
+    PingStorm(EventStorm),
 }
 
 impl fmt::Display for ConnectionEnd {
@@ -71,6 +81,13 @@ impl fmt::Display for ConnectionEnd {
                 )
             }
             ConnectionEnd::Storm(storm) => write!(f, "{storm}"),
+            ConnectionEnd::PingStorm(storm) => write!(
+                f,
+                "ping storm: {} pings against {} calls within {} ms",
+                storm.spurious,
+                storm.earned,
+                xenrpc_proto::storm::STORM_WINDOW_NS / 1_000_000
+            ),
         }
     }
 }
@@ -119,19 +136,40 @@ impl Mappings {
         self.slot.as_ref().map_or(0, |s| s.pages)
     }
 
-    fn map(&mut self, page: u64, grant: u32, access: GrantAccess) -> Result<u64, GrantTableError> {
-        assert!(page < self.pages());
-        let va = self.base() + page * 4096;
-        let handle = grant::map_grant(self.client, GrantRef(grant), va, access)?;
+    /// The slot, unless it was quarantined.
+    fn usable_slot(&self) -> Result<&ForeignSlot, ConnectError> {
+        self.slot.as_ref().ok_or(ConnectError::SlotQuarantined)
+    }
+
+    /// Maps one grant at `page` of the slot (the index page: the slot's last page).
+    fn map(&mut self, page: u64, grant: u32, access: GrantAccess) -> Result<u64, ConnectError> {
+        let slot = self.usable_slot()?;
+        if page >= slot.pages {
+            return Err(ConnectError::RingPages(page as usize));
+        }
+        let va = slot.base + page * 4096;
+        self.mapped
+            .try_reserve(1)
+            .map_err(|_| ConnectError::OutOfMemory)?;
+        let handle = grant::map_grant(self.client, GrantRef(grant), va, access)
+            .map_err(ConnectError::MapIndex)?;
         self.mapped.push((va, handle));
         Ok(va)
     }
 
-    /// Maps `grants` at the first pages of the slot, batched, all or nothing.
-    fn map_all(&mut self, grants: &[GrantRef]) -> Result<(), GrantTableError> {
-        assert!(self.mapped.is_empty() && (grants.len() as u64) < self.pages());
-        let base = self.base();
-        let handles = grant::map_grants(self.client, grants, base, GrantAccess::ReadWrite)?;
+    /// Maps `grants` at the first pages of the slot, batched, all or nothing. The index page
+    /// (the slot's last) must be unmapped already, and the grants must leave it free.
+    fn map_all(&mut self, grants: &[GrantRef]) -> Result<(), ConnectError> {
+        let slot = self.usable_slot()?;
+        let base = slot.base;
+        if !self.mapped.is_empty() || grants.len() as u64 >= slot.pages {
+            return Err(ConnectError::RingPages(grants.len()));
+        }
+        self.mapped
+            .try_reserve_exact(grants.len())
+            .map_err(|_| ConnectError::OutOfMemory)?;
+        let handles = grant::map_grants(self.client, grants, base, GrantAccess::ReadWrite)
+            .map_err(ConnectError::MapPages)?;
         self.mapped.extend(
             handles
                 .into_iter()
@@ -188,8 +226,14 @@ pub struct Connection {
     leftover: bool,
     storm_guard: EventStormGuard,
     port: Port,
-    /// The client's optional ping port: every event on it is sent straight back.
+    /// The client's optional ping port: the loop sends one event back for each pass in which
+    /// it fired (never from the event handler: a flood costs one bounce per pass, and is
+    /// counted by `ping_guard`).
     ping: Option<Port>,
+    ping_kicked: Arc<AtomicBool>,
+    ping_guard: EventStormGuard,
+    /// Event sends to the client that failed (its port closed under us).
+    send_failures: u64,
     /// Declared before `mappings`: the server end goes away before the pages it reads.
     server: ServerConnection<GrantedRegion, GrantedRegion>,
     mappings: Mappings,
@@ -209,9 +253,7 @@ impl Connection {
         let mut mappings = Mappings::new(client, slot);
         let index_page = mappings.pages() - 1;
 
-        let va = mappings
-            .map(index_page, index_ref, GrantAccess::ReadOnly)
-            .map_err(ConnectError::MapIndex)?;
+        let va = mappings.map(index_page, index_ref, GrantAccess::ReadOnly)?;
         let mut copy = [0u8; 4096];
         for (i, byte) in copy.iter_mut().enumerate() {
             // SAFETY: the index page is mapped read-only at `va` (just above); each byte the
@@ -223,13 +265,18 @@ impl Connection {
         let geometry = geometry_for_pages(index.ring_pages())
             .ok_or(ConnectError::RingPages(index.ring_pages()))?;
 
-        let grants: Vec<GrantRef> = index
-            .ring_refs()
-            .iter()
-            .chain(index.data_refs())
-            .map(|&g| GrantRef(g))
-            .collect();
-        mappings.map_all(&grants).map_err(ConnectError::MapPages)?;
+        let mut grants: Vec<GrantRef> = Vec::new();
+        grants
+            .try_reserve_exact(index.ring_pages() + index.data_pages())
+            .map_err(|_| ConnectError::OutOfMemory)?;
+        grants.extend(
+            index
+                .ring_refs()
+                .iter()
+                .chain(index.data_refs())
+                .map(|&g| GrantRef(g)),
+        );
+        mappings.map_all(&grants)?;
         let ring_len = index.ring_pages() * 4096;
         let ring = GrantedRegion {
             base: mappings.base(),
@@ -249,14 +296,13 @@ impl Connection {
             remote_port,
             Arc::new(move |_| flag.store(true, Ordering::SeqCst)),
         )?;
+        let ping_kicked = Arc::new(AtomicBool::new(false));
         let ping = match remote_ping_port {
             None => None,
             Some(remote) => {
-                // Bounced from the event dispatch itself: the floor a call is measured against.
-                let bounce = Arc::new(|port| {
-                    let _ = events::send(port);
-                });
-                match bind_with_handler(client, remote, bounce) {
+                let flag = ping_kicked.clone();
+                let kick = Arc::new(move |_| flag.store(true, Ordering::SeqCst));
+                match bind_with_handler(client, remote, kick) {
                     Ok(p) => Some(p),
                     Err(e) => {
                         unbind(client, port);
@@ -265,65 +311,107 @@ impl Connection {
                 }
             }
         };
+        let now = crate::xen::time::now_ns();
         Ok(Connection {
             client,
             kicked,
             leftover: false,
-            storm_guard: EventStormGuard::new(crate::xen::time::now_ns()),
+            storm_guard: EventStormGuard::new(now),
             port,
             ping,
+            ping_kicked,
+            ping_guard: EventStormGuard::new(now),
+            send_failures: 0,
             server,
             mappings,
             ring_pages: index.ring_pages(),
         })
     }
 
-    /// Serves up to `budget` work units if the client signalled or left requests queued.
-    /// Returns the requests handled, or why the connection must end.
+    /// Serves requests worth up to `budget` work units if the client signalled or left
+    /// requests queued, and bounces a pending ping. Returns the requests handled plus pings
+    /// bounced (0: nothing to do), or why the connection must end.
     pub fn serve(
         &mut self,
         dispatcher: &mut impl xenrpc_proto::Dispatcher,
         budget: u64,
     ) -> Result<u32, ConnectionEnd> {
+        let clock = crate::xen::time::now_ns;
+        let pinged = self.bounce_ping(clock())?;
         let kicked = self.kicked.swap(false, Ordering::SeqCst);
         let leftover = core::mem::take(&mut self.leftover);
         if let Some(v) = self.server.broken() {
             return Err(ConnectionEnd::Violation(v));
         }
         if !kicked && !leftover && !self.server.has_requests() {
-            return Ok(0);
+            return Ok(pinged);
         }
         // The unmap notify clears the flag and then raises the event, so an event is the
         // moment to look.
         if kicked && !self.server.client_alive() {
             return Err(ConnectionEnd::ClientLetGo);
         }
-        let clock = crate::xen::time::now_ns;
         let outcome = self.server.poll(dispatcher, &clock, budget);
         if let Some(v) = self.server.broken() {
             return Err(ConnectionEnd::Violation(v));
         }
         if outcome.notify {
             if let Err(e) = events::send(self.port) {
-                log!("rpc: dom{} notify failed: {e}", self.client);
+                self.send_failed("notify", e);
             }
         }
         // Not everything fit the budget: come back without waiting for an event.
         self.leftover = outcome.more;
+        let earned = outcome.earned;
+        self.ping_guard.record_handled(earned);
         if kicked {
             self.storm_guard
-                .record_wakeup(clock(), outcome.earned)
+                .record_wakeup(clock(), earned)
                 .map_err(ConnectionEnd::Storm)?;
         } else {
-            self.storm_guard.record_handled(outcome.earned);
+            self.storm_guard.record_handled(earned);
         }
-        Ok(outcome.handled)
+        Ok(outcome.handled + pinged)
     }
 
-    /// Arms the event threshold before the loop sleeps; false if requests arrived meanwhile
-    /// (`prepare_to_sleep` is true when there is work after all).
+    /// Sends the ping back if it fired since the last pass (1) or not (0); a client that
+    /// pings far more often than its calls explain is cut off like an event storm.
+    fn bounce_ping(&mut self, now_ns: u64) -> Result<u32, ConnectionEnd> {
+        let Some(port) = self.ping else {
+            return Ok(0);
+        };
+        if !self.ping_kicked.swap(false, Ordering::SeqCst) {
+            return Ok(0);
+        }
+        self.ping_guard
+            .record_wakeup(now_ns, 0)
+            .map_err(ConnectionEnd::PingStorm)?;
+        if let Err(e) = events::send(port) {
+            self.send_failed("ping bounce", e);
+        }
+        Ok(1)
+    }
+
+    /// A client that closed its end of a port makes every send fail: count them, and log the
+    /// 1st, 2nd, 4th, 8th, ... so that it cannot flood the console.
+    fn send_failed(&mut self, what: &str, e: impl fmt::Display) {
+        self.send_failures += 1;
+        if self.send_failures.is_power_of_two() {
+            log!(
+                "rpc: dom{} {what} failed: {e} ({} sends failed so far)",
+                self.client,
+                self.send_failures
+            );
+        }
+    }
+
+    /// Arms the event threshold before the loop sleeps; false if requests (or a ping) arrived
+    /// meanwhile (`prepare_to_sleep` is true when there is work after all).
     pub fn ready_to_sleep(&mut self) -> bool {
-        !self.kicked.load(Ordering::SeqCst) && !self.leftover && !self.server.prepare_to_sleep()
+        !self.kicked.load(Ordering::SeqCst)
+            && !self.ping_kicked.load(Ordering::SeqCst)
+            && !self.leftover
+            && !self.server.prepare_to_sleep()
     }
 
     /// Data pages mapped (all mapped pages but the ring's).

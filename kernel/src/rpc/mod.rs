@@ -84,9 +84,16 @@ pub fn run() -> ! {
     let mut services = Services::new();
     let mut registry = services.registry();
     let mut last_work = 0u64;
+    let mut lost_events = xenstore::lost_events();
     loop {
         events::dispatch_pending();
         xenstore::service();
+        // Watch events were dropped (queue full): look at every device again.
+        let lost = xenstore::lost_events();
+        if lost != lost_events {
+            lost_events = lost;
+            RESCAN.store(true, Ordering::SeqCst);
+        }
         let mut guard = BACKEND.lock();
         let backend = guard.as_mut().expect("rpc::init ran");
         if RESCAN.swap(false, Ordering::SeqCst) {

@@ -1,8 +1,14 @@
 //! The kernel console: Xen's own console (`console_io`) when dom0, the PV console ring served by
 //! xenconsoled when a domU. Every line starts with `xenrpc: `; use [`log!`](crate::log).
+//!
+//! The console must never stall the service. A write to a full ring waits (bounded) for
+//! xenconsoled once; after that one time-out the console drops whole lines, without waiting,
+//! until the consumer has emptied the ring, then says how many lines it dropped
+//! (`console: dropped <n> lines while the console ring was full`). Clients can cause log lines,
+//! so a stalled or slow consumer costs the dispatch loop one bounded wait, not one per line.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{fence, Ordering};
+use core::sync::atomic::{fence, AtomicU64, Ordering};
 
 use spin::Mutex;
 
@@ -25,12 +31,23 @@ mod ring {
 /// drains must not hang the service.
 const FULL_RING_YIELDS: u32 = 20_000;
 
+/// Lines dropped since boot because the console ring was full (reported in the RPC totals).
+static DROPPED_LINES: AtomicU64 = AtomicU64::new(0);
+
+/// Lines the console dropped since boot because nobody drained its ring.
+pub fn dropped_lines() -> u64 {
+    DROPPED_LINES.load(Ordering::Relaxed)
+}
+
 struct RingConsole {
     page: *mut u8,
     evtchn: u32,
     /// Our producer index, kept privately; the shared copy is only ever written from it.
     prod: u32,
-    dropped: u64,
+    /// Set after a full-ring time-out: lines are dropped unread until the ring is empty.
+    dropping: bool,
+    /// Lines dropped in the current dropping spell.
+    dropped_in_spell: u64,
 }
 
 // SAFETY: the raw page pointer is only used under the console mutex.
@@ -65,7 +82,8 @@ pub fn init(boot: &BootInfo) {
                 page,
                 evtchn,
                 prod,
-                dropped: 0,
+                dropping: false,
+                dropped_in_spell: 0,
             })
         }
     };
@@ -81,45 +99,85 @@ impl RingConsole {
         cons
     }
 
-    fn write(&mut self, mut bytes: &[u8]) {
+    /// Bytes in the ring that xenconsoled has not taken yet (a corrupt consumer index counts
+    /// as a full ring).
+    fn used(&self) -> u32 {
+        self.prod.wrapping_sub(self.out_cons()).min(ring::OUT_SIZE)
+    }
+
+    /// Copies as much of `bytes` as fits, publishes it and returns how much was taken.
+    fn put(&mut self, bytes: &[u8]) -> usize {
+        let space = ring::OUT_SIZE - self.used();
+        let n = (space as usize).min(bytes.len());
+        for (i, &b) in bytes[..n].iter().enumerate() {
+            let idx = (self.prod.wrapping_add(i as u32) & (ring::OUT_SIZE - 1)) as usize;
+            // SAFETY: idx < OUT_SIZE, inside the out[] array of the mapped page.
+            unsafe { core::ptr::write_volatile(self.page.add(ring::OUT + idx), b) };
+        }
+        fence(Ordering::Release);
+        self.prod = self.prod.wrapping_add(n as u32);
+        // SAFETY: aligned u32 inside the mapped page.
+        unsafe { core::ptr::write_volatile(self.page.add(ring::OUT_PROD) as *mut u32, self.prod) };
+        n
+    }
+
+    /// Whether output may go to the ring: false while dropping and the consumer has not caught
+    /// up. Ending a dropping spell first writes how many lines it cost.
+    fn accepting(&mut self) -> bool {
+        if !self.dropping {
+            return true;
+        }
+        if self.used() != 0 {
+            return false;
+        }
+        self.dropping = false;
+        let mut notice = TextBuf::new();
+        let _ = writeln!(
+            notice,
+            "xenrpc: console: dropped {} lines while the console ring was full",
+            core::mem::take(&mut self.dropped_in_spell)
+        );
+        self.put(notice.bytes());
+        true
+    }
+
+    /// Writes `bytes`, waiting (bounded) while the ring is full; false if output was dropped.
+    fn write(&mut self, mut bytes: &[u8]) -> bool {
+        if !self.accepting() {
+            return false;
+        }
         let mut waited = 0;
         while !bytes.is_empty() {
-            let used = self.prod.wrapping_sub(self.out_cons());
-            // A consumer index ahead of us or more than a ring behind is corrupt: treat the
-            // ring as full, and give up after the bounded wait like any other stall.
-            let space = ring::OUT_SIZE.saturating_sub(used);
-            if space == 0 {
+            let n = self.put(bytes);
+            bytes = &bytes[n..];
+            if n == 0 {
                 let _ = hypercall::evtchn_send(self.evtchn);
                 if waited >= FULL_RING_YIELDS {
-                    self.dropped += bytes.len() as u64;
-                    return;
+                    self.dropping = true;
+                    return false;
                 }
                 waited += 1;
                 hypercall::sched_yield();
-                continue;
             }
-            let n = (space as usize).min(bytes.len());
-            for (i, &b) in bytes[..n].iter().enumerate() {
-                let idx = (self.prod.wrapping_add(i as u32) & (ring::OUT_SIZE - 1)) as usize;
-                // SAFETY: idx < OUT_SIZE, inside the out[] array of the mapped page.
-                unsafe { core::ptr::write_volatile(self.page.add(ring::OUT + idx), b) };
-            }
-            fence(Ordering::Release);
-            self.prod = self.prod.wrapping_add(n as u32);
-            // SAFETY: aligned u32 inside the mapped page.
-            unsafe {
-                core::ptr::write_volatile(self.page.add(ring::OUT_PROD) as *mut u32, self.prod)
-            };
-            bytes = &bytes[n..];
         }
         let _ = hypercall::evtchn_send(self.evtchn);
+        true
+    }
+
+    fn line_dropped(&mut self) {
+        self.dropped_in_spell += 1;
+        DROPPED_LINES.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 impl Sink {
-    fn write(&mut self, bytes: &[u8]) {
+    /// Whether the bytes went out (a ring may drop them; Xen's console never does).
+    fn write(&mut self, bytes: &[u8]) -> bool {
         match self {
-            Sink::Early | Sink::Hypervisor => hypercall::console_write(bytes),
+            Sink::Early | Sink::Hypervisor => {
+                hypercall::console_write(bytes);
+                true
+            }
             Sink::Ring(r) => r.write(bytes),
         }
     }
@@ -141,22 +199,53 @@ pub fn drain() {
     }
 }
 
-/// A line buffer: formats a whole line, then writes it in one go.
-struct Line {
-    buf: [u8; 256],
+/// A small formatting buffer; text past its end is cut off.
+struct TextBuf {
+    buf: [u8; 128],
     len: usize,
-    sink: *mut Sink,
 }
 
-impl Line {
+impl TextBuf {
+    fn new() -> Self {
+        TextBuf {
+            buf: [0; 128],
+            len: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Write for TextBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// A line buffer: formats a whole line, then writes it in one go (in 256-byte pieces if it is
+/// longer). Remembers whether any piece was dropped.
+struct Line<'a> {
+    buf: [u8; 256],
+    len: usize,
+    sink: &'a mut Sink,
+    lost: bool,
+}
+
+impl Line<'_> {
     fn flush(&mut self) {
-        // SAFETY: `sink` points into the locked mutex for as long as the Line lives.
-        unsafe { (*self.sink).write(&self.buf[..self.len]) };
+        if !self.lost {
+            self.lost = !self.sink.write(&self.buf[..self.len]);
+        }
         self.len = 0;
     }
 }
 
-impl Write for Line {
+impl Write for Line<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for &b in s.as_bytes() {
             if self.len == self.buf.len() {
@@ -175,12 +264,18 @@ pub fn write_line(args: fmt::Arguments<'_>) {
     let mut line = Line {
         buf: [0; 256],
         len: 0,
-        sink: &mut *sink,
+        sink: &mut sink,
+        lost: false,
     };
     let _ = line.write_str("xenrpc: ");
     let _ = line.write_fmt(args);
     let _ = line.write_str("\n");
     line.flush();
+    if line.lost {
+        if let Sink::Ring(ring) = line.sink {
+            ring.line_dropped();
+        }
+    }
 }
 
 /// For the panic and fault paths: a console lock held by the interrupted code is released so

@@ -17,7 +17,7 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{fence, AtomicBool, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
 use spin::Mutex;
 use xen_abi::evtchn::port_bit;
@@ -37,8 +37,28 @@ use crate::mm::StaticPage;
 /// How long one request may wait for its reply (or for ring space).
 const REPLY_TIMEOUT_NS: u64 = 10_000_000_000;
 
-/// Watch events kept for [`service`]; beyond this the oldest is dropped (and logged).
+/// Watch events kept for [`service`]; beyond this the oldest is dropped (and counted). An
+/// event equal to one already queued is not queued again: a peer rewriting one node in a loop
+/// costs one queued event, not a flood.
 const MAX_QUEUED_EVENTS: usize = 256;
+
+/// Watch events dropped because the queue was full (see [`lost_events`]).
+static LOST_EVENTS: AtomicU64 = AtomicU64::new(0);
+/// Watch events for a token nobody watches any more (queued before an unwatch).
+static STALE_EVENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Watch events dropped since boot because the queue was full: a watcher that sees this grow
+/// must look at everything it watches again.
+pub fn lost_events() -> u64 {
+    LOST_EVENTS.load(Ordering::Relaxed)
+}
+
+/// Counts one more of something peers can cause; whether to log it (the 1st, 2nd, 4th, 8th,
+/// ... time), so that a flood costs a logarithmic number of lines.
+fn count_and_log(counter: &AtomicU64) -> Option<u64> {
+    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    n.is_power_of_two().then_some(n)
+}
 
 /// Why a xenstore call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,15 +336,22 @@ impl Connection {
         let result = if message.is_watch_event() {
             match parse_watch_event(&message) {
                 Ok(event) => {
-                    if self.events.len() == MAX_QUEUED_EVENTS {
-                        if let Some(old) = self.events.pop_front() {
-                            log!("xenstore: event queue full, dropped event for {}", old.path);
+                    let queued = self
+                        .events
+                        .iter()
+                        .any(|e| e.path == event.path && e.token == event.token);
+                    if !queued {
+                        if self.events.len() == MAX_QUEUED_EVENTS {
+                            self.events.pop_front();
+                            if let Some(n) = count_and_log(&LOST_EVENTS) {
+                                log!("xenstore: event queue full, {n} watch events dropped so far");
+                            }
                         }
+                        self.events.push_back(WatchEvent {
+                            path: event.path.to_string(),
+                            token: event.token.to_string(),
+                        });
                     }
-                    self.events.push_back(WatchEvent {
-                        path: event.path.to_string(),
-                        token: event.token.to_string(),
-                    });
                 }
                 Err(e) => log!("xenstore: malformed watch event dropped: {e}"),
             }
@@ -651,11 +678,15 @@ pub fn service() -> usize {
                 handler(&event.path);
                 delivered += 1;
             }
-            None => log!(
-                "xenstore: event for unknown watch token '{}' ({}) dropped",
-                event.token,
-                event.path
-            ),
+            None => {
+                if let Some(n) = count_and_log(&STALE_EVENTS) {
+                    log!(
+                        "xenstore: event for unknown watch token '{}' ({}) dropped ({n} so far)",
+                        event.token,
+                        event.path
+                    );
+                }
+            }
         }
     }
     delivered
