@@ -3,9 +3,9 @@
 //! [`Registry`] with per-service access checks and the built-in introspection service, and the
 //! [`define_service!`](crate::define_service) macro.
 //!
-//! Split by concern: this module holds what a handler sees; [`registry`] the service table and
-//! introspection routing; [`counters`] the per-service, per-tenant call counters; `define` the
-//! macro.
+//! Split by concern: this module holds what a handler sees; `registry.rs` the service table
+//! and introspection routing; `counters.rs` the per-service, per-tenant call counters;
+//! `define.rs` the macro.
 
 mod counters;
 mod define;
