@@ -124,14 +124,7 @@ fn an_honest_client_waits_at_most_one_budget_of_every_other_connection() {
         maximal_mem.connect(ATTACKER_SLOTS as usize, MAXIMAL_TWO_WAY);
     let (mut oversized, mut oversized_server) =
         oversized_mem.connect(ATTACKER_SLOTS as usize, OVERSIZED);
-    let mut storm = RawClient::new(&storm_mem);
-    let mut storm_server = xenrpc_proto::ServerConnection::attach(
-        &storm_mem.ring,
-        &storm_mem.data,
-        storm_mem.geometry,
-        PeerId(REJECTED_STORM),
-    )
-    .unwrap();
+    let (mut storm, mut storm_server) = storm_mem.connect_raw(REJECTED_STORM);
 
     let mut services = Services::new();
     let mut recording = Recording {
@@ -237,4 +230,37 @@ fn an_honest_client_waits_at_most_one_budget_of_every_other_connection() {
         storm_stats.requests
     );
     assert!(honest_mem.guards_intact() && greedy_mem.guards_intact());
+}
+
+#[test]
+fn one_call_moves_at_most_max_call_copy() {
+    let mem = Memory::new(16, 2 * MAX_CALL_COPY / PAGE_SIZE + 1);
+    let (mut client, mut server) = mem.connect(4, 1);
+    let mut services = Services::new();
+    let mut registry = services.registry();
+    client.data().fill(0, MAX_CALL_COPY + 1, 0x5a).unwrap();
+    let result_at = (MAX_CALL_COPY + 1) as u32;
+    // Exactly the limit: copied.
+    let limit = MAX_CALL_COPY as u32;
+    let fits = echo::client::echo_ool(&())
+        .ool_args(OolRef::new(0, limit))
+        .ool_result(OolRef::new(result_at, limit));
+    let reply = round_trip(&mut client, &mut server, &mut registry, &fits).unwrap();
+    assert_eq!(reply.value.len, limit);
+    // One byte more: refused before a byte moved.
+    client
+        .data()
+        .fill(result_at as usize, MAX_CALL_COPY, 0)
+        .unwrap();
+    let over = echo::client::echo_ool(&())
+        .ool_args(OolRef::new(0, limit + 1))
+        .ool_result(OolRef::new(result_at, limit + 1));
+    let refused = round_trip(&mut client, &mut server, &mut registry, &over);
+    assert_eq!(
+        refused.map(|r| r.value),
+        Err(CallError::Remote(Status::TooLarge))
+    );
+    let mut head = [0xffu8; 64];
+    client.data().read(result_at as usize, &mut head).unwrap();
+    assert_eq!(head, [0; 64]);
 }

@@ -28,14 +28,7 @@ const BAD_FLAGS: u32 = 1 << 30;
 #[test]
 fn refused_and_one_way_requests_earn_no_allowance() {
     let mem = Memory::new(16, 1);
-    let mut client = RawClient::new(&mem);
-    let mut server = xenrpc_proto::ServerConnection::attach(
-        &mem.ring,
-        &mem.data,
-        mem.geometry,
-        xenrpc_proto::PeerId(1),
-    )
-    .unwrap();
+    let (mut client, mut server) = mem.connect_raw(1);
     let mut services = Services::new();
     let mut registry = services.registry();
     let mut guard = EventStormGuard::new(NOW);
@@ -64,14 +57,7 @@ fn refused_and_one_way_requests_earn_no_allowance() {
 #[test]
 fn well_formed_two_way_calls_earn_their_allowance() {
     let mem = Memory::new(16, 1);
-    let mut client = RawClient::new(&mem);
-    let mut server = xenrpc_proto::ServerConnection::attach(
-        &mem.ring,
-        &mem.data,
-        mem.geometry,
-        xenrpc_proto::PeerId(1),
-    )
-    .unwrap();
+    let (mut client, mut server) = mem.connect_raw(1);
     let mut services = Services::new();
     let mut registry = services.registry();
     let mut guard = EventStormGuard::new(NOW);
