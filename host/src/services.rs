@@ -13,7 +13,8 @@ use xenrpc_proto::services::kv::{self, Key, KvStore, ListArgs};
 use xenrpc_proto::{define_service, CallContext, PeerId, Registry, Status};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::server::ServerEvent;
+use crate::server::tenants::Refusal;
+use crate::server::{DropReason, ServerEvent};
 
 /// Connection counters the admin service reports.
 #[repr(C)]
@@ -29,8 +30,14 @@ pub struct AdminStats {
     pub disconnected: u32,
     /// Connections dropped for breaking the protocol.
     pub dropped: u32,
-    /// Connection attempts refused.
+    /// Connection attempts refused (for any reason, the uid cap included).
     pub refused: u32,
+    /// Connection attempts refused because the uid held its share of connections.
+    pub refused_uid_cap: u32,
+    /// Idle connections reaped to make room for a newcomer (counted in `dropped` too).
+    pub reaped: u32,
+    /// Connections dropped for a wake-up storm (counted in `dropped` too).
+    pub event_storms: u32,
 }
 
 /// How long a `selftest::sleep` may ask the server to stall (bounds a test's damage).
@@ -45,7 +52,7 @@ pub struct SleepArgs {
 }
 
 define_service! {
-    /// Server administration; only peers named with `--admin-pid` may call it.
+    /// Server administration; only uids named with `--admin-uid` may call it.
     pub mod admin {
         name = "admin", id = 100, version = 1;
         /// Connection counters.
@@ -65,15 +72,16 @@ define_service! {
     }
 }
 
-static ADMIN_PIDS: OnceLock<Vec<u32>> = OnceLock::new();
+static ADMIN_UIDS: OnceLock<Vec<u32>> = OnceLock::new();
 
-/// Sets which client pids may call the admin service (once per process).
-pub fn set_admin_pids(pids: Vec<u32>) -> bool {
-    ADMIN_PIDS.set(pids).is_ok()
+/// Sets which client uids may call the admin service (once per process).
+pub fn set_admin_uids(uids: Vec<u32>) -> bool {
+    ADMIN_UIDS.set(uids).is_ok()
 }
 
+/// A peer is its uid (see `PeerCredentials::peer_id`).
 fn admin_allowed(peer: PeerId) -> bool {
-    ADMIN_PIDS.get().is_some_and(|pids| pids.contains(&peer.0))
+    ADMIN_UIDS.get().is_some_and(|uids| uids.contains(&peer.0))
 }
 
 /// Connection counters, updated from the server's events.
@@ -92,11 +100,22 @@ impl Counters {
                 stats.connected = stats.connected.saturating_sub(1);
                 stats.disconnected += 1;
             }
-            ServerEvent::Dropped { .. } => {
+            ServerEvent::Dropped { reason, .. } => {
                 stats.connected = stats.connected.saturating_sub(1);
                 stats.dropped += 1;
+                match reason {
+                    DropReason::Reaped => stats.reaped += 1,
+                    DropReason::EventStorm(_) => stats.event_storms += 1,
+                    DropReason::Protocol(_) => {}
+                }
             }
-            ServerEvent::Refused { .. } => stats.refused += 1,
+            ServerEvent::Refused { reason, .. } => {
+                stats.refused += 1;
+                if matches!(reason, Refusal::TooManyForUid(_)) {
+                    stats.refused_uid_cap += 1;
+                }
+            }
+            ServerEvent::TenantGone { .. } => {}
         }
         self.0.set(stats);
     }
@@ -176,7 +195,7 @@ impl HostServices {
         }
     }
 
-    /// A registry serving all of them (admin restricted to the admin pids).
+    /// A registry serving all of them (admin restricted to the admin uids).
     pub fn registry(&mut self) -> Registry<'_> {
         let mut registry = Registry::new();
         let registered = registry
