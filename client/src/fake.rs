@@ -1021,7 +1021,9 @@ fn serve(
             for s in &mut served {
                 drain(s.wake.as_raw_fd());
                 loop {
-                    let outcome = s.conn.poll(&mut registry, &clock, 64);
+                    let outcome = s
+                        .conn
+                        .poll(&mut registry, &clock, xenrpc_proto::PASS_BUDGET);
                     if outcome.notify {
                         signal(s.notify_client.as_raw_fd());
                     }

@@ -13,6 +13,7 @@ use xenrpc_proto::services::arith::{self, ArithServer, Operands};
 use xenrpc_proto::services::echo::{self, EchoServer};
 use xenrpc_proto::{
     CallRequest, ClientConnection, OolRef, PeerId, Registry, RingGeometry, ServerConnection,
+    PASS_BUDGET,
 };
 
 const CALLS: u32 = 200_000;
@@ -50,7 +51,7 @@ fn main() {
         for _ in 0..20_000 {
             client.enqueue(calls[0].1).unwrap();
             client.publish();
-            server.poll(&mut registry, &clock, 1);
+            server.poll(&mut registry, &clock, PASS_BUDGET);
             client.poll_response().unwrap().unwrap();
         }
         for (name, request) in calls {
@@ -62,7 +63,7 @@ fn main() {
                         client.enqueue(request).unwrap();
                     }
                     client.publish();
-                    server.poll(&mut registry, &clock, batch);
+                    server.poll(&mut registry, &clock, PASS_BUDGET);
                     for _ in 0..batch {
                         client.poll_response().unwrap().unwrap();
                     }
@@ -88,7 +89,7 @@ fn main() {
             let mut registry = Registry::new();
             registry.register(&mut echo_handler).unwrap();
             while !stop.load(Ordering::Relaxed) {
-                if server.poll(&mut registry, &clock, 64).handled == 0 {
+                if server.poll(&mut registry, &clock, PASS_BUDGET).handled == 0 {
                     std::hint::spin_loop();
                 }
             }

@@ -26,9 +26,10 @@
 //! `AccessDenied` (registry access check on the transport's peer id), `BadArguments` (unknown
 //! flag bits, reserved fields not zero, a window outside the data region or with a non-zero
 //! offset and zero length, inline arguments not exactly the method's type, or the handler's
-//! verdict), `TooLarge` (inline length over 192, a result that does not fit its window),
-//! `DeadlineExceeded` (deadline passed before dispatch; the handler does not run), `Busy`
-//! (handler out of capacity, e.g. a kv quota), `HandlerFault` (the handler failed).
+//! verdict), `TooLarge` (inline length over 192, a result that does not fit its window, a
+//! handler asking to move more than [`MAX_CALL_COPY`] bytes), `DeadlineExceeded` (deadline
+//! passed before dispatch; the handler does not run), `Busy` (handler out of capacity, e.g. a
+//! kv quota), `HandlerFault` (the handler failed).
 //! Ring states no correct client writes break the connection instead ([`Violation`]): a
 //! producer index more than a ring ahead of (or behind) the consumer, a response consumer
 //! index out of range, and a two-way request while all response slots are unconsumed (the
@@ -40,9 +41,15 @@
 //!   `poll_response()` → [`Completion`], `pending.finish(&completion)` → [`Reply`]. Before
 //!   sleeping: `prepare_to_wait()` (false = sleep until notified). In-flight calls are capped.
 //! - Server: [`ServerConnection::attach`], then `poll(&mut registry, &clock, budget)` →
-//!   [`PollOutcome`] (`notify`: wake the client; `more`: budget ran out; `broken`: tear down),
-//!   before sleeping `prepare_to_sleep()` (false = sleep until notified). Counters:
-//!   [`ConnectionStats`]; broken state: [`ServerConnection::broken`] ([`Violation`]).
+//!   [`PollOutcome`] (`notify`: wake the client; `more`: budget ran out; `broken`: tear down;
+//!   `work`: units charged; `earned`: well-formed two-way requests, what a storm guard
+//!   credits), before sleeping `prepare_to_sleep()` (false = sleep until notified). The budget
+//!   is **work**, not a request count ([`fair`]): [`REQUEST_COST`] per request plus every
+//!   byte its handler moved through the windows (at most [`MAX_CALL_COPY`] per call); a
+//!   request starts only if its worst case fits, so a poll never does more than
+//!   `max(budget, MAX_REQUEST_COST)`; a server loop passes [`PASS_BUDGET`] to each connection
+//!   in turn. Counters: [`ConnectionStats`]; broken state: [`ServerConnection::broken`]
+//!   ([`Violation`]).
 //! - Services: declare once with [`define_service!`] (see its docs); implement the generated
 //!   `Server` trait; put `Handler(impl)` into a [`Registry`] (the [`Dispatcher`] the server
 //!   polls with), optionally with an access check per peer. The registry answers the built-in
@@ -78,6 +85,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod client;
+pub mod fair;
 pub mod layout;
 #[cfg(feature = "alloc")]
 pub mod mem;
@@ -99,6 +107,7 @@ pub use client::{
     CallError, CallRequest, ClientConnection, ClientViolation, Completion, Pending, Reply,
     TypedCall, MAX_IN_FLIGHT,
 };
+pub use fair::{CopyMeter, MAX_CALL_COPY, MAX_REQUEST_COST, PASS_BUDGET, REQUEST_COST};
 pub use layout::{
     GeometryError, OolRef, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status,
     CLIENT_ALIVE, FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, PAGE_SIZE, SLOT_SIZE,

@@ -2,9 +2,20 @@
 //! validates them, dispatches, writes responses, and applies the notification thresholds.
 //! Never blocks and never trusts the client: a request it can read gets a status, a ring it
 //! cannot make sense of breaks the connection; both are counted.
+//!
+//! [`ServerConnection::poll`] does a bounded amount of work, measured in the units of
+//! [`crate::fair`]: a request is started only if its worst-case cost (known from its copied
+//! header) fits what is left of the budget, and is charged what it really cost
+//! ([`PollOutcome::work`]). Requests left on the ring when the budget runs out stay there
+//! ([`PollOutcome::more`]) for the next pass, after the transport served its other
+//! connections. [`PollOutcome::earned`] counts the well-formed two-way requests (passed header
+//! validation and reached dispatch): only those earn a client allowance elsewhere (the
+//! [`crate::storm`] guard), so a client cannot buy slack with requests it knows are refused or
+//! with one-way calls that ask for no answer.
 
 use core::sync::atomic::{fence, Ordering};
 
+use crate::fair::{actual_cost, pass_budget, worst_case_cost, CopyMeter, REQUEST_COST};
 use crate::layout::{
     ctrl, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status, FLAG_ONE_WAY,
     HEADER_SIZE, INLINE_CAPACITY, KNOWN_REQUEST_FLAGS, LAYOUT_VERSION, RING_MAGIC,
@@ -101,12 +112,24 @@ impl ConnectionStats {
 pub struct PollOutcome {
     /// Requests taken off the ring.
     pub handled: u32,
+    /// Work units charged for them (see [`crate::fair`]); never more than the poll's budget
+    /// (raised to [`crate::MAX_REQUEST_COST`]).
+    pub work: u64,
+    /// Of the requests handled, the well-formed two-way ones (passed header validation and
+    /// reached dispatch, whatever status the handler gave): what a storm guard may credit.
+    pub earned: u32,
     /// Responses were published and the client asked to be woken: call the transport's notify.
     pub notify: bool,
     /// Requests are left because the budget ran out: poll again (after serving others).
     pub more: bool,
     /// The connection is broken (now or earlier); see [`ServerConnection::broken`].
     pub broken: bool,
+}
+
+/// What one request cost, and whether it earns its client allowance (see [`PollOutcome`]).
+struct Charge {
+    cost: u64,
+    earned: bool,
 }
 
 /// The server end of one connection: the client's ring region and data region, mapped once.
@@ -210,12 +233,15 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         }
     }
 
-    /// Handles up to `budget` requests. Deadlines are checked against `clock`.
+    /// Handles requests until the next one's worst-case cost does not fit what is left of
+    /// `budget` work units (see [`crate::fair`]; a budget below
+    /// [`crate::MAX_REQUEST_COST`] is raised to it, so at least one request always runs) or
+    /// the ring is empty. Deadlines are checked against `clock`.
     pub fn poll(
         &mut self,
         dispatcher: &mut impl Dispatcher,
         clock: &impl Clock,
-        budget: u32,
+        budget: u64,
     ) -> PollOutcome {
         if self.broken.is_some() {
             return PollOutcome {
@@ -233,11 +259,18 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
                 ..PollOutcome::default()
             };
         };
+        let budget = pass_budget(budget);
         let mut response_space = None;
-        let mut handled = 0;
-        while handled < pending && handled < budget {
+        let (mut handled, mut work, mut earned) = (0, 0u64, 0);
+        while handled < pending {
             let slot = self.geometry.request_slot_offset(self.req_cons);
             let header: RequestHeader = self.ring.view().read_pod(slot).unwrap_or_default();
+            // From our copy: what the handler may move is bounded by the windows it names.
+            let worst =
+                worst_case_cost(header.ool_args.len as usize, header.ool_result.len as usize);
+            if worst > budget - work {
+                break;
+            }
             let one_way = header.flags & FLAG_ONE_WAY != 0;
             if !one_way {
                 match self.response_space(response_space) {
@@ -250,7 +283,10 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             }
             self.req_cons = self.req_cons.wrapping_add(1);
             handled += 1;
-            self.handle_request(header, slot, one_way, dispatcher, clock);
+            let charge = self.handle_request(header, slot, one_way, dispatcher, clock);
+            debug_assert!(charge.cost <= worst);
+            work += charge.cost.min(worst);
+            earned += u32::from(charge.earned);
         }
         if handled > 0 {
             // Release: our copies of the slots are complete before the client may reuse them.
@@ -259,6 +295,8 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         let notify = self.publish_responses();
         PollOutcome {
             handled,
+            work,
+            earned,
             notify,
             more: self.broken.is_none() && handled < pending,
             broken: self.broken.is_some(),
@@ -270,7 +308,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         &mut self,
         dispatcher: &mut impl Dispatcher,
         clock: &impl Clock,
-        budget: u32,
+        budget: u64,
         notifier: &impl Notify,
     ) -> PollOutcome {
         let outcome = self.poll(dispatcher, clock, budget);
@@ -297,7 +335,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
     }
 
     /// Validates a request header (already copied), copies its inline arguments, runs it and
-    /// writes the response (unless one-way).
+    /// writes the response (unless one-way). Returns what the request cost.
     fn handle_request(
         &mut self,
         header: RequestHeader,
@@ -305,13 +343,17 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         one_way: bool,
         dispatcher: &mut impl Dispatcher,
         clock: &impl Clock,
-    ) {
+    ) -> Charge {
         self.stats.requests += 1;
         if one_way {
             self.stats.one_way += 1;
         }
         let mut inline_args = [0u8; INLINE_CAPACITY];
         let mut reply = [0u8; INLINE_CAPACITY];
+        let mut charge = Charge {
+            cost: REQUEST_COST,
+            earned: false,
+        };
         let (status, reply_len, ool_written) = match self.check_header(&header, clock) {
             Err((status, reason)) => {
                 self.stats.rejected[reason as usize] += 1;
@@ -323,15 +365,20 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
                 let copied = view.read(slot + HEADER_SIZE, &mut inline_args[..inline_len]);
                 debug_assert!(copied.is_ok());
                 let data = self.data.view();
+                let meter = CopyMeter::for_windows(args_len, result_len);
                 let mut call = CallContext::new(
                     self.peer,
                     header,
                     &inline_args[..inline_len],
-                    OolArgs::new(data, args_offset, args_len),
-                    OolResult::new(data, result_offset, result_len),
+                    OolArgs::new(data, args_offset, args_len, &meter),
+                    OolResult::new(data, result_offset, result_len, &meter),
                     &mut reply,
                 );
                 let status = dispatcher.dispatch(&mut call);
+                charge = Charge {
+                    cost: actual_cost(meter.moved()),
+                    earned: !one_way,
+                };
                 if status == Status::Ok {
                     (status, call.reply_len(), call.ool_written())
                 } else {
@@ -341,7 +388,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         };
         self.stats.by_status[status.index()] += 1;
         if one_way {
-            return;
+            return charge;
         }
         let response = ResponseHeader {
             call_id: header.call_id,
@@ -361,6 +408,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         debug_assert!(written.is_ok());
         self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
         self.stats.responses += 1;
+        charge
     }
 
     /// Everything about a request that can be refused without running a handler; on success

@@ -5,6 +5,7 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+use crate::fair::CopyMeter;
 use crate::layout::{OolRef, RequestHeader, Status, FLAG_ONE_WAY, INLINE_CAPACITY};
 use crate::region::RegionView;
 use crate::transport::PeerId;
@@ -41,20 +42,40 @@ pub const fn method_ids_unique(methods: &[MethodInfo]) -> bool {
     true
 }
 
-/// A handler touched bytes outside its out-of-line windows.
+/// A handler's move through its out-of-line windows was refused (nothing was copied).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OolError {
     /// Read past the end of the argument window: the client sent too little.
     ArgsOutOfWindow,
     /// Wrote past the end of the result window: the client's buffer is too small.
     ResultOutOfWindow,
+    /// The call would move more bytes through its windows than one call may (`MAX_CALL_COPY`,
+    /// and never more than its two windows hold together).
+    CopyLimit,
+}
+
+impl core::fmt::Display for OolError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            OolError::ArgsOutOfWindow => {
+                "Read past the end of the argument window: the client sent too little."
+            }
+            OolError::ResultOutOfWindow => {
+                "Wrote past the end of the result window: the client's buffer is too small."
+            }
+            OolError::CopyLimit => {
+                "The call would move more bytes through its windows than one call may \
+                 (MAX_CALL_COPY, and never more than its two windows hold together)."
+            }
+        })
+    }
 }
 
 impl From<OolError> for Status {
     fn from(e: OolError) -> Status {
         match e {
             OolError::ArgsOutOfWindow => Status::BadArguments,
-            OolError::ResultOutOfWindow => Status::TooLarge,
+            OolError::ResultOutOfWindow | OolError::CopyLimit => Status::TooLarge,
         }
     }
 }
@@ -75,19 +96,39 @@ pub fn validate_ool(window: OolRef, data_len: usize) -> Option<(usize, usize)> {
 
 /// The client's out-of-line arguments: a validated window of the connection's data region.
 /// Reads copy bytes into private memory; the client may change the window concurrently, so
-/// read each byte once and validate the copy.
+/// read each byte once and validate the copy. Every byte read counts against the call's copy
+/// allowance (see [`crate::fair`]).
 #[derive(Clone, Copy, Debug)]
 pub struct OolArgs<'a> {
     data: RegionView<'a>,
     offset: usize,
     len: usize,
+    meter: &'a CopyMeter,
 }
 
 impl<'a> OolArgs<'a> {
     /// `data.contains(offset, len)` must hold (see [`validate_ool`]).
-    pub(crate) fn new(data: RegionView<'a>, offset: usize, len: usize) -> Self {
+    pub(crate) fn new(
+        data: RegionView<'a>,
+        offset: usize,
+        len: usize,
+        meter: &'a CopyMeter,
+    ) -> Self {
         debug_assert!(data.contains(offset, len));
-        OolArgs { data, offset, len }
+        OolArgs {
+            data,
+            offset,
+            len,
+            meter,
+        }
+    }
+
+    /// Whether `len` bytes starting `at` lie inside the window.
+    fn check(&self, at: usize, len: usize) -> Result<(), OolError> {
+        match at.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(OolError::ArgsOutOfWindow),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -100,13 +141,11 @@ impl<'a> OolArgs<'a> {
 
     /// Copies `dst.len()` bytes starting `at` bytes into the window.
     pub fn read(&self, at: usize, dst: &mut [u8]) -> Result<(), OolError> {
-        match at.checked_add(dst.len()) {
-            Some(end) if end <= self.len => self
-                .data
-                .read(self.offset + at, dst)
-                .map_err(|_| OolError::ArgsOutOfWindow),
-            _ => Err(OolError::ArgsOutOfWindow),
-        }
+        self.check(at, dst.len())?;
+        self.meter.take(dst.len())?;
+        self.data
+            .read(self.offset + at, dst)
+            .map_err(|_| OolError::ArgsOutOfWindow)
     }
 
     /// Copies a plain-old-data value starting `at` bytes into the window.
@@ -118,24 +157,32 @@ impl<'a> OolArgs<'a> {
 }
 
 /// The client's result buffer: a validated window of the data region the handler writes its
-/// result into directly (the zero-copy path). Tracks how far it was written.
+/// result into directly (the zero-copy path). Tracks how far it was written; every byte
+/// written counts against the call's copy allowance (see [`crate::fair`]).
 #[derive(Debug)]
 pub struct OolResult<'a> {
     data: RegionView<'a>,
     offset: usize,
     len: usize,
     written: usize,
+    meter: &'a CopyMeter,
 }
 
 impl<'a> OolResult<'a> {
     /// `data.contains(offset, len)` must hold (see [`validate_ool`]).
-    pub(crate) fn new(data: RegionView<'a>, offset: usize, len: usize) -> Self {
+    pub(crate) fn new(
+        data: RegionView<'a>,
+        offset: usize,
+        len: usize,
+        meter: &'a CopyMeter,
+    ) -> Self {
         debug_assert!(data.contains(offset, len));
         OolResult {
             data,
             offset,
             len,
             written: 0,
+            meter,
         }
     }
 
@@ -149,14 +196,16 @@ impl<'a> OolResult<'a> {
         self.written
     }
 
+    /// Checks that `len` bytes fit at `at` and counts them against the call's allowance, then
+    /// marks them written: everything that can refuse a write, before it copies anything.
     fn reserve(&mut self, at: usize, len: usize) -> Result<(), OolError> {
-        match at.checked_add(len) {
-            Some(end) if end <= self.len => {
-                self.written = self.written.max(end);
-                Ok(())
-            }
-            _ => Err(OolError::ResultOutOfWindow),
-        }
+        let end = match at.checked_add(len) {
+            Some(end) if end <= self.len => end,
+            _ => return Err(OolError::ResultOutOfWindow),
+        };
+        self.meter.take(len)?;
+        self.written = self.written.max(end);
+        Ok(())
     }
 
     /// Writes `src` starting `at` bytes into the window.
@@ -177,7 +226,7 @@ impl<'a> OolResult<'a> {
     }
 
     /// Copies `len` bytes from the argument window (from `src_at`) into this window (at
-    /// `dst_at`) without staging the whole payload privately.
+    /// `dst_at`) without staging the whole payload privately (counted as `len` bytes moved).
     pub fn copy_from_args(
         &mut self,
         args: &OolArgs<'_>,
@@ -185,10 +234,7 @@ impl<'a> OolResult<'a> {
         dst_at: usize,
         len: usize,
     ) -> Result<(), OolError> {
-        match src_at.checked_add(len) {
-            Some(end) if end <= args.len => {}
-            _ => return Err(OolError::ArgsOutOfWindow),
-        }
+        args.check(src_at, len)?;
         self.reserve(dst_at, len)?;
         self.data
             .copy_within(args.offset + src_at, self.offset + dst_at, len)
@@ -289,6 +335,12 @@ impl<'a> CallContext<'a> {
 
     pub(crate) fn ool_written(&self) -> usize {
         self.ool_result.written
+    }
+
+    /// Bytes the handler moved through the windows so far (what the call is charged for, see
+    /// [`crate::fair`]).
+    pub fn ool_moved(&self) -> usize {
+        self.ool_args.meter.moved()
     }
 }
 
@@ -698,7 +750,8 @@ mod tests {
         let region = SharedRegion::new(HeapRegion::new(2 * 4096)).unwrap();
         let view = region.view();
         view.fill(0, 2 * 4096, 0x11).unwrap();
-        let args = OolArgs::new(view, 100, 10);
+        let meter = CopyMeter::for_windows(1000, 1000);
+        let args = OolArgs::new(view, 100, 10, &meter);
         let mut buf = [0u8; 10];
         assert_eq!(args.read(0, &mut buf), Ok(()));
         assert_eq!(args.read(1, &mut buf), Err(OolError::ArgsOutOfWindow));
@@ -709,7 +762,7 @@ mod tests {
         assert_eq!(args.read_pod::<u64>(3), Err(OolError::ArgsOutOfWindow));
         assert_eq!(args.read_pod::<u64>(2), Ok(u64::from_ne_bytes([0x11; 8])));
 
-        let mut result = OolResult::new(view, 200, 8);
+        let mut result = OolResult::new(view, 200, 8, &meter);
         assert_eq!(
             result.write(4, &[1, 2, 3, 4, 5]),
             Err(OolError::ResultOutOfWindow)

@@ -5,13 +5,16 @@
 //! A well-behaved client raises the event only when it publishes requests past the server's
 //! threshold (or frees response slots the server waits for), so its spurious wake-ups are at
 //! most a few per call, from races between the server arming its threshold and the client's
-//! notify. The allowance is therefore a fixed base plus a multiple of the calls handled.
+//! notify. The allowance is therefore a fixed base plus a multiple of the calls it earned:
+//! well-formed two-way requests only ([`crate::PollOutcome::earned`]). A request the server
+//! refuses at its header, or a one-way call, earns nothing: otherwise a client could buy
+//! spurious wake-ups with requests it knows are refused.
 
 /// Length of one counting window, in nanoseconds of the transport's clock.
 pub const STORM_WINDOW_NS: u64 = 1_000_000_000;
 /// Spurious wake-ups allowed in a window whatever the traffic.
 pub const STORM_BASE_ALLOWANCE: u32 = 1_000;
-/// Extra spurious wake-ups allowed per request handled in the same window.
+/// Extra spurious wake-ups allowed per well-formed two-way request in the same window.
 pub const STORM_PER_REQUEST_ALLOWANCE: u32 = 2;
 
 /// A peer raised the event far more often than its calls explain.
@@ -19,17 +22,17 @@ pub const STORM_PER_REQUEST_ALLOWANCE: u32 = 2;
 pub struct EventStorm {
     /// Wake-ups that found no request, in the window that overflowed.
     pub spurious: u32,
-    /// Requests handled in that window.
-    pub handled: u32,
+    /// Well-formed two-way requests in that window.
+    pub earned: u32,
 }
 
 impl core::fmt::Display for EventStorm {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
-            "event storm: {} wake-ups without requests against {} requests within {} ms",
+            "event storm: {} wake-ups without requests against {} calls within {} ms",
             self.spurious,
-            self.handled,
+            self.earned,
             STORM_WINDOW_NS / 1_000_000
         )
     }
@@ -40,7 +43,7 @@ impl core::fmt::Display for EventStorm {
 pub struct EventStormGuard {
     window_start_ns: u64,
     spurious: u32,
-    handled: u32,
+    earned: u32,
 }
 
 impl EventStormGuard {
@@ -48,35 +51,37 @@ impl EventStormGuard {
         EventStormGuard {
             window_start_ns: now_ns,
             spurious: 0,
-            handled: 0,
+            earned: 0,
         }
     }
 
-    /// Records one wake-up by the peer's event at `now_ns` that led to `handled` requests
-    /// (0: spurious). Errs once the window's spurious wake-ups exceed the allowance.
-    pub fn record_wakeup(&mut self, now_ns: u64, handled: u32) -> Result<(), EventStorm> {
+    /// Records one wake-up by the peer's event at `now_ns` that led to `earned` well-formed
+    /// two-way requests (pass [`crate::PollOutcome::earned`]; 0: spurious, whatever else the
+    /// poll took off the ring). Errs once the window's spurious wake-ups exceed the allowance.
+    pub fn record_wakeup(&mut self, now_ns: u64, earned: u32) -> Result<(), EventStorm> {
         // A clock that went backwards starts a new window too.
         if now_ns < self.window_start_ns || now_ns - self.window_start_ns >= STORM_WINDOW_NS {
             *self = EventStormGuard::new(now_ns);
         }
-        self.handled = self.handled.saturating_add(handled);
-        if handled == 0 {
+        self.earned = self.earned.saturating_add(earned);
+        if earned == 0 {
             self.spurious = self.spurious.saturating_add(1);
         }
         let allowance = STORM_BASE_ALLOWANCE
-            .saturating_add(self.handled.saturating_mul(STORM_PER_REQUEST_ALLOWANCE));
+            .saturating_add(self.earned.saturating_mul(STORM_PER_REQUEST_ALLOWANCE));
         if self.spurious > allowance {
             return Err(EventStorm {
                 spurious: self.spurious,
-                handled: self.handled,
+                earned: self.earned,
             });
         }
         Ok(())
     }
 
-    /// Records requests served without a fresh event (left over from an earlier budget).
-    pub fn record_handled(&mut self, handled: u32) {
-        self.handled = self.handled.saturating_add(handled);
+    /// Records well-formed two-way requests served without a fresh event (left over from an
+    /// earlier budget; pass [`crate::PollOutcome::earned`]).
+    pub fn record_handled(&mut self, earned: u32) {
+        self.earned = self.earned.saturating_add(earned);
     }
 }
 
@@ -95,7 +100,7 @@ mod tests {
             storm,
             EventStorm {
                 spurious: STORM_BASE_ALLOWANCE + 1,
-                handled: 0
+                earned: 0
             }
         );
         assert!(storm.to_string().starts_with("event storm: 1001 wake-ups"));

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use xenrpc_proto::services::echo;
+use xenrpc_proto::{OolRef, MAX_CALL_COPY, PAGE_SIZE, PASS_BUDGET, REQUEST_COST};
 
 #[test]
 fn server_is_notified_only_after_arming() {
@@ -83,18 +84,34 @@ fn client_is_notified_only_after_arming() {
 
 #[test]
 fn budget_limits_a_poll_and_reports_more() {
-    let mem = Memory::new(16, 0);
+    let mem = Memory::new(16, MAX_CALL_COPY / PAGE_SIZE / 2);
     let (mut client, mut server) = mem.connect(16, 1);
     let mut services = Services::new();
     let mut registry = services.registry();
+    // Each call copies a quarter megabyte from its argument window into its result window: its
+    // worst case is REQUEST_COST + 512 KiB (both windows), its actual cost REQUEST_COST +
+    // 256 KiB (a copy counts once). So the smallest budget (MAX_REQUEST_COST) starts two,
+    // PASS_BUDGET six; the work charged is the actual cost.
+    let quarter = MAX_CALL_COPY / 4;
+    let echo = echo::client::echo_ool(&())
+        .ool_args(OolRef::new(0, quarter as u32))
+        .ool_result(OolRef::new(quarter as u32, quarter as u32));
+    let cost = REQUEST_COST + quarter as u64;
     for _ in 0..10 {
-        let _ = client.start(&echo::client::ping(&())).unwrap();
+        let _ = client.start(&echo).unwrap();
     }
     client.publish();
-    let first = server.poll(&mut registry, &clock(), 4);
-    assert_eq!((first.handled, first.more), (4, true));
-    let second = server.poll(&mut registry, &clock(), 100);
-    assert_eq!((second.handled, second.more), (6, false));
+    let first = server.poll(&mut registry, &clock(), 0);
+    assert_eq!((first.handled, first.more), (2, true));
+    assert_eq!((first.work, first.earned), (2 * cost, 2));
+    let second = server.poll(&mut registry, &clock(), PASS_BUDGET);
+    assert_eq!(
+        (second.handled, second.more, second.work),
+        (6, true, 6 * cost)
+    );
+    let third = server.poll(&mut registry, &clock(), PASS_BUDGET);
+    assert_eq!((third.handled, third.more), (2, false));
+    assert!(!third.notify);
     // The second poll published more responses, but the client had not re-armed.
     assert!(first.notify && !second.notify);
     let mut answered = 0;

@@ -178,8 +178,10 @@ impl Run {
                 }
                 Op::ServerPoll { budget } => {
                     let before = server.stats().responses;
-                    let outcome = server.poll(&mut registry, &clock(), u32::from(budget));
-                    prop_assert!(outcome.handled <= u32::from(budget));
+                    let budget = u64::from(budget) * xenrpc_proto::REQUEST_COST;
+                    let outcome = server.poll(&mut registry, &clock(), budget);
+                    prop_assert!(outcome.work <= budget.max(xenrpc_proto::MAX_REQUEST_COST));
+                    prop_assert!(outcome.earned <= outcome.handled);
                     if strict {
                         prop_assert!(!outcome.broken);
                         let responded = server.stats().responses > before;

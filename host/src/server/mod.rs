@@ -66,8 +66,9 @@ pub struct ServerConfig {
     pub max_per_uid: usize,
     /// A connection with no request for this long may be reaped when a newcomer needs its slot.
     pub idle_reap: Duration,
-    /// Requests handled from one connection before the others get a turn.
-    pub poll_budget: u32,
+    /// Work units (see `xenrpc_proto::fair`) one connection may use per pass before the others
+    /// get a turn.
+    pub poll_budget: u64,
     /// A client that has not finished set-up within this time is dropped.
     pub setup_timeout: Duration,
 }
@@ -89,7 +90,7 @@ impl Default for ServerConfig {
             max_clients,
             max_per_uid: Self::default_per_uid(max_clients),
             idle_reap: Duration::from_secs(10),
-            poll_budget: 32,
+            poll_budget: xenrpc_proto::PASS_BUDGET,
             setup_timeout: Duration::from_secs(5),
         }
     }
@@ -358,10 +359,10 @@ impl Server {
         let storm = if std::mem::take(&mut active.woken) {
             active
                 .storm
-                .record_wakeup(clock.now_ns(), outcome.handled)
+                .record_wakeup(clock.now_ns(), outcome.earned)
                 .err()
         } else {
-            active.storm.record_handled(outcome.handled);
+            active.storm.record_handled(outcome.earned);
             None
         };
         let reason = if outcome.broken {

@@ -388,8 +388,8 @@ impl Backend {
         }
     }
 
-    /// Serves every connection once (up to `budget` requests each). Returns requests handled.
-    pub fn serve(&mut self, dispatcher: &mut impl xenrpc_proto::Dispatcher, budget: u32) -> u32 {
+    /// Serves every connection once (up to `budget` work units each). Returns requests handled.
+    pub fn serve(&mut self, dispatcher: &mut impl xenrpc_proto::Dispatcher, budget: u64) -> u32 {
         let mut handled = 0;
         let mut ended = Vec::new();
         for (k, dev) in self.devices.iter_mut() {

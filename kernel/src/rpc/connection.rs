@@ -278,12 +278,12 @@ impl Connection {
         })
     }
 
-    /// Serves up to `budget` requests if the client signalled or left requests queued.
+    /// Serves up to `budget` work units if the client signalled or left requests queued.
     /// Returns the requests handled, or why the connection must end.
     pub fn serve(
         &mut self,
         dispatcher: &mut impl xenrpc_proto::Dispatcher,
-        budget: u32,
+        budget: u64,
     ) -> Result<u32, ConnectionEnd> {
         let kicked = self.kicked.swap(false, Ordering::SeqCst);
         let leftover = core::mem::take(&mut self.leftover);
@@ -312,10 +312,10 @@ impl Connection {
         self.leftover = outcome.more;
         if kicked {
             self.storm_guard
-                .record_wakeup(clock(), outcome.handled)
+                .record_wakeup(clock(), outcome.earned)
                 .map_err(ConnectionEnd::Storm)?;
         } else {
-            self.storm_guard.record_handled(outcome.handled);
+            self.storm_guard.record_handled(outcome.earned);
         }
         Ok(outcome.handled)
     }

@@ -19,8 +19,8 @@ use self::backend::{Backend, RESCAN};
 use crate::log;
 use crate::xen::{control, events, time, xenstore};
 
-/// Requests served per connection before moving to the next (fairness between clients).
-const BUDGET_PER_CONNECTION: u32 = 32;
+/// Work units (see `xenrpc_proto::fair`) served per connection before moving to the next.
+const BUDGET_PER_CONNECTION: u64 = xenrpc_proto::PASS_BUDGET;
 /// How long the loop keeps polling after the last request before it blocks: a client that
 /// sends its next call within this window is served without a wake-up.
 const SPIN_NS: u64 = 50_000;
