@@ -30,6 +30,7 @@ pub mod tenants;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
+use std::ops::Bound;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -216,8 +217,6 @@ pub struct Server {
     gone_tenants: Vec<u32>,
     next_id: u64,
     next_service: Instant,
-    /// Reused list of the connections one pass polls.
-    pass: Vec<u64>,
 }
 
 impl Server {
@@ -248,7 +247,6 @@ impl Server {
             gone_tenants: Vec::new(),
             next_id: 0,
             next_service: Instant::now(),
-            pass: Vec::new(),
         })
     }
 
@@ -302,39 +300,42 @@ impl Server {
         Ok(())
     }
 
-    /// Polls every serving connection that has requests once, in id order, servicing the
-    /// sockets between connections whenever `SERVICE_INTERVAL` has passed; whether any
-    /// connection made progress.
+    /// Polls every serving connection that has requests (or a wake-up to account for) once, in
+    /// id order, servicing the sockets between connections whenever `SERVICE_INTERVAL` has
+    /// passed; whether any connection made progress.
     fn serve_all(
         &mut self,
         dispatcher: &mut impl Dispatcher,
         clock: &impl Clock,
         events: &mut impl FnMut(&ServerEvent),
     ) -> io::Result<bool> {
-        let mut pass = std::mem::take(&mut self.pass);
-        pass.clear();
-        pass.extend(
-            self.entries
-                .iter()
-                .filter_map(|(&id, entry)| match &entry.stage {
-                    Stage::Serving(active) if active.woken || active.conn.has_requests() => {
-                        Some(id)
-                    }
-                    _ => None,
-                }),
-        );
+        // The pass walks the live table in id order: whether a connection has requests is
+        // asked at its turn, and a connection set up mid-pass (a larger id) is reached in this
+        // pass. So a request published mid-pass is served before any other connection is
+        // polled twice: it waits for at most one poll of every other connection.
         let mut progressed = false;
-        for &id in &pass {
+        let mut cursor = None;
+        while let Some(id) = self.next_serving(cursor) {
+            cursor = Some(id);
             progressed |= self.serve_one(id, dispatcher, clock, events);
             if Instant::now() >= self.next_service {
                 self.service(events)?;
             }
         }
-        self.pass = pass;
         Ok(progressed)
     }
 
-    /// Polls one connection (if it is still there); whether it handled requests.
+    /// The first serving connection after `after` (from the start if `None`).
+    fn next_serving(&self, after: Option<u64>) -> Option<u64> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.entries
+            .range((from, Bound::Unbounded))
+            .find(|(_, entry)| matches!(entry.stage, Stage::Serving(_)))
+            .map(|(&id, _)| id)
+    }
+
+    /// Polls one connection (if it is still there and has something); whether it handled
+    /// requests.
     fn serve_one(
         &mut self,
         id: u64,
@@ -349,6 +350,9 @@ impl Server {
         else {
             return false;
         };
+        if !active.woken && !active.conn.has_requests() {
+            return false;
+        }
         let outcome = active.conn.poll(dispatcher, clock, self.config.poll_budget);
         if outcome.notify {
             let _ = active.to_client.signal();
