@@ -37,7 +37,7 @@ pub trait Notify {
 /// Who is on the other end of a connection: a Xen domain id or a host client id. Always
 /// supplied by the transport (from the event channel / the socket it accepted), never read from
 /// message bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, zerocopy::FromZeros)]
 pub struct PeerId(pub u32);
 
 /// The clock that call deadlines are measured against (monotonic nanoseconds).

@@ -8,6 +8,7 @@
 pub mod backend;
 mod connection;
 
+use alloc::boxed::Box;
 use core::sync::atomic::Ordering;
 
 use spin::Mutex;
@@ -32,8 +33,9 @@ struct Services {
     echo: echo::Handler<echo::EchoServer>,
     arith: arith::Handler<arith::ArithServer>,
     kv: kv::Handler<kv::KvStore>,
-    /// Calls and errors per service since boot, reported by introspection.
-    counters: ServiceCounters,
+    /// Calls and errors per service and tenant since boot, reported by introspection (boxed:
+    /// too large for the stack).
+    counters: Box<ServiceCounters>,
 }
 
 impl Services {
@@ -42,7 +44,7 @@ impl Services {
             echo: echo::Handler(echo::EchoServer),
             arith: arith::Handler(arith::ArithServer),
             kv: kv::Handler(kv::KvStore::new()),
-            counters: ServiceCounters::new(),
+            counters: ServiceCounters::new_boxed(),
         }
     }
 

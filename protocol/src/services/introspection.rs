@@ -6,7 +6,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::name_field;
 use crate::service::{ServiceCounters, ServiceInfo};
-use crate::{CallContext, Status};
+use crate::{CallContext, PeerId, Status};
 
 /// Which service to describe.
 #[repr(C)]
@@ -49,7 +49,8 @@ pub struct ListReply {
     pub total: u32,
 }
 
-/// Calls and errors of one service since the server started, summed over all peers (32 bytes).
+/// Calls and errors of one service since the server started: the caller's own, or summed over
+/// all tenants for a privileged caller (32 bytes).
 #[repr(C)]
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
@@ -77,21 +78,32 @@ crate::define_service! {
         fn describe_service = 2 (ServiceQuery) -> ServiceEntry;
         /// Writes a `MethodEntry` per method of a visible service into the result window.
         fn list_methods = 3 (ServiceQuery) -> ListReply;
-        /// Writes a `ServiceStatsEntry` (calls and errors so far) per visible service into the
-        /// result window.
+        /// Writes a `ServiceStatsEntry` (the caller's own calls and errors so far; the totals
+        /// over all tenants for a privileged caller) per visible service into the result
+        /// window.
         fn list_stats = 4 (()) -> ListReply;
     }
 }
 
 pub use introspection::*;
 
+/// Whose call counts `list_stats` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsScope {
+    /// The calling tenant's own.
+    Own(PeerId),
+    /// The totals over all tenants (a privileged caller).
+    Totals,
+}
+
 /// The introspection server over the services visible to the calling peer.
 pub struct Introspector<'a> {
     services: &'a [&'static ServiceInfo],
-    counters: Option<&'a ServiceCounters>,
+    counters: Option<(&'a ServiceCounters, StatsScope)>,
 }
 
 impl<'a> Introspector<'a> {
+    /// Without counters `list_stats` reports zeros.
     pub fn new(services: &'a [&'static ServiceInfo]) -> Self {
         Introspector {
             services,
@@ -99,13 +111,20 @@ impl<'a> Introspector<'a> {
         }
     }
 
-    pub fn with_counters(
-        services: &'a [&'static ServiceInfo],
-        counters: &'a ServiceCounters,
-    ) -> Self {
+    /// `list_stats` reports `counters` as `scope` says.
+    pub fn with_counters(self, counters: &'a ServiceCounters, scope: StatsScope) -> Self {
         Introspector {
-            services,
-            counters: Some(counters),
+            counters: Some((counters, scope)),
+            ..self
+        }
+    }
+
+    /// (calls, errors) of `service` as the caller may see them.
+    fn stats_of(&self, service: u32) -> (u64, u64) {
+        match self.counters {
+            None => (0, 0),
+            Some((counters, StatsScope::Totals)) => counters.total(service),
+            Some((counters, StatsScope::Own(peer))) => counters.of_peer(peer, service),
         }
     }
 
@@ -146,11 +165,10 @@ fn write_records<T: IntoBytes + Immutable>(
 
 impl introspection::Server for Introspector<'_> {
     fn list_stats(&mut self, call: &mut CallContext<'_>, _: ()) -> Result<ListReply, Status> {
-        let counters = self.counters;
         let written = write_records(
             call,
             self.services.iter().map(|s| {
-                let (calls, errors) = counters.map_or((0, 0), |c| c.get(s.id));
+                let (calls, errors) = self.stats_of(s.id);
                 ServiceStatsEntry {
                     id: s.id,
                     calls,

@@ -151,6 +151,10 @@ mod store {
     }
 
     impl kv::Server for KvStore {
+        fn forget_peer(&mut self, peer: PeerId) {
+            KvStore::forget_peer(self, peer);
+        }
+
         fn put(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<(), Status> {
             let key = key_of(&key)?;
             let len = call.ool_args().len();

@@ -1,0 +1,242 @@
+//! The service table: a fixed-capacity [`Registry`] of [`ServiceHandler`]s with per-service
+//! access checks, the [`Dispatcher`] a server polls with. It answers the built-in introspection
+//! service itself and keeps the per-tenant [`ServiceCounters`] when given some.
+
+use super::{CallContext, Dispatcher, ServiceCounters, ServiceHandler, ServiceInfo};
+use crate::layout::Status;
+use crate::services::introspection::{Introspector, StatsScope};
+use crate::transport::PeerId;
+
+/// Decides whether a peer may call a service.
+pub type AccessCheck = fn(PeerId) -> bool;
+
+/// Maximum services a [`Registry`] holds (besides the built-in introspection service).
+pub const MAX_SERVICES: usize = 16;
+
+struct RegistryEntry<'a> {
+    handler: &'a mut dyn ServiceHandler,
+    access: Option<AccessCheck>,
+}
+
+/// Why a service could not be registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryError {
+    DuplicateServiceId(u32),
+    Full,
+}
+
+/// A fixed-capacity service table (no heap needed) that answers the built-in introspection
+/// service itself, listing only the services the calling peer may use, and reporting the
+/// caller's own call counts (the totals over all tenants only to a privileged caller).
+pub struct Registry<'a> {
+    entries: [Option<RegistryEntry<'a>>; MAX_SERVICES],
+    counters: Option<&'a mut ServiceCounters>,
+    privileged: Option<AccessCheck>,
+}
+
+impl Default for Registry<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> Registry<'a> {
+    pub fn new() -> Self {
+        Registry {
+            entries: [const { None }; MAX_SERVICES],
+            counters: None,
+            privileged: None,
+        }
+    }
+
+    /// A registry that counts calls and errors per service and tenant into `counters` (and
+    /// reports them through introspection's `list_stats`).
+    pub fn with_counters(counters: &'a mut ServiceCounters) -> Self {
+        Registry {
+            counters: Some(counters),
+            ..Self::new()
+        }
+    }
+
+    /// Peers accepted by `check` (e.g. dom0, an administrator) get the totals over all tenants
+    /// from introspection's `list_stats`; everyone else gets only its own counts.
+    pub fn set_privileged(&mut self, check: AccessCheck) {
+        self.privileged = Some(check);
+    }
+
+    /// A tenant went away (its device detached, its domain or host identity gone): every
+    /// handler drops what it kept for `peer`, and its own counters are cleared, so a later
+    /// tenant given the same id starts afresh.
+    pub fn forget_peer(&mut self, peer: PeerId) {
+        for entry in self.entries.iter_mut().flatten() {
+            entry.handler.forget_peer(peer);
+        }
+        if let Some(counters) = self.counters.as_deref_mut() {
+            counters.forget_peer(peer);
+        }
+    }
+
+    /// Registers a service anyone may call.
+    pub fn register(&mut self, handler: &'a mut dyn ServiceHandler) -> Result<(), RegistryError> {
+        self.insert(handler, None)
+    }
+
+    /// Registers a service only peers accepted by `access` may call (others get
+    /// `AccessDenied`, and introspection does not list it to them).
+    pub fn register_restricted(
+        &mut self,
+        handler: &'a mut dyn ServiceHandler,
+        access: AccessCheck,
+    ) -> Result<(), RegistryError> {
+        self.insert(handler, Some(access))
+    }
+
+    fn insert(
+        &mut self,
+        handler: &'a mut dyn ServiceHandler,
+        access: Option<AccessCheck>,
+    ) -> Result<(), RegistryError> {
+        let id = handler.info().id;
+        if id == crate::services::introspection::SERVICE_ID
+            || self
+                .entries
+                .iter()
+                .flatten()
+                .any(|e| e.handler.info().id == id)
+        {
+            return Err(RegistryError::DuplicateServiceId(id));
+        }
+        let free = self
+            .entries
+            .iter_mut()
+            .find(|e| e.is_none())
+            .ok_or(RegistryError::Full)?;
+        *free = Some(RegistryEntry { handler, access });
+        Ok(())
+    }
+
+    /// The services `peer` may call, introspection first; returns how many were written.
+    pub fn visible_services(
+        &self,
+        peer: PeerId,
+        out: &mut [&'static ServiceInfo; MAX_SERVICES + 1],
+    ) -> usize {
+        out[0] = &crate::services::introspection::INFO;
+        let mut n = 1;
+        for entry in self.entries.iter().flatten() {
+            if entry.access.is_none_or(|allowed| allowed(peer)) {
+                out[n] = entry.handler.info();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl Registry<'_> {
+    fn route(&mut self, call: &mut CallContext<'_>) -> Status {
+        let service = call.service();
+        if service == crate::services::introspection::SERVICE_ID {
+            let mut infos = [&crate::services::introspection::INFO; MAX_SERVICES + 1];
+            let n = self.visible_services(call.peer(), &mut infos);
+            let scope = if self.privileged.is_some_and(|check| check(call.peer())) {
+                StatsScope::Totals
+            } else {
+                StatsScope::Own(call.peer())
+            };
+            let mut server = Introspector::new(&infos[..n]);
+            if let Some(counters) = self.counters.as_deref() {
+                server = server.with_counters(counters, scope);
+            }
+            return crate::services::introspection::dispatch(&mut server, call);
+        }
+        let Some(entry) = self
+            .entries
+            .iter_mut()
+            .flatten()
+            .find(|e| e.handler.info().id == service)
+        else {
+            return Status::UnknownService;
+        };
+        if let Some(allowed) = entry.access {
+            if !allowed(call.peer()) {
+                return Status::AccessDenied;
+            }
+        }
+        entry.handler.handle(call)
+    }
+}
+
+impl Dispatcher for Registry<'_> {
+    fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
+        let status = self.route(call);
+        if let Some(counters) = self.counters.as_deref_mut() {
+            if status == Status::UnknownService {
+                counters.unknown_service += 1;
+            } else {
+                counters.record(call.peer(), call.service(), status);
+            }
+        }
+        status
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::service::method_ids_unique;
+    use crate::service::MethodInfo;
+
+    #[test]
+    fn registry_refuses_duplicates_and_overflow() {
+        let mut handlers: Vec<crate::services::echo::Handler<crate::services::echo::EchoServer>> =
+            (0..2)
+                .map(|_| crate::services::echo::Handler(crate::services::echo::EchoServer))
+                .collect();
+        let mut registry = Registry::new();
+        let (first, second) = handlers.split_at_mut(1);
+        registry.register(&mut first[0]).unwrap();
+        assert_eq!(
+            registry.register(&mut second[0]),
+            Err(RegistryError::DuplicateServiceId(1))
+        );
+        assert!(method_ids_unique(crate::services::kv::METHODS));
+        let dup = [
+            MethodInfo { id: 1, name: "a" },
+            MethodInfo { id: 1, name: "b" },
+        ];
+        assert!(!method_ids_unique(&dup));
+
+        struct Dummy(&'static ServiceInfo);
+        impl ServiceHandler for Dummy {
+            fn info(&self) -> &'static ServiceInfo {
+                self.0
+            }
+            fn handle(&mut self, _call: &mut CallContext<'_>) -> Status {
+                Status::Ok
+            }
+        }
+        let mut dummies: Vec<Dummy> = (100..100 + MAX_SERVICES as u32 + 1)
+            .map(|id| {
+                Dummy(Box::leak(Box::new(ServiceInfo {
+                    id,
+                    name: "dummy",
+                    version: 1,
+                    methods: &[],
+                })))
+            })
+            .collect();
+        let mut full = Registry::new();
+        let (fits, extra) = dummies.split_at_mut(MAX_SERVICES);
+        for dummy in fits {
+            full.register(dummy).unwrap();
+        }
+        assert_eq!(full.register(&mut extra[0]), Err(RegistryError::Full));
+        // The introspection id is reserved.
+        let mut intro = Dummy(&crate::services::introspection::INFO);
+        assert_eq!(
+            Registry::new().register(&mut intro),
+            Err(RegistryError::DuplicateServiceId(0))
+        );
+    }
+}
