@@ -4,10 +4,8 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use xenrpc_proto::{CallContext, Dispatcher, PeerId, Registry, Status};
-
-use crate::server::{Server, ServerConfig, ServerEvent, TenantDispatcher};
-use crate::services::{set_admin_uids, Counters, HostServices, SharedKv};
+use crate::server::{Server, ServerConfig, ServerEvent};
+use crate::services::{set_admin_uids, Counters, HostServices};
 use crate::wait::SpinPolicy;
 
 pub const USAGE: &str = "usage: xenrpc-hostd --socket PATH [--spin-us MICROSECONDS] [--slots N] \
@@ -17,24 +15,6 @@ pub const USAGE: &str = "usage: xenrpc-hostd --socket PATH [--spin-us MICROSECON
 
 /// The line printed on stdout once the server accepts connections.
 pub const READY_LINE: &str = "xenrpc-hostd: listening";
-
-/// The registry, told when a tenant goes so the kv store drops its namespace.
-struct HostDispatcher<'a> {
-    registry: Registry<'a>,
-    kv: SharedKv,
-}
-
-impl Dispatcher for HostDispatcher<'_> {
-    fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
-        self.registry.dispatch(call)
-    }
-}
-
-impl TenantDispatcher for HostDispatcher<'_> {
-    fn forget_peer(&mut self, peer: PeerId) {
-        self.kv.forget_peer(peer);
-    }
-}
 
 /// Parses the command line and serves until killed.
 pub fn main_with_args(args: &[String]) -> io::Result<()> {
@@ -88,16 +68,12 @@ pub fn main_with_args(args: &[String]) -> io::Result<()> {
         eprintln!("xenrpc-hostd: handler panicked (answered HandlerFault): {info}");
     }));
     let mut server = Server::bind(&socket, config)?;
-    let kv = SharedKv::default();
     let counters = Counters::default();
-    let mut services = HostServices::new(kv.clone(), counters.clone(), test_services);
-    let mut dispatcher = HostDispatcher {
-        registry: services.registry(),
-        kv,
-    };
+    let mut services = HostServices::new(counters.clone(), test_services);
+    let mut registry = services.registry();
     println!("{READY_LINE} on {}", socket.display());
     io::stdout().flush()?;
-    server.run(&mut dispatcher, |event| {
+    server.run(&mut registry, |event| {
         counters.record(event);
         if !quiet {
             eprintln!("xenrpc-hostd: {}", describe(event));

@@ -2,14 +2,14 @@
 //! `admin` service only some peers may call, and (for tests) a `selftest` service whose
 //! handlers misbehave on purpose.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use xenrpc_proto::services::arith::{self, ArithServer};
 use xenrpc_proto::services::echo::{self, EchoServer};
-use xenrpc_proto::services::kv::{self, Key, KvStore, ListArgs};
+use xenrpc_proto::services::kv::{self, KvStore};
 use xenrpc_proto::{define_service, CallContext, PeerId, Registry, Status};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -149,55 +149,33 @@ impl selftest::Server for SelftestServer {
     }
 }
 
-/// The kv store, shared between the registry (which serves it) and the server's event
-/// callback (which forgets a peer's namespace when the peer leaves).
-#[derive(Clone, Default)]
-pub struct SharedKv(Rc<RefCell<KvStore>>);
-
-impl SharedKv {
-    pub fn forget_peer(&self, peer: PeerId) {
-        self.0.borrow_mut().forget_peer(peer);
-    }
-}
-
-impl kv::Server for SharedKv {
-    fn put(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<(), Status> {
-        self.0.borrow_mut().put(call, key)
-    }
-    fn get(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<kv::ValueInfo, Status> {
-        self.0.borrow_mut().get(call, key)
-    }
-    fn delete(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<kv::Existed, Status> {
-        self.0.borrow_mut().delete(call, key)
-    }
-    fn list(&mut self, call: &mut CallContext<'_>, args: ListArgs) -> Result<kv::KeyList, Status> {
-        self.0.borrow_mut().list(call, args)
-    }
-}
-
 /// The handlers of every host service, owned in one place so a [`Registry`] can borrow them.
 pub struct HostServices {
     echo: echo::Handler<EchoServer>,
     arith: arith::Handler<ArithServer>,
-    kv: kv::Handler<SharedKv>,
+    kv: kv::Handler<KvStore>,
     admin: admin::Handler<AdminServer>,
     selftest: Option<selftest::Handler<SelftestServer>>,
 }
 
 impl HostServices {
-    pub fn new(kv_store: SharedKv, counters: Counters, test_services: bool) -> Self {
+    pub fn new(counters: Counters, test_services: bool) -> Self {
         Self {
             echo: echo::Handler(EchoServer),
             arith: arith::Handler(ArithServer),
-            kv: kv::Handler(kv_store),
+            kv: kv::Handler(KvStore::default()),
             admin: admin::Handler(AdminServer(counters)),
             selftest: test_services.then_some(selftest::Handler(SelftestServer)),
         }
     }
 
-    /// A registry serving all of them (admin restricted to the admin uids).
+    /// A registry serving all of them: admin restricted to the admin uids, who alone also see
+    /// the call counts of every tenant (everyone else sees its own). The server tells it
+    /// (`Registry::forget_peer`) when a uid's last connection goes, and the kv store drops
+    /// that uid's namespace.
     pub fn registry(&mut self) -> Registry<'_> {
         let mut registry = Registry::new();
+        registry.set_privileged(admin_allowed);
         let registered = registry
             .register(&mut self.echo)
             .and_then(|()| registry.register(&mut self.arith))

@@ -21,7 +21,7 @@ use common::{fork_as, write_line, Forked, TIMEOUT};
 use xenrpc_host::attack::Attack;
 use xenrpc_host::client::{Client, ClientOptions};
 use xenrpc_host::server::{Server, ServerConfig, TenantDispatcher};
-use xenrpc_host::services::{Counters, HostServices, SharedKv};
+use xenrpc_host::services::{Counters, HostServices};
 use xenrpc_proto::services::echo;
 use xenrpc_proto::{CallContext, Dispatcher, PeerId, Registry, Status, PASS_BUDGET, REQUEST_COST};
 
@@ -37,7 +37,6 @@ type Log = Arc<Mutex<Vec<Record>>>;
 
 struct Recorder<'a> {
     registry: Registry<'a>,
-    kv: SharedKv,
     log: Log,
 }
 
@@ -56,7 +55,7 @@ impl Dispatcher for Recorder<'_> {
 
 impl TenantDispatcher for Recorder<'_> {
     fn forget_peer(&mut self, peer: PeerId) {
-        self.kv.forget_peer(peer);
+        self.registry.forget_peer(peer);
     }
 }
 
@@ -67,11 +66,9 @@ fn serve_in_thread(path: PathBuf, log: Log) {
         let mut server = Server::bind(&path, ServerConfig::default()).expect("bind");
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
             .expect("open the socket to every uid");
-        let kv = SharedKv::default();
-        let mut services = HostServices::new(kv.clone(), Counters::default(), false);
+        let mut services = HostServices::new(Counters::default(), false);
         let mut recorder = Recorder {
             registry: services.registry(),
-            kv,
             log,
         };
         ready_tx.send(()).unwrap();

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
 use xenrpc_proto::{
-    CallContext, Clock, Dispatcher, EventStorm, EventStormGuard, PeerId, RingGeometry,
+    CallContext, Clock, Dispatcher, EventStorm, EventStormGuard, PeerId, Registry, RingGeometry,
     ServerConnection, Status,
 };
 
@@ -146,6 +146,12 @@ pub enum ServerEvent {
 /// A dispatcher that keeps per-tenant state: told when a tenant's last connection is gone.
 pub trait TenantDispatcher: Dispatcher {
     fn forget_peer(&mut self, peer: PeerId);
+}
+
+impl TenantDispatcher for Registry<'_> {
+    fn forget_peer(&mut self, peer: PeerId) {
+        Registry::forget_peer(self, peer);
+    }
 }
 
 /// Runs handlers with panics caught: a handler that panics answers `HandlerFault` instead of
