@@ -6,8 +6,8 @@
 //! shared-memory ping-pong, raw eventfd round trip, Unix-socket request/response), and prints
 //! every xenrpc figure next to its ratio to the matching floor; then an honest client's null
 //! calls alone and beside each attacker of `xenrpc_host::attack` (see `attackers`), as ratios
-//! to alone. Also writes the table as CSV next
-//! to the binary's target directory (`target/xenrpc-hostbench.csv`).
+//! to alone. Also writes the table as CSV and charts as SVG next to the binary's target
+//! directory (`target/xenrpc-hostbench.csv`, `.svg`).
 
 use std::io::{self, BufRead, BufReader};
 use std::path::PathBuf;
