@@ -42,8 +42,8 @@ impl Attack {
     /// What it does, for tables.
     pub fn describe(self) -> &'static str {
         match self {
-            Attack::GreedyOneWay => "greedy one-way 1 MiB echoes",
-            Attack::FullRing => "full ring of 1 MiB echoes",
+            Attack::GreedyOneWay => "greedy one-way 1 MiB",
+            Attack::FullRing => "full ring of 1 MiB",
             Attack::EventStorm => "eventfd storm",
         }
     }

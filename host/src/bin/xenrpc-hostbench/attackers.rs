@@ -1,6 +1,7 @@
 //! The fairness rows: an honest client's null calls alone, then beside each attacker of
-//! `xenrpc_host::attack` (each its own process, against the same fresh spin-mode server), with
-//! the ratio of each p50 (and p99) to the figure alone from the same run.
+//! `xenrpc_host::attack` (each its own process on the server's CPU, against the same fresh
+//! spin-mode server), with the ratio of each p50 (and p99) to the figure alone from the same
+//! run.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
@@ -19,9 +20,10 @@ use crate::{latency, BenchServer, Latency, Row, CALL_TIMEOUT};
 pub const SECTION: &str = "honest client under attack (spin)";
 /// How to read the rows (printed under the table).
 pub const NOTE: &str = "Attack rows: one honest client's null calls, one at a time, alone and \
-then beside each attacker (its own process, unpinned: the machine's CPUs are shared, so part of \
-any slowdown is CPU contention, not the server); ratio = p50 / p50 alone (p99 / p99 alone in \
-brackets), same run. An attacker the server cut off is marked.";
+then beside each attacker (its own process, pinned to the server's CPU so the honest client \
+keeps its own; the attacker's CPU time is taken from the server, so part of a slowdown is CPU \
+sharing); ratio = p50 / p50 alone (p99 / p99 alone in brackets), same run. An attacker the \
+server cut off (storm guard) is marked.";
 /// The name of the row measured without an attacker.
 pub const ALONE: &str = "null call, alone";
 
@@ -38,6 +40,8 @@ pub fn attacker_role(args: &[String]) -> io::Result<()> {
         return Err(bad());
     };
     let attack = Attack::parse(kind).ok_or_else(bad)?;
+    // Beside the server: the honest client's CPU stays its own.
+    xenrpc_host::process::pin_to_cpu(crate::SERVER_CPU);
     let started = || {
         println!("started");
         let _ = io::stdout().flush();
@@ -142,12 +146,8 @@ pub fn rows(duration: Duration) -> io::Result<Vec<Row>> {
         println!("attack: {} ...", attack.describe());
         let attacker = Attacker::start(&server.socket, attack)?;
         let measured = honest_calls(&mut honest, duration)?;
-        let cut_off = if attacker.dropped() {
-            " (cut off by the server)"
-        } else {
-            ""
-        };
-        let name = format!("null call beside {}{cut_off}", attack.describe());
+        let cut_off = if attacker.dropped() { " (cut off)" } else { "" };
+        let name = format!("null call + {}{cut_off}", attack.describe());
         rows.push(row(name, measured, &alone_latency));
     }
     server.stop()?;
