@@ -9,7 +9,7 @@
 //! - A call's handler may move at most [`MAX_CALL_COPY`] bytes (reads + writes + copies, each
 //!   move counted, a copy from the argument window into the result window once), and never
 //!   more than its two windows hold together; a move past that fails with
-//!   [`OolError::CopyLimit`](crate::OolError::CopyLimit) (`Status::TooLarge`) before anything
+//!   [`OolError::CopyLimit`] (`Status::TooLarge`) before anything
 //!   is copied. So a request's cost is known, as a bound, from its header before it runs:
 //!   [`worst_case_cost`].
 //! - [`ServerConnection::poll`](crate::ServerConnection::poll) takes a budget in units. It

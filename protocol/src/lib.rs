@@ -55,7 +55,12 @@
 //!   polls with), optionally with an access check per peer. The registry answers the built-in
 //!   introspection service. Built in: [`services::introspection`], [`services::echo`]
 //!   ([`services::echo::EchoServer`]), [`services::arith`] ([`services::arith::ArithServer`]),
-//!   [`services::kv`] (`KvStore` with feature `alloc`).
+//!   [`services::kv`] (`KvStore` with feature `alloc`, bounded per peer and by a
+//!   [`services::kv::KvBudget`] for the whole store). When a tenant goes, the transport calls
+//!   [`Registry::forget_peer`]: every handler drops the tenant's state (`forget_peer` of
+//!   `ServiceHandler` and of the generated `Server` traits), its counters are cleared.
+//!   Introspection's `list_stats` shows a caller its own counts, the totals only to a peer
+//!   accepted by [`Registry::set_privileged`].
 //! - Handlers get a [`CallContext`]: the peer id (from the transport), private copies of header
 //!   and inline arguments, [`OolArgs`] to read the argument window and [`OolResult`] to write
 //!   the result straight into the client's buffer (the only copy on the zero-copy path).
@@ -77,8 +82,13 @@
 //! hostile peer (`tests/ring_props.rs`), conversations for every status (`conversation.rs`),
 //! notification thresholds (`notify.rs`), hostile rings in both directions (`hostile.rs`), a
 //! server thread racing a scribbling thread with guard pages checked (`concurrent.rs`), a
-//! client and a server thread that really sleep and wake each other (`threads.rs`), and a
-//! seeded 20,000-case replay of the fuzz harness (`fuzz_replay.rs`). The cargo-fuzz target
+//! client and a server thread that really sleep and wake each other (`threads.rs`), an
+//! honest client beside greedy attackers in a round-robin loop, served after at most one budget
+//! of each (`fairness.rs`), storm allowance earned only by well-formed two-way calls
+//! (`storm.rs`), tenants kept apart in introspection and kv (`tenants.rs`), the kv store's
+//! global budget (`kv_budget.rs`) and its footprint charge against a counting allocator
+//! (`kv_footprint.rs`), and a seeded 20,000-case replay of the fuzz harness
+//! (`fuzz_replay.rs`). The cargo-fuzz target
 //! of the same harness is in `fuzz/` at the repository root (see `fuzz/README.md`). Costs of
 //! the protocol alone: `cargo run --release -p xenrpc-proto --example proto_bench`.
 

@@ -3,9 +3,9 @@
 //! [`Registry`] with per-service access checks and the built-in introspection service, and the
 //! [`define_service!`](crate::define_service) macro.
 //!
-//! Split by concern: this module holds what a handler sees; [`registry`] the service table and
-//! introspection routing; [`counters`] the per-service, per-tenant call counters; `define` the
-//! macro.
+//! Split by concern: this module holds what a handler sees; `registry.rs` the service table
+//! and introspection routing; `counters.rs` the per-service, per-tenant call counters;
+//! `define.rs` the macro.
 
 mod counters;
 mod define;
@@ -467,5 +467,41 @@ mod tests {
             Status::BadArguments
         );
         assert_eq!(Status::from(OolError::ResultOutOfWindow), Status::TooLarge);
+    }
+
+    #[test]
+    fn the_copy_limit_refuses_a_move_before_copying_anything() {
+        let region = SharedRegion::new(HeapRegion::new(4096)).unwrap();
+        let view = region.view();
+        view.fill(0, 4096, 0x22).unwrap();
+        // Windows of 100 + 100 bytes, an allowance of 150 (as if MAX_CALL_COPY were 150).
+        let meter = CopyMeter::for_windows(100, 50);
+        let args = OolArgs::new(view, 0, 100, &meter);
+        let mut result = OolResult::new(view, 1000, 100, &meter);
+        // A copy counts its length once.
+        assert_eq!(result.copy_from_args(&args, 0, 0, 100), Ok(()));
+        assert_eq!(meter.moved(), 100);
+        let mut buf = [0u8; 51];
+        assert_eq!(args.read(0, &mut buf), Err(OolError::CopyLimit));
+        assert_eq!(buf, [0; 51], "nothing read past the limit");
+        view.fill(1000, 100, 0x33).unwrap();
+        assert_eq!(result.write(0, &[0x44; 51]), Err(OolError::CopyLimit));
+        assert_eq!(
+            result.copy_from_args(&args, 0, 0, 51),
+            Err(OolError::CopyLimit)
+        );
+        let mut window = [0u8; 100];
+        view.read(1000, &mut window).unwrap();
+        assert_eq!(window, [0x33; 100], "nothing written past the limit");
+        assert_eq!((meter.moved(), result.written()), (100, 100));
+        // Up to the limit still works; a window error is reported as such, not as the limit.
+        assert_eq!(result.write(0, &[0x44; 50]), Ok(()));
+        assert_eq!(result.write(100, &[1]), Err(OolError::ResultOutOfWindow));
+        assert_eq!(args.read(0, &mut buf[..1]), Err(OolError::CopyLimit));
+        assert_eq!(meter.moved(), 150);
+        assert_eq!(Status::from(OolError::CopyLimit), Status::TooLarge);
+        assert!(OolError::CopyLimit
+            .to_string()
+            .starts_with("The call would move more"));
     }
 }

@@ -66,6 +66,14 @@ impl Memory {
         (client, server)
     }
 
+    /// A hostile client writing raw slots (see [`RawClient`]) and the server attached to it.
+    pub fn connect_raw(&self, peer: u32) -> (RawClient<'_>, Server<'_>) {
+        let raw = RawClient::new(self);
+        let server =
+            ServerConnection::attach(&self.ring, &self.data, self.geometry, PeerId(peer)).unwrap();
+        (raw, server)
+    }
+
     pub fn guards_intact(&self) -> bool {
         self.ring.guards_intact() && self.data.guards_intact()
     }
