@@ -5,7 +5,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use xenrpc_host::process::ChildGuard;
 use xenrpc_host::wait::SpinPolicy;
 use xenrpc_proto::services::echo;
 
-use crate::{latency, BenchServer, Latency, Row, CALL_TIMEOUT};
+use crate::{latency, spawn_piped, BenchServer, Latency, Row, CALL_TIMEOUT};
 
 pub const SECTION: &str = "honest client under attack (spin)";
 /// How to read the rows (printed under the table).
@@ -64,16 +64,9 @@ struct Attacker {
 impl Attacker {
     /// Spawns one and waits until it is attacking.
     fn start(socket: &Path, attack: Attack) -> io::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["--role-attacker", attack.name()])
-            .arg(socket)
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| io::Error::other("no stdout"))?;
-        let child = ChildGuard::new(child);
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args(["--role-attacker", attack.name()]).arg(socket);
+        let (child, stdout) = spawn_piped(command)?;
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {

@@ -440,19 +440,14 @@ impl BenchServer {
             "xenrpc-hostbench-{}-{name}.sock",
             std::process::id()
         ));
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .arg("--role-server")
             .arg("--socket")
             .arg(&socket)
             .args(["--spin-us", &spin.spin_for.as_micros().to_string()])
-            .args(["--max-data", &DATA_LEN.to_string(), "--quiet"])
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| io::Error::other("no stdout"))?;
-        let child = ChildGuard::new(child);
+            .args(["--max-data", &DATA_LEN.to_string(), "--quiet"]);
+        let (child, stdout) = spawn_piped(command)?;
         let line = read_line_within(stdout, Duration::from_secs(10))?;
         if !line.starts_with(READY_LINE) {
             return Err(io::Error::other(format!("server did not start: {line:?}")));
@@ -468,6 +463,16 @@ impl BenchServer {
         let _ = std::fs::remove_file(&self.socket);
         self.child.kill()
     }
+}
+
+/// Spawns `command` with its stdout piped to us; the child is killed when the guard drops.
+fn spawn_piped(mut command: Command) -> io::Result<(ChildGuard, std::process::ChildStdout)> {
+    let mut child = command.stdout(Stdio::piped()).spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("no stdout"))?;
+    Ok((ChildGuard::new(child), stdout))
 }
 
 fn read_line_within(
