@@ -4,6 +4,7 @@
 //! connections are set up over a Unix socket that also reports each side's death
 //! ([`rendezvous`]), and waiting spins briefly before it blocks ([`wait`]).
 
+pub mod attack;
 pub mod client;
 pub mod event;
 pub mod floors;

@@ -1,8 +1,8 @@
 //! Connection set-up over a Unix `SOCK_SEQPACKET` socket.
 //!
 //! 1. The client connects and sends a [`Hello`] naming the data-region size it wants.
-//! 2. The server learns the client's pid from `SO_PEERCRED` (the kernel's word, never the
-//!    message's), creates and seals the ring and data memfds and two eventfds, and sends a
+//! 2. The server learns the client's uid and pid from `SO_PEERCRED` (the kernel's word, never
+//!    the message's, taken at connect: whoever holds the socket later does not change it), creates and seals the ring and data memfds and two eventfds, and sends a
 //!    [`Welcome`] with the four fds attached (`SCM_RIGHTS`).
 //! 3. The client lays out the ring region and sends [`READY`]; the server attaches.
 //! 4. The socket then stays open and silent for the life of the connection: its hangup is how
@@ -41,9 +41,11 @@ pub struct PeerCredentials {
 }
 
 impl PeerCredentials {
-    /// The id the protocol's dispatcher sees: the client's pid.
+    /// The id the protocol's dispatcher sees: the client's uid, the tenant. Not the pid: a pid
+    /// is reused once its process dies, and an fd outlives the process that connected it, so
+    /// a pid would hand one process's identity (its kv namespace, its admin rights) to another.
     pub fn peer_id(&self) -> xenrpc_proto::transport::PeerId {
-        xenrpc_proto::transport::PeerId(self.pid)
+        xenrpc_proto::transport::PeerId(self.uid)
     }
 }
 

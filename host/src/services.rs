@@ -2,18 +2,19 @@
 //! `admin` service only some peers may call, and (for tests) a `selftest` service whose
 //! handlers misbehave on purpose.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use xenrpc_proto::services::arith::{self, ArithServer};
 use xenrpc_proto::services::echo::{self, EchoServer};
-use xenrpc_proto::services::kv::{self, Key, KvStore, ListArgs};
+use xenrpc_proto::services::kv::{self, KvStore};
 use xenrpc_proto::{define_service, CallContext, PeerId, Registry, Status};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::server::ServerEvent;
+use crate::server::tenants::Refusal;
+use crate::server::{DropReason, ServerEvent};
 
 /// Connection counters the admin service reports.
 #[repr(C)]
@@ -29,8 +30,14 @@ pub struct AdminStats {
     pub disconnected: u32,
     /// Connections dropped for breaking the protocol.
     pub dropped: u32,
-    /// Connection attempts refused.
+    /// Connection attempts refused (for any reason, the uid cap included).
     pub refused: u32,
+    /// Connection attempts refused because the uid held its share of connections.
+    pub refused_uid_cap: u32,
+    /// Idle connections reaped to make room for a newcomer (counted in `dropped` too).
+    pub reaped: u32,
+    /// Connections dropped for a wake-up storm (counted in `dropped` too).
+    pub event_storms: u32,
 }
 
 /// How long a `selftest::sleep` may ask the server to stall (bounds a test's damage).
@@ -45,7 +52,7 @@ pub struct SleepArgs {
 }
 
 define_service! {
-    /// Server administration; only peers named with `--admin-pid` may call it.
+    /// Server administration; only uids named with `--admin-uid` may call it.
     pub mod admin {
         name = "admin", id = 100, version = 1;
         /// Connection counters.
@@ -65,15 +72,16 @@ define_service! {
     }
 }
 
-static ADMIN_PIDS: OnceLock<Vec<u32>> = OnceLock::new();
+static ADMIN_UIDS: OnceLock<Vec<u32>> = OnceLock::new();
 
-/// Sets which client pids may call the admin service (once per process).
-pub fn set_admin_pids(pids: Vec<u32>) -> bool {
-    ADMIN_PIDS.set(pids).is_ok()
+/// Sets which client uids may call the admin service (once per process).
+pub fn set_admin_uids(uids: Vec<u32>) -> bool {
+    ADMIN_UIDS.set(uids).is_ok()
 }
 
+/// A peer is its uid (see `PeerCredentials::peer_id`).
 fn admin_allowed(peer: PeerId) -> bool {
-    ADMIN_PIDS.get().is_some_and(|pids| pids.contains(&peer.0))
+    ADMIN_UIDS.get().is_some_and(|uids| uids.contains(&peer.0))
 }
 
 /// Connection counters, updated from the server's events.
@@ -92,11 +100,22 @@ impl Counters {
                 stats.connected = stats.connected.saturating_sub(1);
                 stats.disconnected += 1;
             }
-            ServerEvent::Dropped { .. } => {
+            ServerEvent::Dropped { reason, .. } => {
                 stats.connected = stats.connected.saturating_sub(1);
                 stats.dropped += 1;
+                match reason {
+                    DropReason::Reaped => stats.reaped += 1,
+                    DropReason::EventStorm(_) => stats.event_storms += 1,
+                    DropReason::Protocol(_) => {}
+                }
             }
-            ServerEvent::Refused { .. } => stats.refused += 1,
+            ServerEvent::Refused { reason, .. } => {
+                stats.refused += 1;
+                if matches!(reason, Refusal::TooManyForUid(_)) {
+                    stats.refused_uid_cap += 1;
+                }
+            }
+            ServerEvent::TenantGone { .. } => {}
         }
         self.0.set(stats);
     }
@@ -130,55 +149,33 @@ impl selftest::Server for SelftestServer {
     }
 }
 
-/// The kv store, shared between the registry (which serves it) and the server's event
-/// callback (which forgets a peer's namespace when the peer leaves).
-#[derive(Clone, Default)]
-pub struct SharedKv(Rc<RefCell<KvStore>>);
-
-impl SharedKv {
-    pub fn forget_peer(&self, peer: PeerId) {
-        self.0.borrow_mut().forget_peer(peer);
-    }
-}
-
-impl kv::Server for SharedKv {
-    fn put(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<(), Status> {
-        self.0.borrow_mut().put(call, key)
-    }
-    fn get(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<kv::ValueInfo, Status> {
-        self.0.borrow_mut().get(call, key)
-    }
-    fn delete(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<kv::Existed, Status> {
-        self.0.borrow_mut().delete(call, key)
-    }
-    fn list(&mut self, call: &mut CallContext<'_>, args: ListArgs) -> Result<kv::KeyList, Status> {
-        self.0.borrow_mut().list(call, args)
-    }
-}
-
 /// The handlers of every host service, owned in one place so a [`Registry`] can borrow them.
 pub struct HostServices {
     echo: echo::Handler<EchoServer>,
     arith: arith::Handler<ArithServer>,
-    kv: kv::Handler<SharedKv>,
+    kv: kv::Handler<KvStore>,
     admin: admin::Handler<AdminServer>,
     selftest: Option<selftest::Handler<SelftestServer>>,
 }
 
 impl HostServices {
-    pub fn new(kv_store: SharedKv, counters: Counters, test_services: bool) -> Self {
+    pub fn new(counters: Counters, test_services: bool) -> Self {
         Self {
             echo: echo::Handler(EchoServer),
             arith: arith::Handler(ArithServer),
-            kv: kv::Handler(kv_store),
+            kv: kv::Handler(KvStore::default()),
             admin: admin::Handler(AdminServer(counters)),
             selftest: test_services.then_some(selftest::Handler(SelftestServer)),
         }
     }
 
-    /// A registry serving all of them (admin restricted to the admin pids).
+    /// A registry serving all of them: admin restricted to the admin uids, who alone also see
+    /// the call counts of every tenant (everyone else sees its own). The server tells it
+    /// (`Registry::forget_peer`) when a uid's last connection goes, and the kv store drops
+    /// that uid's namespace.
     pub fn registry(&mut self) -> Registry<'_> {
         let mut registry = Registry::new();
+        registry.set_privileged(admin_allowed);
         let registered = registry
             .register(&mut self.echo)
             .and_then(|()| registry.register(&mut self.arith))

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{hostcall, ServerProcess, TIMEOUT};
+use common::{hostcall, hostcall_as, ServerProcess, TIMEOUT};
 use xenrpc_host::client::{deadline_after, ClientError, ClientOptions};
 use xenrpc_host::services::{admin, selftest, SleepArgs};
 use xenrpc_proto::services::arith::{self, Operands};
@@ -113,11 +113,14 @@ fn every_status_in_a_conversation() {
     );
     client.call(&echo::client::ping(&()), t).unwrap();
 
-    // AccessDenied: the admin service answers this process (named with --admin-pid) and
-    // refuses another process, identified by the kernel's peer credentials.
+    // AccessDenied: the admin service answers this uid (named with --admin-uid), also from
+    // another process, and refuses a process of another uid, identified by the kernel's peer
+    // credentials.
     let stats = client.call(&admin::client::stats(&()), t).unwrap().value;
     assert_eq!(stats.connected, 1);
     let (code, output) = hostcall(server.path(), &["stats"]);
+    assert_eq!(code, 0, "{output}");
+    let (code, output) = hostcall_as(Some(1000), server.path(), &["stats"]);
     assert_eq!((code, output.as_str()), (2, "status: AccessDenied"));
     let (code, output) = hostcall(server.path(), &["ping"]);
     assert_eq!((code, output.as_str()), (0, "pong"));
@@ -256,7 +259,7 @@ fn no_lost_wake_ups_when_both_sides_sleep_between_calls() {
 }
 
 #[test]
-fn kv_namespace_is_per_process_and_outlives_one_of_its_connections() {
+fn kv_namespace_outlives_one_of_its_tenants_connections() {
     use xenrpc_proto::services::kv::ValueInfo;
     let server = ServerProcess::start(&[]);
     let key = Key::new(b"colour").unwrap();
@@ -269,7 +272,7 @@ fn kv_namespace_is_per_process_and_outlives_one_of_its_connections() {
             Some(TIMEOUT),
         )
         .unwrap();
-    // A second connection of this process sees the value; closing the first keeps it.
+    // A second connection of this uid sees the value; closing the first keeps it.
     let mut second = server.connect();
     drop(first);
     std::thread::sleep(Duration::from_millis(100));

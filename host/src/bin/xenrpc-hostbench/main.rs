@@ -1,15 +1,16 @@
 //! The host benchmark: `cargo run --release -p xenrpc-host --bin xenrpc-hostbench [-- --quick]`
-//! (`--latency-only` skips the throughput part).
+//! (`--latency-only` skips the throughput part, `--attacks-only` runs only the attack rows).
 //!
 //! Spawns its own server and client processes, measures xenrpc over the host transport in spin
 //! mode and in blocking mode, measures the floors on this machine in the same run (raw
 //! shared-memory ping-pong, raw eventfd round trip, Unix-socket request/response), and prints
-//! every xenrpc figure next to its ratio to the matching floor. Also writes the table as CSV next
-//! to the binary's target directory (`target/xenrpc-hostbench.csv`).
+//! every xenrpc figure next to its ratio to the matching floor; then an honest client's null
+//! calls alone and beside each attacker of `xenrpc_host::attack` (see `attackers`), as ratios
+//! to alone. Also writes the table as CSV and charts as SVG next to the binary's target
+//! directory (`target/xenrpc-hostbench.csv`, `.svg`).
 
-use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -23,7 +24,14 @@ use xenrpc_host::process::{
 use xenrpc_host::stats::{median, percentile, process_cpu_time};
 use xenrpc_host::wait::SpinPolicy;
 use xenrpc_proto::services::echo;
-use xenrpc_proto::OolRef;
+
+use render::{output_path, render, render_csv, render_svg, size_label};
+
+mod attackers;
+mod render;
+mod throughput;
+
+use throughput::{client_role, echo_loop, echo_pipelined, multi_client_echo};
 
 const SIZES: [usize; 4] = [64, 4096, 64 * 1024, 1024 * 1024];
 const CLIENT_CPU: usize = 0;
@@ -43,6 +51,8 @@ struct Budget {
     spin_roundtrips: u64,
     blocking_roundtrips: u64,
     throughput_time: Duration,
+    /// Honest null calls per attack row.
+    attack_time: Duration,
 }
 
 fn main() {
@@ -54,13 +64,15 @@ fn main() {
             xenrpc_host::hostd::main_with_args(&args[1..])
         }
         Some("--role-client") => client_role(&args[1..]),
+        Some("--role-attacker") => attackers::attacker_role(&args[1..]),
         Some("--help" | "-h") => {
-            println!("usage: xenrpc-hostbench [--quick] [--latency-only]");
+            println!("usage: xenrpc-hostbench [--quick] [--latency-only | --attacks-only]");
             Ok(())
         }
         _ => orchestrate(
             args.iter().any(|a| a == "--quick"),
             args.iter().any(|a| a == "--latency-only"),
+            args.iter().any(|a| a == "--attacks-only"),
         ),
     };
     if let Err(e) = result {
@@ -87,7 +99,7 @@ struct Row {
     calls_per_s: Option<f64>,
     mb_per_s: Option<f64>,
     cpu_ns_per_call: Option<f64>,
-    ratio: Option<(f64, &'static str)>,
+    ratio: Option<(f64, String)>,
 }
 
 impl Row {
@@ -105,6 +117,7 @@ impl Row {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Latency {
     p50: f64,
     p99: f64,
@@ -117,13 +130,14 @@ fn latency(samples: &mut [Duration]) -> Latency {
     }
 }
 
-fn orchestrate(quick: bool, latency_only: bool) -> io::Result<()> {
+fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Result<()> {
     let budget = if quick {
         Budget {
             rounds: 1,
             spin_roundtrips: 20_000,
             blocking_roundtrips: 2_000,
             throughput_time: Duration::from_millis(200),
+            attack_time: Duration::from_millis(500),
         }
     } else {
         Budget {
@@ -131,6 +145,7 @@ fn orchestrate(quick: bool, latency_only: bool) -> io::Result<()> {
             spin_roundtrips: 100_000,
             blocking_roundtrips: 10_000,
             throughput_time: Duration::from_secs(1),
+            attack_time: Duration::from_secs(2),
         }
     };
     let cpus = available_cpus();
@@ -144,6 +159,13 @@ fn orchestrate(quick: bool, latency_only: bool) -> io::Result<()> {
             "unpinned"
         }
     );
+    if attacks_only {
+        let rows = attackers::rows(budget.attack_time)?;
+        println!("\n{}", render(&rows));
+        println!("{}", attackers::NOTE);
+        write_outputs(&rows);
+        return Ok(());
+    }
 
     let mut floor_command = Command::new(std::env::current_exe()?);
     floor_command.arg("--role-floor-peer");
@@ -194,8 +216,10 @@ fn orchestrate(quick: bool, latency_only: bool) -> io::Result<()> {
         );
     }
     let mut rows = series.rows();
+    rows.extend(attackers::rows(budget.attack_time)?);
     if latency_only {
         println!("\n{}", render(&rows));
+        println!("{}", attackers::NOTE);
         return Ok(());
     }
 
@@ -271,7 +295,7 @@ fn orchestrate(quick: bool, latency_only: bool) -> io::Result<()> {
         let null_row = rows
             .iter()
             .find(|r| r.section == section && r.name == "null call, 1 client");
-        if let Some((ratio, _)) = null_row.and_then(|r| r.ratio) {
+        if let Some((ratio, _)) = null_row.and_then(|r| r.ratio.clone()) {
             let verdict = if ratio <= aim { "met" } else { "NOT met" };
             println!(
                 "aim: {section} null-call p50 within {aim}x of the {floor}: {ratio:.2}x, {verdict}"
@@ -285,18 +309,24 @@ MB/s counts payload bytes per direction. CPU/call = client + server CPU time (fr
 (lower is better); throughput = xenrpc / UDS echo of the same size, 1 client (higher is better).",
         budget.rounds
     );
+    println!("{}", attackers::NOTE);
+    write_outputs(&rows);
+    println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Writes the CSV and the SVG next to the target directory.
+fn write_outputs(rows: &[Row]) {
     if let Some(csv) = output_path("csv") {
-        if std::fs::write(&csv, render_csv(&rows)).is_ok() {
+        if std::fs::write(&csv, render_csv(rows)).is_ok() {
             println!("CSV: {}", csv.display());
         }
     }
     if let Some(svg) = output_path("svg") {
-        if std::fs::write(&svg, render_svg(&rows)).is_ok() {
+        if std::fs::write(&svg, render_svg(rows)).is_ok() {
             println!("plot: {}", svg.display());
         }
     }
-    println!("total time {:.1} s", started.elapsed().as_secs_f64());
-    Ok(())
 }
 
 fn throughput_row(
@@ -311,7 +341,7 @@ fn throughput_row(
     row.calls_per_s = Some(rate);
     row.mb_per_s = Some(rate * size as f64 / 1e6);
     row.cpu_ns_per_call = Some(cpu);
-    row.ratio = Some((rate / uds_rate, "UDS echo"));
+    row.ratio = Some((rate / uds_rate, "UDS echo".into()));
     row
 }
 
@@ -359,7 +389,7 @@ impl LatencySeries {
                 .zip(floor)
                 .map(|((l, _), f)| l.p50 / f.p50)
                 .collect();
-            row.ratio = Some((med(ratios), label));
+            row.ratio = Some((med(ratios), String::from(label)));
             row
         };
         vec![
@@ -410,19 +440,14 @@ impl BenchServer {
             "xenrpc-hostbench-{}-{name}.sock",
             std::process::id()
         ));
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .arg("--role-server")
             .arg("--socket")
             .arg(&socket)
             .args(["--spin-us", &spin.spin_for.as_micros().to_string()])
-            .args(["--max-data", &DATA_LEN.to_string(), "--quiet"])
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| io::Error::other("no stdout"))?;
-        let child = ChildGuard::new(child);
+            .args(["--max-data", &DATA_LEN.to_string(), "--quiet"]);
+        let (child, stdout) = spawn_piped(command)?;
         let line = read_line_within(stdout, Duration::from_secs(10))?;
         if !line.starts_with(READY_LINE) {
             return Err(io::Error::other(format!("server did not start: {line:?}")));
@@ -438,6 +463,16 @@ impl BenchServer {
         let _ = std::fs::remove_file(&self.socket);
         self.child.kill()
     }
+}
+
+/// Spawns `command` with its stdout piped to us; the child is killed when the guard drops.
+fn spawn_piped(mut command: Command) -> io::Result<(ChildGuard, std::process::ChildStdout)> {
+    let mut child = command.stdout(Stdio::piped()).spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("no stdout"))?;
+    Ok((ChildGuard::new(child), stdout))
 }
 
 fn read_line_within(
@@ -477,415 +512,4 @@ fn null_calls(client: &mut Client, server: u32, count: u64) -> io::Result<(Vec<D
     }
     let cpu = own_and_server_cpu(Some(server))? - cpu_before;
     Ok((samples, cpu.as_nanos() as f64 / count as f64))
-}
-
-/// Echoes `size` bytes out of line for `duration`, one call at a time. The payload is written
-/// into the data region once, as an application building its data in place would; each call
-/// then moves nothing but the request slot, and the handler writes the result straight into
-/// the result window. The last result is checked. Returns (calls, elapsed, CPU ns per call).
-fn echo_loop(
-    client: &mut Client,
-    size: usize,
-    duration: Duration,
-    server: Option<u32>,
-) -> io::Result<(u64, Duration, f64)> {
-    let payload: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
-    client
-        .data()
-        .write(0, &payload)
-        .map_err(|_| io::Error::other("payload outside data region"))?;
-    let call = echo::client::echo_ool(&())
-        .ool_args(OolRef::new(0, size as u32))
-        .ool_result(OolRef::new(MAX_PAYLOAD as u32, size as u32));
-    for _ in 0..3 {
-        client.call(&call, CALL_TIMEOUT).map_err(io::Error::other)?;
-    }
-    let cpu_before = own_and_server_cpu(server)?;
-    let start = Instant::now();
-    let mut calls = 0u64;
-    while start.elapsed() < duration {
-        for _ in 0..8 {
-            let reply = client.call(&call, CALL_TIMEOUT).map_err(io::Error::other)?;
-            if reply.ool_written as usize != size {
-                return Err(io::Error::other("short echo"));
-            }
-        }
-        calls += 8;
-    }
-    let elapsed = start.elapsed();
-    let cpu = own_and_server_cpu(server)? - cpu_before;
-    let mut echoed = vec![0u8; size];
-    client
-        .data()
-        .read(MAX_PAYLOAD, &mut echoed)
-        .map_err(|_| io::Error::other("result outside data region"))?;
-    if echoed != payload {
-        return Err(io::Error::other("echo returned different bytes"));
-    }
-    Ok((calls, elapsed, cpu.as_nanos() as f64 / calls as f64))
-}
-
-/// Echoes `size` bytes in batches of `PIPELINE_DEPTH` calls (each with its own result window):
-/// start a batch, publish it once, collect every reply. Returns (calls, elapsed, CPU ns/call).
-fn echo_pipelined(
-    client: &mut Client,
-    size: usize,
-    duration: Duration,
-    server: u32,
-) -> io::Result<(u64, Duration, f64)> {
-    let payload: Vec<u8> = (0..size).map(|i| (i * 17 + 1) as u8).collect();
-    client
-        .data()
-        .write(0, &payload)
-        .map_err(|_| io::Error::other("payload outside data region"))?;
-    let calls: Vec<_> = (0..PIPELINE_DEPTH)
-        .map(|i| {
-            echo::client::echo_ool(&())
-                .ool_args(OolRef::new(0, size as u32))
-                .ool_result(OolRef::new((MAX_PAYLOAD + i * size) as u32, size as u32))
-        })
-        .collect();
-    let batch = |client: &mut Client| -> io::Result<()> {
-        let pending = calls
-            .iter()
-            .map(|call| client.start(call))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io::Error::other)?;
-        client.flush();
-        for call in pending {
-            let reply = client
-                .finish(call, CALL_TIMEOUT)
-                .map_err(io::Error::other)?;
-            if reply.ool_written as usize != size {
-                return Err(io::Error::other("short echo"));
-            }
-        }
-        Ok(())
-    };
-    batch(client)?;
-    let cpu_before = own_and_server_cpu(Some(server))?;
-    let start = Instant::now();
-    let mut done = 0u64;
-    while start.elapsed() < duration {
-        batch(client)?;
-        done += PIPELINE_DEPTH as u64;
-    }
-    let elapsed = start.elapsed();
-    let cpu = own_and_server_cpu(Some(server))? - cpu_before;
-    for i in 0..PIPELINE_DEPTH {
-        let mut echoed = vec![0u8; size];
-        client
-            .data()
-            .read(MAX_PAYLOAD + i * size, &mut echoed)
-            .map_err(|_| io::Error::other("result outside data region"))?;
-        if echoed != payload {
-            return Err(io::Error::other("pipelined echo returned different bytes"));
-        }
-    }
-    Ok((done, elapsed, cpu.as_nanos() as f64 / done as f64))
-}
-
-/// Client process role: `--role-client SOCKET SPIN_US SIZE MILLIS`; prints `calls elapsed_ns cpu_ns`.
-fn client_role(args: &[String]) -> io::Result<()> {
-    let bad = || {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "usage: --role-client SOCKET SPIN_US SIZE MILLIS",
-        )
-    };
-    let [socket, spin, size, millis] = args else {
-        return Err(bad());
-    };
-    let spin = SpinPolicy {
-        spin_for: Duration::from_micros(spin.parse().map_err(|_| bad())?),
-    };
-    let size: usize = size.parse().map_err(|_| bad())?;
-    let duration = Duration::from_millis(millis.parse().map_err(|_| bad())?);
-    let mut client = Client::connect(
-        Path::new(socket),
-        ClientOptions {
-            data_len: DATA_LEN,
-            spin,
-            max_in_flight: 1,
-            ..ClientOptions::default()
-        },
-    )
-    .map_err(io::Error::other)?;
-    let cpu_before = process_cpu_time(std::process::id())?;
-    let (calls, elapsed, _) = echo_loop(&mut client, size, duration, None)?;
-    let cpu = process_cpu_time(std::process::id())? - cpu_before;
-    println!("{calls} {} {}", elapsed.as_nanos(), cpu.as_nanos());
-    Ok(())
-}
-
-/// Runs `clients` client processes echoing `size` bytes against `server` at once; returns the
-/// summed calls/s and CPU ns per call (clients + server).
-fn multi_client_echo(
-    server: &BenchServer,
-    spin: SpinPolicy,
-    size: usize,
-    clients: usize,
-    duration: Duration,
-) -> io::Result<(f64, f64)> {
-    let server_cpu_before = process_cpu_time(server.pid())?;
-    let children: Vec<_> = (0..clients)
-        .map(|_| {
-            Command::new(std::env::current_exe()?)
-                .arg("--role-client")
-                .arg(&server.socket)
-                .arg(spin.spin_for.as_micros().to_string())
-                .arg(size.to_string())
-                .arg(duration.as_millis().to_string())
-                .stdout(Stdio::piped())
-                .spawn()
-        })
-        .collect::<io::Result<_>>()?;
-    let (mut rate, mut calls_total, mut client_cpu_ns) = (0.0, 0u64, 0u128);
-    for child in children {
-        let output = wait_output_within(child, duration + Duration::from_secs(30))?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let fields: Vec<u128> = text
-            .split_whitespace()
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        let [calls, elapsed_ns, cpu_ns] = fields[..] else {
-            return Err(io::Error::other(format!("client failed: {text:?}")));
-        };
-        rate += calls as f64 / (elapsed_ns as f64 / 1e9);
-        calls_total += calls as u64;
-        client_cpu_ns += cpu_ns;
-    }
-    let server_cpu = process_cpu_time(server.pid())? - server_cpu_before;
-    let cpu_per_call = (client_cpu_ns + server_cpu.as_nanos()) as f64 / calls_total.max(1) as f64;
-    Ok((rate, cpu_per_call))
-}
-
-fn wait_output_within(
-    child: std::process::Child,
-    timeout: Duration,
-) -> io::Result<std::process::Output> {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(output) => output,
-        Err(_) => {
-            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "client process did not finish",
-            ))
-        }
-    }
-}
-
-fn size_label(size: usize) -> String {
-    match size {
-        s if s >= 1 << 20 => format!("{} MiB", s >> 20),
-        s if s >= 1 << 10 => format!("{} KiB", s >> 10),
-        s => format!("{s} B"),
-    }
-}
-
-fn fmt_ns(ns: Option<f64>) -> String {
-    match ns {
-        None => "-".into(),
-        Some(ns) if ns >= 1e6 => format!("{:.2} ms", ns / 1e6),
-        Some(ns) if ns >= 1e3 => format!("{:.2} µs", ns / 1e3),
-        Some(ns) => format!("{ns:.0} ns"),
-    }
-}
-
-fn fmt_num(value: Option<f64>) -> String {
-    match value {
-        None => "-".into(),
-        Some(v) if v >= 100.0 => format!("{v:.0}"),
-        Some(v) => format!("{v:.1}"),
-    }
-}
-
-fn render(rows: &[Row]) -> String {
-    let mut out = String::new();
-    let header = [
-        "",
-        "p50",
-        "p99",
-        "calls/s",
-        "MB/s",
-        "CPU/call",
-        "ratio to floor",
-    ];
-    let widths = [36, 10, 10, 10, 9, 10, 0];
-    let mut sections: Vec<&str> = Vec::new();
-    for row in rows {
-        if !sections.contains(&row.section) {
-            sections.push(row.section);
-        }
-    }
-    let grouped = sections
-        .iter()
-        .flat_map(|section| rows.iter().filter(move |row| row.section == *section));
-    let mut section = "";
-    for row in grouped {
-        if row.section != section {
-            section = row.section;
-            let _ = writeln!(out, "== {section} ==");
-            let mut line = String::new();
-            for (h, w) in header.iter().zip(widths) {
-                let _ = write!(line, "{h:>w$}  ");
-            }
-            let _ = writeln!(out, "{}", line.trim_end());
-        }
-        let ratio = row
-            .ratio
-            .map_or(String::new(), |(r, label)| format!("{r:.2}x {label}"));
-        let _ = writeln!(
-            out,
-            "{:<36}  {:>10}  {:>10}  {:>10}  {:>9}  {:>10}  {}",
-            row.name,
-            fmt_ns(row.p50_ns),
-            fmt_ns(row.p99_ns),
-            fmt_num(row.calls_per_s),
-            fmt_num(row.mb_per_s),
-            fmt_ns(row.cpu_ns_per_call),
-            ratio
-        );
-    }
-    out
-}
-
-fn render_csv(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "section,name,p50_ns,p99_ns,calls_per_s,mb_per_s,cpu_ns_per_call,ratio,ratio_to\n",
-    );
-    let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
-    for row in rows {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{}",
-            row.section,
-            row.name,
-            num(row.p50_ns),
-            num(row.p99_ns),
-            num(row.calls_per_s),
-            num(row.mb_per_s),
-            num(row.cpu_ns_per_call),
-            row.ratio.map_or(String::new(), |(r, _)| format!("{r:.3}")),
-            row.ratio.map_or("", |(_, label)| label)
-        );
-    }
-    out
-}
-
-/// `target/xenrpc-hostbench.<extension>`: the binary lives in `target/<profile>/`.
-fn output_path(extension: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    Some(
-        exe.parent()?
-            .parent()?
-            .join(format!("xenrpc-hostbench.{extension}")),
-    )
-}
-
-/// A grouped bar chart of echo throughput (MB/s, log scale) per payload size: the UDS floor
-/// and xenrpc in each mode with one and four clients.
-fn render_svg(rows: &[Row]) -> String {
-    let series: [(&str, &str, &str, &str); 5] = [
-        ("floor", ", 1 client", "UDS, 1 client", "#888888"),
-        (
-            "xenrpc spin",
-            ", 1 client",
-            "xenrpc spin, 1 client",
-            "#1f77b4",
-        ),
-        (
-            "xenrpc spin",
-            ", 4 clients",
-            "xenrpc spin, 4 clients",
-            "#aec7e8",
-        ),
-        (
-            "xenrpc blocking",
-            ", 1 client",
-            "xenrpc blocking, 1 client",
-            "#d62728",
-        ),
-        (
-            "xenrpc blocking",
-            ", 4 clients",
-            "xenrpc blocking, 4 clients",
-            "#ff9896",
-        ),
-    ];
-    let value = |section: &str, suffix: &str, size: usize| {
-        let name = if section == "floor" {
-            format!("UDS echo {}{suffix}", size_label(size))
-        } else {
-            format!("echo {}{suffix}", size_label(size))
-        };
-        rows.iter()
-            .find(|r| r.section == section && r.name == name)
-            .and_then(|r| r.mb_per_s)
-    };
-    let (width, height, left, top, bottom) = (760.0, 420.0, 70.0, 40.0, 60.0);
-    let plot_h = height - top - bottom;
-    let (log_min, log_max) = (-1.0f64, 5.0f64); // 0.1 MB/s .. 100 GB/s
-    let y = |mb: f64| top + plot_h * (1.0 - (mb.max(0.1).log10() - log_min) / (log_max - log_min));
-    let group_w = (width - left - 20.0) / SIZES.len() as f64;
-    let bar_w = group_w * 0.8 / series.len() as f64;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-<text x=\"{left}\" y=\"20\" font-size=\"14\">xenrpc host transport: echo throughput, MB/s per direction (log scale)</text>\n"
-    );
-    for decade in -1..=5 {
-        let mb = 10f64.powi(decade);
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y0:.1}\" y2=\"{y0:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{mb}</text>",
-            width - 20.0,
-            left - 6.0,
-            y(mb) + 4.0,
-            y0 = y(mb)
-        );
-    }
-    for (g, &size) in SIZES.iter().enumerate() {
-        let x0 = left + g as f64 * group_w + group_w * 0.1;
-        for (k, (section, suffix, _, color)) in series.iter().enumerate() {
-            if let Some(mb) = value(section, suffix, size) {
-                let top_y = y(mb);
-                let _ = writeln!(
-                    svg,
-                    "<rect x=\"{:.1}\" y=\"{top_y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{mb:.1} MB/s</title></rect>",
-                    x0 + k as f64 * bar_w,
-                    bar_w - 2.0,
-                    (top + plot_h - top_y).max(0.0)
-                );
-            }
-        }
-        let _ = writeln!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            x0 + group_w * 0.4,
-            top + plot_h + 18.0,
-            size_label(size)
-        );
-    }
-    for (k, (_, _, label, color)) in series.iter().enumerate() {
-        let lx = left + (k % 3) as f64 * 220.0;
-        let ly = height - 22.0 + (k / 3) as f64 * 16.0 - 8.0;
-        let _ = writeln!(
-            svg,
-            "<rect x=\"{lx}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{:.1}\">{label}</text>",
-            ly - 9.0,
-            lx + 14.0,
-            ly
-        );
-    }
-    svg.push_str("</svg>\n");
-    svg
 }
