@@ -89,7 +89,10 @@ mod service_vm {
             fatal(format_args!("starting the RPC backend failed: {e}"));
         }
         log!("ready");
-        rpc::run()
+        rpc::run(rpc::RpcConfig::from_boot(
+            memory.heap_bytes as usize,
+            boot.cmdline_str(),
+        ))
     }
 
     /// Grant table, and for a domU xenstore and the shutdown watch.

@@ -14,7 +14,7 @@ use core::sync::atomic::Ordering;
 use spin::Mutex;
 use xen_abi::DomId;
 use xenrpc_proto::services::{arith, echo, kv};
-use xenrpc_proto::{Registry, ServiceCounters};
+use xenrpc_proto::{PeerId, Registry, ServiceCounters};
 
 use self::backend::{Backend, RESCAN};
 use crate::log;
@@ -28,6 +28,43 @@ const SPIN_NS: u64 = 50_000;
 
 static BACKEND: Mutex<Option<Backend>> = Mutex::new(None);
 
+/// What the service VM was configured with at boot.
+#[derive(Clone, Copy, Debug)]
+pub struct RpcConfig {
+    /// The kv store's memory limits for all tenants together.
+    pub kv_budget: kv::KvBudget,
+}
+
+impl RpcConfig {
+    /// Sized from the heap (a quarter of it for kv, see `KvBudget::for_heap`); the command
+    /// line's `kv-budget=<bytes>` (the xl config's `extra`) lowers the byte budget, never
+    /// past what the heap allows.
+    pub fn from_boot(heap_bytes: usize, cmdline: &str) -> Self {
+        let mut kv_budget = kv::KvBudget::for_heap(heap_bytes);
+        if let Some(value) = cmdline
+            .split_ascii_whitespace()
+            .find_map(|word| word.strip_prefix("kv-budget="))
+        {
+            match xenrpc_rendezvous::parse_decimal(value.as_bytes(), u32::MAX) {
+                Ok(bytes) if (bytes as usize) <= kv_budget.max_bytes => {
+                    kv_budget.max_bytes = bytes as usize;
+                }
+                Ok(bytes) => log!(
+                    "rpc: kv-budget={bytes} exceeds a quarter of the heap; keeping {}",
+                    kv_budget.max_bytes
+                ),
+                Err(e) => log!("rpc: ignoring kv-budget={value}: {e}"),
+            }
+        }
+        RpcConfig { kv_budget }
+    }
+}
+
+/// Domain 0 (the toolstack's) sees every tenant's counters; other domains only their own.
+fn is_privileged(peer: PeerId) -> bool {
+    peer == PeerId(0)
+}
+
 /// The built-in services' state, owned by the loop.
 struct Services {
     echo: echo::Handler<echo::EchoServer>,
@@ -39,11 +76,11 @@ struct Services {
 }
 
 impl Services {
-    fn new() -> Self {
+    fn new(config: &RpcConfig) -> Self {
         Self {
             echo: echo::Handler(echo::EchoServer),
             arith: arith::Handler(arith::ArithServer),
-            kv: kv::Handler(kv::KvStore::new()),
+            kv: kv::Handler(kv::KvStore::with_budget(config.kv_budget)),
             counters: ServiceCounters::new_boxed(),
         }
     }
@@ -56,6 +93,7 @@ impl Services {
             .and_then(|()| registry.register(&mut self.kv));
         // Distinct ids, far below the registry's capacity: cannot fail.
         assert_eq!(registered, Ok(()), "built-in services clash");
+        registry.set_privileged(is_privileged);
         registry
     }
 }
@@ -80,8 +118,13 @@ pub fn init(own: DomId) -> Result<(), xenstore::XsError> {
 }
 
 /// The dispatch loop. Never returns: the VM ends through `control/shutdown`.
-pub fn run() -> ! {
-    let mut services = Services::new();
+pub fn run(config: RpcConfig) -> ! {
+    log!(
+        "rpc: kv budget {} bytes, {} entries",
+        config.kv_budget.max_bytes,
+        config.kv_budget.max_entries
+    );
+    let mut services = Services::new(&config);
     let mut registry = services.registry();
     let mut last_work = 0u64;
     let mut lost_events = xenstore::lost_events();
