@@ -574,6 +574,31 @@ impl<D: XenDevices> Connection<D> {
         }
     }
 
+    /// Starts up to `most` one-way copies of `call` (fewer when the ring fills) and publishes
+    /// them with at most one notification. Returns how many were started. Nobody learns a
+    /// one-way call's fate: for load and attack tests, which see a closed server through
+    /// their next two-way call.
+    pub fn submit_one_way<R: Copy>(
+        &mut self,
+        call: &TypedCall<'_, R>,
+        most: usize,
+    ) -> Result<usize> {
+        self.check_failed()?;
+        let mut started = 0;
+        while started < most {
+            match self.client.start_one_way(*call) {
+                Ok(_) => started += 1,
+                Err(xenrpc_proto::CallError::RingFull) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.stats.calls_started += started as u64;
+        if self.client.publish() {
+            ChannelNotify(&self.channel, &mut self.stats.notifications_sent).send()?;
+        }
+        Ok(started)
+    }
+
     /// Takes every response that arrived, stashing them by call id.
     fn drain(&mut self) -> Result<()> {
         while let Some(completion) = self.client.poll_response()? {
@@ -763,6 +788,18 @@ impl<D: XenDevices> Connection<D> {
     /// server's event-storm defence: a correct client never needs it.
     pub fn raise_event_without_request(&self) -> Result<()> {
         self.channel.notify()
+    }
+
+    /// Raises the ping port without waiting for the bounce. Only for exercising the server's
+    /// ping-storm defence: a correct client waits for each ping ([`Self::ping`]).
+    pub fn raise_ping_without_waiting(&self) -> Result<()> {
+        let ping = self.ping.as_ref().ok_or_else(|| {
+            Error::BadArguments(
+                "this connection has no ping port (ConnectOptions::ping_channel)".into(),
+            )
+        })?;
+        ping.acknowledge()?;
+        ping.notify()
     }
 
     /// Ends the connection: FE Closing, wait up to `timeout` for the server to close its side,

@@ -5,6 +5,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod hostile_cmd;
+
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -14,12 +16,11 @@ use xenrpc_client::devices::LinuxDevices;
 use xenrpc_client::frontend::{self, CloseOutcome, ConnectOptions, Connection};
 use xenrpc_client::xenstore::XenbusConnection;
 use xenrpc_client::{selftest, Error, Result};
-use xenrpc_proto::layout::ctrl;
 use xenrpc_proto::services::introspection::{
     self, MethodEntry, ServiceEntry, ServiceQuery, ServiceStatsEntry,
 };
 use xenrpc_proto::services::{arith, echo, field_name, kv};
-use xenrpc_proto::zerocopy::{FromBytes, IntoBytes};
+use xenrpc_proto::zerocopy::FromBytes;
 use xenrpc_proto::{OolRef, ServiceInfo};
 
 #[derive(Parser)]
@@ -57,36 +58,6 @@ struct ConnArgs {
     /// has not closed by then gets a warning, not an error: every answer has arrived.
     #[arg(long, default_value_t = 10_000)]
     close_timeout_ms: u64,
-}
-
-#[derive(Subcommand)]
-enum Hostile {
-    /// Connect, then raise the connection's event in a loop with no requests behind it, with a
-    /// ping call after every BURST events, until the server closes the connection or SECONDS
-    /// pass. Succeeds only if the server closed it.
-    EventStorm {
-        #[command(flatten)]
-        conn: ConnArgs,
-        #[arg(long, default_value_t = 1000)]
-        burst: u32,
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-    },
-    /// Connect, make one call, then publish a request producer index far beyond anything the
-    /// ring holds and raise the event. Succeeds only if the server closes the connection.
-    BadIndex {
-        #[command(flatten)]
-        conn: ConnArgs,
-    },
-    /// Connect and send requests the server can read but must refuse (unknown service,
-    /// unknown method, wrong version, malformed arguments, a deadline long past, a deadline one
-    /// second ago on the server's clock as learned from its answers), then a good call on the
-    /// same connection. Succeeds only if each got its status and the good call its
-    /// answer.
-    BadRequests {
-        #[command(flatten)]
-        conn: ConnArgs,
-    },
 }
 
 #[derive(Subcommand)]
@@ -150,7 +121,7 @@ enum Command {
     },
     /// Misbehave on purpose, to check the service VM's defences (tests and audits).
     #[command(hide = true, subcommand)]
-    Hostile(Hostile),
+    Hostile(hostile_cmd::Hostile),
     /// (guest) Exercise xenbus, gntalloc and evtchn without a server.
     SelftestDevices {
         /// Domain to grant the test pages to (default 0).
@@ -293,13 +264,7 @@ fn run(cli: Cli) -> Result<Output> {
             size,
             event_ping,
         } => bench(&conn, calls, in_flight, size, event_ping),
-        Command::Hostile(Hostile::EventStorm {
-            conn,
-            burst,
-            seconds,
-        }) => event_storm(&conn, burst, Duration::from_secs(seconds)),
-        Command::Hostile(Hostile::BadIndex { conn }) => bad_index(&conn),
-        Command::Hostile(Hostile::BadRequests { conn }) => bad_requests(&conn),
+        Command::Hostile(attack) => hostile_cmd::run(attack),
         Command::SelftestDevices { grant_peer } => {
             let steps = selftest::run(grant_peer);
             let passed = !steps.is_empty() && steps.iter().all(|s| s.ok);
@@ -1060,190 +1025,4 @@ fn bench(
         text,
         json!({"ok": true, "method": what, "calls": calls, "in_flight": in_flight, "seconds": elapsed.as_secs_f64(), "calls_per_second": rate, "mb_per_second_each_way": mb_per_s, "latency_us": lat, "event_ping_latency_us": event_ping, "client": s}),
     )
-}
-
-/// `xenrpc hostile event-storm`: see [`Hostile::EventStorm`].
-fn event_storm(conn_args: &ConnArgs, burst: u32, limit: Duration) -> Result<Output> {
-    let mut c = connect(conn_args)?;
-    let timeout = Duration::from_millis(conn_args.timeout_ms);
-    let start = Instant::now();
-    let mut raised = 0u64;
-    let mut calls = 0u64;
-    let ended = loop {
-        for _ in 0..burst.max(1) {
-            c.raise_event_without_request()?;
-        }
-        raised += u64::from(burst.max(1));
-        match c.call(&echo::client::ping(&()), timeout) {
-            Ok(_) => calls += 1,
-            Err(e @ (Error::ServerClosed | Error::ServerGone(_))) => break Some(e),
-            Err(e) => return Err(e),
-        }
-        if start.elapsed() >= limit {
-            break None;
-        }
-    };
-    let secs = start.elapsed().as_secs_f64();
-    let value = json!({"ok": ended.is_some(), "events": raised, "calls": calls, "seconds": secs, "server_closed": ended.is_some()});
-    match ended {
-        Some(e) => Ok(Output {
-            text: format!(
-                "event storm: {raised} events and {calls} calls in {secs:.1} s; then: {e}\n"
-            ),
-            value,
-            ok: true,
-        }),
-        None => {
-            drop(c);
-            Ok(Output {
-                text: format!(
-                    "event storm: {raised} events and {calls} calls in {secs:.1} s; the server \
-                     still served the connection\n"
-                ),
-                value,
-                ok: false,
-            })
-        }
-    }
-}
-
-/// `xenrpc hostile bad-index`: see [`Hostile::BadIndex`].
-fn bad_index(conn_args: &ConnArgs) -> Result<Output> {
-    let mut c = connect(conn_args)?;
-    let timeout = Duration::from_millis(conn_args.timeout_ms);
-    c.call(&echo::client::ping(&()), timeout)?;
-    let ring = c.ring_for_hostile_tests();
-    let req_prod = ring
-        .load_u32(ctrl::REQ_PROD, std::sync::atomic::Ordering::Acquire)
-        .map_err(|_| bad("the ring has no control page"))?;
-    let bogus = req_prod.wrapping_add(100_000);
-    ring.store_u32(ctrl::REQ_PROD, bogus, std::sync::atomic::Ordering::Release)
-        .map_err(|_| bad("the ring has no control page"))?;
-    c.raise_event_without_request()?;
-    // The server answers a broken ring by closing: watch its state in xenstore (the ring is
-    // ours to have broken, so no call can tell).
-    let state_path = format!("{}/state", c.info().backend);
-    let mut xs = store()?;
-    let deadline = Instant::now() + timeout;
-    let closed = loop {
-        let state = xenrpc_client::xenstore::read_text(
-            xs.as_mut(),
-            xenrpc_client::xenstore::NO_TX,
-            &state_path,
-        )?;
-        if state.as_deref() == Some("6") {
-            break true;
-        }
-        if Instant::now() >= deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = if closed {
-        format!("published req_prod {bogus} (was {req_prod}); the server closed the connection\n")
-    } else {
-        format!(
-            "published req_prod {bogus} (was {req_prod}); the server still had the connection \
-             open after {:.1} s\n",
-            timeout.as_secs_f64()
-        )
-    };
-    Ok(Output {
-        text,
-        value: json!({"ok": closed, "req_prod": req_prod, "published": bogus, "server_closed": closed}),
-        ok: closed,
-    })
-}
-
-/// The status a call got: `Ok`, or the one the server answered; any other failure is an error.
-fn status_of<T>(result: Result<T>) -> Result<xenrpc_proto::Status> {
-    match result {
-        Ok(_) => Ok(xenrpc_proto::Status::Ok),
-        Err(Error::Remote(status)) => Ok(status),
-        Err(e) => Err(e),
-    }
-}
-
-/// `xenrpc hostile bad-requests`: see [`Hostile::BadRequests`].
-fn bad_requests(conn_args: &ConnArgs) -> Result<Output> {
-    use xenrpc_proto::{Status, TypedCall};
-    let mut c = connect(conn_args)?;
-    let timeout = Duration::from_millis(conn_args.timeout_ms);
-    let operands = arith::Operands { a: 40, b: 2 };
-    let args = operands.as_bytes();
-    let cases: [(&str, TypedCall<'_, ()>, Status); 5] = [
-        (
-            "unknown service",
-            TypedCall::new(0xdead, 1, 1, &[]),
-            Status::UnknownService,
-        ),
-        (
-            "unknown method",
-            TypedCall::new(echo::SERVICE_ID, 999, echo::VERSION, &[]),
-            Status::UnknownMethod,
-        ),
-        (
-            "wrong version",
-            TypedCall::new(
-                arith::SERVICE_ID,
-                arith::methods::add,
-                arith::VERSION + 1,
-                args,
-            ),
-            Status::VersionMismatch,
-        ),
-        (
-            "arguments of the wrong size",
-            TypedCall::new(
-                arith::SERVICE_ID,
-                arith::methods::add,
-                arith::VERSION,
-                &args[..3],
-            ),
-            Status::BadArguments,
-        ),
-        (
-            "deadline long past (1 ns of Xen system time)",
-            TypedCall::new(echo::SERVICE_ID, echo::methods::ping, echo::VERSION, &[])
-                .deadline_ns(1),
-            Status::DeadlineExceeded,
-        ),
-    ];
-    let mut text = String::new();
-    let mut all_right = true;
-    let mut rows = Vec::new();
-    for (what, call, want) in cases {
-        let got = status_of(c.call(&call, timeout))?;
-        let right = got == want;
-        all_right &= right;
-        text += &format!(
-            "{what}: server answered {got:?}{}\n",
-            if right { "" } else { " (expected otherwise)" }
-        );
-        rows.push(
-            json!({"case": what, "status": format!("{got:?}"), "expected": format!("{want:?}")}),
-        );
-    }
-    // The calls above taught the client the server's clock: a deadline it derives for one
-    // second ago must be refused there, which it is only if the estimate is within that second.
-    let derived = c
-        .server_deadline(Instant::now() - Duration::from_secs(1))
-        .ok_or_else(|| {
-            Error::Protocol("no estimate of the server's clock after 5 answers".into())
-        })?;
-    let late = echo::client::ping(&()).deadline_ns(derived);
-    let got = status_of(c.call(&late, timeout))?;
-    all_right &= got == Status::DeadlineExceeded;
-    text +=
-        &format!("deadline learned from the server's clock, 1 s ago: server answered {got:?}\n");
-    rows.push(json!({"case": "learned deadline 1 s ago", "status": format!("{got:?}"), "expected": "DeadlineExceeded"}));
-    let sum = c.call(&arith::client::add(&operands), timeout)?.value.value;
-    all_right &= sum == 42;
-    text += &format!("then arith.add 40 2 on the same connection: {sum}\n");
-    close(c, conn_args)?;
-    Ok(Output {
-        text,
-        value: json!({"ok": all_right, "cases": rows, "good_call": sum}),
-        ok: all_right,
-    })
 }

@@ -143,11 +143,32 @@ tb_expect_console() {
     tb_fail "no '$2' on the console of $1"
 }
 
-# tb_expect_gone DOMAIN: the domain must not be listed by xl.
+# tb_expect_gone DOMAIN [SECONDS]: the domain must be gone from xl's list within SECONDS
+# (default 30). `xl shutdown -w` returns when the domain has shut down, but Xen and xl may list
+# it (dying, then being reaped) a little longer: under load that once took long enough for a
+# check made at once to fail.
 tb_expect_gone() {
-    if xl list | awk -v d="$1" 'NR > 1 && $1 == d { found = 1 } END { exit !found }'; then
-        tb_fail "domain $1 still exists: $(xl list "$1" | tail -n 1)"
-    fi
+    _limit=${2:-30}
+    _start=$(tb_uptime)
+    while xl list | awk -v d="$1" 'NR > 1 && $1 == d { found = 1 } END { exit !found }'; do
+        if awk -v a="$_start" -v b="$(tb_uptime)" -v l="$_limit" 'BEGIN { exit !(b - a > l) }'; then
+            tb_fail "domain $1 still exists ${_limit}s after it shut down: $(xl list "$1" 2>&1 | tail -n 1)"
+        fi
+        sleep 0.2
+    done
+}
+
+# tb_expect_domid_free DOMID [SECONDS]: no domain may hold DOMID within SECONDS (default 30),
+# dying ones included (`xl list` shows them until Xen has released the domain).
+tb_expect_domid_free() {
+    _limit=${2:-30}
+    _start=$(tb_uptime)
+    while xl list | awk -v d="$1" 'NR > 1 && $2 == d { found = 1 } END { exit !found }'; do
+        if awk -v a="$_start" -v b="$(tb_uptime)" -v l="$_limit" 'BEGIN { exit !(b - a > l) }'; then
+            tb_fail "domid $1 is still taken ${_limit}s after its domain went: $(xl list 2>&1 | tail -n +2 | tr '\n' ';')"
+        fi
+        sleep 0.2
+    done
 }
 
 # Steps on client guests running the "steps" plan (support/client-guest-init.sh): dom0 writes

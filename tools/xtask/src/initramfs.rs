@@ -20,7 +20,7 @@ const S_IFDIR: u32 = 0o040_000;
 const S_IFLNK: u32 = 0o120_000;
 
 /// Bump when the recipe below changes, so cached images are rebuilt.
-const BASE_RECIPE_VERSION: u32 = 1;
+const BASE_RECIPE_VERSION: u32 = 2;
 
 /// Debian packages whose files go into the images; their versions key the cache.
 const SOURCE_PACKAGES: &[&str] = &[
@@ -33,7 +33,14 @@ const SOURCE_PACKAGES: &[&str] = &[
 
 pub const XEN_TOOLS_DIR: &str = "/usr/lib/xen-4.17/bin";
 /// The toolstack binaries a dom0 needs to run `xl create` and serve guest consoles.
-const XEN_TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xen-init-dom0"];
+const XEN_TOOLS: &[&str] = &[
+    "xl",
+    "xenstored",
+    "xenconsoled",
+    "xen-init-dom0",
+    // `xl save` and `xl restore` (the hostile scenario's domid reuse) run it.
+    "libxl-save-helper",
+];
 /// xenstore-utils ships one multi-call binary that dispatches on its name.
 const XENSTORE_MULTICALL: &str = "/usr/bin/xenstore";
 const XENSTORE_NAMES: &[&str] = &[
