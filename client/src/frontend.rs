@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xenrpc_proto::layout::ctrl;
-use xenrpc_proto::zerocopy::{FromBytes, IntoBytes};
+use xenrpc_proto::zerocopy::FromBytes;
 use xenrpc_proto::{
     ClientConnection, Completion, Notify, Pending, RegionView, Reply, RingGeometry, TypedCall,
 };
@@ -212,32 +212,6 @@ fn wait_backend(
             )));
         }
     }
-}
-
-/// Builds the index page: header, then ring grant refs, then data grant refs
-/// (docs/rendezvous.md). `ring_pages` is the ring region's page count, 1 + slots/8.
-pub fn build_index_page(ring_refs: &[u32], data_refs: &[u32]) -> Result<[u8; PAGE_SIZE]> {
-    let total = ring_refs.len() + data_refs.len();
-    if total > rv::MAX_PAGES {
-        return Err(Error::BadArguments(format!(
-            "{total} pages exceed the index page's {}",
-            rv::MAX_PAGES
-        )));
-    }
-    let header = rv::IndexHeader {
-        magic: rv::INDEX_MAGIC,
-        version: rv::INDEX_VERSION,
-        ring_pages: ring_refs.len() as u32,
-        data_pages: data_refs.len() as u32,
-    };
-    let mut page = [0u8; PAGE_SIZE];
-    let header_len = core::mem::size_of::<rv::IndexHeader>();
-    page[..header_len].copy_from_slice(header.as_bytes());
-    for (i, r) in ring_refs.iter().chain(data_refs).enumerate() {
-        let at = header_len + 4 * i;
-        page[at..at + 4].copy_from_slice(&r.to_le_bytes());
-    }
-    Ok(page)
 }
 
 /// Client-side counters of one connection.
@@ -458,7 +432,9 @@ fn write_index_page<P: GrantedPages>(
     ring_refs: &[u32],
     data_refs: &[u32],
 ) -> Result<()> {
-    let page = build_index_page(ring_refs, data_refs)?;
+    // The one codec of the contract (docs/rendezvous.md): header, ring refs, data refs.
+    let page = rv::Index::build(ring_refs, data_refs)
+        .map_err(|e| Error::BadArguments(format!("index page: {e}")))?;
     if index.len() < PAGE_SIZE {
         return Err(Error::Protocol(
             "index page mapping shorter than a page".into(),

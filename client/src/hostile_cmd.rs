@@ -269,16 +269,30 @@ fn state_churn(conn_args: &ConnArgs, limit: Duration) -> Result<Output> {
     })
 }
 
-/// `xenrpc hostile ping-flood`: see [`Hostile::PingFlood`].
-fn ping_flood(conn_args: &ConnArgs, burst: u32, limit: Duration) -> Result<Output> {
-    let mut c = connect_with(conn_args, true)?;
+/// What a flood did: events raised, ping calls answered, seconds, and the error that ended it
+/// if the server closed the connection.
+struct Flood {
+    raised: u64,
+    calls: u64,
+    secs: f64,
+    ended: Option<Error>,
+}
+
+/// Raises `raise` BURST times between ping calls until the server ends the connection or
+/// `limit` passes.
+fn flood(
+    c: &mut Connection<LinuxDevices>,
+    conn_args: &ConnArgs,
+    burst: u32,
+    limit: Duration,
+    raise: impl Fn(&Connection<LinuxDevices>) -> Result<()>,
+) -> Result<Flood> {
     let timeout = Duration::from_millis(conn_args.timeout_ms);
     let start = Instant::now();
-    let mut raised = 0u64;
-    let mut calls = 0u64;
+    let (mut raised, mut calls) = (0u64, 0u64);
     let ended = loop {
         for _ in 0..burst.max(1) {
-            c.raise_ping_without_waiting()?;
+            raise(c)?;
         }
         raised += u64::from(burst.max(1));
         match c.call(&echo::client::ping(&()), timeout) {
@@ -290,9 +304,23 @@ fn ping_flood(conn_args: &ConnArgs, burst: u32, limit: Duration) -> Result<Outpu
             break None;
         }
     };
-    let secs = start.elapsed().as_secs_f64();
-    let closed = ended.is_some();
-    let text = match ended {
+    Ok(Flood {
+        raised,
+        calls,
+        secs: start.elapsed().as_secs_f64(),
+        ended,
+    })
+}
+
+/// `xenrpc hostile ping-flood`: see [`Hostile::PingFlood`].
+fn ping_flood(conn_args: &ConnArgs, burst: u32, limit: Duration) -> Result<Output> {
+    let mut c = connect_with(conn_args, true)?;
+    let f = flood(&mut c, conn_args, burst, limit, |c| {
+        c.raise_ping_without_waiting()
+    })?;
+    let (raised, calls, secs) = (f.raised, f.calls, f.secs);
+    let closed = f.ended.is_some();
+    let text = match f.ended {
         Some(e) => {
             format!("ping flood: {raised} pings and {calls} calls in {secs:.1} s; then: {e}\n")
         }
@@ -328,25 +356,10 @@ fn reconnect(conn_args: &ConnArgs, count: u32) -> Result<Output> {
 /// `xenrpc hostile event-storm`: see [`Hostile::EventStorm`].
 fn event_storm(conn_args: &ConnArgs, burst: u32, limit: Duration) -> Result<Output> {
     let mut c = connect(conn_args)?;
-    let timeout = Duration::from_millis(conn_args.timeout_ms);
-    let start = Instant::now();
-    let mut raised = 0u64;
-    let mut calls = 0u64;
-    let ended = loop {
-        for _ in 0..burst.max(1) {
-            c.raise_event_without_request()?;
-        }
-        raised += u64::from(burst.max(1));
-        match c.call(&echo::client::ping(&()), timeout) {
-            Ok(_) => calls += 1,
-            Err(e @ (Error::ServerClosed | Error::ServerGone(_))) => break Some(e),
-            Err(e) => return Err(e),
-        }
-        if start.elapsed() >= limit {
-            break None;
-        }
-    };
-    let secs = start.elapsed().as_secs_f64();
+    let f = flood(&mut c, conn_args, burst, limit, |c| {
+        c.raise_event_without_request()
+    })?;
+    let (raised, calls, secs, ended) = (f.raised, f.calls, f.secs, f.ended);
     let value = json!({"ok": ended.is_some(), "events": raised, "calls": calls, "seconds": secs, "server_closed": ended.is_some()});
     match ended {
         Some(e) => Ok(Output {

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use xen_abi::xenstore::{Access, Permission};
 use xenrpc_proto::services::{arith, echo};
 use xenrpc_proto::Status;
+use xenrpc_rendezvous as rv;
 
 use crate::admin::{attach, detach, list_connections};
 use crate::error::Error;
 use crate::fake::{Behaviour, FakeServer, FakeXen, FakeXenstore};
-use crate::frontend::{build_index_page, connect, CloseOutcome, ConnectOptions, Connection};
+use crate::frontend::{connect, CloseOutcome, ConnectOptions, Connection};
 use crate::xenstore::Xenstore;
 
 const SERVER: u16 = 1;
@@ -588,7 +589,7 @@ fn device_failures_and_hostile_xenstore_values_are_clear_errors() {
 
 #[test]
 fn index_page_lists_ring_then_data_refs() {
-    let page = build_index_page(&[10, 11, 12], &[20, 21]).unwrap();
+    let page = rv::Index::build(&[10, 11, 12], &[20, 21]).unwrap();
     let word = |i: usize| u32::from_le_bytes(page[4 * i..4 * i + 4].try_into().unwrap());
     assert_eq!(word(0), u32::from_le_bytes(*b"XRPC"));
     assert_eq!((word(1), word(2), word(3)), (1, 3, 2));
@@ -597,7 +598,8 @@ fn index_page_lists_ring_then_data_refs() {
         (10, 11, 12, 20, 21)
     );
     assert!(page[36..].iter().all(|&b| b == 0));
-    assert!(build_index_page(&[1; 3], &[2; 1018]).is_err());
+    assert!(rv::Index::build(&[1; 3], &[2; 1018]).is_err());
+    assert!(rv::Index::build(&[], &[2; 4]).is_err(), "zero ring pages");
 }
 
 mod wire {

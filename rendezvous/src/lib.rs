@@ -6,6 +6,11 @@
 //! memory, and these functions validate the copy.
 #![no_std]
 
+extern crate alloc;
+
+pub mod backend;
+pub mod limits;
+
 use core::fmt::{self, Write};
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -114,7 +119,7 @@ pub fn totals_path(server: DomId) -> Path {
 }
 
 /// Longest totals value a reader accepts.
-pub const TOTALS_MAX_LEN: usize = 512;
+pub const TOTALS_MAX_LEN: usize = 1024;
 
 /// `/local/domain/<server>/backend/xenrpc/<client>/<devid>`
 pub fn backend_dir(server: DomId, client: DomId, devid: u32) -> Path {

@@ -9,16 +9,18 @@ pub mod backend;
 mod connection;
 
 use alloc::boxed::Box;
-use core::sync::atomic::Ordering;
+use alloc::vec::Vec;
 
 use spin::Mutex;
 use xen_abi::DomId;
 use xenrpc_proto::services::{arith, echo, kv};
 use xenrpc_proto::{PeerId, Registry, ServiceCounters};
 
-use self::backend::{Backend, RESCAN};
+use self::backend::{deliver_watch_events, Backend, KernelConnector, KernelStore};
+use self::connection::ConnectionEnd;
 use crate::log;
 use crate::xen::{control, events, time, xenstore};
+use xenrpc_rendezvous::backend::EndKind;
 
 /// Work units (see `xenrpc_proto::fair`) served per connection before moving to the next.
 const BUDGET_PER_CONNECTION: u64 = xenrpc_proto::PASS_BUDGET;
@@ -101,20 +103,53 @@ impl Services {
 /// Closes every client when the VM is asked to shut down.
 fn close_all_on_shutdown() {
     if let Some(backend) = BACKEND.lock().as_mut() {
-        backend.shutdown();
+        backend.shutdown(&mut KernelStore);
         log!("rpc: all clients closed");
     }
 }
 
 /// Starts the backend (domU only: it needs xenstore).
-pub fn init(own: DomId) -> Result<(), xenstore::XsError> {
-    *BACKEND.lock() = Some(Backend::start(own)?);
+pub fn init(own: DomId) -> Result<(), xenrpc_rendezvous::backend::StoreError> {
+    let backend = Backend::start(&mut KernelStore, own)?;
+    *BACKEND.lock() = Some(backend);
     control::on_shutdown(close_all_on_shutdown);
     log!(
         "rpc: serving echo, arith, kv, introspection; backend at {}",
         xenrpc_rendezvous::backend_root(own)
     );
     Ok(())
+}
+
+/// Serves every connection once (up to one budget of work each); ends those the client broke
+/// or abused. Returns the requests handled.
+fn serve(backend: &mut Backend, registry: &mut Registry<'_>) -> u32 {
+    let mut handled = 0;
+    let mut ended = Vec::new();
+    for (k, conn) in backend.connections_mut() {
+        match conn.serve(registry, BUDGET_PER_CONNECTION) {
+            Ok(n) => handled += n,
+            Err(end) => ended.push((k, end)),
+        }
+    }
+    for (k, end) in ended {
+        let kind = match end {
+            ConnectionEnd::Violation(_) => EndKind::Violation,
+            ConnectionEnd::ClientLetGo => EndKind::ClientLetGo,
+            ConnectionEnd::Storm(_) => EndKind::EventStorm,
+            ConnectionEnd::PingStorm(_) => EndKind::PingStorm,
+        };
+        backend.end(&mut KernelStore, k, kind, &end);
+    }
+    handled
+}
+
+/// Arms every connection for sleep; false if any has work after all.
+fn ready_to_sleep(backend: &mut Backend) -> bool {
+    let mut ready = true;
+    for (_, conn) in backend.connections_mut() {
+        ready &= conn.ready_to_sleep();
+    }
+    ready
 }
 
 /// The dispatch loop. Never returns: the VM ends through `control/shutdown`.
@@ -131,18 +166,25 @@ pub fn run(config: RpcConfig) -> ! {
     loop {
         events::dispatch_pending();
         xenstore::service();
+        let mut guard = BACKEND.lock();
+        let backend = guard.as_mut().expect("rpc::init ran");
         // Watch events were dropped (queue full): look at every device again.
         let lost = xenstore::lost_events();
         if lost != lost_events {
             lost_events = lost;
-            RESCAN.store(true, Ordering::SeqCst);
+            backend.request_rescan();
         }
-        let mut guard = BACKEND.lock();
-        let backend = guard.as_mut().expect("rpc::init ran");
-        if RESCAN.swap(false, Ordering::SeqCst) {
-            backend.rescan();
+        deliver_watch_events(backend);
+        backend.service(&mut KernelStore, &mut KernelConnector);
+        for (client, why) in backend.take_released() {
+            registry.forget_peer(PeerId(client.into()));
+            log!("rpc: dom{client}: tenant released ({why}), kv namespace freed");
         }
-        let handled = backend.serve(&mut registry, BUDGET_PER_CONNECTION);
+        let handled = serve(backend, &mut registry);
+        backend.publish_totals(
+            &mut KernelStore,
+            &[("console_dropped", crate::xen::console::dropped_lines())],
+        );
         let now = time::now_ns();
         if handled > 0 {
             last_work = now;
@@ -152,9 +194,11 @@ pub fn run(config: RpcConfig) -> ! {
             core::hint::spin_loop();
             continue;
         }
-        if !backend.ready_to_sleep() {
+        if !ready_to_sleep(backend) {
             continue;
         }
+        // Steps the rate limits postponed wake the loop when they are due.
+        let wake_at = backend.next_deferred_ns();
         // Unlocked first: a watch handler may take BACKEND itself (the shutdown hook closes
         // every client), and delivering one under the lock hung `xl shutdown` once in CI.
         drop(guard);
@@ -164,7 +208,7 @@ pub fn run(config: RpcConfig) -> ! {
         if xenstore::service() > 0 {
             continue;
         }
-        if let Err(e) = events::idle(None) {
+        if let Err(e) = events::idle(wake_at) {
             crate::fatal(format_args!("idle failed: {e}"));
         }
     }

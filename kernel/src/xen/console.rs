@@ -128,6 +128,9 @@ impl RingConsole {
             return true;
         }
         if self.used() != 0 {
+            // Prompt the consumer: xenconsoled reads the ring only when told, and one that
+            // was stalled (or rate-limited us) may have no event left pending to tell it.
+            let _ = hypercall::evtchn_send(self.evtchn);
             return false;
         }
         self.dropping = false;
