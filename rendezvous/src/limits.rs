@@ -13,7 +13,7 @@
 /// Devices one client domain may have under the backend at once; more are refused.
 pub const MAX_DEVICES_PER_DOMAIN: usize = 16;
 /// Handshake steps of one device per second.
-pub const STEPS_PER_SECOND: u32 = 16;
+pub const STEPS_PER_SECOND: u32 = 32;
 /// Connects (grant maps of a whole connection) of one client domain per second.
 pub const CONNECTS_PER_SECOND: u32 = 16;
 /// Log lines one device may cause per [`LOG_WINDOW_NS`].

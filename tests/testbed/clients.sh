@@ -215,6 +215,8 @@ xl destroy client-a || tb_fail "xl destroy client-a failed"
 [ "$(backend_state "$id_b")" = 4 ] || tb_fail "client-b's bench ended before client-a was destroyed: make it longer"
 tb_expect_gone client-a
 tb_wait_console xenrpc "rpc: dom$id_a/0: closed: client gone" 60
+# Its domain is gone: the tenant is released and its kv namespace freed.
+tb_wait_console xenrpc "rpc: dom$id_a: tenant released (domain gone), kv namespace freed" 60
 tb_time "xl destroy client-a -> server closed its connection" "$t_destroy" "$(tb_uptime)"
 answer b 300
 expect_out_like b '"echo.ping: 6000 calls, 1 in flight, "*'

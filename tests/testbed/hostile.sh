@@ -239,7 +239,9 @@ out=$(xenrpc hostile reconnect --devid 13 --count 60 --timeout-ms 30000 2>&1) ||
     { kill -CONT "$consoled"; tb_fail "reconnect loop failed with the console stalled: $out"; }
 echo "TESTBED: $out"
 check_serving
+echo "TESTBED: totals with the console stalled: $(xenstore-read "/local/domain/$server/data/xenrpc-totals")"
 kill -CONT "$consoled"
+# The notice of what was dropped comes once xenconsoled has emptied the ring.
 tb_wait_console xenrpc "console: dropped " 60
 check_serving
 

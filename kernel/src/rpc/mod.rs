@@ -9,7 +9,6 @@ pub mod backend;
 mod connection;
 
 use alloc::boxed::Box;
-use alloc::vec::Vec;
 
 use spin::Mutex;
 use xen_abi::DomId;
@@ -20,6 +19,7 @@ use self::backend::{deliver_watch_events, Backend, KernelConnector, KernelStore}
 use self::connection::ConnectionEnd;
 use crate::log;
 use crate::xen::{control, events, time, xenstore};
+use xenrpc_rendezvous::backend::DeviceKey;
 use xenrpc_rendezvous::backend::EndKind;
 
 /// Work units (see `xenrpc_proto::fair`) served per connection before moving to the next.
@@ -120,27 +120,62 @@ pub fn init(own: DomId) -> Result<(), xenrpc_rendezvous::backend::StoreError> {
     Ok(())
 }
 
-/// Serves every connection once (up to one budget of work each); ends those the client broke
-/// or abused. Returns the requests handled.
-fn serve(backend: &mut Backend, registry: &mut Registry<'_>) -> u32 {
-    let mut handled = 0;
-    let mut ended = Vec::new();
-    for (k, conn) in backend.connections_mut() {
-        match conn.serve(registry, BUDGET_PER_CONNECTION) {
-            Ok(n) => handled += n,
-            Err(end) => ended.push((k, end)),
-        }
+/// Serves connection `k` once (up to one budget of work); ends it if the client broke or
+/// abused it. Returns the requests handled.
+fn serve_one(k: DeviceKey, registry: &mut Registry<'_>) -> u32 {
+    let mut guard = BACKEND.lock();
+    let Some(backend) = guard.as_mut() else {
+        return 0;
+    };
+    let Some(conn) = backend.connection_mut(k) else {
+        return 0;
+    };
+    let end = match conn.serve(registry, BUDGET_PER_CONNECTION) {
+        Ok(handled) => return handled,
+        Err(end) => end,
+    };
+    let kind = match end {
+        ConnectionEnd::Violation(_) => EndKind::Violation,
+        ConnectionEnd::ClientLetGo => EndKind::ClientLetGo,
+        ConnectionEnd::Storm(_) => EndKind::EventStorm,
+        ConnectionEnd::PingStorm(_) => EndKind::PingStorm,
+    };
+    backend.end(&mut KernelStore, k, kind, &end);
+    0
+}
+
+/// Delivers events and xenstore replies, then lets the backend act on the watch events:
+/// handshakes, refusals, released tenants (whose services' state is freed here). Runs with
+/// the backend unlocked on entry: a watch handler may take it (the shutdown hook).
+fn service_backend(registry: &mut Registry<'_>, lost_events: &mut u64) {
+    events::dispatch_pending();
+    xenstore::service();
+    crate::xen::console::catch_up();
+    let mut guard = BACKEND.lock();
+    let Some(backend) = guard.as_mut() else {
+        return;
+    };
+    // Watch events were dropped (queue full): look at every device again.
+    let lost = xenstore::lost_events();
+    if lost != *lost_events {
+        *lost_events = lost;
+        backend.request_rescan();
     }
-    for (k, end) in ended {
-        let kind = match end {
-            ConnectionEnd::Violation(_) => EndKind::Violation,
-            ConnectionEnd::ClientLetGo => EndKind::ClientLetGo,
-            ConnectionEnd::Storm(_) => EndKind::EventStorm,
-            ConnectionEnd::PingStorm(_) => EndKind::PingStorm,
-        };
-        backend.end(&mut KernelStore, k, kind, &end);
+    deliver_watch_events(backend);
+    backend.service(&mut KernelStore, &mut KernelConnector);
+    for (client, why) in backend.take_released() {
+        registry.forget_peer(PeerId(client.into()));
+        log!("rpc: dom{client}: tenant released ({why}), kv namespace freed");
     }
-    handled
+    backend.publish_totals(
+        &mut KernelStore,
+        &[("console_dropped", crate::xen::console::dropped_lines())],
+    );
+}
+
+/// The connection after `after` (the first if `None`).
+fn next_connection(after: Option<DeviceKey>) -> Option<DeviceKey> {
+    BACKEND.lock().as_ref()?.next_connected(after)
 }
 
 /// Arms every connection for sleep; false if any has work after all.
@@ -164,27 +199,16 @@ pub fn run(config: RpcConfig) -> ! {
     let mut last_work = 0u64;
     let mut lost_events = xenstore::lost_events();
     loop {
-        events::dispatch_pending();
-        xenstore::service();
-        let mut guard = BACKEND.lock();
-        let backend = guard.as_mut().expect("rpc::init ran");
-        // Watch events were dropped (queue full): look at every device again.
-        let lost = xenstore::lost_events();
-        if lost != lost_events {
-            lost_events = lost;
-            backend.request_rescan();
+        service_backend(&mut registry, &mut lost_events);
+        // One budget per connection, with events, xenstore and handshakes serviced between
+        // connections: nobody waits for a whole pass of everyone else's work.
+        let mut handled = 0;
+        let mut after = None;
+        while let Some(k) = next_connection(after) {
+            after = Some(k);
+            handled += serve_one(k, &mut registry);
+            service_backend(&mut registry, &mut lost_events);
         }
-        deliver_watch_events(backend);
-        backend.service(&mut KernelStore, &mut KernelConnector);
-        for (client, why) in backend.take_released() {
-            registry.forget_peer(PeerId(client.into()));
-            log!("rpc: dom{client}: tenant released ({why}), kv namespace freed");
-        }
-        let handled = serve(backend, &mut registry);
-        backend.publish_totals(
-            &mut KernelStore,
-            &[("console_dropped", crate::xen::console::dropped_lines())],
-        );
         let now = time::now_ns();
         if handled > 0 {
             last_work = now;
@@ -194,6 +218,10 @@ pub fn run(config: RpcConfig) -> ! {
             core::hint::spin_loop();
             continue;
         }
+        let mut guard = BACKEND.lock();
+        let Some(backend) = guard.as_mut() else {
+            continue;
+        };
         if !ready_to_sleep(backend) {
             continue;
         }
@@ -203,8 +231,8 @@ pub fn run(config: RpcConfig) -> ! {
         // every client), and delivering one under the lock hung `xl shutdown` once in CI.
         drop(guard);
         // Watch events that came in while the rescan's xenstore calls waited for replies are
-        // queued with no event pending to wake us: deliver them (their handlers set RESCAN)
-        // instead of sleeping on them.
+        // queued with no event pending to wake us: deliver them (their handlers queue them for
+        // the backend) instead of sleeping on them.
         if xenstore::service() > 0 {
             continue;
         }

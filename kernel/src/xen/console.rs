@@ -48,6 +48,8 @@ struct RingConsole {
     dropping: bool,
     /// Lines dropped in the current dropping spell.
     dropped_in_spell: u64,
+    /// Whether the last byte in the ring ended a line (a spell can start mid-line).
+    at_line_start: bool,
 }
 
 // SAFETY: the raw page pointer is only used under the console mutex.
@@ -84,6 +86,7 @@ pub fn init(boot: &BootInfo) {
                 prod,
                 dropping: false,
                 dropped_in_spell: 0,
+                at_line_start: true,
             })
         }
     };
@@ -116,6 +119,9 @@ impl RingConsole {
         }
         fence(Ordering::Release);
         self.prod = self.prod.wrapping_add(n as u32);
+        if n > 0 {
+            self.at_line_start = bytes[n - 1] == b'\n';
+        }
         // SAFETY: aligned u32 inside the mapped page.
         unsafe { core::ptr::write_volatile(self.page.add(ring::OUT_PROD) as *mut u32, self.prod) };
         n
@@ -135,6 +141,10 @@ impl RingConsole {
         }
         self.dropping = false;
         let mut notice = TextBuf::new();
+        if !self.at_line_start {
+            // The spell cut a line short: the notice starts on a line of its own.
+            let _ = writeln!(notice);
+        }
         let _ = writeln!(
             notice,
             "xenrpc: console: dropped {} lines while the console ring was full",
@@ -182,6 +192,18 @@ impl Sink {
                 true
             }
             Sink::Ring(r) => r.write(bytes),
+        }
+    }
+}
+
+/// Ends a dropping spell as soon as xenconsoled has caught up (the notice of what was dropped
+/// goes out then, not with the next line). Cheap: the loop calls it every pass.
+pub fn catch_up() {
+    if let Some(mut sink) = CONSOLE.try_lock() {
+        if let Sink::Ring(r) = &mut *sink {
+            if r.dropping && r.used() == 0 {
+                r.accepting();
+            }
         }
     }
 }

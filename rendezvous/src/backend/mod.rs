@@ -49,6 +49,9 @@ pub const RELEASE_TOKEN: &str = "xenrpc-release-domain";
 const MAX_FIRED: usize = 1024;
 /// How soon throttled steps are looked at again.
 const DEFERRED_RETRY_NS: u64 = 1_000_000_000 / 16;
+/// The nodes of a backend directory that only the backend writes (after the toolstack's
+/// initial state): changes to them are our own echoes.
+const WRITTEN_BY_US: [&str; 3] = [key::STATE, key::MAX_PAGES, key::PROTOCOL];
 /// Ring and data pages a client may grant us (advertised as `max-pages`).
 pub const MAX_PAGES_ADVERTISED: &[u8] = b"1020";
 
@@ -121,15 +124,20 @@ impl<C> Backend<C> {
     /// A watch fired: remembers what it names, for the next [`Self::service`].
     pub fn watch_fired(&mut self, path: &str, token: &str) {
         let named = match token {
-            ROOT_TOKEN => path
-                .strip_prefix(self.root.as_str())
-                .and_then(|rest| rest.strip_prefix('/'))
-                .and_then(|rest| {
-                    let mut parts = rest.split('/');
-                    let client = parts.next()?;
-                    let devid = parts.next()?;
+            ROOT_TOKEN => {
+                let rest = path
+                    .strip_prefix(self.root.as_str())
+                    .and_then(|rest| rest.strip_prefix('/'));
+                let mut parts = rest.unwrap_or("").splitn(3, '/');
+                let (client, devid, node) = (parts.next(), parts.next(), parts.next());
+                // The echo of a node only we write: nothing new to look at.
+                if node.is_some_and(|n| WRITTEN_BY_US.contains(&n)) {
+                    return;
+                }
+                client.zip(devid).and_then(|(client, devid)| {
                     rdv::parse_backend_entry(client.as_bytes(), devid.as_bytes()).ok()
-                }),
+                })
+            }
             RELEASE_TOKEN => {
                 self.domain_released = true;
                 return;
@@ -206,6 +214,17 @@ impl<C> Backend<C> {
             .filter(|(_, d)| matches!(d.phase, Phase::Connected(_)))
             .map(|(k, _)| *k)
             .collect()
+    }
+
+    /// The first connected device after `after` (the first of all if `None`): walks the
+    /// connections without holding a borrow, so a caller can service the backend in between.
+    pub fn next_connected(&self, after: Option<DeviceKey>) -> Option<DeviceKey> {
+        use core::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.devices
+            .range((from, Bound::Unbounded))
+            .find(|(_, d)| matches!(d.phase, Phase::Connected(_)))
+            .map(|(k, _)| *k)
     }
 
     /// The connection of a connected device.
