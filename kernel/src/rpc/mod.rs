@@ -18,7 +18,7 @@ use xenrpc_proto::{PeerId, Registry, ServiceCounters};
 use self::backend::{deliver_watch_events, Backend, KernelConnector, KernelStore};
 use self::connection::ConnectionEnd;
 use crate::log;
-use crate::xen::{control, events, time, xenstore};
+use crate::xen::{console, control, events, time, xenstore};
 use xenrpc_rendezvous::backend::DeviceKey;
 use xenrpc_rendezvous::backend::EndKind;
 
@@ -27,6 +27,8 @@ const BUDGET_PER_CONNECTION: u64 = xenrpc_proto::PASS_BUDGET;
 /// How long the loop keeps polling after the last request before it blocks: a client that
 /// sends its next call within this window is served without a wake-up.
 const SPIN_NS: u64 = 50_000;
+/// How often a sleeping loop looks whether xenconsoled caught up with a dropping console.
+const CONSOLE_RECHECK_NS: u64 = 100_000_000;
 
 static BACKEND: Mutex<Option<Backend>> = Mutex::new(None);
 
@@ -150,7 +152,7 @@ fn serve_one(k: DeviceKey, registry: &mut Registry<'_>) -> u32 {
 fn service_backend(registry: &mut Registry<'_>, lost_events: &mut u64) {
     events::dispatch_pending();
     xenstore::service();
-    crate::xen::console::catch_up();
+    console::catch_up();
     let mut guard = BACKEND.lock();
     let Some(backend) = guard.as_mut() else {
         return;
@@ -169,7 +171,7 @@ fn service_backend(registry: &mut Registry<'_>, lost_events: &mut u64) {
     }
     backend.publish_totals(
         &mut KernelStore,
-        &[("console_dropped", crate::xen::console::dropped_lines())],
+        &[("console_dropped", console::dropped_lines())],
     );
 }
 
@@ -225,8 +227,13 @@ pub fn run(config: RpcConfig) -> ! {
         if !ready_to_sleep(backend) {
             continue;
         }
-        // Steps the rate limits postponed wake the loop when they are due.
-        let wake_at = backend.next_deferred_ns();
+        // Steps the rate limits postponed wake the loop when they are due; a console that is
+        // dropping lines is looked at every CONSOLE_RECHECK_NS, to say what it dropped.
+        let console_due = console::dropping().then(|| now + CONSOLE_RECHECK_NS);
+        let wake_at = match (backend.next_deferred_ns(), console_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // Unlocked first: a watch handler may take BACKEND itself (the shutdown hook closes
         // every client), and delivering one under the lock hung `xl shutdown` once in CI.
         drop(guard);

@@ -50,6 +50,8 @@ struct RingConsole {
     dropped_in_spell: u64,
     /// Whether the last byte in the ring ended a line (a spell can start mid-line).
     at_line_start: bool,
+    /// When a dropping console last prompted xenconsoled.
+    last_prompt_ns: u64,
 }
 
 // SAFETY: the raw page pointer is only used under the console mutex.
@@ -87,6 +89,7 @@ pub fn init(boot: &BootInfo) {
                 dropping: false,
                 dropped_in_spell: 0,
                 at_line_start: true,
+                last_prompt_ns: 0,
             })
         }
     };
@@ -134,9 +137,6 @@ impl RingConsole {
             return true;
         }
         if self.used() != 0 {
-            // Prompt the consumer: xenconsoled reads the ring only when told, and one that
-            // was stalled (or rate-limited us) may have no event left pending to tell it.
-            let _ = hypercall::evtchn_send(self.evtchn);
             return false;
         }
         self.dropping = false;
@@ -196,17 +196,40 @@ impl Sink {
     }
 }
 
+/// Whether the console is dropping lines (the loop then wakes now and then to end the spell:
+/// xenconsoled need not signal us when it has caught up).
+pub fn dropping() -> bool {
+    match CONSOLE.try_lock() {
+        Some(sink) => matches!(&*sink, Sink::Ring(r) if r.dropping),
+        None => false,
+    }
+}
+
 /// Ends a dropping spell as soon as xenconsoled has caught up (the notice of what was dropped
 /// goes out then, not with the next line). Cheap: the loop calls it every pass.
 pub fn catch_up() {
     if let Some(mut sink) = CONSOLE.try_lock() {
         if let Sink::Ring(r) = &mut *sink {
-            if r.dropping && r.used() == 0 {
+            if !r.dropping {
+                return;
+            }
+            if r.used() == 0 {
                 r.accepting();
+                return;
+            }
+            // Prompt the consumer now and then: xenconsoled reads the ring only when told,
+            // and one that was stalled (or rate-limits us) may have no event left pending.
+            let now = crate::xen::time::now_ns();
+            if now.saturating_sub(r.last_prompt_ns) >= PROMPT_INTERVAL_NS {
+                r.last_prompt_ns = now;
+                let _ = hypercall::evtchn_send(r.evtchn);
             }
         }
     }
 }
+
+/// How often a dropping console prompts xenconsoled.
+const PROMPT_INTERVAL_NS: u64 = 100_000_000;
 
 /// Waits (bounded) until xenconsoled has taken everything written to the ring, so the last
 /// lines before a shutdown are not lost with the domain.
