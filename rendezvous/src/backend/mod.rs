@@ -270,7 +270,13 @@ impl<C> Backend<C> {
             if let Some(dev) = self.devices.get(&k) {
                 Self::write_state(store, dev, XenbusState::Closing);
             }
-            self.close(store, k, "service VM shutting down");
+            // Ours, not the peer's doing: printed whatever the device's log budget.
+            if self.close_quietly(store, k) {
+                store.log(format_args!(
+                    "rpc: dom{}/{}: closed: service VM shutting down",
+                    k.0, k.1
+                ));
+            }
         }
     }
 
@@ -551,9 +557,11 @@ impl<C> Backend<C> {
         }
     }
 
-    fn close(&mut self, store: &mut impl BackendStore, k: DeviceKey, why: &str) {
+    /// Closes `k` (BE Closed, any connection dropped); whether it was live (offered or
+    /// connected).
+    fn close_quietly(&mut self, store: &mut impl BackendStore, k: DeviceKey) -> bool {
         let Some(dev) = self.devices.get_mut(&k) else {
-            return;
+            return false;
         };
         let was_live = matches!(dev.phase, Phase::Connected(_) | Phase::InitWait);
         // Drops any connection: unmaps, closes the ports.
@@ -561,7 +569,11 @@ impl<C> Backend<C> {
         if let Some(dev) = self.devices.get(&k) {
             Self::write_state(store, dev, XenbusState::Closed);
         }
-        if was_live {
+        was_live
+    }
+
+    fn close(&mut self, store: &mut impl BackendStore, k: DeviceKey, why: &str) {
+        if self.close_quietly(store, k) {
             self.dev_log(
                 store,
                 k,
