@@ -452,7 +452,7 @@ impl<C> Backend<C> {
     }
 
     /// After `@releaseDomain`: releases every domain with devices here that no longer
-    /// exists (none of its frontend directories can be read; dom0 never goes).
+    /// exists, and steps its devices.
     fn find_gone_domains<S: BackendStore, K: Connector<Connection = C>>(
         &mut self,
         store: &mut S,
@@ -461,25 +461,9 @@ impl<C> Backend<C> {
         let mut domains: Vec<DomId> = self.devices.keys().map(|k| k.0).collect();
         domains.dedup();
         for client in domains {
-            if client == 0 || self.released.contains(&client) {
+            if !self.release_if_gone(store, client) {
                 continue;
             }
-            let dirs: Vec<rdv::Path> = self
-                .devices
-                .values()
-                .filter(|d| d.client == client)
-                .map(|d| d.fe_dir.clone())
-                .collect();
-            let exists = dirs.iter().any(|dir| {
-                !matches!(
-                    store.read(dir.as_str()),
-                    Ok(None) | Err(StoreError::NotFound | StoreError::AccessDenied)
-                )
-            });
-            if exists {
-                continue;
-            }
-            self.release(client, ReleaseReason::DomainGone);
             let keys: Vec<DeviceKey> = self
                 .devices
                 .keys()
@@ -490,6 +474,32 @@ impl<C> Backend<C> {
                 self.step_limited(store, connector, k);
             }
         }
+    }
+
+    /// Releases `client` if its domain is gone: none of its frontend directories can be read
+    /// (dom0 never goes). Asked after `@releaseDomain`, and whenever a frontend vanishes (an
+    /// unprivileged server may not be sent `@releaseDomain`). True if released now.
+    fn release_if_gone(&mut self, store: &mut impl BackendStore, client: DomId) -> bool {
+        if client == 0 || self.released.contains(&client) {
+            return false;
+        }
+        let dirs: Vec<rdv::Path> = self
+            .devices
+            .values()
+            .filter(|d| d.client == client)
+            .map(|d| d.fe_dir.clone())
+            .collect();
+        let exists = dirs.iter().any(|dir| {
+            !matches!(
+                store.read(dir.as_str()),
+                Ok(None) | Err(StoreError::NotFound | StoreError::AccessDenied)
+            )
+        });
+        if exists {
+            return false;
+        }
+        self.release(client, ReleaseReason::DomainGone);
+        true
     }
 
     fn add(&mut self, store: &mut impl BackendStore, k: DeviceKey) {
@@ -641,6 +651,9 @@ impl<C> Backend<C> {
                 None
             }
         };
+        if fe_state.is_none() {
+            self.release_if_gone(store, k.0);
+        }
         let Some(dev) = self.devices.get(&k) else {
             return;
         };

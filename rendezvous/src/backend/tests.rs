@@ -291,6 +291,21 @@ fn a_destroyed_domain_is_released_and_its_domid_reused_is_a_new_tenant() {
 }
 
 #[test]
+fn a_destroyed_domain_is_released_without_release_domain_events() {
+    // An unprivileged server may never be sent `@releaseDomain`: the vanishing frontend tells.
+    let mut rig = Rig::new();
+    rig.connect(7, 0);
+    rig.set_fe_state(7, 0, "6");
+    rig.store.remove_tree("/local/domain/7");
+    rig.pump();
+    assert_eq!(
+        rig.backend.take_released(),
+        [(7, ReleaseReason::DomainGone)]
+    );
+    assert_eq!(rig.backend.stats().tenants_released, 1);
+}
+
+#[test]
 fn state_churn_steps_only_that_device_at_a_bounded_rate() {
     let mut rig = Rig::new();
     rig.connect(7, 0);
