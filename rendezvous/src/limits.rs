@@ -17,7 +17,7 @@ pub const STEPS_PER_SECOND: u32 = 32;
 /// Connects (grant maps of a whole connection) of one client domain per second.
 pub const CONNECTS_PER_SECOND: u32 = 16;
 /// Log lines one device may cause per [`LOG_WINDOW_NS`].
-pub const LOG_LINES_PER_WINDOW: u32 = 50;
+pub const LOG_LINES_PER_WINDOW: u32 = 120;
 /// The window of the log-line limit.
 pub const LOG_WINDOW_NS: u64 = 10_000_000_000;
 const SECOND_NS: u64 = 1_000_000_000;

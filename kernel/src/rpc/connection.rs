@@ -320,7 +320,10 @@ impl Connection {
             port,
             ping,
             ping_kicked,
-            ping_guard: EventStormGuard::new(now),
+            ping_guard: EventStormGuard::with_base_allowance(
+                now,
+                xenrpc_proto::storm::PING_BASE_ALLOWANCE,
+            ),
             send_failures: 0,
             server,
             mappings,
