@@ -249,7 +249,7 @@ tb_stage ping-flood
 # A connected client raises its ping port thousands of times without waiting for the bounce:
 # the server bounces at most once per pass and ends the connection as a ping storm.
 xenrpc attach "$server" 0 14 || tb_fail "attach devid 14 failed"
-out=$(xenrpc hostile ping-flood --devid 14 --burst 5000 --timeout-ms 30000 --seconds 120 2>out=$(xenrpc hostile ping-flood --devid 14 --timeout-ms 30000 --seconds 120 2>&1)1) ||
+out=$(xenrpc hostile ping-flood --devid 14 --burst 5000 --timeout-ms 30000 --seconds 120 2>&1) ||
     tb_fail "the server did not end the ping-flooding connection: $out"
 echo "TESTBED: $out"
 tb_wait_console xenrpc "rpc: dom0/14: closed: ping storm: " 30
