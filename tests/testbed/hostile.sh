@@ -239,9 +239,13 @@ out=$(xenrpc hostile reconnect --devid 13 --count 60 --timeout-ms 30000 2>&1) ||
     { kill -CONT "$consoled"; tb_fail "reconnect loop failed with the console stalled: $out"; }
 echo "TESTBED: $out"
 check_serving
-echo "TESTBED: totals with the console stalled: $(xenstore-read "/local/domain/$server/data/xenrpc-totals")"
+# Calls were served with the console stalled; the console counted what it dropped.
+totals=$(xenstore-read "/local/domain/$server/data/xenrpc-totals")
+echo "TESTBED: totals with the console stalled: $totals"
 kill -CONT "$consoled"
-# The notice of what was dropped comes once xenconsoled has emptied the ring.
+echo "$totals" | grep -q " console_dropped=[1-9]" || tb_fail "the stalled console dropped no lines: $totals"
+echo "$totals" | grep -q " log_suppressed=[1-9]" || tb_fail "no log lines of the flood were suppressed: $totals"
+# Once xenconsoled has emptied the ring, the console says what it dropped (unprompted).
 tb_wait_console xenrpc "console: dropped " 60
 check_serving
 

@@ -151,6 +151,8 @@ impl RingConsole {
             core::mem::take(&mut self.dropped_in_spell)
         );
         self.put(notice.bytes());
+        // Tell xenconsoled: the next line (and its event) may be a long time coming.
+        let _ = hypercall::evtchn_send(self.evtchn);
         true
     }
 
