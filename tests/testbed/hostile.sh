@@ -331,8 +331,8 @@ tenant_expect 0 stored call kv.put secret new-tenant
 tenant_expect 0 new-tenant call kv.get secret
 
 tb_stage totals
-tb_expect_console xenrpc "broken=1 client_let_go=1 event_storms=1 ping_storms=1 refused_cap=4 "
-# The toolstack sees the same totals: the service VM publishes them, `xenrpc list` prints them.
+# The service VM publishes its totals (its console's `rpc: totals:` lines are within each
+# device's log budget, so the published ones are the record); `xenrpc list` prints them.
 out=$(xenrpc list --no-services 2>&1) || tb_fail "xenrpc list failed: $out"
 totals=$(echo "$out" | grep "^server $server totals: ") || tb_fail "xenrpc list shows no totals: $out"
 echo "TESTBED: $totals"
