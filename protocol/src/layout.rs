@@ -313,6 +313,15 @@ impl RingGeometry {
         self.region_bytes() / PAGE_SIZE
     }
 
+    /// The geometry whose ring region is exactly `pages` pages, if any (slot counts are
+    /// powers of two, so at most one matches): what a server derives from a client's index
+    /// page.
+    pub fn for_region_pages(pages: usize) -> Option<RingGeometry> {
+        (MIN_SLOTS.trailing_zeros()..=MAX_SLOTS.trailing_zeros())
+            .filter_map(|shift| RingGeometry::new(1u32 << shift).ok())
+            .find(|g| g.region_pages() == pages)
+    }
+
     /// Offset of request slot for free-running index `idx`.
     pub const fn request_slot_offset(&self, idx: u32) -> usize {
         PAGE_SIZE + (idx & (self.slots - 1)) as usize * SLOT_SIZE
@@ -375,6 +384,11 @@ mod tests {
     #[test]
     fn geometry_accepts_only_page_multiples_of_power_of_two() {
         assert!(RingGeometry::new(16).is_ok());
+        assert_eq!(
+            RingGeometry::for_region_pages(5),
+            RingGeometry::new(32).ok()
+        );
+        assert_eq!(RingGeometry::for_region_pages(4), None);
         assert!(RingGeometry::new(1024).is_ok());
         assert_eq!(RingGeometry::new(8), Err(GeometryError::BadSlotCount(8)));
         assert_eq!(RingGeometry::new(24), Err(GeometryError::BadSlotCount(24)));

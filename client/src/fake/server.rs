@@ -388,12 +388,8 @@ fn attach_client(
     let index = rv::Index::parse(&copy, rv::MAX_PAGES).map_err(|e| format!("index page: {e}"))?;
     let ring_pages = index.ring_pages();
     let data_pages = index.data_pages();
-    let slots = u32::try_from(ring_pages.saturating_sub(1) * PAGE_SIZE / 512)
-        .map_err(|_| "too many ring pages")?;
-    let geometry = RingGeometry::new(slots).map_err(|e| format!("ring: {e:?}"))?;
-    if geometry.region_pages() != ring_pages {
-        return Err(format!("{ring_pages} ring pages do not make a ring"));
-    }
+    let geometry = RingGeometry::for_region_pages(ring_pages)
+        .ok_or_else(|| format!("{ring_pages} ring pages do not make a ring"))?;
     let refs: Vec<u32> = index
         .ring_refs()
         .iter()

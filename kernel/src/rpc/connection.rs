@@ -210,14 +210,6 @@ impl Drop for Mappings {
     }
 }
 
-/// The ring geometry whose region is exactly `pages` pages (slot counts are powers of two, so
-/// at most one matches).
-pub fn geometry_for_pages(pages: usize) -> Option<RingGeometry> {
-    (4..=16)
-        .filter_map(|shift| RingGeometry::new(1u32 << shift).ok())
-        .find(|g| g.region_pages() == pages)
-}
-
 pub struct Connection {
     pub client: DomId,
     /// Set by the event-channel handler; cleared by the dispatch loop.
@@ -262,7 +254,7 @@ impl Connection {
         }
         mappings.unmap_last();
         let index = Index::parse(&copy, index_page as usize).map_err(ConnectError::Index)?;
-        let geometry = geometry_for_pages(index.ring_pages())
+        let geometry = RingGeometry::for_region_pages(index.ring_pages())
             .ok_or(ConnectError::RingPages(index.ring_pages()))?;
 
         let mut grants: Vec<GrantRef> = Vec::new();
