@@ -126,7 +126,8 @@ pub use region::{OutOfBounds, RegionError, RegionView, SharedRegion};
 pub use server::{ConnectionStats, PollOutcome, RejectReason, ServerConnection, Violation};
 pub use service::{
     AccessCheck, CallContext, Dispatcher, MethodInfo, OolArgs, OolError, OolResult, Registry,
-    RegistryError, ServiceCounters, ServiceHandler, ServiceInfo, MAX_COUNTED_PEERS, MAX_SERVICES,
+    RegistryError, Restricted, ServiceCounters, ServiceEnv, ServiceHandler, ServiceInfo,
+    ServiceSet, FIRST_USER_SERVICE_ID, MAX_COUNTED_PEERS, MAX_SERVICES,
 };
 pub use storm::{EventStorm, EventStormGuard};
 pub use transport::{Clock, Notify, PeerId, SharedMemory};

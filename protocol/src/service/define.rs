@@ -28,7 +28,7 @@
 /// define_service! {
 ///     /// Doubles numbers.
 ///     pub mod doubler {
-///         name = "doubler", id = 77, version = 1;
+///         name = "doubler", id = 1077, version = 1;
 ///         /// Returns twice its argument.
 ///         fn double = 1 (Number) -> Number;
 ///     }
@@ -86,6 +86,10 @@ macro_rules! define_service {
             };
 
             const _: () = assert!($crate::service::method_ids_unique(METHODS), "duplicate method id");
+            const _: () = assert!(
+                $crate::service::id_allowed(SERVICE_ID, NAME),
+                "service ids below 1024 (FIRST_USER_SERVICE_ID) are reserved for the project"
+            );
             $(
                 const _: () = assert!(
                     ::core::mem::size_of::<$args>() <= $crate::INLINE_CAPACITY

@@ -5,14 +5,19 @@
 //!
 //! Split by concern: this module holds what a handler sees; `registry.rs` the service table
 //! and introspection routing; `counters.rs` the per-service, per-tenant call counters;
-//! `define.rs` the macro.
+//! `set.rs` the [`ServiceSet`] seam every server registers services through; `define.rs` the
+//! macro.
 
 mod counters;
 mod define;
 mod registry;
+mod set;
 
 pub use counters::{ServiceCounters, MAX_COUNTED_PEERS};
-pub use registry::{AccessCheck, Registry, RegistryError, MAX_SERVICES};
+pub use registry::{AccessCheck, Registry, RegistryError, Serving, MAX_SERVICES};
+pub use set::{
+    id_allowed, Restricted, ServiceEnv, ServiceSet, FIRST_USER_SERVICE_ID, PROJECT_SERVICES,
+};
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 

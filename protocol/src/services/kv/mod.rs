@@ -87,6 +87,33 @@ impl KvBudget {
     }
 }
 
+impl KvBudget {
+    /// The budget for where the store is served: [`KvBudget::for_heap`] of the environment's
+    /// memory; the parameter `kv-budget=<bytes>` lowers the byte budget, never past what that
+    /// memory allows. Logs `kv budget <bytes> bytes, <entries> entries`, and why a parameter
+    /// was ignored.
+    pub fn from_env(env: &crate::ServiceEnv<'_>) -> Self {
+        let mut budget = Self::for_heap(env.memory_bytes());
+        if let Some(value) = env.param("kv-budget") {
+            match value.parse::<usize>() {
+                Ok(bytes) if bytes <= budget.max_bytes => budget.max_bytes = bytes,
+                Ok(bytes) => env.log(format_args!(
+                    "kv-budget={bytes} exceeds a quarter of the memory; keeping {}",
+                    budget.max_bytes
+                )),
+                Err(_) => env.log(format_args!(
+                    "ignoring kv-budget={value}: not a number of bytes"
+                )),
+            }
+        }
+        env.log(format_args!(
+            "kv budget {} bytes, {} entries",
+            budget.max_bytes, budget.max_entries
+        ));
+        budget
+    }
+}
+
 impl Default for KvBudget {
     fn default() -> Self {
         Self::for_heap(Self::DEFAULT_HEAP_BYTES)
