@@ -10,44 +10,41 @@ use std::time::Duration;
 use xenrpc_proto::{
     define_service, CallContext, PeerId, Registry, RegistryError, Restricted, ServiceSet, Status,
 };
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::server::tenants::Refusal;
 use crate::server::{DropReason, ServerEvent};
 
-/// Connection counters the admin service reports.
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct AdminStats {
-    /// Clients connected right now.
-    pub connected: u32,
-    /// Clients that connected since the server started.
-    pub connected_total: u32,
-    /// Clients that hung up (died or closed).
-    pub disconnected: u32,
-    /// Connections dropped for breaking the protocol.
-    pub dropped: u32,
-    /// Connection attempts refused (for any reason, the uid cap included).
-    pub refused: u32,
-    /// Connection attempts refused because the uid held its share of connections.
-    pub refused_uid_cap: u32,
-    /// Idle connections reaped to make room for a newcomer (counted in `dropped` too).
-    pub reaped: u32,
-    /// Connections dropped for a wake-up storm (counted in `dropped` too).
-    pub event_storms: u32,
+xenrpc_proto::define_pod! {
+    /// Connection counters the admin service reports.
+    #[derive(Default)]
+    pub struct AdminStats {
+        /// Clients connected right now.
+        pub connected: u32,
+        /// Clients that connected since the server started.
+        pub connected_total: u32,
+        /// Clients that hung up (died or closed).
+        pub disconnected: u32,
+        /// Connections dropped for breaking the protocol.
+        pub dropped: u32,
+        /// Connection attempts refused (for any reason, the uid cap included).
+        pub refused: u32,
+        /// Connection attempts refused because the uid held its share of connections.
+        pub refused_uid_cap: u32,
+        /// Idle connections reaped to make room for a newcomer (counted in `dropped` too).
+        pub reaped: u32,
+        /// Connections dropped for a wake-up storm (counted in `dropped` too).
+        pub event_storms: u32,
+    }
 }
 
 /// How long a `selftest::sleep` may ask the server to stall (bounds a test's damage).
 pub const MAX_SELFTEST_SLEEP_MS: u32 = 2_000;
 
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct SleepArgs {
-    pub millis: u32,
+xenrpc_proto::define_pod! {
+    #[derive(Default)]
+    pub struct SleepArgs {
+        pub millis: u32,
+    }
 }
 
 define_service! {

@@ -94,6 +94,13 @@
 
 #![cfg_attr(not(feature = "std"), no_std)]
 
+// `define_pod!` names the crate `::xenrpc_proto` (zerocopy's derives take a path string), in
+// this crate too.
+extern crate self as xenrpc_proto;
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 pub mod client;
 pub mod fair;
 pub mod layout;
@@ -104,6 +111,7 @@ pub mod ring;
 pub mod server;
 pub mod service;
 pub mod services;
+pub mod signature;
 pub mod storm;
 pub mod transport;
 
@@ -125,9 +133,9 @@ pub use layout::{
 pub use region::{OutOfBounds, RegionError, RegionView, SharedRegion};
 pub use server::{ConnectionStats, PollOutcome, RejectReason, ServerConnection, Violation};
 pub use service::{
-    AccessCheck, CallContext, Dispatcher, MethodInfo, OolArgs, OolError, OolResult, Registry,
-    RegistryError, Restricted, ServiceCounters, ServiceEnv, ServiceHandler, ServiceInfo,
-    ServiceSet, FIRST_USER_SERVICE_ID, MAX_COUNTED_PEERS, MAX_SERVICES,
+    AccessCheck, BytesIn, BytesOut, CallContext, Dispatcher, MethodInfo, OolArgs, OolError,
+    OolResult, Registry, RegistryError, Restricted, ServiceCounters, ServiceEnv, ServiceHandler,
+    ServiceInfo, ServiceSet, FIRST_USER_SERVICE_ID, MAX_COUNTED_PEERS, MAX_SERVICES,
 };
 pub use storm::{EventStorm, EventStormGuard};
 pub use transport::{Clock, Notify, PeerId, SharedMemory};

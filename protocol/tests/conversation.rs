@@ -16,12 +16,11 @@ use xenrpc_proto::{
     define_service, CallContext, CallError, OolRef, PeerId, RejectReason, Status, TypedCall,
     FLAG_ONE_WAY, INLINE_CAPACITY,
 };
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-pub struct Nothing {
-    pub unused: u32,
+xenrpc_proto::define_pod! {
+    pub struct Nothing {
+        pub unused: u32,
+    }
 }
 
 define_service! {

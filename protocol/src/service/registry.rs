@@ -269,8 +269,16 @@ mod tests {
         assert_eq!(registry.serving().to_string(), "echo, introspection");
         assert!(method_ids_unique(crate::services::kv::METHODS));
         let dup = [
-            MethodInfo { id: 1, name: "a" },
-            MethodInfo { id: 1, name: "b" },
+            MethodInfo {
+                id: 1,
+                name: "a",
+                signature: crate::signature::Signature::of::<(), ()>(false, false),
+            },
+            MethodInfo {
+                id: 1,
+                name: "b",
+                signature: crate::signature::Signature::of::<(), ()>(false, false),
+            },
         ];
         assert!(!method_ids_unique(&dup));
 
