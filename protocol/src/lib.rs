@@ -101,6 +101,15 @@ extern crate self as xenrpc_proto;
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+/// For `define_service!` expansions (the client objects' `Vec`).
+#[cfg(feature = "alloc")]
+#[doc(hidden)]
+pub mod __alloc {
+    pub use alloc::vec;
+}
+
+#[cfg(feature = "alloc")]
+pub mod caller;
 pub mod client;
 pub mod fair;
 pub mod layout;
@@ -113,7 +122,10 @@ pub mod service;
 pub mod services;
 pub mod signature;
 pub mod storm;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transport;
+pub mod windows;
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -121,6 +133,8 @@ pub mod fuzzing;
 /// Re-exported for `define_service!` expansions in crates without their own zerocopy import.
 pub use zerocopy;
 
+#[cfg(feature = "alloc")]
+pub use caller::{decode_reply, Caller};
 pub use client::{
     CallError, CallRequest, ClientConnection, ClientViolation, Completion, Pending, Reply,
     TypedCall, MAX_IN_FLIGHT,

@@ -177,6 +177,10 @@ macro_rules! define_service {
                 }
             }
 
+            $crate::__xenrpc_client_object! {
+                $( $(#[$mattr])* fn $method = ($args $(, $bin)?) -> ($ret $(, $bout)?); )*
+            }
+
             /// Typed client stubs: build a call, then start it on a `ClientConnection`.
             pub mod client {
                 #[allow(unused_imports)]
@@ -190,6 +194,93 @@ macro_rules! define_service {
             }
         }
     };
+}
+
+/// The typed client object of a service (used by `define_service!`; needs the protocol
+/// crate's `alloc` feature, without which there is none).
+#[cfg(feature = "alloc")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __xenrpc_client_object {
+    ($(
+        $(#[$mattr:meta])*
+        fn $method:ident = ($args:ty $(, $bin:ident)?) -> ($ret:ty $(, $bout:ident)?);
+    )*) => {
+        /// Typed calls of this service through any [`Caller`](xenrpc_proto::Caller) (a
+        /// connection): one method per method of the service, bytes placed out of line by
+        /// the connection, returned as a `Vec<u8>` beside the reply where the method has them.
+        pub struct Client<'c, C: ?Sized> {
+            caller: &'c mut C,
+            output_capacity: ::core::option::Option<usize>,
+        }
+
+        impl<'c, C: $crate::Caller + ?Sized> Client<'c, C> {
+            /// Calls through `caller`.
+            pub fn new(caller: &'c mut C) -> Self {
+                Client { caller, output_capacity: None }
+            }
+
+            /// Room for at most `bytes` result bytes per call (by default as much as the
+            /// connection has).
+            pub fn output_capacity(mut self, bytes: usize) -> Self {
+                self.output_capacity = Some(bytes);
+                self
+            }
+
+            $(
+                $(#[$mattr])*
+                pub fn $method(
+                    &mut self,
+                    args: &$args,
+                    $( $bin: &[u8], )?
+                ) -> ::core::result::Result<$crate::__xenrpc_ret!($ret $(, $bout)?), C::Error> {
+                    let call = client::$method(args);
+                    let input: &[u8] = $crate::__xenrpc_if!([$($bin)?] { $($bin)? } else { &[] });
+                    let capacity = $crate::__xenrpc_if!(
+                        [$($bout)?] { self.output_capacity } else { Some(0) }
+                    );
+                    let (value, bytes) = $crate::caller::call_typed::<C, $ret>(
+                        self.caller,
+                        call.request(),
+                        input,
+                        capacity,
+                    )?;
+                    $crate::__xenrpc_if!([$($bout)?] {
+                        Ok((value, bytes))
+                    } else {
+                        {
+                            drop(bytes);
+                            Ok(value)
+                        }
+                    })
+                }
+            )*
+        }
+    };
+}
+
+/// Without the `alloc` feature there are no client objects.
+#[cfg(not(feature = "alloc"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __xenrpc_client_object {
+    ($($anything:tt)*) => {};
+}
+
+/// A client object method's return type (used by `define_service!`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __xenrpc_ret {
+    ($ret:ty) => { $ret };
+    ($ret:ty, $bout:ident) => { ($ret, $crate::__alloc::vec::Vec<u8>) };
+}
+
+/// The first branch with a marker, the second without (used by `define_service!`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __xenrpc_if {
+    ([] { $($then:tt)* } else { $($else:tt)* }) => { $($else)* };
+    ([$($marker:tt)+] { $($then:tt)* } else { $($else:tt)* }) => { $($then)* };
 }
 
 /// `true` if given a marker (used by `define_service!`).
