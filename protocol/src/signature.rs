@@ -283,6 +283,10 @@ impl SignatureReply {
 }
 
 #[cfg(feature = "alloc")]
+pub mod directory;
+#[cfg(feature = "alloc")]
 mod remote;
 #[cfg(feature = "alloc")]
-pub use remote::{FieldError, RemoteField, RemoteShape, RemoteSignature, SignatureError, Value};
+pub use remote::{
+    decode_hex, FieldError, RemoteField, RemoteShape, RemoteSignature, SignatureError, Value,
+};

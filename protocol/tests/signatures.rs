@@ -305,3 +305,175 @@ proptest! {
         }
     }
 }
+
+mod by_name {
+    use super::common::{clock, Memory};
+    use xenrpc_proto::services::builtins;
+    use xenrpc_proto::signature::directory::{
+        call_by_signature, list_methods, list_services, resolve, LookupError,
+    };
+    use xenrpc_proto::signature::Value;
+    use xenrpc_proto::testing::TestServer;
+    use xenrpc_proto::{
+        CallContext, CallRequest, Caller, Completion, Dispatcher, PeerId, ServiceEnv, Status,
+    };
+
+    fn server() -> TestServer<xenrpc_proto::services::BuiltIns> {
+        TestServer::new(builtins(&ServiceEnv::new("", 16 << 20))).as_peer(PeerId(9))
+    }
+
+    #[test]
+    fn every_method_of_every_service_is_callable_by_name() {
+        let mut server = server();
+        let names: Vec<String> = list_services(&mut server)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["introspection", "echo", "arith", "kv"]);
+        let (service, method) = resolve(&mut server, "arith.add").unwrap();
+        let reply = call_by_signature(
+            &mut server,
+            &service,
+            &method,
+            &[("a", "40"), ("b", "2")],
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(reply.fields, [("value".to_string(), Value::Signed(42))]);
+        let (service, put) = resolve(&mut server, "kv.put").unwrap();
+        let reply =
+            call_by_signature(&mut server, &service, &put, &[("", "k")], b"v1", None).unwrap();
+        assert_eq!(reply.status, Status::Ok);
+        let (_, get) = resolve(&mut server, "kv.get").unwrap();
+        let reply =
+            call_by_signature(&mut server, &service, &get, &[("bytes", "k")], &[], None).unwrap();
+        assert_eq!(reply.bytes, b"v1");
+        assert_eq!(reply.fields[0], ("found".to_string(), Value::Unsigned(1)));
+        let (service, div) = resolve(&mut server, "arith.div").unwrap();
+        let reply = call_by_signature(
+            &mut server,
+            &service,
+            &div,
+            &[("", "1"), ("", "0")],
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(reply.status, Status::BadArguments);
+        // Every method of every listed service has a signature that parses.
+        for service in list_services(&mut server).unwrap() {
+            assert!(!list_methods(&mut server, &service).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_names_and_bad_fields_are_errors_before_anything_is_sent() {
+        let mut server = server();
+        let err = resolve(&mut server, "counter.incr").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown service \"counter\" (the server offers introspection, echo, arith, kv)"
+        );
+        let err = resolve(&mut server, "arith.pow").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "service \"arith\" has no method \"pow\" (its methods are add, mul, div)"
+        );
+        assert!(matches!(
+            resolve(&mut server, "arith"),
+            Err(LookupError::BadSpec(_))
+        ));
+        let (service, add) = resolve(&mut server, "arith.add").unwrap();
+        let err = call_by_signature(
+            &mut server,
+            &service,
+            &add,
+            &[("a", "1"), ("c", "2")],
+            &[],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "no field \"c\" (the fields are a, b)");
+        let err =
+            call_by_signature(&mut server, &service, &add, &[("a", "1")], b"x", None).unwrap_err();
+        assert!(matches!(err, LookupError::Field(_)));
+    }
+
+    /// A server whose introspection answers are garbage, byte `corrupt` of each result
+    /// window flipped (or its inline reply cut short).
+    struct Liar {
+        corrupt: usize,
+    }
+
+    impl Dispatcher for Liar {
+        fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
+            let mut services = builtins(&ServiceEnv::new("", 1 << 20));
+            let mut registry = xenrpc_proto::Registry::new();
+            registry.register_set(&mut services).unwrap();
+            let status = registry.dispatch(call);
+            let at = self.corrupt;
+            let out = call.ool_result();
+            if at < out.written() {
+                // Something no honest server writes there.
+                let _ = out.write(at, &[0xff ^ (at as u8)]);
+            }
+            status
+        }
+    }
+
+    struct Lying<'m> {
+        client: super::common::Client<'m>,
+        server: super::common::Server<'m>,
+        liar: Liar,
+    }
+
+    impl Caller for Lying<'_> {
+        type Error = xenrpc_proto::CallError;
+        fn call_raw(
+            &mut self,
+            request: &CallRequest<'_>,
+            input: &[u8],
+            output_capacity: Option<usize>,
+        ) -> Result<Completion, Self::Error> {
+            self.client
+                .enqueue_with_bytes(request, input, output_capacity)?;
+            self.client.publish();
+            self.server.poll(&mut self.liar, &clock(), u64::MAX);
+            Ok(self.client.poll_response()?.expect("answered"))
+        }
+    }
+
+    #[test]
+    fn a_lying_introspection_is_an_error_not_a_crash() {
+        let mem = Memory::new(16, 2);
+        let mut refused = 0;
+        for corrupt in 0..64 {
+            let (client, server) = mem.connect(4, 1);
+            let mut lying = Lying {
+                client,
+                server,
+                liar: Liar { corrupt },
+            };
+            match resolve(&mut lying, "kv.put") {
+                Ok((_, method)) => assert_eq!(method.name, "put"),
+                Err(LookupError::Malformed(why)) => {
+                    assert!(!why.is_empty());
+                    refused += 1;
+                }
+                Err(other) => assert!(
+                    matches!(
+                        other,
+                        LookupError::UnknownService { .. }
+                            | LookupError::UnknownMethod { .. }
+                            // A corrupted id asks for a service that is not there.
+                            | LookupError::Introspection(Status::BadArguments)
+                    ),
+                    "{other:?}"
+                ),
+            }
+        }
+        assert!(refused > 0, "some corruption must be caught as malformed");
+    }
+}
