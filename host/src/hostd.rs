@@ -7,17 +7,19 @@ use std::time::Duration;
 use crate::server::{Server, ServerConfig, ServerEvent};
 use xenrpc_proto::services::builtins;
 use xenrpc_proto::services::kv::KvBudget;
-use xenrpc_proto::{ServiceEnv, ServiceSet};
+use xenrpc_proto::{Platform, PlatformError, ServiceEnv, ServiceSet};
 
 use crate::services::{host_registry, set_admin_uids, Counters, HostServices};
 use crate::wait::SpinPolicy;
 
 pub const USAGE: &str = "usage: xenrpc-hostd --socket PATH [--spin-us MICROSECONDS] [--slots N] \
 [--max-data BYTES] [--max-clients N] [--max-per-uid N] [--idle-reap-ms N] [--setup-timeout-ms N] \
-[--admin-uid UID]... [--param KEY=VALUE]... [--memory BYTES] [--test-services] [--quiet]
+[--admin-uid UID]... [--param KEY=VALUE]... [--secret NAME=FILE]... [--memory BYTES] \
+[--test-services] [--quiet]
   --max-per-uid defaults to a quarter of --max-clients (at least 1), --idle-reap-ms to 10000;
-  --param and --memory are what the services are built with (like the service VM's kernel
-  command line and heap; --memory defaults to 256 MiB)";
+  --param, --secret and --memory are what the services are built with (like the service VM's
+  kernel command line, provisioned secrets and heap; a secret file holds the raw bytes;
+  --memory defaults to 256 MiB)";
 
 /// The line printed on stdout once the server accepts connections.
 pub const READY_LINE: &str = "xenrpc-hostd: listening";
@@ -43,6 +45,7 @@ pub fn main_with_services<S: ServiceSet>(
     let mut quiet = false;
     let mut params = String::new();
     let mut memory = KvBudget::DEFAULT_HEAP_BYTES;
+    let mut platform = HostPlatform::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -77,6 +80,16 @@ pub fn main_with_services<S: ServiceSet>(
                 params.push(' ');
             }
             "--memory" => memory = number(&value("--memory")?)?,
+            "--secret" => {
+                let spec = value("--secret")?;
+                let (name, file) = spec
+                    .split_once('=')
+                    .ok_or_else(|| bad_usage(&format!("--secret {spec}: expected NAME=FILE")))?;
+                let bytes = std::fs::read(file).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot read the secret file {file}: {e}"))
+                })?;
+                platform.secrets.get_mut().insert(name.to_string(), bytes);
+            }
             "--test-services" => test_services = true,
             "--quiet" => quiet = true,
             "--help" | "-h" => {
@@ -100,7 +113,9 @@ pub fn main_with_services<S: ServiceSet>(
             eprintln!("xenrpc-hostd: {args}");
         }
     };
-    let env = ServiceEnv::new(&params, memory).with_log(&log);
+    let env = ServiceEnv::new(&params, memory)
+        .with_log(&log)
+        .with_platform(&platform);
     let mut services = make_services(&env);
     let counters = Counters::default();
     let mut own = HostServices::new(counters.clone(), test_services);
@@ -149,6 +164,36 @@ fn describe(event: &ServerEvent) -> String {
         ServerEvent::TenantGone { uid } => {
             format!("uid {uid}: last connection gone, its kv namespace forgotten")
         }
+    }
+}
+
+/// The host's platform: secrets from `--secret` files, randomness from `/dev/urandom`.
+#[derive(Default)]
+struct HostPlatform {
+    secrets: std::cell::RefCell<std::collections::HashMap<String, Vec<u8>>>,
+}
+
+impl Platform for HostPlatform {
+    fn take_secret(&self, name: &str, buf: &mut [u8]) -> Result<Option<usize>, PlatformError> {
+        let Some(mut secret) = self.secrets.borrow_mut().remove(name) else {
+            return Ok(None);
+        };
+        let result = match buf.get_mut(..secret.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(&secret);
+                Ok(Some(secret.len()))
+            }
+            None => Err(PlatformError::SecretTooLong { max: buf.len() }),
+        };
+        secret.fill(0);
+        result
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) -> Result<(), PlatformError> {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(buf))
+            .map_err(|_| PlatformError::NoRandomness)
     }
 }
 

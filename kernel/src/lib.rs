@@ -122,8 +122,9 @@ mod service_vm {
             )),
         };
         let log_line = |args: fmt::Arguments<'_>| log!("rpc: {args}");
-        let env =
-            ServiceEnv::new(boot.cmdline_str(), memory.heap_bytes as usize).with_log(&log_line);
+        let env = ServiceEnv::new(boot.cmdline_str(), memory.heap_bytes as usize)
+            .with_log(&log_line)
+            .with_platform(&rpc::platform::ServiceVmPlatform);
         let mut services = make_services(&env);
         let mut counters = xenrpc_proto::ServiceCounters::new_boxed();
         let mut registry = rpc::registry(&mut counters);

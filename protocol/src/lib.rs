@@ -148,8 +148,9 @@ pub use region::{OutOfBounds, RegionError, RegionView, SharedRegion};
 pub use server::{ConnectionStats, PollOutcome, RejectReason, ServerConnection, Violation};
 pub use service::{
     AccessCheck, BytesIn, BytesOut, CallContext, Dispatcher, MethodInfo, OolArgs, OolError,
-    OolResult, Registry, RegistryError, Restricted, ServiceCounters, ServiceEnv, ServiceHandler,
-    ServiceInfo, ServiceSet, FIRST_USER_SERVICE_ID, MAX_COUNTED_PEERS, MAX_SERVICES,
+    OolResult, Platform, PlatformError, Registry, RegistryError, Restricted, ServiceCounters,
+    ServiceEnv, ServiceHandler, ServiceInfo, ServiceSet, FIRST_USER_SERVICE_ID, MAX_COUNTED_PEERS,
+    MAX_SERVICES,
 };
 pub use storm::{EventStorm, EventStormGuard};
 pub use transport::{Clock, Notify, PeerId, SharedMemory};

@@ -7,6 +7,7 @@
 
 pub mod backend;
 mod connection;
+pub mod platform;
 
 use spin::Mutex;
 use xen_abi::DomId;

@@ -80,9 +80,71 @@ pub struct ServiceEnv<'a> {
     params: &'a str,
     memory_bytes: usize,
     log: &'a dyn Fn(fmt::Arguments<'_>),
+    platform: &'a dyn Platform,
 }
 
 fn no_log(_: fmt::Arguments<'_>) {}
+
+/// What the place a service set is built in offers besides parameters: secrets the
+/// toolstack provisioned for it, and randomness.
+///
+/// In the service VM a secret `NAME` is the hex value the toolstack wrote to the VM's
+/// xenstore node `data/xenrpc/secret/NAME` before unpausing it (`xl create -p`, then
+/// `xenstore-write`, then `xl unpause`); taking it removes the node, so the value lives only
+/// in the service's memory afterwards. Randomness is the CPU's `RDRAND`. On the host,
+/// `xenrpc-hostd --secret NAME=FILE` names a file holding the raw bytes, and randomness is
+/// `/dev/urandom`.
+pub trait Platform {
+    /// Moves secret `name` into `buf` and returns its length, or `None` if none was
+    /// provisioned. It cannot be taken twice.
+    fn take_secret(&self, name: &str, buf: &mut [u8]) -> Result<Option<usize>, PlatformError>;
+
+    /// Fills `buf` with random bytes.
+    fn fill_random(&self, buf: &mut [u8]) -> Result<(), PlatformError>;
+}
+
+/// A secret or randomness could not be had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlatformError {
+    /// This platform has no source of randomness.
+    NoRandomness,
+    /// The secret is longer than the buffer for it.
+    SecretTooLong { max: usize },
+    /// The provisioned value is not what the platform expects (e.g. not hex).
+    SecretMalformed,
+    /// Secrets cannot be read here (what failed).
+    Unavailable(&'static str),
+}
+
+impl fmt::Display for PlatformError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlatformError::NoRandomness => f.write_str("this platform has no source of randomness"),
+            PlatformError::SecretTooLong { max } => {
+                write!(f, "the secret is longer than the {max} bytes it may have")
+            }
+            PlatformError::SecretMalformed => {
+                f.write_str("the provisioned secret is malformed (the service VM expects hex)")
+            }
+            PlatformError::Unavailable(what) => write!(f, "secrets cannot be read: {what}"),
+        }
+    }
+}
+
+impl core::error::Error for PlatformError {}
+
+/// A platform with no secrets and no randomness (tests, and environments that offer none).
+pub struct NoPlatform;
+
+impl Platform for NoPlatform {
+    fn take_secret(&self, _: &str, _: &mut [u8]) -> Result<Option<usize>, PlatformError> {
+        Ok(None)
+    }
+
+    fn fill_random(&self, _: &mut [u8]) -> Result<(), PlatformError> {
+        Err(PlatformError::NoRandomness)
+    }
+}
 
 impl<'a> ServiceEnv<'a> {
     /// An environment with `params` (whitespace-separated words; `key=value` ones are
@@ -92,7 +154,25 @@ impl<'a> ServiceEnv<'a> {
             params,
             memory_bytes,
             log: &no_log,
+            platform: &NoPlatform,
         }
+    }
+
+    /// Takes secrets and randomness from `platform`.
+    pub fn with_platform(mut self, platform: &'a dyn Platform) -> Self {
+        self.platform = platform;
+        self
+    }
+
+    /// Moves secret `name` (provisioned by the toolstack, see [`Platform`]) into `buf`: its
+    /// length, or `None` if there is none.
+    pub fn take_secret(&self, name: &str, buf: &mut [u8]) -> Result<Option<usize>, PlatformError> {
+        self.platform.take_secret(name, buf)
+    }
+
+    /// Fills `buf` with random bytes from the platform's source (see [`Platform`]).
+    pub fn fill_random(&self, buf: &mut [u8]) -> Result<(), PlatformError> {
+        self.platform.fill_random(buf)
     }
 
     /// Sends what services log while they are built to `log` (the console, stderr).
