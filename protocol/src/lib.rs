@@ -149,8 +149,8 @@ pub use server::{ConnectionStats, PollOutcome, RejectReason, ServerConnection, V
 pub use service::{
     AccessCheck, BytesIn, BytesOut, CallContext, Dispatcher, MethodInfo, OolArgs, OolError,
     OolResult, Platform, PlatformError, Registry, RegistryError, Restricted, ServiceCounters,
-    ServiceEnv, ServiceHandler, ServiceInfo, ServiceSet, FIRST_USER_SERVICE_ID, MAX_COUNTED_PEERS,
-    MAX_SERVICES,
+    ServiceEnv, ServiceHandler, ServiceInfo, ServiceSet, ServiceUnavailable, FIRST_USER_SERVICE_ID,
+    MAX_COUNTED_PEERS, MAX_SERVICES,
 };
 pub use storm::{EventStorm, EventStormGuard};
 pub use transport::{Clock, Notify, PeerId, SharedMemory};

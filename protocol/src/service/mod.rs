@@ -17,7 +17,7 @@ pub use counters::{ServiceCounters, MAX_COUNTED_PEERS};
 pub use registry::{AccessCheck, Registry, RegistryError, Serving, MAX_SERVICES};
 pub use set::{
     id_allowed, NoPlatform, Platform, PlatformError, Restricted, ServiceEnv, ServiceSet,
-    FIRST_USER_SERVICE_ID, PROJECT_SERVICES,
+    ServiceUnavailable, FIRST_USER_SERVICE_ID, PROJECT_SERVICES,
 };
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};

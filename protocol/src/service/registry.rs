@@ -33,6 +33,11 @@ pub enum RegistryError {
     ReservedId { id: u32, name: &'static str },
     /// Service `name` does not fit: a registry holds `MAX_SERVICES` services.
     Full { name: &'static str },
+    /// Service `name` cannot start here (see `ServiceUnavailable`).
+    Unavailable {
+        name: &'static str,
+        why: &'static str,
+    },
 }
 
 impl core::fmt::Display for RegistryError {
@@ -47,6 +52,9 @@ impl core::fmt::Display for RegistryError {
                 "Service \"{name}\" takes id {id}, which is reserved for the project's own \
                  services: user services take ids from {FIRST_USER_SERVICE_ID} up."
             ),
+            RegistryError::Unavailable { name, why } => {
+                write!(f, "Service \"{name}\" cannot start: {why}.")
+            }
             RegistryError::Full { name } => write!(
                 f,
                 "Service \"{name}\" does not fit: a server holds at most {MAX_SERVICES} services."

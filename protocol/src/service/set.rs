@@ -48,6 +48,38 @@ impl<S: ServiceSet> ServiceSet for Option<S> {
     }
 }
 
+/// A service that cannot start where it is being built (no key, no randomness): a set that
+/// fails registration with this reason, so the server does not start with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceUnavailable {
+    pub service: &'static str,
+    pub why: &'static str,
+}
+
+impl fmt::Display for ServiceUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Service \"{}\" cannot start: {}.",
+            self.service, self.why
+        )
+    }
+}
+
+impl core::error::Error for ServiceUnavailable {}
+
+impl<S: ServiceSet> ServiceSet for Result<S, ServiceUnavailable> {
+    fn register_into<'a>(&'a mut self, registry: &mut Registry<'a>) -> Result<(), RegistryError> {
+        match self {
+            Ok(set) => set.register_into(registry),
+            Err(e) => Err(RegistryError::Unavailable {
+                name: e.service,
+                why: e.why,
+            }),
+        }
+    }
+}
+
 macro_rules! tuple_sets {
     ($( ($($name:ident . $index:tt),+) )+) => {$(
         impl<$($name: ServiceSet),+> ServiceSet for ($($name,)+) {
