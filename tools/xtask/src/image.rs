@@ -99,13 +99,13 @@ pub fn build_services(paths: &Paths, dir: &Path) -> Result<Built> {
         ),
         cargo_build(paths, &image_dir).args(["--target", KERNEL_TARGET, "--profile", "kernel"]),
     )?;
-    let image = paths.build.join(format!("{name}.elf"));
+    let image = paths.service_image(name);
     let len = install_elf(&paths.built_service_image(name), &image)?;
     println!("    service VM image: {} ({})", image.display(), size(len));
     let template_path = paths.root.join("tools/xenrpc.cfg");
     let template = fs::read_to_string(&template_path)
         .with_context(|| format!("read {}", template_path.display()))?;
-    let config = paths.build.join(format!("{name}.cfg"));
+    let config = paths.service_config(name);
     write_if_changed(&config, &xl_config(&template, name)?)?;
     println!(
         "    xl config: {} (from the repository root: xl create build/{name}.cfg)",

@@ -173,28 +173,49 @@ fn cmd_testbed(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     }
     let chosen = select_scenarios(paths, which)?;
     let mut summary = Summary::default();
+    let mut failed = Failed::default();
     if build && chosen.iter().any(|s| s.needs_kernel) {
-        summary.record("kernel build", build_kernel(paths));
+        let kernel = build_kernel(paths);
+        failed.kernel = kernel.is_err();
+        summary.record("kernel build", kernel);
     }
-    let kernel_ok = summary.failed == 0;
-    run_scenarios(paths, &chosen, kernel_ok, echo, &mut summary);
+    if build && chosen.iter().any(|s| s.needs_counter) {
+        let example = image::build_services(paths, &paths.root.join(EXAMPLE));
+        failed.example = example.is_err();
+        summary.record(
+            &format!("build --services {EXAMPLE}"),
+            example.map(|example| example.took),
+        );
+    }
+    run_scenarios(paths, &chosen, failed, echo, &mut summary);
     Ok(summary.finish())
+}
+
+/// Builds that failed, so the scenarios booting what they make are not run.
+#[derive(Clone, Copy, Default)]
+struct Failed {
+    kernel: bool,
+    example: bool,
 }
 
 fn run_scenarios(
     paths: &Paths,
     chosen: &[testbed::Scenario],
-    kernel_ok: bool,
+    failed: Failed,
     echo: Echo,
     summary: &mut Summary,
 ) {
     for scenario in chosen {
         let label = format!("testbed {}", scenario.name);
-        if scenario.needs_kernel && !kernel_ok {
-            summary.record(
-                &label,
-                Err(anyhow::anyhow!("not run: the kernel build failed")),
-            );
+        let not_run = if scenario.needs_kernel && failed.kernel {
+            Some("the kernel build failed".to_string())
+        } else if scenario.needs_counter && failed.example {
+            Some(format!("build --services {EXAMPLE} failed"))
+        } else {
+            None
+        };
+        if let Some(why) = not_run {
+            summary.record(&label, Err(anyhow::anyhow!("not run: {why}")));
             continue;
         }
         let outcome = testbed::run(paths, scenario, echo);
@@ -294,13 +315,17 @@ fn cmd_test(paths: &Paths) -> Result<ExitCode> {
         run_stage("cargo test", cargo().arg("test").current_dir(root)),
     );
     let kernel = build_kernel(paths);
-    let kernel_ok = kernel.is_ok();
+    let kernel_failed = kernel.is_err();
     summary.record("kernel build", kernel);
-    let built = image::build_services(paths, &example);
-    let hostd = built.as_ref().ok().map(|built| built.hostd.clone());
+    let example_built = image::build_services(paths, &example);
+    let hostd = example_built.as_ref().ok().map(|built| built.hostd.clone());
+    let failed = Failed {
+        kernel: kernel_failed,
+        example: hostd.is_none(),
+    };
     summary.record(
         &format!("build --services {EXAMPLE}"),
-        built.map(|built| built.took),
+        example_built.map(|built| built.took),
     );
     summary.record(
         &format!("cargo test ({EXAMPLE})"),
@@ -312,7 +337,7 @@ fn cmd_test(paths: &Paths) -> Result<ExitCode> {
         },
     );
     match select_scenarios(paths, "all") {
-        Ok(all) => run_scenarios(paths, &all, kernel_ok, Echo::Stages, &mut summary),
+        Ok(all) => run_scenarios(paths, &all, failed, Echo::Stages, &mut summary),
         Err(e) => summary.record("testbed scenarios", Err(e)),
     }
     println!("\ntotal time: {}", secs(start.elapsed()));
@@ -322,6 +347,8 @@ fn cmd_test(paths: &Paths) -> Result<ExitCode> {
 /// The example service crate: a crate of its own (not a workspace member), checked, built
 /// with `build --services` and called through its generated host server by `test`.
 const EXAMPLE: &str = "examples/counter";
+/// Its package name: it names what `build --services` writes (build/counter-service.elf).
+const EXAMPLE_CRATE: &str = "counter-service";
 
 /// `cargo fmt --check` and clippy of a crate outside the workspace (the workspace's own
 /// stages do not reach it).

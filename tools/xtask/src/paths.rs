@@ -56,6 +56,16 @@ impl Paths {
             .join(name)
     }
 
+    /// The service VM image `cargo xtask build --services` writes for the crate `name`.
+    pub fn service_image(&self, name: &str) -> PathBuf {
+        self.build.join(format!("{name}.elf"))
+    }
+
+    /// The xl config of [`Self::service_image`].
+    pub fn service_config(&self, name: &str) -> PathBuf {
+        self.build.join(format!("{name}.cfg"))
+    }
+
     /// The stable copy of the kernel image that the testbed and users boot.
     pub fn kernel_image(&self) -> PathBuf {
         self.build.join("xenrpc.elf")
