@@ -17,6 +17,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -158,15 +159,18 @@ fn cargo_build(paths: &Paths, dir: &Path) -> std::process::Command {
 
 /// Copies the ELF file `built` to `dest` (through a new file renamed over it, so a running
 /// host server is not written into); its size.
-pub fn install_elf(built: &Path, dest: &Path) -> Result<usize> {
-    let bytes = fs::read(built).with_context(|| format!("read {}", built.display()))?;
-    if !bytes.starts_with(b"\x7fELF") {
+pub fn install_elf(built: &Path, dest: &Path) -> Result<u64> {
+    let mut magic = [0u8; 4];
+    fs::File::open(built)
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .with_context(|| format!("read {}", built.display()))?;
+    if magic != *b"\x7fELF" {
         bail!("{} is not an ELF file", built.display());
     }
     let fresh = dest.with_extension("new");
-    fs::copy(built, &fresh).with_context(|| format!("write {}", fresh.display()))?;
+    let len = fs::copy(built, &fresh).with_context(|| format!("write {}", fresh.display()))?;
     fs::rename(&fresh, dest).with_context(|| format!("write {}", dest.display()))?;
-    Ok(bytes.len())
+    Ok(len)
 }
 
 /// Reads the crate at `dir` with `cargo metadata` (no dependencies resolved: nothing is
@@ -377,7 +381,7 @@ fn generated_manifest(
     };
     let mut text = format!(
         "# Written by `cargo xtask build --services` for {name}: {what}.\n\
-         # Rewritten by every build: change the service crate ({}), not this.\n\
+         # `cargo xtask build --services` owns this file: change the service crate ({}), not it.\n\
          [package]\n\
          name = \"{package}\"\n\
          version = \"0.0.0\"\n\

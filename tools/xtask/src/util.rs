@@ -18,7 +18,7 @@ pub fn secs(d: Duration) -> String {
 }
 
 /// A file size for progress lines: `123456 bytes, 120.6 KiB`.
-pub fn size(bytes: usize) -> String {
+pub fn size(bytes: u64) -> String {
     format!("{bytes} bytes, {:.1} KiB", bytes as f64 / 1024.0)
 }
 
