@@ -9,7 +9,10 @@ extern crate alloc;
 
 use alloc::collections::BTreeMap;
 
-use xenrpc_proto::{define_service, CallContext, PeerId, ServiceEnv, Status};
+use xenrpc_proto::{define_service, BytesOut, CallContext, PeerId, ServiceEnv, Status};
+
+/// Most bytes `get_blob` writes.
+pub const MAX_BLOB: u32 = 1 << 20;
 
 define_service! {
     /// One counter per calling peer (a domain in the service VM, a uid on the host).
@@ -20,6 +23,8 @@ define_service! {
         fn incr = 1 (u64) -> u64;
         /// Returns the caller's counter (0 before its first `incr`).
         fn get = 2 (()) -> u64;
+        /// Writes `n` bytes (`i % 251` at offset `i`, at most `MAX_BLOB`) out of line.
+        fn get_blob = 3 (u32) -> u32, blob: bytes;
     }
 }
 
@@ -40,6 +45,25 @@ impl counter::Server for Counter {
         Ok(self.by_peer.get(&call.peer()).copied().unwrap_or(0))
     }
 
+    fn get_blob(
+        &mut self,
+        _call: &mut CallContext<'_>,
+        n: u32,
+        blob: &mut BytesOut<'_>,
+    ) -> Result<u32, Status> {
+        if n > MAX_BLOB {
+            return Err(Status::BadArguments);
+        }
+        let pattern: [u8; 251] = core::array::from_fn(|i| i as u8);
+        let mut left = n as usize;
+        while left > 0 {
+            let chunk = left.min(pattern.len());
+            blob.write_all(&pattern[..chunk])?;
+            left -= chunk;
+        }
+        Ok(n)
+    }
+
     // A peer that went away (its domain, its device, its last connection) starts from 0 if it
     // comes back, and its entry no longer takes memory.
     fn forget_peer(&mut self, peer: PeerId) {
@@ -55,80 +79,40 @@ pub fn services(_env: &ServiceEnv<'_>) -> counter::Handler<Counter> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xenrpc_proto::mem::HeapRegion;
-    use xenrpc_proto::{
-        CallError, ClientConnection, Registry, RingGeometry, ServerConnection, TypedCall, PAGE_SIZE,
-    };
-
-    /// The two shared regions of one connection, on the heap (as in the protocol's tests).
-    struct Memory {
-        geometry: RingGeometry,
-        ring: HeapRegion,
-        data: HeapRegion,
-    }
-
-    impl Memory {
-        fn new() -> Self {
-            let geometry = RingGeometry::new(16).unwrap();
-            Memory {
-                geometry,
-                ring: HeapRegion::with_guards(geometry.region_bytes()),
-                data: HeapRegion::with_guards(PAGE_SIZE),
-            }
-        }
-    }
-
-    /// A client of peer `peer`, served by `registry` in this thread.
-    struct Peer<'m> {
-        client: ClientConnection<&'m HeapRegion, &'m HeapRegion>,
-        server: ServerConnection<&'m HeapRegion, &'m HeapRegion>,
-    }
-
-    impl<'m> Peer<'m> {
-        fn connect(memory: &'m Memory, peer: u32) -> Self {
-            let (ring, data, geometry) = (&memory.ring, &memory.data, memory.geometry);
-            Peer {
-                client: ClientConnection::new(ring, data, geometry, 1).unwrap(),
-                server: ServerConnection::attach(ring, data, geometry, PeerId(peer)).unwrap(),
-            }
-        }
-
-        /// One call: the client starts it, the server polls once, the client reads the reply.
-        fn call(
-            &mut self,
-            registry: &mut Registry<'_>,
-            call: &TypedCall<'_, u64>,
-        ) -> Result<u64, CallError> {
-            let pending = self.client.start(call)?;
-            self.client.publish();
-            let clock = || 1_000_000_000u64;
-            let outcome = self.server.poll(registry, &clock, 64);
-            assert!(!outcome.broken, "the server broke the connection");
-            let completion = self.client.poll_response()?.expect("a response");
-            Ok(pending.finish(&completion)?.value)
-        }
-    }
+    use xenrpc_proto::testing::{TestError, TestServer};
+    use xenrpc_proto::CallError;
 
     #[test]
     fn counts_per_peer_and_forgets_a_peer() {
-        let mut set = services(&ServiceEnv::new("", 1 << 20));
-        let mut registry = Registry::new();
-        registry.register_set(&mut set).unwrap();
-        let (memory_a, memory_b) = (Memory::new(), Memory::new());
-        let (mut a, mut b) = (Peer::connect(&memory_a, 7), Peer::connect(&memory_b, 8));
+        let mut server = TestServer::new(services(&ServiceEnv::new("", 1 << 20)));
+        let mut as_peer =
+            |peer, f: &dyn Fn(&mut counter::Client<'_, _>) -> Result<u64, TestError>| {
+                server.set_peer(PeerId(peer));
+                f(&mut counter::Client::new(&mut server))
+            };
+        assert_eq!(as_peer(7, &|c| c.incr(&5)), Ok(5));
+        assert_eq!(as_peer(7, &|c| c.incr(&2)), Ok(7));
+        assert_eq!(as_peer(8, &|c| c.get(&())), Ok(0));
+        assert_eq!(as_peer(8, &|c| c.incr(&1)), Ok(1));
+        assert_eq!(
+            as_peer(7, &|c| c.incr(&u64::MAX)),
+            Err(TestError::Call(CallError::Remote(Status::BadArguments)))
+        );
+        assert_eq!(as_peer(7, &|c| c.get(&())), Ok(7));
+        server.forget_peer(PeerId(7)).unwrap();
+        server.set_peer(PeerId(7));
+        assert_eq!(counter::Client::new(&mut server).get(&()), Ok(0));
+    }
 
-        assert_eq!(a.call(&mut registry, &counter::client::incr(&5)), Ok(5));
-        assert_eq!(a.call(&mut registry, &counter::client::incr(&2)), Ok(7));
-        assert_eq!(b.call(&mut registry, &counter::client::get(&())), Ok(0));
-        assert_eq!(b.call(&mut registry, &counter::client::incr(&1)), Ok(1));
-        assert_eq!(a.call(&mut registry, &counter::client::get(&())), Ok(7));
-
-        let overflow = a.call(&mut registry, &counter::client::incr(&u64::MAX));
-        assert_eq!(overflow, Err(CallError::Remote(Status::BadArguments)));
-        assert_eq!(a.call(&mut registry, &counter::client::get(&())), Ok(7));
-
-        registry.forget_peer(PeerId(7));
-        assert_eq!(a.call(&mut registry, &counter::client::get(&())), Ok(0));
-        assert_eq!(b.call(&mut registry, &counter::client::get(&())), Ok(1));
+    #[test]
+    fn a_blob_travels_out_of_line() {
+        let mut server = TestServer::new(services(&ServiceEnv::new("", 1 << 20)));
+        let (len, blob) = counter::Client::new(&mut server).get_blob(&10_000).unwrap();
+        assert_eq!((len, blob.len()), (10_000, 10_000));
+        assert!(blob.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        assert_eq!(
+            counter::Client::new(&mut server).get_blob(&(MAX_BLOB + 1)),
+            Err(TestError::Call(CallError::Remote(Status::BadArguments)))
+        );
     }
 }

@@ -61,12 +61,12 @@ fn the_generated_host_server_counts() {
 
     let mut client = Client::connect(&socket, ClientOptions::default())
         .unwrap_or_else(|e| panic!("cannot connect to the server: {e}"));
-    let mut call = |what: &str, call| match client.call(&call, Some(TIMEOUT)) {
-        Ok(reply) => reply.value,
-        Err(e) => panic!("counter.{what}: {e}"),
-    };
-    assert_eq!(call("incr 5", counter::client::incr(&5)), 5);
-    assert_eq!(call("incr 2", counter::client::incr(&2)), 7);
-    assert_eq!(call("get", counter::client::get(&())), 7);
+    client.set_call_timeout(Some(TIMEOUT));
+    let mut counter = counter::Client::new(&mut client);
+    assert_eq!(counter.incr(&5).unwrap(), 5);
+    assert_eq!(counter.incr(&2).unwrap(), 7);
+    assert_eq!(counter.get(&()).unwrap(), 7);
+    let (len, blob) = counter.get_blob(&10_000).unwrap();
+    assert_eq!((len, blob.len()), (10_000, 10_000));
     server.kill().expect("stop the server");
 }
