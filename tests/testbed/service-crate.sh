@@ -1,5 +1,5 @@
 # testbed-summary: a service crate of its own (examples/counter, made a service VM image by `cargo xtask build --services`) boots from its generated xl config as its own domain, serves its service (and no built-in one) to dom0 attached as a client, and shuts down cleanly
-# testbed-needs: counter client
+# testbed-needs: examples client
 # testbed-timeout: 300
 #
 # Sourced by the testbed's dom0 /init in /testbed, which mirrors the repository:

@@ -1,7 +1,7 @@
 //! End to end on the host: the server `cargo xtask build --services examples/counter` wrote
-//! (`build/counter-service-hostd`, named by `$COUNTER_HOSTD`), called over the host transport.
+//! (`build/counter-service-hostd`, named by `$SERVICE_HOSTD`), called over the host transport.
 //! `cargo xtask test` builds it and runs this test; by hand:
-//! `COUNTER_HOSTD=$PWD/build/counter-service-hostd cargo test --manifest-path
+//! `SERVICE_HOSTD=$PWD/build/counter-service-hostd cargo test --manifest-path
 //! examples/counter/Cargo.toml -- --include-ignored`.
 
 use std::io::{BufRead, BufReader};
@@ -30,8 +30,8 @@ impl Drop for TempDir {
 #[test]
 #[ignore = "needs the generated host server: cargo xtask test builds it and runs this"]
 fn the_generated_host_server_counts() {
-    let hostd = std::env::var_os("COUNTER_HOSTD")
-        .expect("COUNTER_HOSTD names the host server (build/counter-service-hostd)");
+    let hostd = std::env::var_os("SERVICE_HOSTD")
+        .expect("SERVICE_HOSTD names the host server (build/counter-service-hostd)");
     let dir = TempDir(std::env::temp_dir().join(format!("counter-hostd-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
     let socket = dir.0.join("counter.sock");

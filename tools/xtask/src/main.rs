@@ -179,13 +179,15 @@ fn cmd_testbed(paths: &Paths, args: &[String]) -> Result<ExitCode> {
         failed.kernel = kernel.is_err();
         summary.record("kernel build", kernel);
     }
-    if build && chosen.iter().any(|s| s.needs_counter) {
-        let example = image::build_services(paths, &paths.root.join(EXAMPLE));
-        failed.example = example.is_err();
-        summary.record(
-            &format!("build --services {EXAMPLE}"),
-            example.map(|example| example.took),
-        );
+    if build && chosen.iter().any(|s| s.needs_examples) {
+        for example in EXAMPLES {
+            let built = image::build_services(paths, &paths.root.join(example.dir));
+            failed.example |= built.is_err();
+            summary.record(
+                &format!("build --services {}", example.dir),
+                built.map(|built| built.took),
+            );
+        }
     }
     run_scenarios(paths, &chosen, failed, echo, &mut summary);
     Ok(summary.finish())
@@ -209,8 +211,8 @@ fn run_scenarios(
         let label = format!("testbed {}", scenario.name);
         let not_run = if scenario.needs_kernel && failed.kernel {
             Some("the kernel build failed".to_string())
-        } else if scenario.needs_counter && failed.example {
-            Some(format!("build --services {EXAMPLE} failed"))
+        } else if scenario.needs_examples && failed.example {
+            Some("building an example service crate failed".to_string())
         } else {
             None
         };
@@ -305,11 +307,12 @@ fn cmd_test(paths: &Paths) -> Result<ExitCode> {
                 .current_dir(root),
         ),
     );
-    let example = root.join(EXAMPLE);
-    summary.record(
-        &format!("fmt, clippy ({EXAMPLE})"),
-        check_example(paths, &example),
-    );
+    for example in EXAMPLES {
+        summary.record(
+            &format!("fmt, clippy ({})", example.dir),
+            check_example(paths, &root.join(example.dir)),
+        );
+    }
     summary.record(
         "cargo test (host crates)",
         run_stage("cargo test", cargo().arg("test").current_dir(root)),
@@ -317,25 +320,30 @@ fn cmd_test(paths: &Paths) -> Result<ExitCode> {
     let kernel = build_kernel(paths);
     let kernel_failed = kernel.is_err();
     summary.record("kernel build", kernel);
-    let example_built = image::build_services(paths, &example);
-    let hostd = example_built.as_ref().ok().map(|built| built.hostd.clone());
-    let failed = Failed {
+    let mut failed = Failed {
         kernel: kernel_failed,
-        example: hostd.is_none(),
+        example: false,
     };
-    summary.record(
-        &format!("build --services {EXAMPLE}"),
-        example_built.map(|built| built.took),
-    );
-    summary.record(
-        &format!("cargo test ({EXAMPLE})"),
-        match hostd {
-            Some(hostd) => test_example(paths, &example, &hostd),
-            None => Err(anyhow::anyhow!(
-                "not run: build --services {EXAMPLE} failed"
-            )),
-        },
-    );
+    for example in EXAMPLES {
+        let dir = root.join(example.dir);
+        let built = image::build_services(paths, &dir);
+        let hostd = built.as_ref().ok().map(|built| built.hostd.clone());
+        failed.example |= hostd.is_none();
+        summary.record(
+            &format!("build --services {}", example.dir),
+            built.map(|built| built.took),
+        );
+        summary.record(
+            &format!("cargo test ({})", example.dir),
+            match hostd {
+                Some(hostd) => test_example(paths, &dir, &hostd),
+                None => Err(anyhow::anyhow!(
+                    "not run: build --services {} failed",
+                    example.dir
+                )),
+            },
+        );
+    }
     match select_scenarios(paths, "all") {
         Ok(all) => run_scenarios(paths, &all, failed, Echo::Stages, &mut summary),
         Err(e) => summary.record("testbed scenarios", Err(e)),
@@ -344,11 +352,26 @@ fn cmd_test(paths: &Paths) -> Result<ExitCode> {
     Ok(summary.finish())
 }
 
-/// The example service crate: a crate of its own (not a workspace member), checked, built
+/// An example service crate: a crate of its own (not a workspace member), checked, built
 /// with `build --services` and called through its generated host server by `test`.
-const EXAMPLE: &str = "examples/counter";
-/// Its package name: it names what `build --services` writes (build/counter-service.elf).
-const EXAMPLE_CRATE: &str = "counter-service";
+pub struct Example {
+    /// Its directory in the repository.
+    pub dir: &'static str,
+    /// Its package name: it names what `build --services` writes (build/<name>.elf).
+    pub name: &'static str,
+}
+
+/// The example service crates; scenarios that need `examples` boot their images.
+pub const EXAMPLES: &[Example] = &[
+    Example {
+        dir: "examples/counter",
+        name: "counter-service",
+    },
+    Example {
+        dir: "examples/mac-service",
+        name: "mac-service",
+    },
+];
 
 /// `cargo fmt --check` and clippy of a crate outside the workspace (the workspace's own
 /// stages do not reach it).
@@ -376,13 +399,13 @@ fn check_example(paths: &Paths, dir: &Path) -> Result<Duration> {
     Ok(fmt + clippy)
 }
 
-/// The example's tests, with the end-to-end one (ignored by a plain `cargo test`) against
-/// the host server `build --services` made for it.
+/// The example's tests, with the end-to-end ones (ignored by a plain `cargo test`) against
+/// the host server `build --services` made for it (named by `$SERVICE_HOSTD`).
 fn test_example(paths: &Paths, dir: &Path, hostd: &Path) -> Result<Duration> {
     let manifest = dir.join("Cargo.toml");
     run_stage(
         &format!(
-            "COUNTER_HOSTD={} cargo test --manifest-path {} -- --include-ignored",
+            "SERVICE_HOSTD={} cargo test --manifest-path {} -- --include-ignored",
             hostd.display(),
             manifest.display()
         ),
@@ -390,7 +413,7 @@ fn test_example(paths: &Paths, dir: &Path, hostd: &Path) -> Result<Duration> {
             .args(["test", "--manifest-path"])
             .arg(&manifest)
             .args(["--", "--include-ignored"])
-            .env("COUNTER_HOSTD", hostd)
+            .env("SERVICE_HOSTD", hostd)
             .env("CARGO_TARGET_DIR", &paths.target)
             .current_dir(&paths.root),
     )

@@ -50,9 +50,9 @@ pub struct Scenario {
     pub kind: Kind,
     pub timeout: Duration,
     pub needs_kernel: bool,
-    /// The example service crate's image and xl config (`build --services examples/counter`:
-    /// build/counter-service.{elf,cfg}) in /testbed/build.
-    pub needs_counter: bool,
+    /// The example service crates' images and xl configs (`build --services examples/<dir>`:
+    /// build/<name>.{elf,cfg}) in /testbed/build.
+    pub needs_examples: bool,
     needs_linux_guest: bool,
     /// The `xenrpc` client binary in dom0 (/usr/bin) and a client guest image
     /// (/testbed/client-guest) that carries it with the evtchn and gntalloc modules.
@@ -68,7 +68,7 @@ pub fn scenarios(paths: &Paths) -> Result<Vec<Scenario>> {
         kind: Kind::KernelAsDom0,
         timeout: Duration::from_secs(120),
         needs_kernel: true,
-        needs_counter: false,
+        needs_examples: false,
         needs_linux_guest: false,
         needs_client: false,
     }];
@@ -112,7 +112,7 @@ fn parse_scenario(script: &Path) -> Result<Scenario> {
         },
         timeout: Duration::from_secs(300),
         needs_kernel: false,
-        needs_counter: false,
+        needs_examples: false,
         needs_linux_guest: false,
         needs_client: false,
     };
@@ -136,7 +136,7 @@ fn parse_scenario(script: &Path) -> Result<Scenario> {
                 for need in value.split_whitespace() {
                     match need {
                         "kernel" => scenario.needs_kernel = true,
-                        "counter" => scenario.needs_counter = true,
+                        "examples" => scenario.needs_examples = true,
                         "linux-guest" => scenario.needs_linux_guest = true,
                         "client" => scenario.needs_client = true,
                         other => bail!("{}: unknown testbed-needs {other:?}", script.display()),
@@ -256,13 +256,13 @@ fn prepare(paths: &Paths, scenario: &Scenario, run_dir: &Path) -> Result<Prepare
             kernel_image.display()
         );
     }
-    if scenario.needs_counter {
-        for file in counter_files(paths) {
+    if scenario.needs_examples {
+        for (example, file) in example_files(paths) {
             if !file.exists() {
                 bail!(
                     "{} is missing: run `cargo xtask build --services {}` first",
                     file.display(),
-                    crate::EXAMPLE
+                    example.dir
                 );
             }
         }
@@ -324,8 +324,8 @@ fn write_overlay(
     if scenario.needs_kernel {
         archive.copy("testbed/build/xenrpc.elf", &paths.kernel_image(), 0o644)?;
     }
-    if scenario.needs_counter {
-        for file in counter_files(paths) {
+    if scenario.needs_examples {
+        for (_, file) in example_files(paths) {
             let name = file.file_name().context("a build/ file has a name")?;
             let dest = format!("testbed/build/{}", name.to_string_lossy());
             archive.copy(&dest, &file, 0o644)?;
@@ -358,12 +358,17 @@ fn write_overlay(
     archive.finish()
 }
 
-/// The example's image and xl config, which a `counter` scenario boots.
-fn counter_files(paths: &Paths) -> [PathBuf; 2] {
-    [
-        paths.service_image(crate::EXAMPLE_CRATE),
-        paths.service_config(crate::EXAMPLE_CRATE),
-    ]
+/// The examples' images and xl configs, which an `examples` scenario boots.
+fn example_files(paths: &Paths) -> Vec<(&'static crate::Example, PathBuf)> {
+    crate::EXAMPLES
+        .iter()
+        .flat_map(|example| {
+            [
+                (example, paths.service_image(example.name)),
+                (example, paths.service_config(example.name)),
+            ]
+        })
+        .collect()
 }
 
 /// Held while a scenario runs: one testbed (one QEMU) at a time per checkout, since runs
@@ -862,7 +867,7 @@ mod tests {
             kind,
             timeout: Duration::from_secs(1),
             needs_kernel: false,
-            needs_counter: false,
+            needs_examples: false,
             needs_linux_guest: false,
             needs_client: false,
         }
@@ -988,10 +993,10 @@ mod tests {
         let s = parse_scenario(&good).unwrap();
         assert_eq!(s.name, "good-one");
         assert_eq!(s.timeout, Duration::from_secs(42));
-        assert!(s.needs_kernel && !s.needs_linux_guest && !s.needs_counter);
-        fs::write(&good, "# testbed-needs: counter client\n").unwrap();
+        assert!(s.needs_kernel && !s.needs_linux_guest && !s.needs_examples);
+        fs::write(&good, "# testbed-needs: examples client\n").unwrap();
         let s = parse_scenario(&good).unwrap();
-        assert!(s.needs_counter && s.needs_client && !s.needs_kernel);
+        assert!(s.needs_examples && s.needs_client && !s.needs_kernel);
         let bad = dir.join("bad.sh");
         fs::write(&bad, "# testbed-needz: kernel\n").unwrap();
         assert!(parse_scenario(&bad).is_err());
