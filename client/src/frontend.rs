@@ -121,6 +121,17 @@ enum BackendLook {
     State(XenbusState),
 }
 
+impl BackendLook {
+    /// What the backend is, for messages ("it is {label}").
+    fn label(self) -> &'static str {
+        match self {
+            BackendLook::Gone => "gone",
+            BackendLook::Offline => "offline",
+            BackendLook::State(s) => crate::admin::state_label(s),
+        }
+    }
+}
+
 fn look_at_backend(store: &mut dyn Xenstore, info: &DeviceInfo) -> Result<BackendLook> {
     let state = match read_state(store, &format!("{}/{}", info.backend, key::STATE)) {
         Ok(state) => state,
@@ -200,10 +211,7 @@ fn wait_backend(
         }
         previous = Some(look);
         if store.next_event(deadline)?.is_none() {
-            let now = match look {
-                BackendLook::State(s) => crate::admin::state_label(s).to_string(),
-                other => format!("{other:?}"),
-            };
+            let now = look.label();
             return Err(Error::DeadlineExceeded(format!(
                 "backend {} did not reach {} (it is {now}); is the service VM serving domain {}?",
                 info.backend,
@@ -324,7 +332,12 @@ pub fn connect<D: XenDevices>(
             options.data_pages
         )));
     }
-    let pages = Arc::new(devices.grant_pages(info.server, total, true)?);
+    let named = |e| name_device(e, &info);
+    let pages = Arc::new(
+        devices
+            .grant_pages(info.server, total, true)
+            .map_err(named)?,
+    );
     let refs = pages.grant_refs().to_vec();
     if refs.len() != total {
         return Err(Error::Protocol(format!(
@@ -337,19 +350,21 @@ pub fn connect<D: XenDevices>(
     let data = Window::new(pages.clone(), ring_pages, options.data_pages)
         .ok_or_else(|| Error::Protocol("data window".into()))?;
     let client = ClientConnection::new(ring, data, geometry, options.max_in_flight)
-        .map_err(|e| Error::BadArguments(format!("connection set-up: {e:?}")))?;
+        .map_err(|e| Error::BadArguments(format!("connection set-up: {e}")))?;
 
-    let index = devices.grant_pages(info.server, 1, false)?;
+    let index = devices.grant_pages(info.server, 1, false).map_err(named)?;
     let index_ref = *index
         .grant_refs()
         .first()
         .ok_or_else(|| Error::Protocol("no grant ref for the index page".into()))?;
     write_index_page(&index, &refs[..ring_pages], &refs[ring_pages..])?;
-    let channel = devices.alloc_unbound(info.server)?;
+    let channel = devices.alloc_unbound(info.server).map_err(named)?;
     // If this process dies or lets go of the pages, the server hears of it at once.
-    devices.notify_on_release(&pages, ctrl::CLIENT_ALIVE, &channel)?;
+    devices
+        .notify_on_release(&pages, ctrl::CLIENT_ALIVE, &channel)
+        .map_err(named)?;
     let ping = if options.ping_channel {
-        Some(devices.alloc_unbound(info.server)?)
+        Some(devices.alloc_unbound(info.server).map_err(named)?)
     } else {
         None
     };
@@ -423,6 +438,18 @@ pub fn connect<D: XenDevices>(
         geometry,
         data_pages: options.data_pages,
     })
+}
+
+/// A device failure while connecting `info`'s device, named by its frontend directory (a
+/// bare "gntalloc: ..." does not say which connection failed).
+fn name_device(e: Error, info: &DeviceInfo) -> Error {
+    match e {
+        Error::Device { what, source } => Error::Device {
+            what: format!("{}: {what}", info.frontend),
+            source,
+        },
+        other => other,
+    }
 }
 
 /// Writes the index page through the shared mapping (atomic stores only: the server may read
@@ -615,16 +642,21 @@ impl<D: XenDevices> Connection<D> {
         pending: Pending<R>,
         deadline: Instant,
     ) -> Result<Reply<R>> {
-        let id = pending.call_id();
+        let completion = self.wait_completion(pending.call_id(), deadline)?;
+        self.finish(pending, &completion)
+    }
+
+    /// [`Self::wait`] for call `id`, giving its completion whatever its status.
+    fn wait_completion(&mut self, id: u64, deadline: Instant) -> Result<Completion> {
         let mut spun = false;
         loop {
             if let Some(c) = self.stash.remove(&id) {
-                return self.finish(pending, &c);
+                return Ok(c);
             }
             self.check_failed()?;
             self.drain()?;
             if let Some(c) = self.stash.remove(&id) {
-                return self.finish(pending, &c);
+                return Ok(c);
             }
             if !spun {
                 spun = true;
@@ -651,7 +683,7 @@ impl<D: XenDevices> Connection<D> {
                 Readiness::TimedOut => {
                     self.drain()?;
                     if let Some(c) = self.stash.remove(&id) {
-                        return self.finish(pending, &c);
+                        return Ok(c);
                     }
                     self.abandoned.insert(id);
                     self.stats.calls_timed_out += 1;
@@ -699,6 +731,34 @@ impl<D: XenDevices> Connection<D> {
         timeout: Duration,
     ) -> Result<Reply<R>> {
         let deadline = Instant::now() + timeout;
+        let pending = self.submit_with_deadline(call, deadline)?;
+        self.wait(pending, deadline)
+    }
+
+    /// Like [`Self::call`], but gives the completion as the server wrote it: any status, the
+    /// inline bytes undecoded (for callers that decode replies themselves).
+    pub fn call_completion<R>(
+        &mut self,
+        call: &TypedCall<'_, R>,
+        timeout: Duration,
+    ) -> Result<Completion> {
+        let deadline = Instant::now() + timeout;
+        let pending = self.submit_with_deadline(call, deadline)?;
+        let completion = self.wait_completion(pending.call_id(), deadline)?;
+        if completion.status == xenrpc_proto::Status::Ok {
+            self.stats.calls_ok += 1;
+        } else {
+            self.stats.calls_remote_error += 1;
+        }
+        Ok(completion)
+    }
+
+    /// Submits `call`, which the caller waits for until `deadline`.
+    fn submit_with_deadline<R>(
+        &mut self,
+        call: &TypedCall<'_, R>,
+        deadline: Instant,
+    ) -> Result<Pending<R>> {
         // Once an answer has shown the server's clock, the server gets the deadline too: a
         // call it reads only after the client gave up is refused there, not run.
         // A deadline the caller put in the call itself is left alone.
@@ -706,11 +766,10 @@ impl<D: XenDevices> Connection<D> {
             0 => self.server_clock.server_deadline(deadline),
             _ => None,
         };
-        let pending = match server_deadline {
-            Some(at) => self.submit(&call.with_deadline_ns(at))?,
-            None => self.submit(call)?,
-        };
-        self.wait(pending, deadline)
+        match server_deadline {
+            Some(at) => self.submit(&call.with_deadline_ns(at)),
+            None => self.submit(call),
+        }
     }
 
     /// One raw event round trip on the ping port (set up with
@@ -815,10 +874,7 @@ impl<D: XenDevices> Connection<D> {
                 _ => {}
             }
             if self.store.next_event(deadline)?.is_none() {
-                let now = match look {
-                    BackendLook::State(s) => crate::admin::state_label(s).to_string(),
-                    other => format!("{other:?}"),
-                };
+                let now = look.label();
                 return Ok(CloseOutcome::Unacknowledged(format!(
                     "the server did not confirm the close within {:.1} s ({} is still {now}); \
                      this side is Closed, so the server tears the connection down when it \

@@ -118,6 +118,13 @@ impl XenbusConnection {
                 return Self::open_socket(socket);
             }
         }
+        if !Path::new(XENBUS_DEVICE).exists() {
+            return Err(Error::NoXenDevices(format!(
+                "neither {XENBUS_DEVICE} nor xenstored's socket ({}) exists: is this a Xen \
+                 domain?",
+                XENSTORED_SOCKETS.join(", ")
+            )));
+        }
         Self::open_device(XENBUS_DEVICE)
     }
 
