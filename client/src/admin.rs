@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use xen_abi::xenstore::{Access, Permission};
 use xenrpc_rendezvous::{self as rv, key, XenbusState};
 
@@ -82,7 +81,7 @@ pub fn backend_perms(server: DomId, client: DomId) -> [Permission; 2] {
 }
 
 /// What `attach` wrote.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attached {
     pub server: DomId,
     pub client: DomId,
@@ -191,7 +190,7 @@ pub fn attach(store: &mut dyn Xenstore, server: u32, client: u32, devid: u32) ->
 }
 
 /// How `detach` ended.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Detached {
     pub server: DomId,
     pub client: DomId,
@@ -306,7 +305,7 @@ pub fn detach(
 }
 
 /// One connection as xenstore shows it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionRow {
     pub server: DomId,
     pub client: DomId,

@@ -223,7 +223,7 @@ fn wait_backend(
 }
 
 /// Client-side counters of one connection.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ClientStats {
     pub calls_started: u64,
     pub calls_ok: u64,
@@ -918,7 +918,7 @@ impl<D: XenDevices> Notify for Connection<D> {
 }
 
 /// One of this domain's xenrpc devices, as xenstore shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnDevice {
     pub devid: u32,
     pub frontend_state: Option<String>,

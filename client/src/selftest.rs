@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use xenrpc_proto::SharedRegion;
 
 use crate::devices::{
@@ -19,7 +18,7 @@ use crate::wait::{poll_readable, Readiness};
 use crate::xenstore::{XenbusConnection, Xenstore};
 
 /// One step's outcome.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Step {
     pub name: &'static str,
     pub ok: bool,

@@ -51,8 +51,8 @@ pub struct Scenario {
     pub timeout: Duration,
     pub needs_kernel: bool,
     needs_linux_guest: bool,
-    /// The `xenrpc` client binary in dom0 (/usr/bin) and a client guest image
-    /// (/testbed/client-guest) that carries it with the evtchn and gntalloc modules.
+    /// The client binaries ([`CLIENT_BINARIES`]) in dom0 (/usr/bin) and a client guest image
+    /// (/testbed/client-guest) that carries them with the evtchn and gntalloc modules.
     needs_client: bool,
 }
 
@@ -308,14 +308,16 @@ fn write_overlay(
         archive.copy("testbed/build/xenrpc.elf", &paths.kernel_image(), 0o644)?;
     }
     if scenario.needs_client {
-        let xenrpc = build_client(paths)?;
-        archive.copy("usr/bin/xenrpc", &xenrpc, 0o755)?;
+        let binaries = build_client(paths)?;
+        for (name, binary) in CLIENT_BINARIES.iter().zip(&binaries) {
+            archive.copy(&format!("usr/bin/{name}"), binary, 0o755)?;
+        }
         let guest_initrd = run_dir.join("client-guest.cpio");
         initramfs::client_guest(
             &guest_initrd,
             &fs::read(support.join("client-guest-init.sh"))?,
             &fs::read(support.join("linux-guest-poweroff.sh"))?,
-            &xenrpc,
+            &binaries,
             linux,
         )?;
         archive.copy("testbed/client-guest/vmlinuz", &linux.image, 0o644)?;
@@ -368,22 +370,23 @@ impl TestbedLock {
     }
 }
 
-/// Builds the `xenrpc` client (release) for the dom0 and client-guest images.
-fn build_client(paths: &Paths) -> Result<PathBuf> {
+/// The client binaries (package xenrpc-cli) dom0 and the client guest carry in /usr/bin: the
+/// `xenrpc` CLI, and `xenrpc-hostile` for the attacks of the `hostile` scenario.
+pub const CLIENT_BINARIES: [&str; 2] = ["xenrpc", "xenrpc-hostile"];
+
+/// Builds the client binaries (release) for the dom0 and client-guest images; their paths, in
+/// the order of [`CLIENT_BINARIES`].
+fn build_client(paths: &Paths) -> Result<Vec<PathBuf>> {
     crate::util::run_stage(
-        "build client (cargo build --release -p xenrpc-client --bin xenrpc)",
+        "build client (cargo build --release -p xenrpc-cli --bins)",
         crate::util::cargo()
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "xenrpc-client",
-                "--bin",
-                "xenrpc",
-            ])
+            .args(["build", "--release", "-p", "xenrpc-cli", "--bins"])
             .current_dir(&paths.root),
     )?;
-    Ok(paths.target.join("release").join("xenrpc"))
+    Ok(CLIENT_BINARIES
+        .iter()
+        .map(|name| paths.target.join("release").join(name))
+        .collect())
 }
 
 /// Runs one scenario and returns its verdict; problems before boot fail the "prepare" stage.
