@@ -46,7 +46,7 @@ fn expect_args(args: &[String], n: usize, usage: &str) -> Result<()> {
 
 fn int(arg: &str) -> Result<i64> {
     arg.parse()
-        .map_err(|_| bad(format!("{arg:?} is not a 64-bit integer")))
+        .map_err(|_| bad(format!("\"{arg}\" is not a 64-bit integer")))
 }
 
 fn kv_key(arg: &str) -> Result<kv::Key> {
@@ -70,19 +70,19 @@ fn known() -> String {
 fn find_method(spec: &str) -> Result<(&'static ServiceInfo, &'static str)> {
     let (service, method) = spec.split_once('.').ok_or_else(|| {
         bad(format!(
-            "{spec:?} is not SERVICE.METHOD; known: {}",
+            "\"{spec}\" is not SERVICE.METHOD; known: {}",
             known()
         ))
     })?;
     let info = SERVICES
         .iter()
         .find(|s| s.name == service)
-        .ok_or_else(|| bad(format!("unknown service {service:?}; known: {}", known())))?;
+        .ok_or_else(|| bad(format!("unknown service \"{service}\"; known: {}", known())))?;
     let m = info
         .methods
         .iter()
         .find(|m| m.name == method)
-        .ok_or_else(|| bad(format!("unknown method {spec:?}; known: {}", known())))?;
+        .ok_or_else(|| bad(format!("unknown method \"{spec}\"; known: {}", known())))?;
     Ok((info, m.name))
 }
 
@@ -96,7 +96,7 @@ fn service_id(args: &[String]) -> Result<u32> {
         .iter()
         .find(|s| s.name == args[0])
         .map(|s| s.id)
-        .ok_or_else(|| bad(format!("unknown service {:?}", args[0])))
+        .ok_or_else(|| bad(format!("unknown service \"{}\"", args[0])))
 }
 
 fn prepare(service: &str, method: &str, args: &[String]) -> Result<Prepared> {
@@ -155,7 +155,7 @@ fn prepare(service: &str, method: &str, args: &[String]) -> Result<Prepared> {
             Prepared::Sleep(
                 args[0]
                     .parse()
-                    .map_err(|_| bad(format!("{:?} is not a number of milliseconds", args[0])))?,
+                    .map_err(|_| bad(format!("\"{}\" is not a number of milliseconds", args[0])))?,
             )
         }
         ("selftest", "panic") => none(Prepared::Panic)?,

@@ -269,12 +269,14 @@ pub fn detach(
             if !acknowledged {
                 if !force {
                     return Err(Error::DeadlineExceeded(format!(
-                        "server {server} did not close {backend} within {timeout:?} (it is left Closing; \
-                         `detach --force` removes it anyway)"
+                        "server {server} did not close {backend} within {:.1} s (it is left \
+                         Closing; `detach --force` removes it anyway)",
+                        timeout.as_secs_f64()
                     )));
                 }
                 note = Some(format!(
-                    "server did not close within {timeout:?}; removed anyway (--force)"
+                    "server did not close within {:.1} s; removed anyway (--force)",
+                    timeout.as_secs_f64()
                 ));
             }
         } else {
@@ -325,7 +327,7 @@ fn state_name(raw: Option<String>, problems: &mut Vec<String>, what: &str) -> Op
     match rv::parse_state(raw.as_bytes()) {
         Ok(s) => Some(format!("{} ({})", raw, state_label(s))),
         Err(_) => {
-            problems.push(format!("{what} state {raw:?} is not a XenbusState"));
+            problems.push(format!("{what} state \"{raw}\" is not a XenbusState"));
             Some(raw)
         }
     }

@@ -252,8 +252,8 @@ impl XenbusConnection {
         loop {
             if !self.fill_message(deadline)? {
                 return Err(self.break_stream(format!(
-                    "no reply to xenstore {op} {path} within {:?}",
-                    self.request_timeout
+                    "no reply to xenstore {op} {path} within {:.1} s",
+                    self.request_timeout.as_secs_f64()
                 )));
             }
             if self.take_event_if_any()? {
