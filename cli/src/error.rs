@@ -7,20 +7,23 @@ use std::path::PathBuf;
 use xenrpc_host::client::ClientError;
 use xenrpc_proto::{CallError, Status};
 
-/// Everything a command can fail with.
+/// Everything a command can fail with. Each variant's doc comment is its message.
 #[derive(Debug)]
 pub enum CliError {
-    /// Bad arguments: {0} (the command line is wrong; exit status 2).
+    /// Bad arguments: {0} (the command line is wrong: exit status 2).
     BadArguments(String),
-    /// Server answered {0.ident()}: the call reached the server, which refused it.
+    /// Server answered {`Status::ident`} (the call reached the server, which refused it).
     Remote(Status),
     /// Server broke the protocol: {0} (its answer does not add up).
     Protocol(String),
-    /// A failure of the Xen transport (xenstore, the devices, the handshake, a call).
+    /// The Xen transport's own message (xenstore, the devices, the handshake, a call).
     Xen(xenrpc_client::Error),
-    /// Cannot connect to the server at {socket}: {error}.
+    /// Cannot connect to the server at {socket}: {error, or why a server hangs up on a
+    /// newcomer}.
     HostConnect { socket: PathBuf, error: ClientError },
-    /// A failure of the host transport once connected to {socket}.
+    /// Server gone: {socket} hung up / deadline exceeded: no reply from the server at {socket}
+    /// / server broke the protocol: ... / call to the server at {socket}: {error} / server at
+    /// {socket}: {error} (by the host transport's failure once connected).
     Host { socket: PathBuf, error: ClientError },
 }
 
