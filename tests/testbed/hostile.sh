@@ -40,7 +40,8 @@ tenant_expect() {
     tb_step_check tenant "$t_rc" "$t_out"
 }
 
-# tenant_run ARGS...: the tenant runs `xenrpc ARGS`; TB_STEP_RC and TB_STEP_OUT hold the answer.
+# tenant_run ARGS...: the tenant runs `xenrpc ARGS` (or ARGS, a `xenrpc-hostile ...` command
+# line); TB_STEP_RC and TB_STEP_OUT hold the answer.
 tenant_run() {
     tenant_step=$((tenant_step + 1))
     t_cmd=$1
@@ -281,7 +282,7 @@ tb_wait_console tenant "client-guest: ready" 300
 xenstore-write "/local/domain/$tenant/data/xenrpc-test" steps || tb_fail "cannot write the tenant's plan"
 xenrpc attach "$server" "$tenant" 0 || tb_fail "xenrpc attach $server $tenant 0 failed"
 tenant_expect 0 stored call kv.put secret tenant-secret
-tenant_run "hostile kv-fill"
+tenant_run xenrpc-hostile kv-fill
 case $TB_STEP_RC:$TB_STEP_OUT in "0:kv-fill: stored "*" values of 4096 bytes, then the server answered Busy") ;;
 *) tb_fail "tenant kv-fill: rc=$TB_STEP_RC, output '$TB_STEP_OUT'" ;; esac
 tenant_stored=$(echo "$TB_STEP_OUT" | sed 's/kv-fill: stored \([0-9]*\) .*/\1/')
