@@ -282,7 +282,7 @@ tb_wait_console tenant "client-guest: ready" 300
 xenstore-write "/local/domain/$tenant/data/xenrpc-test" steps || tb_fail "cannot write the tenant's plan"
 xenrpc attach "$server" "$tenant" 0 || tb_fail "xenrpc attach $server $tenant 0 failed"
 tenant_expect 0 stored call kv.put secret tenant-secret
-tenant_run xenrpc-hostile kv-fill
+tenant_run "xenrpc-hostile kv-fill"
 case $TB_STEP_RC:$TB_STEP_OUT in "0:kv-fill: stored "*" values of 4096 bytes, then the server answered Busy") ;;
 *) tb_fail "tenant kv-fill: rc=$TB_STEP_RC, output '$TB_STEP_OUT'" ;; esac
 tenant_stored=$(echo "$TB_STEP_OUT" | sed 's/kv-fill: stored \([0-9]*\) .*/\1/')
