@@ -40,7 +40,9 @@ impl CliError {
                 ClientError::ServerGone => "server-gone",
                 ClientError::TimedOut => "deadline-exceeded",
                 ClientError::Call(CallError::Broken(_)) => "protocol-violation",
-                ClientError::Call(CallError::RingFull | CallError::TooManyInFlight) => "busy",
+                ClientError::Call(
+                    CallError::RingFull | CallError::TooManyInFlight | CallError::NoRoom { .. },
+                ) => "busy",
                 ClientError::Call(_) => "call",
                 ClientError::Io(_) => "io",
             },

@@ -13,8 +13,11 @@ use std::time::Duration;
 
 use xenrpc_host::client::{Client, ClientOptions};
 use xenrpc_host::server::{Server, ServerConfig};
-use xenrpc_host::services::{set_admin_uids, Counters, HostServices};
+use xenrpc_host::services::{host_registry, set_admin_uids, Counters, HostServices};
+use xenrpc_proto::services::builtins;
 use xenrpc_proto::services::echo;
+use xenrpc_proto::services::kv::KvBudget;
+use xenrpc_proto::ServiceEnv;
 
 /// Every wait here is bounded by this, so a hang fails instead of hanging CI.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,9 +50,19 @@ impl HostServer {
                 Ok(server) => server,
                 Err(e) => return bound.send(Err(e)).unwrap_or(()),
             };
+            // As `xenrpc-hostd --test-services` builds it.
+            let env = ServiceEnv::new("", KvBudget::DEFAULT_HEAP_BYTES);
+            let mut builtins = builtins(&env);
             let counters = Counters::default();
-            let mut services = HostServices::new(counters.clone(), true);
-            let mut registry = services.registry();
+            let mut own = HostServices::new(counters.clone(), true);
+            let mut registry = host_registry();
+            let registered = registry
+                .register_set(&mut builtins)
+                .and_then(|()| registry.register_set(&mut own));
+            if let Err(e) = registered {
+                let error = std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string());
+                return bound.send(Err(error)).unwrap_or(());
+            }
             let _ = bound.send(Ok(()));
             let _ = server.run(&mut registry, |event| counters.record(event));
         });
@@ -168,7 +181,8 @@ fn calls_answer_over_the_socket_as_they_do_over_xen() {
     );
     let services = ok(s, &["call", "introspection.list_services"]);
     assert!(
-        services.starts_with("0 introspection v1 (4 methods)\n1 echo v1 (3 methods)\n"),
+        services.starts_with("0 introspection v1 (")
+            && services.contains("\n1 echo v1 (3 methods)\n"),
         "{services}"
     );
     assert!(

@@ -157,6 +157,9 @@ impl From<CallError> for Error {
             CallError::MalformedReply => {
                 Error::Protocol("reply bytes do not decode as the reply type".into())
             }
+            CallError::NoRoom { needed } => Error::Busy(format!(
+                "no free {needed}-byte window in the data region (calls in flight hold the rest)"
+            )),
         }
     }
 }

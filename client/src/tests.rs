@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use xen_abi::xenstore::{Access, Permission};
-use xenrpc_proto::services::{arith, echo};
+use xenrpc_proto::services::{arith, echo, kv};
 use xenrpc_proto::Status;
 use xenrpc_rendezvous as rv;
 
@@ -260,6 +260,36 @@ fn out_of_line_arguments_and_results_use_the_data_region() {
     // A window outside the data region never leaves the client.
     let bad = echo::client::echo_ool(&()).ool_args(xenrpc_proto::OolRef::new(60000, 10000));
     assert!(matches!(conn.call(&bad, T), Err(Error::BadArguments(_))));
+}
+
+#[test]
+fn typed_client_objects_place_their_bytes_themselves() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let mut conn = connected(&w);
+    let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
+    let (len, echoed) = echo::Client::new(&mut conn)
+        .echo_ool(&(), &payload)
+        .unwrap();
+    assert_eq!((len.len as usize, echoed), (payload.len(), payload.clone()));
+    let key = kv::Key::new(b"k").unwrap();
+    kv::Client::new(&mut conn).put(&key, b"value").unwrap();
+    let (info, value) = kv::Client::new(&mut conn).get(&key).unwrap();
+    assert_eq!((info.found, value.as_slice()), (1, &b"value"[..]));
+    let sum = arith::Client::new(&mut conn)
+        .add(&arith::Operands { a: 2, b: 3 })
+        .unwrap();
+    assert_eq!(sum.value, 5);
+    assert!(matches!(
+        arith::Client::new(&mut conn).div(&arith::Operands { a: 1, b: 0 }),
+        Err(Error::Remote(Status::BadArguments))
+    ));
+    // More bytes than the data pages hold never leave the client.
+    let too_big = vec![0u8; conn.data_pages() * 4096 + 1];
+    assert!(matches!(
+        echo::Client::new(&mut conn).echo_ool(&(), &too_big),
+        Err(Error::Busy(_))
+    ));
+    assert_eq!(conn.stats().calls_ok, 4);
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use xenrpc_proto::{
-    CallError, ClientConnection, Completion, Pending, RegionView, Reply, Status, TypedCall,
-    MAX_IN_FLIGHT,
+    CallError, CallRequest, Caller, ClientConnection, Completion, Pending, RegionView, Reply,
+    Status, TypedCall, MAX_IN_FLIGHT,
 };
 use zerocopy::FromBytes;
 
@@ -101,6 +101,8 @@ pub struct Client {
     /// Completions that arrived while waiting for another call.
     stashed: Vec<Completion>,
     server_gone: bool,
+    /// How long a [`Caller`] call waits for its reply.
+    call_timeout: Option<Duration>,
 }
 
 impl Client {
@@ -144,6 +146,7 @@ impl Client {
             spin: options.spin,
             stashed: Vec::new(),
             server_gone: false,
+            call_timeout: None,
         })
     }
 
@@ -273,12 +276,40 @@ impl Client {
         }
     }
 
+    /// How long calls made through [`Caller`] (the typed client objects) wait for their
+    /// reply; `None` (the default) waits until the reply or the server's death.
+    pub fn set_call_timeout(&mut self, timeout: Option<Duration>) {
+        self.call_timeout = timeout;
+    }
+
     /// Whether the server has gone away (checked without blocking).
     pub fn server_gone(&mut self) -> bool {
         if !self.server_gone {
             self.server_gone = self.waiter.peer_gone().unwrap_or(true);
         }
         self.server_gone
+    }
+}
+
+impl Caller for Client {
+    type Error = ClientError;
+
+    /// Places `input` and the result window in the data region itself, then waits as
+    /// [`Client::set_call_timeout`] says.
+    fn call_raw(
+        &mut self,
+        request: &CallRequest<'_>,
+        input: &[u8],
+        output_capacity: Option<usize>,
+    ) -> Result<Completion, ClientError> {
+        if self.server_gone {
+            return Err(ClientError::ServerGone);
+        }
+        let call_id = self
+            .conn
+            .enqueue_with_bytes(request, input, output_capacity)?;
+        self.flush();
+        self.wait_for(call_id, self.call_timeout)
     }
 }
 

@@ -5,25 +5,47 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::server::{Server, ServerConfig, ServerEvent};
-use crate::services::{set_admin_uids, Counters, HostServices};
+use xenrpc_proto::services::builtins;
+use xenrpc_proto::services::kv::KvBudget;
+use xenrpc_proto::{Platform, PlatformError, ServiceEnv, ServiceSet};
+
+use crate::services::{host_registry, set_admin_uids, Counters, HostServices};
 use crate::wait::SpinPolicy;
 
 pub const USAGE: &str = "usage: xenrpc-hostd --socket PATH [--spin-us MICROSECONDS] [--slots N] \
 [--max-data BYTES] [--max-clients N] [--max-per-uid N] [--idle-reap-ms N] [--setup-timeout-ms N] \
-[--admin-uid UID]... [--test-services] [--quiet]
-  --max-per-uid defaults to a quarter of --max-clients (at least 1), --idle-reap-ms to 10000";
+[--admin-uid UID]... [--param KEY=VALUE]... [--secret NAME=FILE]... [--memory BYTES] \
+[--test-services] [--quiet]
+  --max-per-uid defaults to a quarter of --max-clients (at least 1), --idle-reap-ms to 10000;
+  --param, --secret and --memory are what the services are built with (like the service VM's
+  kernel command line, provisioned secrets and heap; a secret file holds the raw bytes;
+  --memory defaults to 256 MiB)";
 
 /// The line printed on stdout once the server accepts connections.
 pub const READY_LINE: &str = "xenrpc-hostd: listening";
 
-/// Parses the command line and serves until killed.
+/// Parses the command line and serves the built-in services until killed.
 pub fn main_with_args(args: &[String]) -> io::Result<()> {
+    main_with_services(args, builtins)
+}
+
+/// A host server of your own services: parses `xenrpc-hostd`'s command line (`args` without
+/// the program name), builds the set with `make_services` (the same function a service VM
+/// image names in `xenrpc_kernel::service_vm!`), and serves it, beside the host's own
+/// `admin` (and with `--test-services` `selftest`) services, until killed.
+pub fn main_with_services<S: ServiceSet>(
+    args: &[String],
+    make_services: impl FnOnce(&ServiceEnv<'_>) -> S,
+) -> io::Result<()> {
     let mut socket = None;
     let mut config = ServerConfig::default();
     let mut max_per_uid = None;
     let mut admin_uids = Vec::new();
     let mut test_services = false;
     let mut quiet = false;
+    let mut params = String::new();
+    let mut memory = KvBudget::DEFAULT_HEAP_BYTES;
+    let mut platform = HostPlatform::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -49,6 +71,25 @@ pub fn main_with_args(args: &[String]) -> io::Result<()> {
                 config.setup_timeout = Duration::from_millis(number(&value("--setup-timeout-ms")?)?)
             }
             "--admin-uid" => admin_uids.push(number(&value("--admin-uid")?)?),
+            "--param" => {
+                let param = value("--param")?;
+                if !param.contains('=') || param.contains(char::is_whitespace) {
+                    return Err(bad_usage(&format!("--param {param}: expected KEY=VALUE")));
+                }
+                params.push_str(&param);
+                params.push(' ');
+            }
+            "--memory" => memory = number(&value("--memory")?)?,
+            "--secret" => {
+                let spec = value("--secret")?;
+                let (name, file) = spec
+                    .split_once('=')
+                    .ok_or_else(|| bad_usage(&format!("--secret {spec}: expected NAME=FILE")))?;
+                let bytes = std::fs::read(file).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot read the secret file {file}: {e}"))
+                })?;
+                platform.secrets.get_mut().insert(name.to_string(), bytes);
+            }
             "--test-services" => test_services = true,
             "--quiet" => quiet = true,
             "--help" | "-h" => {
@@ -67,10 +108,26 @@ pub fn main_with_args(args: &[String]) -> io::Result<()> {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("xenrpc-hostd: handler panicked (answered HandlerFault): {info}");
     }));
-    let mut server = Server::bind(&socket, config)?;
+    let log = |args: std::fmt::Arguments<'_>| {
+        if !quiet {
+            eprintln!("xenrpc-hostd: {args}");
+        }
+    };
+    let env = ServiceEnv::new(&params, memory)
+        .with_log(&log)
+        .with_platform(&platform);
+    let mut services = make_services(&env);
     let counters = Counters::default();
-    let mut services = HostServices::new(counters.clone(), test_services);
-    let mut registry = services.registry();
+    let mut own = HostServices::new(counters.clone(), test_services);
+    let mut registry = host_registry();
+    registry
+        .register_set(&mut services)
+        .and_then(|()| registry.register_set(&mut own))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let mut server = Server::bind(&socket, config)?;
+    if !quiet {
+        eprintln!("xenrpc-hostd: serving {}", registry.serving());
+    }
     println!("{READY_LINE} on {}", socket.display());
     io::stdout().flush()?;
     server.run(&mut registry, |event| {
@@ -107,6 +164,36 @@ fn describe(event: &ServerEvent) -> String {
         ServerEvent::TenantGone { uid } => {
             format!("uid {uid}: last connection gone, its kv namespace forgotten")
         }
+    }
+}
+
+/// The host's platform: secrets from `--secret` files, randomness from `/dev/urandom`.
+#[derive(Default)]
+struct HostPlatform {
+    secrets: std::cell::RefCell<std::collections::HashMap<String, Vec<u8>>>,
+}
+
+impl Platform for HostPlatform {
+    fn take_secret(&self, name: &str, buf: &mut [u8]) -> Result<Option<usize>, PlatformError> {
+        let Some(mut secret) = self.secrets.borrow_mut().remove(name) else {
+            return Ok(None);
+        };
+        let result = match buf.get_mut(..secret.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(&secret);
+                Ok(Some(secret.len()))
+            }
+            None => Err(PlatformError::SecretTooLong { max: buf.len() }),
+        };
+        secret.fill(0);
+        result
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) -> Result<(), PlatformError> {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(buf))
+            .map_err(|_| PlatformError::NoRandomness)
     }
 }
 

@@ -1,54 +1,50 @@
-//! The services `xenrpc-hostd` offers: the protocol's built-in echo, arith and kv services, an
-//! `admin` service only some peers may call, and (for tests) a `selftest` service whose
-//! handlers misbehave on purpose.
+//! The host server's own services, served beside the set `xenrpc-hostd` is given (the
+//! built-ins by default): an `admin` service only some peers may call, and (for tests) a
+//! `selftest` service whose handlers misbehave on purpose.
 
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use xenrpc_proto::services::arith::{self, ArithServer};
-use xenrpc_proto::services::echo::{self, EchoServer};
-use xenrpc_proto::services::kv::{self, KvStore};
-use xenrpc_proto::{define_service, CallContext, PeerId, Registry, Status};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use xenrpc_proto::{
+    define_service, CallContext, PeerId, Registry, RegistryError, Restricted, ServiceSet, Status,
+};
 
 use crate::server::tenants::Refusal;
 use crate::server::{DropReason, ServerEvent};
 
-/// Connection counters the admin service reports.
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct AdminStats {
-    /// Clients connected right now.
-    pub connected: u32,
-    /// Clients that connected since the server started.
-    pub connected_total: u32,
-    /// Clients that hung up (died or closed).
-    pub disconnected: u32,
-    /// Connections dropped for breaking the protocol.
-    pub dropped: u32,
-    /// Connection attempts refused (for any reason, the uid cap included).
-    pub refused: u32,
-    /// Connection attempts refused because the uid held its share of connections.
-    pub refused_uid_cap: u32,
-    /// Idle connections reaped to make room for a newcomer (counted in `dropped` too).
-    pub reaped: u32,
-    /// Connections dropped for a wake-up storm (counted in `dropped` too).
-    pub event_storms: u32,
+xenrpc_proto::define_pod! {
+    /// Connection counters the admin service reports.
+    #[derive(Default)]
+    pub struct AdminStats {
+        /// Clients connected right now.
+        pub connected: u32,
+        /// Clients that connected since the server started.
+        pub connected_total: u32,
+        /// Clients that hung up (died or closed).
+        pub disconnected: u32,
+        /// Connections dropped for breaking the protocol.
+        pub dropped: u32,
+        /// Connection attempts refused (for any reason, the uid cap included).
+        pub refused: u32,
+        /// Connection attempts refused because the uid held its share of connections.
+        pub refused_uid_cap: u32,
+        /// Idle connections reaped to make room for a newcomer (counted in `dropped` too).
+        pub reaped: u32,
+        /// Connections dropped for a wake-up storm (counted in `dropped` too).
+        pub event_storms: u32,
+    }
 }
 
 /// How long a `selftest::sleep` may ask the server to stall (bounds a test's damage).
 pub const MAX_SELFTEST_SLEEP_MS: u32 = 2_000;
 
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct SleepArgs {
-    pub millis: u32,
+xenrpc_proto::define_pod! {
+    #[derive(Default)]
+    pub struct SleepArgs {
+        pub millis: u32,
+    }
 }
 
 define_service! {
@@ -149,47 +145,34 @@ impl selftest::Server for SelftestServer {
     }
 }
 
-/// The handlers of every host service, owned in one place so a [`Registry`] can borrow them.
+/// The host server's own services: `admin` (only the admin uids may call it) and, with
+/// `--test-services`, `selftest`. `xenrpc-hostd` serves them beside the set it was given.
 pub struct HostServices {
-    echo: echo::Handler<EchoServer>,
-    arith: arith::Handler<ArithServer>,
-    kv: kv::Handler<KvStore>,
-    admin: admin::Handler<AdminServer>,
+    admin: Restricted<admin::Handler<AdminServer>>,
     selftest: Option<selftest::Handler<SelftestServer>>,
 }
 
 impl HostServices {
     pub fn new(counters: Counters, test_services: bool) -> Self {
         Self {
-            echo: echo::Handler(EchoServer),
-            arith: arith::Handler(ArithServer),
-            kv: kv::Handler(KvStore::default()),
-            admin: admin::Handler(AdminServer(counters)),
+            admin: Restricted(admin::Handler(AdminServer(counters)), admin_allowed),
             selftest: test_services.then_some(selftest::Handler(SelftestServer)),
         }
     }
+}
 
-    /// A registry serving all of them: admin restricted to the admin uids, who alone also see
-    /// the call counts of every tenant (everyone else sees its own). The server tells it
-    /// (`Registry::forget_peer`) when a uid's last connection goes, and the kv store drops
-    /// that uid's namespace.
-    pub fn registry(&mut self) -> Registry<'_> {
-        let mut registry = Registry::new();
-        registry.set_privileged(admin_allowed);
-        let registered = registry
-            .register(&mut self.echo)
-            .and_then(|()| registry.register(&mut self.arith))
-            .and_then(|()| registry.register(&mut self.kv))
-            .and_then(|()| registry.register_restricted(&mut self.admin, admin_allowed));
-        // Distinct ids, far below the registry's capacity: cannot fail.
-        assert_eq!(registered, Ok(()), "host services clash");
-        if let Some(selftest) = &mut self.selftest {
-            assert_eq!(
-                registry.register(selftest),
-                Ok(()),
-                "selftest service clashes"
-            );
-        }
-        registry
+impl ServiceSet for HostServices {
+    fn register_into<'a>(&'a mut self, registry: &mut Registry<'a>) -> Result<(), RegistryError> {
+        self.admin.register_into(registry)?;
+        self.selftest.register_into(registry)
     }
+}
+
+/// An empty registry for the host server: the admin uids alone see the call counts of every
+/// tenant (everyone else sees its own). The server tells it (`Registry::forget_peer`) when a
+/// uid's last connection goes, and every service drops that uid's state.
+pub fn host_registry<'a>() -> Registry<'a> {
+    let mut registry = Registry::new();
+    registry.set_privileged(admin_allowed);
+    registry
 }

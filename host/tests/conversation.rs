@@ -293,3 +293,21 @@ fn kv_namespace_outlives_one_of_its_tenants_connections() {
     second.data().read(0, &mut read_back).unwrap();
     assert_eq!(&read_back, value);
 }
+
+#[test]
+fn typed_client_objects_work_over_the_host_transport() {
+    let server = ServerProcess::start(&[]);
+    let mut client = server.connect();
+    client.set_call_timeout(Some(TIMEOUT));
+    let key = Key::new(b"shape").unwrap();
+    kv::Client::new(&mut client).put(&key, b"round").unwrap();
+    let (info, value) = kv::Client::new(&mut client).get(&key).unwrap();
+    assert_eq!((info.found, value.as_slice()), (1, &b"round"[..]));
+    let blob: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let (len, echoed) = echo::Client::new(&mut client).echo_ool(&(), &blob).unwrap();
+    assert_eq!((len.len as usize, echoed), (blob.len(), blob));
+    assert_eq!(
+        status_of(arith::Client::new(&mut client).div(&Operands { a: 1, b: 0 })),
+        Status::BadArguments
+    );
+}

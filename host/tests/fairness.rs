@@ -21,8 +21,11 @@ use common::{fork_as, write_line, Forked, TIMEOUT};
 use xenrpc_host::attack::Attack;
 use xenrpc_host::client::{Client, ClientOptions};
 use xenrpc_host::server::{Server, ServerConfig, TenantDispatcher};
-use xenrpc_host::services::{Counters, HostServices};
+use xenrpc_host::services::{host_registry, Counters, HostServices};
+use xenrpc_proto::services::builtins;
 use xenrpc_proto::services::echo;
+use xenrpc_proto::services::kv::KvBudget;
+use xenrpc_proto::ServiceEnv;
 use xenrpc_proto::{CallContext, Dispatcher, PeerId, Registry, Status, PASS_BUDGET, REQUEST_COST};
 
 #[derive(Clone, Copy, Debug)]
@@ -66,11 +69,14 @@ fn serve_in_thread(path: PathBuf, log: Log) {
         let mut server = Server::bind(&path, ServerConfig::default()).expect("bind");
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
             .expect("open the socket to every uid");
-        let mut services = HostServices::new(Counters::default(), false);
-        let mut recorder = Recorder {
-            registry: services.registry(),
-            log,
-        };
+        let env = ServiceEnv::new("", KvBudget::DEFAULT_HEAP_BYTES);
+        let mut services = (
+            builtins(&env),
+            HostServices::new(Counters::default(), false),
+        );
+        let mut registry = host_registry();
+        registry.register_set(&mut services).expect("host services");
+        let mut recorder = Recorder { registry, log };
         ready_tx.send(()).unwrap();
         let _ = server.run(&mut recorder, |_| {});
     });

@@ -16,6 +16,7 @@ use crate::region::{RegionView, SharedRegion};
 use crate::ring::{available, free_slots, needs_notify};
 use crate::service::validate_ool;
 use crate::transport::{Notify, SharedMemory};
+use crate::windows::WindowAllocator;
 
 mod error;
 pub use error::{CallError, ClientViolation};
@@ -121,11 +122,27 @@ pub struct Completion {
     pub server_time_ns: u64,
     inline: [u8; INLINE_CAPACITY],
     inline_len: usize,
+    /// The result bytes of a call started with `start_with_bytes`, copied out of its window.
+    #[cfg(feature = "alloc")]
+    bytes: alloc::vec::Vec<u8>,
 }
 
 impl Completion {
     pub fn inline(&self) -> &[u8] {
         &self.inline[..self.inline_len]
+    }
+
+    /// The result bytes of a call started with [`ClientConnection::start_with_bytes`] (a
+    /// private copy; empty for other calls).
+    #[cfg(feature = "alloc")]
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The result bytes, moved out.
+    #[cfg(feature = "alloc")]
+    pub fn into_bytes(self) -> alloc::vec::Vec<u8> {
+        self.bytes
     }
 }
 
@@ -177,6 +194,9 @@ struct InFlight {
     /// 0 = free slot in the table.
     call_id: u64,
     result_window_len: u32,
+    /// Windows the allocator placed for the call (`OolRef::NONE` if none): released when the
+    /// response arrives, the result bytes copied out of the second first.
+    allocated: [OolRef; 2],
 }
 
 /// The client end of one connection over a ring region and a data region.
@@ -192,6 +212,7 @@ pub struct ClientConnection<R: SharedMemory, D: SharedMemory> {
     in_flight_count: usize,
     next_call_id: u64,
     broken: Option<ClientViolation>,
+    windows: WindowAllocator,
 }
 
 impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
@@ -244,6 +265,7 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         // The region length was checked against the geometry above, so the control page fits.
         debug_assert!(laid_out.is_ok());
         fence(Ordering::Release);
+        let windows = WindowAllocator::new(data.len());
         Ok(ClientConnection {
             ring,
             data,
@@ -256,6 +278,7 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
             in_flight_count: 0,
             next_call_id: 1,
             broken: None,
+            windows,
         })
     }
 
@@ -363,6 +386,7 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
                 *entry = InFlight {
                     call_id,
                     result_window_len: request.ool_result.len,
+                    allocated: [OolRef::NONE; 2],
                 };
                 self.in_flight_count += 1;
             }
@@ -394,6 +418,97 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
             call_id,
             _reply: PhantomData,
         })
+    }
+
+    /// Starts a typed call whose out-of-line bytes the connection places itself: `input` is
+    /// copied into a window of the data region, and a result window of `output_capacity`
+    /// bytes is held for it (`None`: the largest free window, at most [`crate::MAX_CALL_COPY`]);
+    /// the call's own windows, if it set any, are replaced. Both are given back when the
+    /// response arrives, whose [`Completion::bytes`] holds the result bytes. Do not mix with
+    /// windows placed by hand on the same connection.
+    #[cfg(feature = "alloc")]
+    pub fn start_with_bytes<T>(
+        &mut self,
+        call: &TypedCall<'_, T>,
+        input: &[u8],
+        output_capacity: Option<usize>,
+    ) -> Result<Pending<T>, CallError> {
+        let call_id = self.enqueue_with_bytes(call.request(), input, output_capacity)?;
+        Ok(Pending {
+            call_id,
+            _reply: PhantomData,
+        })
+    }
+
+    /// [`Self::start_with_bytes`] for an untyped request (generic clients); returns the
+    /// call id.
+    #[cfg(feature = "alloc")]
+    pub fn enqueue_with_bytes(
+        &mut self,
+        request: &CallRequest<'_>,
+        input: &[u8],
+        output_capacity: Option<usize>,
+    ) -> Result<u64, CallError> {
+        if let Some(v) = self.broken {
+            return Err(CallError::Broken(v));
+        }
+        if self.in_flight_count >= self.max_in_flight {
+            return Err(CallError::TooManyInFlight);
+        }
+        let input_window = match input.len() {
+            0 => OolRef::NONE,
+            n => self
+                .windows
+                .allocate(n)
+                .ok_or(CallError::NoRoom { needed: n })?,
+        };
+        let capacity = output_capacity
+            .unwrap_or_else(|| self.windows.largest_free().min(crate::MAX_CALL_COPY));
+        let output_window = match capacity {
+            0 => OolRef::NONE,
+            n => match self.windows.allocate(n) {
+                Some(window) => window,
+                None => {
+                    self.windows.release(input_window);
+                    return Err(CallError::NoRoom { needed: n });
+                }
+            },
+        };
+        let release = |this: &mut Self| {
+            this.windows.release(input_window);
+            this.windows.release(output_window);
+        };
+        if self
+            .data
+            .view()
+            .write(input_window.offset as usize, input)
+            .is_err()
+        {
+            release(self);
+            return Err(CallError::BadOolRef(input_window));
+        }
+        let request = CallRequest {
+            one_way: false,
+            ool_args: input_window,
+            ool_result: output_window,
+            ..*request
+        };
+        let call_id = match self.enqueue(&request) {
+            Ok(id) => id,
+            Err(e) => {
+                release(self);
+                return Err(e);
+            }
+        };
+        if let Some(entry) = self.in_flight.iter_mut().find(|e| e.call_id == call_id) {
+            entry.allocated = [input_window, output_window];
+        }
+        Ok(call_id)
+    }
+
+    /// The allocator placing [`Self::start_with_bytes`] windows.
+    pub fn windows(&self) -> &WindowAllocator {
+        &self.windows
     }
 
     /// Starts a typed one-way call (not yet published).
@@ -466,9 +581,25 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
             server_time_ns: header.server_time_ns,
             inline: [0; INLINE_CAPACITY],
             inline_len,
+            #[cfg(feature = "alloc")]
+            bytes: alloc::vec::Vec::new(),
         };
         let copied = view.read(slot + HEADER_SIZE, &mut completion.inline[..inline_len]);
         debug_assert!(copied.is_ok());
+        let [input_window, output_window] = self.in_flight[entry_index].allocated;
+        #[cfg(feature = "alloc")]
+        if output_window.len > 0 && status == Status::Ok {
+            // The one copy out of the shared window (within it: `ool_written` was checked).
+            let mut bytes = alloc::vec![0u8; header.ool_written as usize];
+            let read = self
+                .data
+                .view()
+                .read(output_window.offset as usize, &mut bytes);
+            debug_assert!(read.is_ok());
+            completion.bytes = bytes;
+        }
+        self.windows.release(input_window);
+        self.windows.release(output_window);
         self.in_flight[entry_index] = InFlight::default();
         self.in_flight_count -= 1;
         self.rsp_cons = self.rsp_cons.wrapping_add(1);

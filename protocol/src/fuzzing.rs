@@ -7,8 +7,6 @@
 //! harness panics (a finding) if the server panics, writes outside the regions, fails to make
 //! progress without breaking the connection, or answers more requests than were published.
 
-extern crate alloc;
-
 use crate::layout::{
     ctrl, OolRef, RequestHeader, RingGeometry, LAYOUT_VERSION, PAGE_SIZE, RING_MAGIC,
 };

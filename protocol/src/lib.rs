@@ -94,6 +94,22 @@
 
 #![cfg_attr(not(feature = "std"), no_std)]
 
+// `define_pod!` names the crate `::xenrpc_proto` (zerocopy's derives take a path string), in
+// this crate too.
+extern crate self as xenrpc_proto;
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+/// For `define_service!` expansions (the client objects' `Vec`).
+#[cfg(feature = "alloc")]
+#[doc(hidden)]
+pub mod __alloc {
+    pub use alloc::vec;
+}
+
+#[cfg(feature = "alloc")]
+pub mod caller;
 pub mod client;
 pub mod fair;
 pub mod layout;
@@ -104,8 +120,12 @@ pub mod ring;
 pub mod server;
 pub mod service;
 pub mod services;
+pub mod signature;
 pub mod storm;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transport;
+pub mod windows;
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -113,6 +133,8 @@ pub mod fuzzing;
 /// Re-exported for `define_service!` expansions in crates without their own zerocopy import.
 pub use zerocopy;
 
+#[cfg(feature = "alloc")]
+pub use caller::{decode_reply, Caller};
 pub use client::{
     CallError, CallRequest, ClientConnection, ClientViolation, Completion, Pending, Reply,
     TypedCall, MAX_IN_FLIGHT,
@@ -125,8 +147,10 @@ pub use layout::{
 pub use region::{OutOfBounds, RegionError, RegionView, SharedRegion};
 pub use server::{ConnectionStats, PollOutcome, RejectReason, ServerConnection, Violation};
 pub use service::{
-    AccessCheck, CallContext, Dispatcher, MethodInfo, OolArgs, OolError, OolResult, Registry,
-    RegistryError, ServiceCounters, ServiceHandler, ServiceInfo, MAX_COUNTED_PEERS, MAX_SERVICES,
+    AccessCheck, BytesIn, BytesOut, CallContext, Dispatcher, MethodInfo, OolArgs, OolError,
+    OolResult, Platform, PlatformError, Registry, RegistryError, Restricted, ServiceCounters,
+    ServiceEnv, ServiceHandler, ServiceInfo, ServiceSet, ServiceUnavailable, FIRST_USER_SERVICE_ID,
+    MAX_COUNTED_PEERS, MAX_SERVICES,
 };
 pub use storm::{EventStorm, EventStormGuard};
 pub use transport::{Clock, Notify, PeerId, SharedMemory};

@@ -2,8 +2,6 @@
 //! fuzz harness and single-process use. Optionally surrounded by guard pages whose contents can
 //! be checked afterwards, to prove nothing wrote outside the region.
 
-extern crate alloc;
-
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::ptr::NonNull;
 

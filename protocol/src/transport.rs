@@ -29,6 +29,19 @@ unsafe impl<T: SharedMemory + ?Sized> SharedMemory for &T {
     }
 }
 
+// SAFETY: an `Arc` keeps its value alive (and in place) while any clone lives, so the
+// implementor's guarantees carry over.
+#[cfg(feature = "alloc")]
+unsafe impl<T: SharedMemory + ?Sized> SharedMemory for alloc::sync::Arc<T> {
+    fn base(&self) -> *mut u8 {
+        (**self).base()
+    }
+
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+}
+
 /// Wakes the peer of one connection (an event-channel send, an eventfd write).
 pub trait Notify {
     fn notify(&self);

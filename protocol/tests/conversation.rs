@@ -16,18 +16,17 @@ use xenrpc_proto::{
     define_service, CallContext, CallError, OolRef, PeerId, RejectReason, Status, TypedCall,
     FLAG_ONE_WAY, INLINE_CAPACITY,
 };
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-pub struct Nothing {
-    pub unused: u32,
+xenrpc_proto::define_pod! {
+    pub struct Nothing {
+        pub unused: u32,
+    }
 }
 
 define_service! {
     /// A service whose handler always faults, restricted to peer 5 in these tests.
     pub mod faulty {
-        name = "faulty", id = 40, version = 3;
+        name = "faulty", id = 1040, version = 3;
         fn fail = 1 (Nothing) -> Nothing;
         fn fail_with_ok = 2 (()) -> ();
         fn write_past_window = 3 (()) -> ();
@@ -227,7 +226,7 @@ fn handler_fault_and_access_denied() {
             id: faulty::SERVICE_ID,
         });
         let entry = round_trip(client, server, registry, &call).unwrap().value;
-        assert_eq!((entry.id, entry.version, entry.method_count), (40, 3, 3));
+        assert_eq!((entry.id, entry.version, entry.method_count), (1040, 3, 3));
         assert_eq!(field_name(&entry.name), b"faulty");
     });
 }

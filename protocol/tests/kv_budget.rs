@@ -149,3 +149,30 @@ fn a_departed_tenant_gives_its_bytes_back_and_its_id_starts_empty() {
     }
     assert_eq!(kv_handler.0.usage(), (peer_bytes(), PER_PEER));
 }
+
+#[test]
+fn the_budget_comes_from_the_environment_and_is_only_ever_lowered() {
+    use std::cell::RefCell;
+    let logged = RefCell::new(Vec::new());
+    let log = |args: std::fmt::Arguments<'_>| logged.borrow_mut().push(args.to_string());
+    let heap = 16 << 20;
+    let env = xenrpc_proto::ServiceEnv::new("console=hvc0 kv-budget=393216", heap).with_log(&log);
+    let lowered = KvBudget::from_env(&env);
+    assert_eq!(lowered.max_bytes, 393_216);
+    assert_eq!(lowered.max_entries, KvBudget::for_heap(heap).max_entries);
+    let env = xenrpc_proto::ServiceEnv::new("kv-budget=999999999", heap).with_log(&log);
+    assert_eq!(KvBudget::from_env(&env), KvBudget::for_heap(heap));
+    let env = xenrpc_proto::ServiceEnv::new("kv-budget=lots", heap).with_log(&log);
+    assert_eq!(KvBudget::from_env(&env), KvBudget::for_heap(heap));
+    let logged = logged.into_inner();
+    let expected = format!("kv budget 393216 bytes, {} entries", lowered.max_entries);
+    assert_eq!(logged[0], expected);
+    assert!(
+        logged[1].starts_with("kv-budget=999999999 exceeds a quarter"),
+        "{logged:?}"
+    );
+    assert!(
+        logged[3].starts_with("ignoring kv-budget=lots"),
+        "{logged:?}"
+    );
+}

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use xenrpc_proto::services::{arith, echo};
-use xenrpc_proto::{PeerId, Registry, RingGeometry, ServerConnection, SharedMemory};
+use xenrpc_proto::services::builtins;
+use xenrpc_proto::{PeerId, Registry, RingGeometry, ServerConnection, ServiceEnv, SharedMemory};
 use xenrpc_rendezvous as rv;
 use xenrpc_rendezvous::backend::{
     Backend, BackendStore, Connector, EndKind, FrontendParams, StoreError,
@@ -261,11 +261,12 @@ fn serve(
         Behaviour::Absent => None,
         _ => Some(Backend::<Served>::start(&mut store, domid).expect("watch the backend root")),
     };
-    let mut echo_handler = echo::Handler(echo::EchoServer);
-    let mut arith_handler = arith::Handler(arith::ArithServer);
+    // The stock image's set, registered the way every server registers services.
+    let mut services = builtins(&ServiceEnv::new("", 16 << 20));
     let mut registry = Registry::new();
-    registry.register(&mut echo_handler).unwrap();
-    registry.register(&mut arith_handler).unwrap();
+    registry
+        .register_set(&mut services)
+        .expect("the built-in services fit an empty registry");
     let clock = move || epoch.elapsed().as_nanos() as u64;
     while !stop.load(Ordering::SeqCst) {
         let Some(backend) = backend.as_mut() else {

@@ -261,6 +261,7 @@ pub fn connect<D: XenDevices>(
         stash: HashMap::new(),
         abandoned: HashSet::new(),
         sent_at: HashMap::new(),
+        call_timeout: Duration::from_secs(5),
         server_clock: ServerClock::new(Instant::now()),
         spin: options.spin,
         failed: None,

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use xenrpc_proto::zerocopy::FromBytes;
 use xenrpc_proto::{
-    ClientConnection, Completion, Notify, Pending, RegionView, Reply, RingGeometry, TypedCall,
+    CallRequest, Caller, ClientConnection, Completion, Notify, Pending, RegionView, Reply,
+    RingGeometry, TypedCall,
 };
 use xenrpc_rendezvous::{key, XenbusState};
 
@@ -68,6 +69,8 @@ pub struct Connection<D: XenDevices> {
     stats: ClientStats,
     geometry: RingGeometry,
     data_pages: usize,
+    /// How long a [`Caller`] call waits.
+    call_timeout: Duration,
 }
 
 /// Why a connection stopped working (every later call fails the same way).
@@ -251,7 +254,7 @@ impl<D: XenDevices> Connection<D> {
         self.finish(pending, &completion)
     }
 
-    /// [`Self::wait`] for call `id`, giving its completion whatever its status.
+    /// [`Self::wait`] for call `id`, returning its completion whatever its status.
     fn wait_completion(&mut self, id: u64, deadline: Instant) -> Result<Completion> {
         let mut spun = false;
         loop {
@@ -364,17 +367,26 @@ impl<D: XenDevices> Connection<D> {
         call: &TypedCall<'_, R>,
         deadline: Instant,
     ) -> Result<Pending<R>> {
-        // Once an answer has shown the server's clock, the server gets the deadline too: a
-        // call it reads only after the client gave up is refused there, not run.
-        // A deadline the caller put in the call itself is left alone.
-        let server_deadline = match call.request().deadline_ns {
-            0 => self.server_clock.server_deadline(deadline),
-            _ => None,
-        };
-        match server_deadline {
+        match self.server_deadline_for(call.request(), deadline) {
             Some(at) => self.submit(&call.with_deadline_ns(at)),
             None => self.submit(call),
         }
+    }
+
+    /// Once an answer has shown the server's clock, the server gets the deadline too: a call
+    /// it reads only after the client gave up is refused there, not run. A deadline the
+    /// caller put in the call itself is left alone.
+    fn server_deadline_for(&self, request: &CallRequest<'_>, deadline: Instant) -> Option<u64> {
+        match request.deadline_ns {
+            0 => self.server_clock.server_deadline(deadline),
+            _ => None,
+        }
+    }
+
+    /// How long calls made through [`Caller`] (the typed client objects) wait for their
+    /// reply (5 s unless set).
+    pub fn set_call_timeout(&mut self, timeout: Duration) {
+        self.call_timeout = timeout;
     }
 
     /// One raw event round trip on the ping port (set up with
@@ -519,5 +531,42 @@ impl<D: XenDevices> Notify for Connection<D> {
     fn notify(&self) {
         // Best effort: a failed notify surfaces as a deadline on the call.
         let _ = self.channel.notify();
+    }
+}
+
+impl<D: XenDevices> Caller for Connection<D> {
+    type Error = Error;
+
+    /// Places `input` and the result window in the data pages itself, then waits at most
+    /// [`Connection::set_call_timeout`].
+    fn call_raw(
+        &mut self,
+        request: &CallRequest<'_>,
+        input: &[u8],
+        output_capacity: Option<usize>,
+    ) -> Result<Completion> {
+        self.check_failed()?;
+        let deadline = Instant::now() + self.call_timeout;
+        let request = CallRequest {
+            deadline_ns: self
+                .server_deadline_for(request, deadline)
+                .unwrap_or(request.deadline_ns),
+            ..*request
+        };
+        let id = self
+            .client
+            .enqueue_with_bytes(&request, input, output_capacity)?;
+        self.stats.calls_started += 1;
+        self.sent_at.insert(id, Instant::now());
+        if self.client.publish() {
+            ChannelNotify(&self.channel, &mut self.stats.notifications_sent).send()?;
+        }
+        let completion = self.wait_completion(id, deadline)?;
+        if completion.status == xenrpc_proto::Status::Ok {
+            self.stats.calls_ok += 1;
+        } else {
+            self.stats.calls_remote_error += 1;
+        }
+        Ok(completion)
     }
 }

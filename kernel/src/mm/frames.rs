@@ -40,7 +40,7 @@ impl FramePool {
             return None;
         };
         // SAFETY: the frame is ours, free, and mapped read-write at its direct-map address.
-        unsafe { core::ptr::write_bytes(Pfn(pfn).va() as *mut u8, 0, 4096) };
+        unsafe { core::ptr::write_bytes(Pfn(pfn).va() as *mut u8, 0, super::PAGE_SIZE) };
         Some(Pfn(pfn))
     }
 

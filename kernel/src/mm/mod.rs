@@ -6,12 +6,16 @@ use core::cell::UnsafeCell;
 use crate::xen::hypercall::{self, XenResult};
 
 pub const PAGE_SIZE: usize = 4096;
+/// [`PAGE_SIZE`] for virtual-address arithmetic.
+pub const PAGE_SIZE_U64: u64 = PAGE_SIZE as u64;
 
 /// A page-aligned page inside the kernel image whose mapping is later replaced by a frame Xen
 /// shares with us (shared_info, the console ring, the xenstore ring). Only raw pointers to it
 /// are handed out: Xen or a peer writes these frames at any moment.
-#[repr(C, align(4096))]
+#[repr(C, align(4096))] // PAGE_SIZE: `align` takes only a literal
 pub struct StaticPage(UnsafeCell<[u8; PAGE_SIZE]>);
+
+const _: () = assert!(core::mem::align_of::<StaticPage>() == PAGE_SIZE);
 
 // SAFETY: the contents are only reached through raw pointers with volatile/atomic accesses.
 unsafe impl Sync for StaticPage {}
@@ -184,7 +188,7 @@ pub fn init(boot: &BootInfo) -> Result<MemoryReport, MapError> {
             // Pages remapped onto Xen's or a peer's frames keep their frame: protect() only
             // rewrites the flags.
             kernel.protect(&p2m, va, flags)?;
-            va += 4096;
+            va += PAGE_SIZE_U64;
         }
     }
     kernel.unmap(
@@ -199,7 +203,7 @@ pub fn init(boot: &BootInfo) -> Result<MemoryReport, MapError> {
         bootstrap_end,
         pool_frames: pool.available(),
         heap_bytes,
-        image_pages: (image_end - symbol_va(core::ptr::addr_of!(__image_start))) / 4096,
+        image_pages: (image_end - symbol_va(core::ptr::addr_of!(__image_start))) / PAGE_SIZE_U64,
     };
     *MEMORY.lock() = Some(Memory {
         p2m,
@@ -252,11 +256,11 @@ pub fn reserve_foreign_slot() -> Result<ForeignSlot, MapError> {
             .iter()
             .position(|used| !used)
             .ok_or(MapError::OutOfFrames)?;
-        let base = FOREIGN_WINDOW_BASE + index as u64 * FOREIGN_SLOT_PAGES * 4096;
+        let base = FOREIGN_WINDOW_BASE + index as u64 * FOREIGN_SLOT_PAGES * PAGE_SIZE_U64;
         let mut va = base;
-        while va < base + FOREIGN_SLOT_PAGES * 4096 {
+        while va < base + FOREIGN_SLOT_PAGES * PAGE_SIZE_U64 {
             m.kernel.ensure_l1(&m.p2m, &mut m.pool, va)?;
-            va += 512 * 4096;
+            va += 512 * PAGE_SIZE_U64;
         }
         m.foreign_slots_used[index] = true;
         Ok(ForeignSlot {
@@ -271,7 +275,7 @@ pub fn reserve_foreign_slot() -> Result<ForeignSlot, MapError> {
 pub fn release_foreign_slot(slot: ForeignSlot) -> Result<(), MapError> {
     with_memory(|m| {
         for page in 0..slot.pages {
-            let va = slot.base + page * 4096;
+            let va = slot.base + page * PAGE_SIZE_U64;
             if m.kernel.translate(&m.p2m, va)?.is_some() {
                 return Err(MapError::AlreadyMapped(va));
             }

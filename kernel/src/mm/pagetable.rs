@@ -191,7 +191,9 @@ impl AddressSpace {
         let mut updates = [xen_sys::mmu_update { ptr: 0, val: 0 }; pte::ENTRIES_PER_TABLE];
         for (i, slot) in updates[..count].iter_mut().enumerate() {
             if Self::read_entry(p2m, l1, first + i)?.is_present() {
-                return Err(MapError::AlreadyMapped(va + i as u64 * 4096));
+                return Err(MapError::AlreadyMapped(
+                    va + i as u64 * super::PAGE_SIZE_U64,
+                ));
             }
             let mfn = mfns.next().ok_or(MapError::OutOfFrames)?;
             *slot = pte::normal_update(l1, first + i, Pte::new(mfn, flags | PteFlags::PRESENT)?);

@@ -147,7 +147,7 @@ impl Mappings {
         if page >= slot.pages {
             return Err(ConnectError::RingPages(page as usize));
         }
-        let va = slot.base + page * 4096;
+        let va = slot.base + page * mm::PAGE_SIZE_U64;
         self.mapped
             .try_reserve(1)
             .map_err(|_| ConnectError::OutOfMemory)?;
@@ -174,7 +174,7 @@ impl Mappings {
             handles
                 .into_iter()
                 .enumerate()
-                .map(|(i, h)| (base + i as u64 * 4096, h)),
+                .map(|(i, h)| (base + i as u64 * mm::PAGE_SIZE_U64, h)),
         );
         Ok(())
     }
@@ -246,7 +246,7 @@ impl Connection {
         let index_page = mappings.pages() - 1;
 
         let va = mappings.map(index_page, index_ref, GrantAccess::ReadOnly)?;
-        let mut copy = [0u8; 4096];
+        let mut copy = [0u8; mm::PAGE_SIZE];
         for (i, byte) in copy.iter_mut().enumerate() {
             // SAFETY: the index page is mapped read-only at `va` (just above); each byte the
             // client can change is read exactly once into the private copy.
@@ -269,14 +269,14 @@ impl Connection {
                 .map(|&g| GrantRef(g)),
         );
         mappings.map_all(&grants)?;
-        let ring_len = index.ring_pages() * 4096;
+        let ring_len = index.ring_pages() * mm::PAGE_SIZE;
         let ring = GrantedRegion {
             base: mappings.base(),
             len: ring_len,
         };
         let data = GrantedRegion {
             base: mappings.base() + ring_len as u64,
-            len: index.data_pages() * 4096,
+            len: index.data_pages() * mm::PAGE_SIZE,
         };
         let server = ServerConnection::attach(ring, data, geometry, PeerId(client as u32))
             .map_err(ConnectError::Setup)?;

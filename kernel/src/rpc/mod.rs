@@ -1,5 +1,5 @@
 //! The RPC service: the xenbus backend that attaches clients, and the dispatch loop that serves
-//! their calls with the built-in services.
+//! their calls with the services the image was given.
 //!
 //! The loop polls every connection whose event channel fired (or that has requests left over
 //! from its budget), spins briefly while calls keep arriving, then arms every ring's event
@@ -7,12 +7,10 @@
 
 pub mod backend;
 mod connection;
-
-use alloc::boxed::Box;
+pub mod platform;
 
 use spin::Mutex;
 use xen_abi::DomId;
-use xenrpc_proto::services::{arith, echo, kv};
 use xenrpc_proto::{PeerId, Registry, ServiceCounters};
 
 use self::backend::{deliver_watch_events, Backend, KernelConnector, KernelStore};
@@ -32,74 +30,17 @@ const CONSOLE_RECHECK_NS: u64 = 100_000_000;
 
 static BACKEND: Mutex<Option<Backend>> = Mutex::new(None);
 
-/// What the service VM was configured with at boot.
-#[derive(Clone, Copy, Debug)]
-pub struct RpcConfig {
-    /// The kv store's memory limits for all tenants together.
-    pub kv_budget: kv::KvBudget,
-}
-
-impl RpcConfig {
-    /// Sized from the heap (a quarter of it for kv, see `KvBudget::for_heap`); the command
-    /// line's `kv-budget=<bytes>` (the xl config's `extra`) lowers the byte budget, never
-    /// past what the heap allows.
-    pub fn from_boot(heap_bytes: usize, cmdline: &str) -> Self {
-        let mut kv_budget = kv::KvBudget::for_heap(heap_bytes);
-        if let Some(value) = cmdline
-            .split_ascii_whitespace()
-            .find_map(|word| word.strip_prefix("kv-budget="))
-        {
-            match xenrpc_rendezvous::parse_decimal(value.as_bytes(), u32::MAX) {
-                Ok(bytes) if (bytes as usize) <= kv_budget.max_bytes => {
-                    kv_budget.max_bytes = bytes as usize;
-                }
-                Ok(bytes) => log!(
-                    "rpc: kv-budget={bytes} exceeds a quarter of the heap; keeping {}",
-                    kv_budget.max_bytes
-                ),
-                Err(e) => log!("rpc: ignoring kv-budget={value}: {e}"),
-            }
-        }
-        RpcConfig { kv_budget }
-    }
-}
-
 /// Domain 0 (the toolstack's) sees every tenant's counters; other domains only their own.
 fn is_privileged(peer: PeerId) -> bool {
     peer == PeerId(0)
 }
 
-/// The built-in services' state, owned by the loop.
-struct Services {
-    echo: echo::Handler<echo::EchoServer>,
-    arith: arith::Handler<arith::ArithServer>,
-    kv: kv::Handler<kv::KvStore>,
-    /// Calls and errors per service and tenant since boot, reported by introspection (boxed:
-    /// too large for the stack).
-    counters: Box<ServiceCounters>,
-}
-
-impl Services {
-    fn new(config: &RpcConfig) -> Self {
-        Self {
-            echo: echo::Handler(echo::EchoServer),
-            arith: arith::Handler(arith::ArithServer),
-            kv: kv::Handler(kv::KvStore::with_budget(config.kv_budget)),
-            counters: ServiceCounters::new_boxed(),
-        }
-    }
-
-    fn registry(&mut self) -> Registry<'_> {
-        let mut registry = Registry::with_counters(&mut self.counters);
-        let registered = registry
-            .register(&mut self.echo)
-            .and_then(|()| registry.register(&mut self.arith))
-            .and_then(|()| registry.register(&mut self.kv));
-        // Distinct ids, far below the registry's capacity: cannot fail.
-        assert_eq!(registered, Ok(()), "built-in services clash");
-        registry.set_privileged(is_privileged);
-        registry
-    }
+/// An empty registry for the service VM: calls counted into `counters` (reported by
+/// introspection), dom0 privileged.
+pub fn registry(counters: &mut ServiceCounters) -> Registry<'_> {
+    let mut registry = Registry::with_counters(counters);
+    registry.set_privileged(is_privileged);
+    registry
 }
 
 /// Closes every client when the VM is asked to shut down.
@@ -111,12 +52,16 @@ fn close_all_on_shutdown() {
 }
 
 /// Starts the backend (domU only: it needs xenstore).
-pub fn init(own: DomId) -> Result<(), xenrpc_rendezvous::backend::StoreError> {
+pub fn init(
+    own: DomId,
+    registry: &Registry<'_>,
+) -> Result<(), xenrpc_rendezvous::backend::StoreError> {
     let backend = Backend::start(&mut KernelStore, own)?;
     *BACKEND.lock() = Some(backend);
     control::on_shutdown(close_all_on_shutdown);
     log!(
-        "rpc: serving echo, arith, kv, introspection; backend at {}",
+        "rpc: serving {}; backend at {}",
+        registry.serving(),
         xenrpc_rendezvous::backend_root(own)
     );
     Ok(())
@@ -190,26 +135,19 @@ fn ready_to_sleep(backend: &mut Backend) -> bool {
 }
 
 /// The dispatch loop. Never returns: the VM ends through `control/shutdown`.
-pub fn run(config: RpcConfig) -> ! {
-    log!(
-        "rpc: kv budget {} bytes, {} entries",
-        config.kv_budget.max_bytes,
-        config.kv_budget.max_entries
-    );
-    let mut services = Services::new(&config);
-    let mut registry = services.registry();
+pub fn run(registry: &mut Registry<'_>) -> ! {
     let mut last_work = 0u64;
     let mut lost_events = xenstore::lost_events();
     loop {
-        service_backend(&mut registry, &mut lost_events);
+        service_backend(registry, &mut lost_events);
         // One budget per connection, with events, xenstore and handshakes serviced between
         // connections: nobody waits for a whole pass of everyone else's work.
         let mut handled = 0;
         let mut after = None;
         while let Some(k) = next_connection(after) {
             after = Some(k);
-            handled += serve_one(k, &mut registry);
-            service_backend(&mut registry, &mut lost_events);
+            handled += serve_one(k, registry);
+            service_backend(registry, &mut lost_events);
         }
         let now = time::now_ns();
         if handled > 0 {

@@ -58,7 +58,7 @@ fn map_and_unmap_in_foreign_window(_: &BootInfo) -> Result<(), TestError> {
         Ok(s) => s,
         Err(e) => fail!("reserving a foreign slot failed: {e}"),
     };
-    let va = slot.base + 7 * 4096;
+    let va = slot.base + 7 * mm::PAGE_SIZE_U64;
     let flags = PteFlags::WRITABLE | PteFlags::USER | PteFlags::NO_EXECUTE;
     if let Err(e) = mm::map_page(va, mfn, flags) {
         fail!("map_page failed: {e}");

@@ -477,8 +477,9 @@ fn grant_batch_map_all_or_nothing(boot: &BootInfo) -> Result<(), TestError> {
         };
         for i in 0..PAGES {
             // SAFETY: page `i` of the slot was just mapped read-only from our own frame.
-            let seen =
-                unsafe { core::ptr::read_volatile((slot.base + i as u64 * 4096) as *const u64) };
+            let seen = unsafe {
+                core::ptr::read_volatile((slot.base + i as u64 * mm::PAGE_SIZE_U64) as *const u64)
+            };
             if seen != 0xb00 + i as u64 {
                 fail!("batch-mapped page {i} shows {seen:#x}");
             }
@@ -494,7 +495,7 @@ fn grant_batch_map_all_or_nothing(boot: &BootInfo) -> Result<(), TestError> {
             other => fail!("a batch with a bad grant returned {other:?}"),
         }
         for i in 0..mixed.len() as u64 {
-            match mm::translate(slot.base + i * 4096) {
+            match mm::translate(slot.base + i * mm::PAGE_SIZE_U64) {
                 Ok(None) => {}
                 other => fail!("page {i} still mapped after a failed batch: {other:?}"),
             }
@@ -641,7 +642,7 @@ fn xenstore_hostile_replies(_: &BootInfo) -> Result<(), TestError> {
         }
         // A producer index far ahead of the consumer: broken at once.
         // SAFETY: our own page, rewritten while no connection uses it.
-        unsafe { core::ptr::write_bytes(store.page.cast::<u8>(), 0, 4096) };
+        unsafe { core::ptr::write_bytes(store.page.cast::<u8>(), 0, mm::PAGE_SIZE) };
         let mut connection = match Connection::over_page(store.page, a) {
             Ok(c) => c,
             Err(e) => fail!("connection over a zeroed page failed: {e}"),

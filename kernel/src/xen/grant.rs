@@ -234,8 +234,9 @@ pub fn free_refs() -> Result<usize, GrantTableError> {
 
 fn check_foreign_address(va: u64) -> Result<(), GrantTableError> {
     let window = mm::FOREIGN_WINDOW_BASE
-        ..mm::FOREIGN_WINDOW_BASE + mm::FOREIGN_SLOTS as u64 * mm::FOREIGN_SLOT_PAGES * 4096;
-    if window.contains(&va) && va % 4096 == 0 {
+        ..mm::FOREIGN_WINDOW_BASE
+            + mm::FOREIGN_SLOTS as u64 * mm::FOREIGN_SLOT_PAGES * mm::PAGE_SIZE_U64;
+    if window.contains(&va) && va % mm::PAGE_SIZE_U64 == 0 {
         Ok(())
     } else {
         Err(GrantTableError::OutsideForeignWindow(va))
@@ -299,7 +300,9 @@ pub fn map_grants(
     base: u64,
     access: GrantAccess,
 ) -> Result<Vec<GrantHandle>, GrantTableError> {
-    let pages: Vec<u64> = (0..grants.len() as u64).map(|i| base + i * 4096).collect();
+    let pages: Vec<u64> = (0..grants.len() as u64)
+        .map(|i| base + i * mm::PAGE_SIZE_U64)
+        .collect();
     for &va in &pages {
         check_foreign_address(va)?;
     }
@@ -367,7 +370,7 @@ pub fn unmap_grants(base: u64, handles: &[GrantHandle]) -> Result<(), GrantTable
     let pages: Vec<(u64, GrantHandle)> = handles
         .iter()
         .enumerate()
-        .map(|(i, &handle)| (base + i as u64 * 4096, handle))
+        .map(|(i, &handle)| (base + i as u64 * mm::PAGE_SIZE_U64, handle))
         .collect();
     unmap_pages(&pages)
 }

@@ -12,7 +12,7 @@ use xen_sys as abi;
 
 extern "C" {
     /// The page Xen fills with hypercall stubs (defined in the boot crate).
-    static HYPERCALL_PAGE: [u8; 4096];
+    static HYPERCALL_PAGE: [u8; crate::mm::PAGE_SIZE];
 }
 
 /// A negative errno returned by Xen.

@@ -17,7 +17,7 @@ const _: () = assert!(core::mem::offset_of!(abi::vcpu_info, time) == 32);
 const _: () = assert!(core::mem::size_of::<abi::vcpu_time_info>() == 32);
 const _: () = assert!(core::mem::offset_of!(abi::shared_info, evtchn_pending) == 2048);
 const _: () = assert!(core::mem::offset_of!(abi::shared_info, evtchn_mask) == 2560);
-const _: () = assert!(core::mem::size_of::<abi::shared_info>() <= 4096);
+const _: () = assert!(core::mem::size_of::<abi::shared_info>() <= crate::mm::PAGE_SIZE);
 
 /// Number of 2-level event channels: 64 words of 64 bits.
 pub const NR_EVENT_CHANNELS: u32 = 64 * 64;

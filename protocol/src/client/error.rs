@@ -81,6 +81,9 @@ pub enum CallError {
     WrongCompletion { expected: u64, got: u64 },
     /// The reply's inline bytes are not a valid value of the reply type.
     MalformedReply,
+    /// The data region has no free window of {needed} bytes for the call's out-of-line bytes
+    /// (calls in flight hold the rest).
+    NoRoom { needed: usize },
 }
 
 impl fmt::Display for CallError {
@@ -111,6 +114,11 @@ impl fmt::Display for CallError {
             CallError::MalformedReply => {
                 f.write_str("the reply's inline bytes are not a valid value of the reply type")
             }
+            CallError::NoRoom { needed } => write!(
+                f,
+                "the data region has no free window of {needed} bytes for the call's \
+                 out-of-line bytes (calls in flight hold the rest)"
+            ),
         }
     }
 }

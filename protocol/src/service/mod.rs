@@ -5,20 +5,27 @@
 //!
 //! Split by concern: this module holds what a handler sees; `registry.rs` the service table
 //! and introspection routing; `counters.rs` the per-service, per-tenant call counters;
-//! `define.rs` the macro.
+//! `set.rs` the [`ServiceSet`] seam every server registers services through; `define.rs` the
+//! macro.
 
 mod counters;
 mod define;
 mod registry;
+mod set;
 
 pub use counters::{ServiceCounters, MAX_COUNTED_PEERS};
-pub use registry::{AccessCheck, Registry, RegistryError, MAX_SERVICES};
+pub use registry::{AccessCheck, Registry, RegistryError, Serving, MAX_SERVICES};
+pub use set::{
+    id_allowed, NoPlatform, Platform, PlatformError, Restricted, ServiceEnv, ServiceSet,
+    ServiceUnavailable, FIRST_USER_SERVICE_ID, PROJECT_SERVICES,
+};
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::fair::CopyMeter;
 use crate::layout::{OolRef, RequestHeader, Status, FLAG_ONE_WAY, INLINE_CAPACITY};
 use crate::region::RegionView;
+use crate::signature::Signature;
 use crate::transport::PeerId;
 
 /// One method of a service.
@@ -26,6 +33,7 @@ use crate::transport::PeerId;
 pub struct MethodInfo {
     pub id: u32,
     pub name: &'static str,
+    pub signature: Signature,
 }
 
 /// What one `define_service!` declaration describes.
@@ -35,6 +43,28 @@ pub struct ServiceInfo {
     pub name: &'static str,
     pub version: u32,
     pub methods: &'static [MethodInfo],
+}
+
+/// Most bytes of a service name (introspection's `ServiceEntry`).
+pub const SERVICE_NAME_MAX: usize = 20;
+/// Most bytes of a method name (introspection's `MethodEntry`).
+pub const METHOD_NAME_MAX: usize = 28;
+
+/// Whether the service's and its methods' names fit introspection's records (checked at
+/// compile time by `define_service!`).
+pub const fn names_fit(info: &ServiceInfo) -> bool {
+    if info.name.is_empty() || info.name.len() > SERVICE_NAME_MAX {
+        return false;
+    }
+    let mut i = 0;
+    while i < info.methods.len() {
+        let name = info.methods[i].name;
+        if name.is_empty() || name.len() > METHOD_NAME_MAX {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Whether no two methods share an id (checked at compile time by `define_service!`).
@@ -164,6 +194,91 @@ impl<'a> OolArgs<'a> {
         let mut value = T::new_zeroed();
         self.read(at, value.as_mut_bytes())?;
         Ok(value)
+    }
+
+    /// Copies the whole window, a chunk at a time, into a private buffer on the stack and
+    /// hands each chunk to `f` (each byte is read once: what `f` sees is what was read,
+    /// whatever the client writes meanwhile). Stops at `f`'s first error.
+    pub fn for_each_chunk<E: From<OolError>>(
+        &self,
+        mut f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut chunk = [0u8; 256];
+        let mut at = 0;
+        while at < self.len {
+            let n = chunk.len().min(self.len - at);
+            self.read(at, &mut chunk[..n])?;
+            f(&chunk[..n])?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Copies the whole window into a new vector; `Busy` if the memory for it is not there.
+    #[cfg(feature = "alloc")]
+    pub fn to_vec(&self) -> Result<alloc::vec::Vec<u8>, Status> {
+        let mut bytes = alloc::vec::Vec::new();
+        bytes
+            .try_reserve_exact(self.len)
+            .map_err(|_| Status::Busy)?;
+        bytes.resize(self.len, 0);
+        self.read(0, &mut bytes)?;
+        Ok(bytes)
+    }
+}
+
+/// The bytes a method declared `(Args, data: bytes)` receives: its argument window.
+pub type BytesIn<'a> = OolArgs<'a>;
+
+/// Where a method declared `-> Reply, out: bytes` writes its bytes: the call's result window,
+/// written front to back (the client learns how many bytes were written).
+#[derive(Debug)]
+pub struct BytesOut<'a> {
+    window: OolResult<'a>,
+    at: usize,
+}
+
+impl BytesOut<'_> {
+    /// Appends `bytes`; refused whole (nothing written) if they do not fit the window or
+    /// the call's copy allowance.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), OolError> {
+        self.window.write(self.at, bytes)?;
+        self.at += bytes.len();
+        Ok(())
+    }
+
+    /// Appends `len` bytes of `input` from `src_at`, moved window to window without a
+    /// private copy (counted as `len` bytes moved).
+    pub fn copy_from(
+        &mut self,
+        input: &BytesIn<'_>,
+        src_at: usize,
+        len: usize,
+    ) -> Result<(), OolError> {
+        self.window.copy_from_args(input, src_at, self.at, len)?;
+        self.at += len;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.at
+    }
+
+    /// Bytes the window holds in all.
+    pub fn capacity(&self) -> usize {
+        self.window.capacity()
+    }
+
+    /// Bytes that still fit.
+    pub fn remaining(&self) -> usize {
+        self.window.capacity() - self.at
+    }
+}
+
+impl core::fmt::Write for BytesOut<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.write_all(s.as_bytes()).map_err(|_| core::fmt::Error)
     }
 }
 
@@ -325,6 +440,23 @@ impl<'a> CallContext<'a> {
 
     pub fn ool_result(&mut self) -> &mut OolResult<'a> {
         &mut self.ool_result
+    }
+
+    /// Takes the result window out for a `bytes` result (used by `define_service!`); the call
+    /// keeps an empty window until [`CallContext::restore_bytes_out`].
+    #[doc(hidden)]
+    pub fn take_bytes_out(&mut self) -> BytesOut<'a> {
+        let empty = OolResult::new(self.ool_result.data, 0, 0, self.ool_result.meter);
+        BytesOut {
+            window: core::mem::replace(&mut self.ool_result, empty),
+            at: 0,
+        }
+    }
+
+    /// Puts the result window back (used by `define_service!`).
+    #[doc(hidden)]
+    pub fn restore_bytes_out(&mut self, out: BytesOut<'a>) {
+        self.ool_result = out.window;
     }
 
     /// Both windows at once (e.g. to copy arguments into the result).

@@ -2,6 +2,7 @@
 //! access checks, the [`Dispatcher`] a server polls with. It answers the built-in introspection
 //! service itself and keeps the per-tenant [`ServiceCounters`] when given some.
 
+use super::set::{id_allowed, ServiceSet, FIRST_USER_SERVICE_ID};
 use super::{CallContext, Dispatcher, ServiceCounters, ServiceHandler, ServiceInfo};
 use crate::layout::Status;
 use crate::services::introspection::{Introspector, StatsScope};
@@ -18,12 +19,51 @@ struct RegistryEntry<'a> {
     access: Option<AccessCheck>,
 }
 
-/// Why a service could not be registered.
+/// Why a service could not be registered (a server does not start with it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegistryError {
-    DuplicateServiceId(u32),
-    Full,
+    /// Service `name` takes id `id`, which `existing` already has.
+    DuplicateServiceId {
+        id: u32,
+        name: &'static str,
+        existing: &'static str,
+    },
+    /// Service `name` takes id `id`, which is reserved for the project (user services take
+    /// ids from `FIRST_USER_SERVICE_ID`, 1024, up).
+    ReservedId { id: u32, name: &'static str },
+    /// Service `name` does not fit: a registry holds `MAX_SERVICES` services.
+    Full { name: &'static str },
+    /// Service `name` cannot start here (see `ServiceUnavailable`).
+    Unavailable {
+        name: &'static str,
+        why: &'static str,
+    },
 }
+
+impl core::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RegistryError::DuplicateServiceId { id, name, existing } => write!(
+                f,
+                "Service \"{name}\" takes id {id}, which service \"{existing}\" already has."
+            ),
+            RegistryError::ReservedId { id, name } => write!(
+                f,
+                "Service \"{name}\" takes id {id}, which is reserved for the project's own \
+                 services: user services take ids from {FIRST_USER_SERVICE_ID} up."
+            ),
+            RegistryError::Unavailable { name, why } => {
+                write!(f, "Service \"{name}\" cannot start: {why}.")
+            }
+            RegistryError::Full { name } => write!(
+                f,
+                "Service \"{name}\" does not fit: a server holds at most {MAX_SERVICES} services."
+            ),
+        }
+    }
+}
+
+impl core::error::Error for RegistryError {}
 
 /// A fixed-capacity service table (no heap needed) that answers the built-in introspection
 /// service itself, listing only the services the calling peer may use, and reporting the
@@ -76,6 +116,17 @@ impl<'a> Registry<'a> {
         }
     }
 
+    /// Registers every service of `set` (see [`ServiceSet`]).
+    pub fn register_set(&mut self, set: &'a mut impl ServiceSet) -> Result<(), RegistryError> {
+        set.register_into(self)
+    }
+
+    /// What the registry serves, for a start-up line: `echo, arith, kv, introspection`
+    /// (registration order, introspection last).
+    pub fn serving(&self) -> Serving<'_, 'a> {
+        Serving(self)
+    }
+
     /// Registers a service anyone may call.
     pub fn register(&mut self, handler: &'a mut dyn ServiceHandler) -> Result<(), RegistryError> {
         self.insert(handler, None)
@@ -96,21 +147,28 @@ impl<'a> Registry<'a> {
         handler: &'a mut dyn ServiceHandler,
         access: Option<AccessCheck>,
     ) -> Result<(), RegistryError> {
-        let id = handler.info().id;
-        if id == crate::services::introspection::SERVICE_ID
-            || self
-                .entries
+        let ServiceInfo { id, name, .. } = *handler.info();
+        let existing = if id == crate::services::introspection::SERVICE_ID {
+            Some(crate::services::introspection::NAME)
+        } else {
+            self.entries
                 .iter()
                 .flatten()
-                .any(|e| e.handler.info().id == id)
-        {
-            return Err(RegistryError::DuplicateServiceId(id));
+                .map(|e| e.handler.info())
+                .find(|info| info.id == id)
+                .map(|info| info.name)
+        };
+        if let Some(existing) = existing {
+            return Err(RegistryError::DuplicateServiceId { id, name, existing });
+        }
+        if !id_allowed(id, name) {
+            return Err(RegistryError::ReservedId { id, name });
         }
         let free = self
             .entries
             .iter_mut()
             .find(|e| e.is_none())
-            .ok_or(RegistryError::Full)?;
+            .ok_or(RegistryError::Full { name })?;
         *free = Some(RegistryEntry { handler, access });
         Ok(())
     }
@@ -130,6 +188,18 @@ impl<'a> Registry<'a> {
             }
         }
         n
+    }
+}
+
+/// The names of a registry's services (see [`Registry::serving`]).
+pub struct Serving<'r, 'a>(&'r Registry<'a>);
+
+impl core::fmt::Display for Serving<'_, '_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for entry in self.0.entries.iter().flatten() {
+            write!(f, "{}, ", entry.handler.info().name)?;
+        }
+        f.write_str(crate::services::introspection::NAME)
     }
 }
 
@@ -198,12 +268,25 @@ mod tests {
         registry.register(&mut first[0]).unwrap();
         assert_eq!(
             registry.register(&mut second[0]),
-            Err(RegistryError::DuplicateServiceId(1))
+            Err(RegistryError::DuplicateServiceId {
+                id: 1,
+                name: "echo",
+                existing: "echo"
+            })
         );
+        assert_eq!(registry.serving().to_string(), "echo, introspection");
         assert!(method_ids_unique(crate::services::kv::METHODS));
         let dup = [
-            MethodInfo { id: 1, name: "a" },
-            MethodInfo { id: 1, name: "b" },
+            MethodInfo {
+                id: 1,
+                name: "a",
+                signature: crate::signature::Signature::of::<(), ()>(false, false),
+            },
+            MethodInfo {
+                id: 1,
+                name: "b",
+                signature: crate::signature::Signature::of::<(), ()>(false, false),
+            },
         ];
         assert!(!method_ids_unique(&dup));
 
@@ -216,7 +299,8 @@ mod tests {
                 Status::Ok
             }
         }
-        let mut dummies: Vec<Dummy> = (100..100 + MAX_SERVICES as u32 + 1)
+        let mut dummies: Vec<Dummy> = (FIRST_USER_SERVICE_ID
+            ..FIRST_USER_SERVICE_ID + MAX_SERVICES as u32 + 1)
             .map(|id| {
                 Dummy(Box::leak(Box::new(ServiceInfo {
                     id,
@@ -231,12 +315,38 @@ mod tests {
         for dummy in fits {
             full.register(dummy).unwrap();
         }
-        assert_eq!(full.register(&mut extra[0]), Err(RegistryError::Full));
+        assert_eq!(
+            full.register(&mut extra[0]),
+            Err(RegistryError::Full { name: "dummy" })
+        );
+        assert!(RegistryError::Full { name: "dummy" }
+            .to_string()
+            .starts_with("Service \"dummy\" does not fit"));
         // The introspection id is reserved.
         let mut intro = Dummy(&crate::services::introspection::INFO);
         assert_eq!(
             Registry::new().register(&mut intro),
-            Err(RegistryError::DuplicateServiceId(0))
+            Err(RegistryError::DuplicateServiceId {
+                id: 0,
+                name: "introspection",
+                existing: "introspection"
+            })
         );
+        // Ids below FIRST_USER_SERVICE_ID are the project's.
+        let mut squatter = Dummy(Box::leak(Box::new(ServiceInfo {
+            id: 7,
+            name: "counter",
+            version: 1,
+            methods: &[],
+        })));
+        let refused = Registry::new().register(&mut squatter);
+        assert_eq!(
+            refused,
+            Err(RegistryError::ReservedId {
+                id: 7,
+                name: "counter"
+            })
+        );
+        assert!(refused.unwrap_err().to_string().contains("from 1024 up"));
     }
 }

@@ -1,25 +1,21 @@
 //! The arith service: checked 64-bit integer arithmetic (overflow and division by zero are
 //! `BadArguments`).
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
 use crate::{CallContext, Status};
 
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct Operands {
-    pub a: i64,
-    pub b: i64,
+crate::define_pod! {
+    #[derive(Default)]
+    pub struct Operands {
+        pub a: i64,
+        pub b: i64,
+    }
 }
 
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct Value {
-    pub value: i64,
+crate::define_pod! {
+    #[derive(Default)]
+    pub struct Value {
+        pub value: i64,
+    }
 }
 
 crate::define_service! {

@@ -1,19 +1,17 @@
 //! The echo service: returns inline bytes, and copies out-of-line arguments into the result
 //! window (handler writes straight into the client's buffer).
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
-use crate::{CallContext, Status};
+use crate::{BytesIn, BytesOut, CallContext, Status};
 
 /// Most bytes an [`InlineBytes`] carries (it fills a slot's inline capacity).
 pub const INLINE_BYTES_MAX: usize = crate::INLINE_CAPACITY - 4;
 
-/// A length-prefixed byte string that fits inline.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-pub struct InlineBytes {
-    pub len: u32,
-    pub data: [u8; INLINE_BYTES_MAX],
+crate::define_pod! {
+    /// A length-prefixed byte string that fits inline.
+    pub struct InlineBytes {
+        pub len: u32,
+        pub data: [u8; INLINE_BYTES_MAX],
+    }
 }
 
 impl InlineBytes {
@@ -33,13 +31,12 @@ impl InlineBytes {
     }
 }
 
-/// Bytes copied out of line.
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct OolLen {
-    pub len: u32,
+crate::define_pod! {
+    /// Bytes copied out of line.
+    #[derive(Default)]
+    pub struct OolLen {
+        pub len: u32,
+    }
 }
 
 crate::define_service! {
@@ -52,7 +49,7 @@ crate::define_service! {
         fn echo_inline = 2 (InlineBytes) -> InlineBytes;
         /// Copies the whole argument window into the start of the result window
         /// (`TooLarge` if the result window is smaller).
-        fn echo_ool = 3 (()) -> OolLen;
+        fn echo_ool = 3 ((), data: bytes) -> OolLen, echoed: bytes;
     }
 }
 
@@ -76,10 +73,16 @@ impl echo::Server for EchoServer {
         Ok(args)
     }
 
-    fn echo_ool(&mut self, call: &mut CallContext<'_>, _: ()) -> Result<OolLen, Status> {
-        let (args, result) = call.ool();
-        let len = args.len();
-        result.copy_from_args(args, 0, 0, len)?;
-        Ok(OolLen { len: len as u32 })
+    fn echo_ool(
+        &mut self,
+        _call: &mut CallContext<'_>,
+        _: (),
+        data: &BytesIn<'_>,
+        echoed: &mut BytesOut<'_>,
+    ) -> Result<OolLen, Status> {
+        echoed.copy_from(data, 0, data.len())?;
+        Ok(OolLen {
+            len: data.len() as u32,
+        })
     }
 }

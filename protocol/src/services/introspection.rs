@@ -2,65 +2,61 @@
 //! methods. Answered by [`crate::Registry`] itself (it knows the services); entries are written
 //! into the caller's out-of-line result window.
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{Immutable, IntoBytes};
 
 use super::name_field;
 use crate::service::{ServiceCounters, ServiceInfo};
-use crate::{CallContext, PeerId, Status};
+use crate::signature::{FieldEntry, MethodQuery, SignatureReply, ROLE_ARGS, ROLE_RESULT};
+use crate::{BytesOut, CallContext, PeerId, Status};
 
-/// Which service to describe.
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct ServiceQuery {
-    pub id: u32,
+crate::define_pod! {
+    /// Which service to describe.
+    #[derive(Default)]
+    pub struct ServiceQuery {
+        pub id: u32,
+    }
 }
 
-/// One service, as listed (32 bytes; the name is zero-padded, truncated to 20 bytes).
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct ServiceEntry {
-    pub id: u32,
-    pub version: u32,
-    pub method_count: u32,
-    pub name: [u8; 20],
+crate::define_pod! {
+    /// One service, as listed (32 bytes; the name is zero-padded, truncated to 20 bytes).
+    #[derive(Default)]
+    pub struct ServiceEntry {
+        pub id: u32,
+        pub version: u32,
+        pub method_count: u32,
+        pub name: [u8; 20],
+    }
 }
 
-/// One method, as listed (32 bytes; the name is zero-padded, truncated to 28 bytes).
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct MethodEntry {
-    pub id: u32,
-    pub name: [u8; 28],
+crate::define_pod! {
+    /// One method, as listed (32 bytes; the name is zero-padded, truncated to 28 bytes).
+    #[derive(Default)]
+    pub struct MethodEntry {
+        pub id: u32,
+        pub name: [u8; 28],
+    }
 }
 
-/// How many entries were written into the result window, and how many there are.
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct ListReply {
-    pub written: u32,
-    pub total: u32,
+crate::define_pod! {
+    /// How many entries were written into the result window, and how many there are.
+    #[derive(Default)]
+    pub struct ListReply {
+        pub written: u32,
+        pub total: u32,
+    }
 }
 
-/// Calls and errors of one service since the server started: the caller's own, or summed over
-/// all tenants for a privileged caller (32 bytes).
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct ServiceStatsEntry {
-    pub id: u32,
-    pub reserved: u32,
-    pub calls: u64,
-    pub errors: u64,
-    pub reserved2: u64,
+crate::define_pod! {
+    /// Calls and errors of one service since the server started: the caller's own, or summed over
+    /// all tenants for a privileged caller (32 bytes).
+    #[derive(Default)]
+    pub struct ServiceStatsEntry {
+        pub id: u32,
+        pub reserved: u32,
+        pub calls: u64,
+        pub errors: u64,
+        pub reserved2: u64,
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<ServiceStatsEntry>() == 32);
@@ -73,15 +69,19 @@ crate::define_service! {
     pub mod introspection {
         name = "introspection", id = 0, version = 1;
         /// Writes a `ServiceEntry` per visible service into the result window (as many as fit).
-        fn list_services = 1 (()) -> ListReply;
+        fn list_services = 1 (()) -> ListReply, entries: bytes;
         /// Describes one visible service (`BadArguments` if there is none with that id).
         fn describe_service = 2 (ServiceQuery) -> ServiceEntry;
         /// Writes a `MethodEntry` per method of a visible service into the result window.
-        fn list_methods = 3 (ServiceQuery) -> ListReply;
+        fn list_methods = 3 (ServiceQuery) -> ListReply, entries: bytes;
         /// Writes a `ServiceStatsEntry` (the caller's own calls and errors so far; the totals
         /// over all tenants for a privileged caller) per visible service into the result
         /// window.
-        fn list_stats = 4 (()) -> ListReply;
+        fn list_stats = 4 (()) -> ListReply, entries: bytes;
+        /// Describes one method of a visible service: sizes and flags inline, then a
+        /// `FieldEntry` per field (arguments first) into the result window
+        /// (`BadArguments` if there is no such service or method).
+        fn method_signature = 5 (MethodQuery) -> SignatureReply, fields: bytes;
     }
 }
 
@@ -148,14 +148,12 @@ pub fn entry_for(info: &ServiceInfo) -> ServiceEntry {
 
 /// Writes records while they fit; returns how many were written.
 fn write_records<T: IntoBytes + Immutable>(
-    call: &mut CallContext<'_>,
+    out: &mut BytesOut<'_>,
     records: impl Iterator<Item = T>,
 ) -> u32 {
-    let size = core::mem::size_of::<T>();
-    let window = call.ool_result();
     let mut written = 0;
     for record in records {
-        if window.write_pod(written as usize * size, &record).is_err() {
+        if out.write_all(record.as_bytes()).is_err() {
             break;
         }
         written += 1;
@@ -164,9 +162,14 @@ fn write_records<T: IntoBytes + Immutable>(
 }
 
 impl introspection::Server for Introspector<'_> {
-    fn list_stats(&mut self, call: &mut CallContext<'_>, _: ()) -> Result<ListReply, Status> {
+    fn list_stats(
+        &mut self,
+        _call: &mut CallContext<'_>,
+        _: (),
+        entries: &mut BytesOut<'_>,
+    ) -> Result<ListReply, Status> {
         let written = write_records(
-            call,
+            entries,
             self.services.iter().map(|s| {
                 let (calls, errors) = self.stats_of(s.id);
                 ServiceStatsEntry {
@@ -183,8 +186,13 @@ impl introspection::Server for Introspector<'_> {
         })
     }
 
-    fn list_services(&mut self, call: &mut CallContext<'_>, _: ()) -> Result<ListReply, Status> {
-        let written = write_records(call, self.services.iter().map(|s| entry_for(s)));
+    fn list_services(
+        &mut self,
+        _call: &mut CallContext<'_>,
+        _: (),
+        entries: &mut BytesOut<'_>,
+    ) -> Result<ListReply, Status> {
+        let written = write_records(entries, self.services.iter().map(|s| entry_for(s)));
         Ok(ListReply {
             written,
             total: self.services.len() as u32,
@@ -201,12 +209,13 @@ impl introspection::Server for Introspector<'_> {
 
     fn list_methods(
         &mut self,
-        call: &mut CallContext<'_>,
+        _call: &mut CallContext<'_>,
         query: ServiceQuery,
+        entries: &mut BytesOut<'_>,
     ) -> Result<ListReply, Status> {
         let info = self.find(query.id)?;
         let written = write_records(
-            call,
+            entries,
             info.methods.iter().map(|m| MethodEntry {
                 id: m.id,
                 name: name_field(m.name),
@@ -216,5 +225,32 @@ impl introspection::Server for Introspector<'_> {
             written,
             total: info.methods.len() as u32,
         })
+    }
+
+    fn method_signature(
+        &mut self,
+        _call: &mut CallContext<'_>,
+        query: MethodQuery,
+        fields: &mut BytesOut<'_>,
+    ) -> Result<SignatureReply, Status> {
+        let info = self.find(query.service)?;
+        let method = info
+            .methods
+            .iter()
+            .find(|m| m.id == query.method)
+            .ok_or(Status::BadArguments)?;
+        let signature = &method.signature;
+        let entries = signature
+            .args
+            .iter()
+            .map(|f| FieldEntry::of(f, ROLE_ARGS))
+            .chain(
+                signature
+                    .result
+                    .iter()
+                    .map(|f| FieldEntry::of(f, ROLE_RESULT)),
+            );
+        let written = write_records(fields, entries);
+        Ok(SignatureReply::of(signature, written))
     }
 }

@@ -19,3 +19,42 @@ pub fn field_name(field: &[u8]) -> &[u8] {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
     &field[..end]
 }
+
+/// The built-in services (echo, arith, kv) as one [`ServiceSet`](crate::ServiceSet): what the
+/// stock service VM image and `xenrpc-hostd` serve, and a set to combine with a user's own.
+#[cfg(feature = "alloc")]
+pub struct BuiltIns {
+    pub echo: echo::Handler<echo::EchoServer>,
+    pub arith: arith::Handler<arith::ArithServer>,
+    pub kv: kv::Handler<kv::KvStore>,
+}
+
+#[cfg(feature = "alloc")]
+impl BuiltIns {
+    /// The built-ins for `env`: the kv store within [`kv::KvBudget::from_env`].
+    pub fn new(env: &crate::ServiceEnv<'_>) -> Self {
+        BuiltIns {
+            echo: echo::Handler(echo::EchoServer),
+            arith: arith::Handler(arith::ArithServer),
+            kv: kv::Handler(kv::KvStore::with_budget(kv::KvBudget::from_env(env))),
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl crate::ServiceSet for BuiltIns {
+    fn register_into<'a>(
+        &'a mut self,
+        registry: &mut crate::Registry<'a>,
+    ) -> Result<(), crate::RegistryError> {
+        registry.register(&mut self.echo)?;
+        registry.register(&mut self.arith)?;
+        registry.register(&mut self.kv)
+    }
+}
+
+/// The built-in services for `env` (the stock image's service set).
+#[cfg(feature = "alloc")]
+pub fn builtins(env: &crate::ServiceEnv<'_>) -> BuiltIns {
+    BuiltIns::new(env)
+}

@@ -1,21 +1,24 @@
-//! `cargo xtask`: the project's commands (build the kernel image, run the Xen testbed, run
-//! everything CI runs, show the demo, run the host benchmark). See tools/README.md.
+//! `cargo xtask`: the project's commands (build the kernel image or a service crate's image
+//! and host server, run the Xen testbed, run everything CI runs, show the demo, run the host
+//! benchmark). See tools/README.md.
 
 mod bench_guest;
+mod image;
 mod initramfs;
 mod paths;
 mod testbed;
 mod util;
 
 use std::fs;
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use paths::Paths;
 use testbed::Echo;
-use util::{cargo, run_stage, secs};
+use util::{cargo, run_stage, secs, size};
 
 const KERNEL_TARGET: &str = "x86_64-unknown-none";
 
@@ -23,6 +26,10 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
   build                      build the kernel image into build/xenrpc.elf
+  build --services PATH      build the service crate at PATH (a no_std library with
+                             `pub fn services(&ServiceEnv) -> impl ServiceSet`) into a
+                             service VM image build/<crate>.elf, its xl config
+                             build/<crate>.cfg and a host server build/<crate>-hostd
   testbed <scenario>|all [-v|--verbose] [--no-build]
                              boot Xen in QEMU and run testbed scenario(s);
                              --no-build boots the existing build/xenrpc.elf
@@ -50,10 +57,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
     let paths = Paths::discover()?;
     let rest = args.get(1..).unwrap_or_default();
     match args.first().map(String::as_str) {
-        Some("build") => {
-            build_kernel(&paths)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Some("build") => cmd_build(&paths, rest),
         Some("testbed") => cmd_testbed(&paths, rest),
         Some("test") => cmd_test(&paths),
         Some("demo") => cmd_demo(&paths),
@@ -68,6 +72,20 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+fn cmd_build(paths: &Paths, args: &[String]) -> Result<ExitCode> {
+    let services = match args {
+        [] => None,
+        [flag, path] if flag == "--services" => Some(path.as_str()),
+        [arg] if arg.starts_with("--services=") => Some(&arg["--services=".len()..]),
+        _ => bail!("build: expected no argument or --services PATH\n{USAGE}"),
+    };
+    match services {
+        None => build_kernel(paths).map(drop)?,
+        Some(path) => image::build_services(paths, Path::new(path)).map(drop)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Adds the x86_64-unknown-none target through tools/setup.sh when rustup lacks it (the
@@ -109,20 +127,10 @@ fn build_kernel(paths: &Paths) -> Result<Duration> {
             .args(["--profile", "kernel"])
             .current_dir(&paths.root),
     )?;
-    let built = paths.built_kernel();
-    let image = fs::read(&built).with_context(|| format!("read {}", built.display()))?;
-    if !image.starts_with(b"\x7fELF") {
-        bail!("{} is not an ELF file", built.display());
-    }
     fs::create_dir_all(&paths.build)?;
     let dest = paths.kernel_image();
-    fs::write(&dest, &image).with_context(|| format!("write {}", dest.display()))?;
-    println!(
-        "    kernel image: {} ({} bytes, {:.1} KiB)",
-        dest.display(),
-        image.len(),
-        image.len() as f64 / 1024.0
-    );
+    let len = image::install_elf(&paths.built_kernel(), &dest)?;
+    println!("    kernel image: {} ({})", dest.display(), size(len));
     Ok(took)
 }
 
@@ -165,28 +173,51 @@ fn cmd_testbed(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     }
     let chosen = select_scenarios(paths, which)?;
     let mut summary = Summary::default();
+    let mut failed = Failed::default();
     if build && chosen.iter().any(|s| s.needs_kernel) {
-        summary.record("kernel build", build_kernel(paths));
+        let kernel = build_kernel(paths);
+        failed.kernel = kernel.is_err();
+        summary.record("kernel build", kernel);
     }
-    let kernel_ok = summary.failed == 0;
-    run_scenarios(paths, &chosen, kernel_ok, echo, &mut summary);
+    if build && chosen.iter().any(|s| s.needs_examples) {
+        for example in EXAMPLES {
+            let built = image::build_services(paths, &paths.root.join(example.dir));
+            failed.example |= built.is_err();
+            summary.record(
+                &format!("build --services {}", example.dir),
+                built.map(|built| built.took),
+            );
+        }
+    }
+    run_scenarios(paths, &chosen, failed, echo, &mut summary);
     Ok(summary.finish())
+}
+
+/// Builds that failed, so the scenarios booting what they make are not run.
+#[derive(Clone, Copy, Default)]
+struct Failed {
+    kernel: bool,
+    example: bool,
 }
 
 fn run_scenarios(
     paths: &Paths,
     chosen: &[testbed::Scenario],
-    kernel_ok: bool,
+    failed: Failed,
     echo: Echo,
     summary: &mut Summary,
 ) {
     for scenario in chosen {
         let label = format!("testbed {}", scenario.name);
-        if scenario.needs_kernel && !kernel_ok {
-            summary.record(
-                &label,
-                Err(anyhow::anyhow!("not run: the kernel build failed")),
-            );
+        let not_run = if scenario.needs_kernel && failed.kernel {
+            Some("the kernel build failed".to_string())
+        } else if scenario.needs_examples && failed.example {
+            Some("building an example service crate failed".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = not_run {
+            summary.record(&label, Err(anyhow::anyhow!("not run: {why}")));
             continue;
         }
         let outcome = testbed::run(paths, scenario, echo);
@@ -276,19 +307,116 @@ fn cmd_test(paths: &Paths) -> Result<ExitCode> {
                 .current_dir(root),
         ),
     );
+    for example in EXAMPLES {
+        summary.record(
+            &format!("fmt, clippy ({})", example.dir),
+            check_example(paths, &root.join(example.dir)),
+        );
+    }
     summary.record(
         "cargo test (host crates)",
         run_stage("cargo test", cargo().arg("test").current_dir(root)),
     );
     let kernel = build_kernel(paths);
-    let kernel_ok = kernel.is_ok();
+    let kernel_failed = kernel.is_err();
     summary.record("kernel build", kernel);
+    let mut failed = Failed {
+        kernel: kernel_failed,
+        example: false,
+    };
+    for example in EXAMPLES {
+        let dir = root.join(example.dir);
+        let built = image::build_services(paths, &dir);
+        let hostd = built.as_ref().ok().map(|built| built.hostd.clone());
+        failed.example |= hostd.is_none();
+        summary.record(
+            &format!("build --services {}", example.dir),
+            built.map(|built| built.took),
+        );
+        summary.record(
+            &format!("cargo test ({})", example.dir),
+            match hostd {
+                Some(hostd) => test_example(paths, &dir, &hostd),
+                None => Err(anyhow::anyhow!(
+                    "not run: build --services {} failed",
+                    example.dir
+                )),
+            },
+        );
+    }
     match select_scenarios(paths, "all") {
-        Ok(all) => run_scenarios(paths, &all, kernel_ok, Echo::Stages, &mut summary),
+        Ok(all) => run_scenarios(paths, &all, failed, Echo::Stages, &mut summary),
         Err(e) => summary.record("testbed scenarios", Err(e)),
     }
     println!("\ntotal time: {}", secs(start.elapsed()));
     Ok(summary.finish())
+}
+
+/// An example service crate: a crate of its own (not a workspace member), checked, built
+/// with `build --services` and called through its generated host server by `test`.
+pub struct Example {
+    /// Its directory in the repository.
+    pub dir: &'static str,
+    /// Its package name: it names what `build --services` writes (build/<name>.elf).
+    pub name: &'static str,
+}
+
+/// The example service crates; scenarios that need `examples` boot their images.
+pub const EXAMPLES: &[Example] = &[
+    Example {
+        dir: "examples/counter",
+        name: "counter-service",
+    },
+    Example {
+        dir: "examples/mac-service",
+        name: "mac-service",
+    },
+];
+
+/// `cargo fmt --check` and clippy of a crate outside the workspace (the workspace's own
+/// stages do not reach it).
+fn check_example(paths: &Paths, dir: &Path) -> Result<Duration> {
+    let manifest = dir.join("Cargo.toml");
+    let fmt = run_stage(
+        &format!("cargo fmt --check --manifest-path {}", manifest.display()),
+        cargo()
+            .args(["fmt", "--check", "--manifest-path"])
+            .arg(&manifest)
+            .current_dir(&paths.root),
+    )?;
+    let clippy = run_stage(
+        &format!(
+            "cargo clippy --all-targets --manifest-path {} -- -D warnings",
+            manifest.display()
+        ),
+        cargo()
+            .args(["clippy", "--all-targets", "--manifest-path"])
+            .arg(&manifest)
+            .args(["--", "-D", "warnings"])
+            .env("CARGO_TARGET_DIR", &paths.target)
+            .current_dir(&paths.root),
+    )?;
+    Ok(fmt + clippy)
+}
+
+/// The example's tests, with the end-to-end ones (ignored by a plain `cargo test`) against
+/// the host server `build --services` made for it (named by `$SERVICE_HOSTD`).
+fn test_example(paths: &Paths, dir: &Path, hostd: &Path) -> Result<Duration> {
+    let manifest = dir.join("Cargo.toml");
+    run_stage(
+        &format!(
+            "SERVICE_HOSTD={} cargo test --manifest-path {} -- --include-ignored",
+            hostd.display(),
+            manifest.display()
+        ),
+        cargo()
+            .args(["test", "--manifest-path"])
+            .arg(&manifest)
+            .args(["--", "--include-ignored"])
+            .env("SERVICE_HOSTD", hostd)
+            .env("CARGO_TARGET_DIR", &paths.target)
+            .current_dir(&paths.root),
+    )
 }
 
 /// The scenario the demo runs: the service VM and client guests making real calls.

@@ -43,6 +43,29 @@ impl Paths {
             .join("xenrpc-kernel")
     }
 
+    /// Where `cargo xtask build --services` writes the crates it generates (see `image`).
+    pub fn service_images(&self) -> PathBuf {
+        self.target.join("xenrpc-images")
+    }
+
+    /// Where cargo leaves the service VM image generated for the service crate `name`.
+    pub fn built_service_image(&self, name: &str) -> PathBuf {
+        self.target
+            .join("x86_64-unknown-none")
+            .join("kernel")
+            .join(name)
+    }
+
+    /// The service VM image `cargo xtask build --services` writes for the crate `name`.
+    pub fn service_image(&self, name: &str) -> PathBuf {
+        self.build.join(format!("{name}.elf"))
+    }
+
+    /// The xl config of [`Self::service_image`].
+    pub fn service_config(&self, name: &str) -> PathBuf {
+        self.build.join(format!("{name}.cfg"))
+    }
+
     /// The stable copy of the kernel image that the testbed and users boot.
     pub fn kernel_image(&self) -> PathBuf {
         self.build.join("xenrpc.elf")

@@ -50,6 +50,9 @@ pub struct Scenario {
     pub kind: Kind,
     pub timeout: Duration,
     pub needs_kernel: bool,
+    /// The example service crates' images and xl configs (`build --services examples/<dir>`:
+    /// build/<name>.{elf,cfg}) in /testbed/build.
+    pub needs_examples: bool,
     needs_linux_guest: bool,
     /// The client binaries ([`CLIENT_BINARIES`]) in dom0 (/usr/bin) and a client guest image
     /// (/testbed/client-guest) that carries them with the evtchn and gntalloc modules.
@@ -65,6 +68,7 @@ pub fn scenarios(paths: &Paths) -> Result<Vec<Scenario>> {
         kind: Kind::KernelAsDom0,
         timeout: Duration::from_secs(120),
         needs_kernel: true,
+        needs_examples: false,
         needs_linux_guest: false,
         needs_client: false,
     }];
@@ -108,6 +112,7 @@ fn parse_scenario(script: &Path) -> Result<Scenario> {
         },
         timeout: Duration::from_secs(300),
         needs_kernel: false,
+        needs_examples: false,
         needs_linux_guest: false,
         needs_client: false,
     };
@@ -131,6 +136,7 @@ fn parse_scenario(script: &Path) -> Result<Scenario> {
                 for need in value.split_whitespace() {
                     match need {
                         "kernel" => scenario.needs_kernel = true,
+                        "examples" => scenario.needs_examples = true,
                         "linux-guest" => scenario.needs_linux_guest = true,
                         "client" => scenario.needs_client = true,
                         other => bail!("{}: unknown testbed-needs {other:?}", script.display()),
@@ -250,6 +256,17 @@ fn prepare(paths: &Paths, scenario: &Scenario, run_dir: &Path) -> Result<Prepare
             kernel_image.display()
         );
     }
+    if scenario.needs_examples {
+        for (example, file) in example_files(paths) {
+            if !file.exists() {
+                bail!(
+                    "{} is missing: run `cargo xtask build --services {}` first",
+                    file.display(),
+                    example.dir
+                );
+            }
+        }
+    }
     match &scenario.kind {
         Kind::KernelAsDom0 => Ok(Prepared {
             xen,
@@ -307,6 +324,13 @@ fn write_overlay(
     if scenario.needs_kernel {
         archive.copy("testbed/build/xenrpc.elf", &paths.kernel_image(), 0o644)?;
     }
+    if scenario.needs_examples {
+        for (_, file) in example_files(paths) {
+            let name = file.file_name().context("a build/ file has a name")?;
+            let dest = format!("testbed/build/{}", name.to_string_lossy());
+            archive.copy(&dest, &file, 0o644)?;
+        }
+    }
     if scenario.needs_client {
         let binaries = build_client(paths)?;
         for (name, binary) in CLIENT_BINARIES.iter().zip(&binaries) {
@@ -334,6 +358,19 @@ fn write_overlay(
         archive.copy("testbed/linux-guest/initrd.cpio", &guest_initrd, 0o644)?;
     }
     archive.finish()
+}
+
+/// The examples' images and xl configs, which an `examples` scenario boots.
+fn example_files(paths: &Paths) -> Vec<(&'static crate::Example, PathBuf)> {
+    crate::EXAMPLES
+        .iter()
+        .flat_map(|example| {
+            [
+                (example, paths.service_image(example.name)),
+                (example, paths.service_config(example.name)),
+            ]
+        })
+        .collect()
 }
 
 /// Held while a scenario runs: one testbed (one QEMU) at a time per checkout, since runs
@@ -834,6 +871,7 @@ mod tests {
             kind,
             timeout: Duration::from_secs(1),
             needs_kernel: false,
+            needs_examples: false,
             needs_linux_guest: false,
             needs_client: false,
         }
@@ -959,7 +997,10 @@ mod tests {
         let s = parse_scenario(&good).unwrap();
         assert_eq!(s.name, "good-one");
         assert_eq!(s.timeout, Duration::from_secs(42));
-        assert!(s.needs_kernel && !s.needs_linux_guest);
+        assert!(s.needs_kernel && !s.needs_linux_guest && !s.needs_examples);
+        fs::write(&good, "# testbed-needs: examples client\n").unwrap();
+        let s = parse_scenario(&good).unwrap();
+        assert!(s.needs_examples && s.needs_client && !s.needs_kernel);
         let bad = dir.join("bad.sh");
         fs::write(&bad, "# testbed-needz: kernel\n").unwrap();
         assert!(parse_scenario(&bad).is_err());

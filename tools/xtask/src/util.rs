@@ -17,6 +17,11 @@ pub fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
+/// A file size for progress lines: `123456 bytes, 120.6 KiB`.
+pub fn size(bytes: u64) -> String {
+    format!("{bytes} bytes, {:.1} KiB", bytes as f64 / 1024.0)
+}
+
 /// Runs `cmd` in the foreground (its output goes to the terminal) under a progress banner.
 pub fn run_stage(name: &str, cmd: &mut Command) -> Result<Duration> {
     println!("==> {name}");

@@ -11,8 +11,6 @@
 //! (`Registry::forget_peer`), giving its bytes back: a later tenant with the same id finds
 //! nothing.
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
 /// Longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 64;
 /// Longest value, in bytes.
@@ -87,6 +85,33 @@ impl KvBudget {
     }
 }
 
+impl KvBudget {
+    /// The budget for where the store is served: [`KvBudget::for_heap`] of the environment's
+    /// memory; the parameter `kv-budget=<bytes>` lowers the byte budget, never past what that
+    /// memory allows. Logs `kv budget <bytes> bytes, <entries> entries`, and why a parameter
+    /// was ignored.
+    pub fn from_env(env: &crate::ServiceEnv<'_>) -> Self {
+        let mut budget = Self::for_heap(env.memory_bytes());
+        if let Some(value) = env.param("kv-budget") {
+            match value.parse::<usize>() {
+                Ok(bytes) if bytes <= budget.max_bytes => budget.max_bytes = bytes,
+                Ok(bytes) => env.log(format_args!(
+                    "kv-budget={bytes} exceeds a quarter of the memory; keeping {}",
+                    budget.max_bytes
+                )),
+                Err(_) => env.log(format_args!(
+                    "ignoring kv-budget={value}: not a number of bytes"
+                )),
+            }
+        }
+        env.log(format_args!(
+            "kv budget {} bytes, {} entries",
+            budget.max_bytes, budget.max_entries
+        ));
+        budget
+    }
+}
+
 impl Default for KvBudget {
     fn default() -> Self {
         Self::for_heap(Self::DEFAULT_HEAP_BYTES)
@@ -98,12 +123,12 @@ mod store;
 #[cfg(feature = "alloc")]
 pub use store::KvStore;
 
-/// A key (the first `len` bytes of `bytes`; `len` must be `1..=MAX_KEY_LEN`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-pub struct Key {
-    pub len: u32,
-    pub bytes: [u8; MAX_KEY_LEN],
+crate::define_pod! {
+    /// A key (the first `len` bytes of `bytes`; `len` must be `1..=MAX_KEY_LEN`).
+    pub struct Key {
+        pub len: u32,
+        pub bytes: [u8; MAX_KEY_LEN],
+    }
 }
 
 impl Key {
@@ -129,45 +154,41 @@ impl Key {
     }
 }
 
-/// Result of `get`: whether the key exists and the value's length (written to the result
-/// window when it fits).
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct ValueInfo {
-    pub found: u32,
-    pub len: u32,
+crate::define_pod! {
+    /// Result of `get`: whether the key exists and the value's length (written to the result
+    /// window when it fits).
+    #[derive(Default)]
+    pub struct ValueInfo {
+        pub found: u32,
+        pub len: u32,
+    }
 }
 
-/// Result of `delete`.
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct Existed {
-    pub existed: u32,
+crate::define_pod! {
+    /// Result of `delete`.
+    #[derive(Default)]
+    pub struct Existed {
+        pub existed: u32,
+    }
 }
 
-/// Arguments of `list`: skip the first `skip` keys (in key order).
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct ListArgs {
-    pub skip: u32,
+crate::define_pod! {
+    /// Arguments of `list`: skip the first `skip` keys (in key order).
+    #[derive(Default)]
+    pub struct ListArgs {
+        pub skip: u32,
+    }
 }
 
-/// Result of `list`: `written` keys were written to the result window as records of a
-/// little-endian u32 length followed by the key bytes (`bytes` in all), out of `total` keys.
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct KeyList {
-    pub written: u32,
-    pub total: u32,
-    pub bytes: u32,
+crate::define_pod! {
+    /// Result of `list`: `written` keys were written to the result window as records of a
+    /// little-endian u32 length followed by the key bytes (`bytes` in all), out of `total` keys.
+    #[derive(Default)]
+    pub struct KeyList {
+        pub written: u32,
+        pub total: u32,
+        pub bytes: u32,
+    }
 }
 
 crate::define_service! {
@@ -176,12 +197,12 @@ crate::define_service! {
         name = "kv", id = 3, version = 1;
         /// Stores the argument window as the key's value (`TooLarge` past `MAX_VALUE_LEN`,
         /// `Busy` when the peer's quota is used up).
-        fn put = 1 (Key) -> ();
+        fn put = 1 (Key, value: bytes) -> ();
         /// Writes the value into the result window (`TooLarge` if it does not fit).
-        fn get = 2 (Key) -> ValueInfo;
+        fn get = 2 (Key) -> ValueInfo, value: bytes;
         fn delete = 3 (Key) -> Existed;
         /// Lists keys into the result window, as many as fit.
-        fn list = 4 (ListArgs) -> KeyList;
+        fn list = 4 (ListArgs) -> KeyList, keys: bytes;
     }
 }
 

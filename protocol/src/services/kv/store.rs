@@ -1,14 +1,12 @@
 //! The kv server: one namespace per peer, every entry charged its footprint against the peer's
 //! quota and the store's [`KvBudget`].
 
-extern crate alloc;
-
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::*;
 use crate::transport::PeerId;
-use crate::{CallContext, Status};
+use crate::{BytesIn, BytesOut, CallContext, Status};
 
 #[derive(Default)]
 struct Namespace {
@@ -114,9 +112,14 @@ impl kv::Server for KvStore {
         KvStore::forget_peer(self, peer);
     }
 
-    fn put(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<(), Status> {
+    fn put(
+        &mut self,
+        call: &mut CallContext<'_>,
+        key: Key,
+        data: &BytesIn<'_>,
+    ) -> Result<(), Status> {
         let key = key_of(&key)?;
-        let len = call.ool_args().len();
+        let len = data.len();
         if len > MAX_VALUE_LEN {
             return Err(Status::TooLarge);
         }
@@ -125,7 +128,7 @@ impl kv::Server for KvStore {
         let peer_bytes = self.admit(peer, key, len)?;
         // The one copy out of shared memory; the stored value is this private copy.
         let mut value = try_buffer(len)?;
-        call.ool_args().read(0, &mut value)?;
+        data.read(0, &mut value)?;
         let existing = self.namespaces.get(&peer);
         let before = existing.map_or(0, |ns| ns.bytes);
         // A new key's buffer too is allocated before the namespace is touched.
@@ -153,7 +156,12 @@ impl kv::Server for KvStore {
         Ok(())
     }
 
-    fn get(&mut self, call: &mut CallContext<'_>, key: Key) -> Result<ValueInfo, Status> {
+    fn get(
+        &mut self,
+        call: &mut CallContext<'_>,
+        key: Key,
+        out: &mut BytesOut<'_>,
+    ) -> Result<ValueInfo, Status> {
         let key = key_of(&key)?;
         let Some(value) = self
             .namespaces
@@ -162,7 +170,7 @@ impl kv::Server for KvStore {
         else {
             return Ok(ValueInfo { found: 0, len: 0 });
         };
-        call.ool_result().write(0, value)?;
+        out.write_all(value)?;
         Ok(ValueInfo {
             found: 1,
             len: value.len() as u32,
@@ -190,22 +198,25 @@ impl kv::Server for KvStore {
         Ok(Existed { existed: 1 })
     }
 
-    fn list(&mut self, call: &mut CallContext<'_>, args: ListArgs) -> Result<KeyList, Status> {
+    fn list(
+        &mut self,
+        call: &mut CallContext<'_>,
+        args: ListArgs,
+        out: &mut BytesOut<'_>,
+    ) -> Result<KeyList, Status> {
         let Some(ns) = self.namespaces.get(&call.peer()) else {
             return Ok(KeyList::default());
         };
-        let window = call.ool_result();
-        let (mut written, mut at) = (0u32, 0usize);
+        let mut written = 0u32;
         for key in ns.entries.keys().skip(args.skip as usize) {
-            let record = 4 + key.len();
-            if at + record > window.capacity() {
+            if 4 + key.len() > out.remaining() {
                 break;
             }
-            window.write(at, &(key.len() as u32).to_le_bytes())?;
-            window.write(at + 4, key)?;
-            at += record;
+            out.write_all(&(key.len() as u32).to_le_bytes())?;
+            out.write_all(key)?;
             written += 1;
         }
+        let at = out.written();
         Ok(KeyList {
             written,
             total: ns.entries.len() as u32,

@@ -1,0 +1,197 @@
+//! The xenrpc service VM as a library: a Xen PV unikernel that boots straight into an RPC
+//! dispatch loop serving the [`ServiceSet`](xenrpc_proto::ServiceSet) it is given.
+//!
+//! An image is a binary crate of one line, `xenrpc_kernel::service_vm!(path::to::services);`,
+//! naming a function `fn(&ServiceEnv<'_>) -> S` with `S: ServiceSet`; the stock image
+//! (`src/main.rs`) serves [`builtins`](xenrpc_proto::services::builtins). `cargo xtask build
+//! --services PATH` writes and builds that crate for a user's service crate (see
+//! `docs/writing-a-service.md`). The environment's parameters are the `key=value` words of the
+//! kernel command line (the xl config's `extra`); its memory is the heap.
+//!
+//! On the host this crate compiles to nothing; images are built for `x86_64-unknown-none`.
+#![cfg_attr(target_os = "none", no_std)]
+
+/// The protocol crate, for images that name the built-in services.
+pub use xenrpc_proto as proto;
+
+/// The PV entry `service_vm!` names its function with (and that links the entry code in).
+#[doc(hidden)]
+pub use xenrpc_boot as __boot;
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod mm;
+#[cfg(target_os = "none")]
+mod rpc;
+#[cfg(target_os = "none")]
+mod selftest;
+#[cfg(target_os = "none")]
+mod xen;
+
+/// Declares a service VM image's entry: boots, then serves the set `$services(env)` returns
+/// (`$services`: `fn(&ServiceEnv<'_>) -> S`, `S: ServiceSet`). Use once, in a `#![no_std]`
+/// `#![no_main]` binary built for `x86_64-unknown-none` with the kernel's linker script (what
+/// `cargo xtask build --services PATH` does).
+#[macro_export]
+macro_rules! service_vm {
+    ($services:path) => {
+        fn __xenrpc_service_vm_main(start_info_va: usize) -> ! {
+            $crate::run_service_vm(start_info_va, $services)
+        }
+        $crate::__boot::entry_point!(__xenrpc_service_vm_main);
+    };
+}
+
+#[cfg(target_os = "none")]
+pub use service_vm::run_service_vm;
+
+#[cfg(target_os = "none")]
+mod service_vm {
+    use core::fmt;
+
+    use xenrpc_proto::{ServiceEnv, ServiceSet};
+
+    use crate::xen::hypercall;
+    use crate::xen::start_info::{BootInfo, ConsoleSource};
+    use crate::xen::{console, control, events, grant, shared_info, time, traps, xenstore};
+    use crate::{log, mm, rpc, selftest};
+
+    /// Boots the service VM and serves the set `make_services` builds (see [`service_vm!`]).
+    /// `start_info_va` must be the address Xen passed to `_start` (the macro passes it).
+    pub fn run_service_vm<S: ServiceSet>(
+        start_info_va: usize,
+        make_services: impl FnOnce(&ServiceEnv<'_>) -> S,
+    ) -> ! {
+        // SAFETY: `service_vm!` passes the address Xen gave `_start`, before anything else ran.
+        let boot = unsafe { BootInfo::capture(start_info_va) };
+        traps::init();
+        console::init(&boot);
+        if let Err(e) = shared_info::map(boot.shared_info_maddr) {
+            fatal(format_args!("cannot map shared_info: {e}"));
+        }
+        shared_info::mask_upcalls();
+        let memory = match mm::init(&boot) {
+            Ok(report) => report,
+            Err(e) => fatal(format_args!("memory setup failed: {e}")),
+        };
+        let (major, minor) = hypercall::xen_version();
+        log!(
+            "booting as {} on Xen {major}.{minor} ({}), {} pages, cmdline '{}'",
+            if boot.is_dom0() { "dom0" } else { "domU" },
+            boot.magic_str(),
+            boot.nr_pages,
+            boot.cmdline_str()
+        );
+        log!(
+            "memory: {} pages, image {} pages, free from pfn {:#x}, Xen mapped up to {:#x}, pool {} frames, heap {} KiB",
+            memory.nr_pages,
+            memory.image_pages,
+            memory.first_free,
+            memory.bootstrap_end,
+            memory.pool_frames,
+            memory.heap_bytes / 1024
+        );
+        log!("system time {} ms", time::now_ns() / 1_000_000);
+        xen_init(&boot);
+
+        let report = selftest::run_all(&boot);
+        if boot.is_dom0() {
+            // As dom0 the VM is a self-test vehicle (XTF style): report and power off.
+            if report.failed == 0 {
+                log!("selftest: PASS ({} tests)", report.passed);
+            } else {
+                log!(
+                    "selftest: FAIL ({} of {} tests failed)",
+                    report.failed,
+                    report.passed + report.failed
+                );
+            }
+            power_off();
+        }
+        if let Err(e) = control::publish_selftest_verdict(report.failed == 0) {
+            log!("cannot publish the self-test verdict: {e}");
+        }
+        let own = match xenstore::read_text("domid")
+            .map(|d| xenrpc_rendezvous::parse_domid(d.as_bytes()))
+        {
+            Ok(Ok(id)) => id,
+            other => fatal(format_args!(
+                "cannot read our domid from xenstore: {other:?}"
+            )),
+        };
+        let log_line = |args: fmt::Arguments<'_>| log!("rpc: {args}");
+        let env = ServiceEnv::new(boot.cmdline_str(), memory.heap_bytes as usize)
+            .with_log(&log_line)
+            .with_platform(&rpc::platform::ServiceVmPlatform);
+        let mut services = make_services(&env);
+        let mut counters = xenrpc_proto::ServiceCounters::new_boxed();
+        let mut registry = rpc::registry(&mut counters);
+        if let Err(e) = registry.register_set(&mut services) {
+            fatal(format_args!("cannot serve the services: {e}"));
+        }
+        if let Err(e) = rpc::init(own, &registry) {
+            fatal(format_args!("starting the RPC backend failed: {e}"));
+        }
+        log!("ready");
+        rpc::run(&mut registry)
+    }
+
+    /// Grant table, and for a domU xenstore and the shutdown watch.
+    fn xen_init(boot: &BootInfo) {
+        if let Err(e) = grant::init() {
+            fatal(format_args!("grant table setup failed: {e}"));
+        }
+        if let ConsoleSource::Ring { evtchn, .. } = boot.console {
+            // xenconsoled signals when it drained output; the console polls its ring instead.
+            if let Err(e) = events::set_handler(evtchn, alloc::sync::Arc::new(|_| {})) {
+                log!("console event channel {evtchn}: {e}");
+            }
+        }
+        if boot.is_dom0() {
+            return;
+        }
+        if let Err(e) = xenstore::init(boot) {
+            fatal(format_args!("xenstore setup failed: {e}"));
+        }
+        if let Err(e) = control::init() {
+            fatal(format_args!("watching control/shutdown failed: {e}"));
+        }
+    }
+
+    /// Powers the domain off cleanly.
+    pub fn power_off() -> ! {
+        log!("powering off");
+        console::drain();
+        let e = hypercall::shutdown(xen_sys::SHUTDOWN_poweroff);
+        fatal(format_args!("SCHEDOP_shutdown(poweroff) returned {e}"));
+    }
+
+    /// Reports an unrecoverable error and crashes the domain.
+    pub fn fatal(args: fmt::Arguments<'_>) -> ! {
+        console::break_lock();
+        log!("FATAL: {args}");
+        console::drain();
+        loop {
+            hypercall::shutdown(xen_sys::SHUTDOWN_crash);
+            hypercall::sched_yield();
+        }
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        match info.location() {
+            Some(at) => fatal(format_args!(
+                "panic at {}:{}: {}",
+                at.file(),
+                at.line(),
+                info.message()
+            )),
+            None => fatal(format_args!("panic: {}", info.message())),
+        }
+    }
+}
+
+#[cfg(target_os = "none")]
+pub(crate) use service_vm::{fatal, power_off};
