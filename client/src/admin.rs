@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use xen_abi::xenstore::{Access, Permission};
 use xenrpc_rendezvous::{self as rv, key, XenbusState};
 
@@ -82,7 +81,7 @@ pub fn backend_perms(server: DomId, client: DomId) -> [Permission; 2] {
 }
 
 /// What `attach` wrote.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attached {
     pub server: DomId,
     pub client: DomId,
@@ -191,7 +190,7 @@ pub fn attach(store: &mut dyn Xenstore, server: u32, client: u32, devid: u32) ->
 }
 
 /// How `detach` ended.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Detached {
     pub server: DomId,
     pub client: DomId,
@@ -270,12 +269,14 @@ pub fn detach(
             if !acknowledged {
                 if !force {
                     return Err(Error::DeadlineExceeded(format!(
-                        "server {server} did not close {backend} within {timeout:?} (it is left Closing; \
-                         `detach --force` removes it anyway)"
+                        "server {server} did not close {backend} within {:.1} s (it is left \
+                         Closing; `detach --force` removes it anyway)",
+                        timeout.as_secs_f64()
                     )));
                 }
                 note = Some(format!(
-                    "server did not close within {timeout:?}; removed anyway (--force)"
+                    "server did not close within {:.1} s; removed anyway (--force)",
+                    timeout.as_secs_f64()
                 ));
             }
         } else {
@@ -306,7 +307,7 @@ pub fn detach(
 }
 
 /// One connection as xenstore shows it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionRow {
     pub server: DomId,
     pub client: DomId,
@@ -326,7 +327,7 @@ fn state_name(raw: Option<String>, problems: &mut Vec<String>, what: &str) -> Op
     match rv::parse_state(raw.as_bytes()) {
         Ok(s) => Some(format!("{} ({})", raw, state_label(s))),
         Err(_) => {
-            problems.push(format!("{what} state {raw:?} is not a XenbusState"));
+            problems.push(format!("{what} state \"{raw}\" is not a XenbusState"));
             Some(raw)
         }
     }

@@ -198,8 +198,31 @@ pub struct LinuxDevices {
     gntalloc: Arc<File>,
 }
 
+/// Fails with [`Error::NoXenDevices`] naming whichever of `paths` do not exist: the first
+/// thing a user outside a Xen guest (or without the modules) should read.
+fn check_present(paths: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = paths
+        .iter()
+        .copied()
+        .filter(|p| !std::path::Path::new(p).exists())
+        .collect();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [one] => Err(Error::NoXenDevices(format!(
+            "{one} is missing: is this a Xen guest? load xen-evtchn and xen-gntalloc"
+        ))),
+        many => Err(Error::NoXenDevices(format!(
+            "{} are missing: is this a Xen guest? load xen-evtchn and xen-gntalloc",
+            many.join(" and ")
+        ))),
+    }
+}
+
 impl LinuxDevices {
+    /// Opens gntalloc, after checking that both devices a connection needs exist (evtchn is
+    /// opened per channel, later).
     pub fn open() -> Result<Self> {
+        check_present(&[EVTCHN_DEVICE, GNTALLOC_DEVICE])?;
         Ok(LinuxDevices {
             gntalloc: Arc::new(open_device(GNTALLOC_DEVICE, false)?),
         })
@@ -515,13 +538,29 @@ mod tests {
 
     #[test]
     fn missing_devices_are_a_clear_error() {
-        if std::path::Path::new(GNTALLOC_DEVICE).exists() {
-            return; // a Xen guest: nothing to check here
+        let missing = "/nonexistent/xenrpc-test-device";
+        assert!(check_present(&["/", "/dev"]).is_ok());
+        let err = check_present(&["/", missing]).unwrap_err();
+        assert_eq!(err.kind(), "no-xen-devices");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no Xen devices: {missing} is missing: is this a Xen guest? load xen-evtchn and \
+                 xen-gntalloc"
+            )
+        );
+        let err = check_present(&[missing, "/", "/nonexistent/other"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("{missing} and /nonexistent/other are missing")),
+            "{err}"
+        );
+        if !std::path::Path::new(GNTALLOC_DEVICE).exists() {
+            // Not a Xen guest: the real open says so.
+            let err = LinuxDevices::open()
+                .err()
+                .expect("no gntalloc on this host");
+            assert!(err.to_string().contains(GNTALLOC_DEVICE), "{err}");
         }
-        let err = LinuxDevices::open()
-            .err()
-            .expect("no gntalloc device on this host");
-        assert_eq!(err.kind(), "device");
-        assert!(err.to_string().contains("/dev/xen/gntalloc"), "{err}");
     }
 }

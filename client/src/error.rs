@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 
 use xen_abi::xenstore::{ReplyError, RequestError};
-use xenrpc_proto::{CallError, ClientViolation, Status};
+use xenrpc_proto::{CallError, Status};
 
 /// Everything that can go wrong between a client and the service VM.
 #[derive(Debug)]
@@ -34,6 +34,8 @@ pub enum Error {
     },
     /// A Xen device (gntalloc, evtchn, xenbus) failed.
     Device { what: String, source: io::Error },
+    /// This is not a Xen domain, or its Xen devices are not loaded (which, and what to do).
+    NoXenDevices(String),
 }
 
 impl Error {
@@ -103,6 +105,7 @@ impl Error {
             Error::Busy(_) => "busy",
             Error::Xenstore { .. } => "xenstore",
             Error::Device { .. } => "device",
+            Error::NoXenDevices(_) => "no-xen-devices",
         }
     }
 }
@@ -115,11 +118,12 @@ impl fmt::Display for Error {
             Error::ServerClosed => f.write_str("server closed the connection"),
             Error::DeadlineExceeded(what) => write!(f, "deadline exceeded: {what}"),
             Error::BadArguments(why) => write!(f, "bad arguments: {why}"),
-            Error::Remote(status) => write!(f, "server answered {status:?}"),
+            Error::Remote(status) => write!(f, "server answered {}", status.ident()),
             Error::Protocol(why) => write!(f, "server broke the protocol: {why}"),
             Error::Busy(why) => write!(f, "busy: {why}"),
             Error::Xenstore { op, path, error } => write!(f, "xenstore {op} {path}: {error}"),
             Error::Device { what, source } => write!(f, "{what}: {source}"),
+            Error::NoXenDevices(why) => write!(f, "no Xen devices: {why}"),
         }
     }
 }
@@ -133,30 +137,11 @@ impl std::error::Error for Error {
     }
 }
 
-fn violation_text(v: ClientViolation) -> String {
-    match v {
-        ClientViolation::ReqConsOutOfRange { req_cons, req_prod } => {
-            format!("request consumer index {req_cons} out of range (producer {req_prod})")
-        }
-        ClientViolation::RspProdOutOfRange { rsp_prod, rsp_cons } => {
-            format!("response producer index {rsp_prod} out of range (consumer {rsp_cons})")
-        }
-        ClientViolation::UnknownStatus(s) => format!("unknown status {s}"),
-        ClientViolation::InlineTooLong(n) => format!("inline result of {n} bytes"),
-        ClientViolation::UnknownCallId(id) => {
-            format!("response for call {id}, which is not in flight")
-        }
-        ClientViolation::OolWrittenTooLong { written, window } => {
-            format!("claims {written} result bytes in a window of {window}")
-        }
-    }
-}
-
 impl From<CallError> for Error {
     fn from(e: CallError) -> Error {
         match e {
             CallError::Remote(status) => Error::Remote(status),
-            CallError::Broken(v) => Error::Protocol(violation_text(v)),
+            CallError::Broken(v) => Error::Protocol(v.to_string()),
             CallError::RingFull => Error::Busy("request ring full".into()),
             CallError::TooManyInFlight => Error::Busy("too many calls in flight".into()),
             CallError::InlineTooLarge(n) => {

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use xenrpc_proto::SharedRegion;
 
 use crate::devices::{
@@ -19,7 +18,7 @@ use crate::wait::{poll_readable, Readiness};
 use crate::xenstore::{XenbusConnection, Xenstore};
 
 /// One step's outcome.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Step {
     pub name: &'static str,
     pub ok: bool,
@@ -88,7 +87,11 @@ fn xenstore_round_trip(store: &mut XenbusConnection) -> Result<String> {
     let back = store.read(0, path)?;
     store.rm(0, path)?;
     if back.as_deref() != Some(value.as_bytes()) {
-        return Err(Error::Protocol(format!("wrote {value:?}, read {back:?}")));
+        let back = back.map_or_else(
+            || "nothing".to_string(),
+            |b| format!("\"{}\"", String::from_utf8_lossy(&b)),
+        );
+        return Err(Error::Protocol(format!("wrote \"{value}\", read {back}")));
     }
     Ok(format!("wrote and read back {path}"))
 }
@@ -107,17 +110,22 @@ fn grant_round_trip(
             refs.len()
         )));
     }
+    let listed = refs
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut sorted = refs.clone();
     sorted.sort_unstable();
     sorted.dedup();
     if sorted.len() != count || sorted.contains(&0) {
         return Err(Error::Protocol(format!(
-            "grant refs not distinct and non-zero: {refs:?}"
+            "grant refs not distinct and non-zero: {listed}"
         )));
     }
     let window =
         Window::new(pages.clone(), 0, count).ok_or_else(|| Error::Protocol("window".into()))?;
-    let region = SharedRegion::new(window).map_err(|e| Error::Protocol(format!("{e:?}")))?;
+    let region = SharedRegion::new(window).map_err(|e| Error::Protocol(e.to_string()))?;
     let view = region.view();
     let pattern: Vec<u8> = (0..count * PAGE_SIZE).map(|i| (i % 251) as u8).collect();
     view.write(0, &pattern)
@@ -134,7 +142,7 @@ fn grant_round_trip(
     drop(region);
     drop(pages);
     Ok(format!(
-        "{count} page(s) granted {} to domain {peer}: refs {refs:?}, written and read back, revoked",
+        "{count} page(s) granted {} to domain {peer}: refs {listed}, written and read back, revoked",
         if writable { "read-write" } else { "read-only" }
     ))
 }

@@ -221,6 +221,29 @@ fn typed_calls_round_trip_and_remote_errors_are_reported() {
 }
 
 #[test]
+fn raw_completions_carry_any_status_and_count_like_typed_calls() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let mut conn = connected(&w);
+    let ops = arith::Operands { a: 40, b: 2 };
+    let done = conn.call_completion(&arith::client::add(&ops), T).unwrap();
+    assert_eq!(done.status, Status::Ok);
+    assert_eq!(done.inline(), 42i64.to_le_bytes());
+    let refused = conn
+        .call_completion(&xenrpc_proto::TypedCall::<()>::new(0xdead, 1, 1, &[]), T)
+        .unwrap();
+    assert_eq!(refused.status, Status::UnknownService);
+    let stats = conn.stats();
+    assert_eq!(
+        (
+            stats.calls_started,
+            stats.calls_ok,
+            stats.calls_remote_error
+        ),
+        (2, 1, 1)
+    );
+}
+
+#[test]
 fn out_of_line_arguments_and_results_use_the_data_region() {
     let (w, _server) = attached(Behaviour::Normal);
     let mut conn = connected(&w);
@@ -593,6 +616,12 @@ fn device_failures_and_hostile_xenstore_values_are_clear_errors() {
         .err()
         .unwrap();
     assert!(matches!(err, Error::Device { .. }), "{err}");
+    // Named by the device it was connecting.
+    assert!(
+        err.to_string()
+            .starts_with("/local/domain/5/device/xenrpc/0: gntalloc: grant pages: "),
+        "{err}"
+    );
     w.xen.fail_grants(false);
     let mut dom0 = w.store.connect(0);
     dom0.write(0, "/local/domain/5/device/xenrpc/0/backend-id", b"01")

@@ -118,6 +118,13 @@ impl XenbusConnection {
                 return Self::open_socket(socket);
             }
         }
+        if !Path::new(XENBUS_DEVICE).exists() {
+            return Err(Error::NoXenDevices(format!(
+                "neither {XENBUS_DEVICE} nor xenstored's socket ({}) exists: is this a Xen \
+                 domain?",
+                XENSTORED_SOCKETS.join(", ")
+            )));
+        }
         Self::open_device(XENBUS_DEVICE)
     }
 
@@ -245,8 +252,8 @@ impl XenbusConnection {
         loop {
             if !self.fill_message(deadline)? {
                 return Err(self.break_stream(format!(
-                    "no reply to xenstore {op} {path} within {:?}",
-                    self.request_timeout
+                    "no reply to xenstore {op} {path} within {:.1} s",
+                    self.request_timeout.as_secs_f64()
                 )));
             }
             if self.take_event_if_any()? {

@@ -66,8 +66,10 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::ServerGone => write!(f, "server gone (its end of the connection closed)"),
             ClientError::TimedOut => write!(f, "timed out waiting for the reply"),
-            ClientError::Call(CallError::Remote(status)) => write!(f, "server replied {status:?}"),
-            ClientError::Call(e) => write!(f, "call failed: {e:?}"),
+            ClientError::Call(CallError::Remote(status)) => {
+                write!(f, "server replied {}", status.ident())
+            }
+            ClientError::Call(e) => write!(f, "call failed: {e}"),
             ClientError::Io(e) => write!(f, "i/o error: {e}"),
         }
     }
@@ -126,7 +128,7 @@ impl Client {
         let conn = ClientConnection::new(ring, data, geometry, max_in_flight).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("ring set-up failed: {e:?}"),
+                format!("ring set-up failed: {e}"),
             )
         })?;
         crate::rendezvous::send_message(

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{hostcall, hostcall_as, ServerProcess, TIMEOUT};
-use xenrpc_host::client::{deadline_after, ClientError, ClientOptions};
+use common::{call_from_process, Answer, ServerProcess, TIMEOUT};
+use xenrpc_host::client::{deadline_after, Client, ClientError, ClientOptions};
 use xenrpc_host::services::{admin, selftest, SleepArgs};
 use xenrpc_proto::services::arith::{self, Operands};
 use xenrpc_proto::services::echo::{self, InlineBytes};
@@ -118,12 +118,17 @@ fn every_status_in_a_conversation() {
     // credentials.
     let stats = client.call(&admin::client::stats(&()), t).unwrap().value;
     assert_eq!(stats.connected, 1);
-    let (code, output) = hostcall(server.path(), &["stats"]);
-    assert_eq!(code, 0, "{output}");
-    let (code, output) = hostcall_as(Some(1000), server.path(), &["stats"]);
-    assert_eq!((code, output.as_str()), (2, "status: AccessDenied"));
-    let (code, output) = hostcall(server.path(), &["ping"]);
-    assert_eq!((code, output.as_str()), (0, "pong"));
+    let admin_stats = |c: &mut Client| c.call(&admin::client::stats(&()), Some(TIMEOUT)).map(drop);
+    assert_eq!(
+        call_from_process(None, server.path(), admin_stats),
+        Answer::Ok
+    );
+    assert_eq!(
+        call_from_process(Some(1000), server.path(), admin_stats),
+        Answer::Status(Status::AccessDenied)
+    );
+    let ping = |c: &mut Client| c.call(&echo::client::ping(&()), Some(TIMEOUT)).map(drop);
+    assert_eq!(call_from_process(None, server.path(), ping), Answer::Ok);
 }
 
 #[test]

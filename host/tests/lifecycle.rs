@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, TIMEOUT};
-use xenrpc_host::client::ClientError;
-use xenrpc_host::process::ChildGuard;
+use common::{fork_as, write_line, Forked, ServerProcess, TIMEOUT};
+use xenrpc_host::client::{Client, ClientError};
 use xenrpc_host::services::{admin, selftest, SleepArgs};
 use xenrpc_proto::services::echo;
 
@@ -34,6 +33,25 @@ fn wait_for_stats(
     }
 }
 
+/// A client process that connects, starts a `millis` call to `selftest.sleep`, says `sent`
+/// once the call is in the ring, and waits for the reply (if it lives that long).
+fn sleeper(server: &Path, millis: u32) -> Forked {
+    let path = server.to_path_buf();
+    fork_as(None, move |mut control| {
+        let mut client =
+            Client::connect(&path, Default::default()).map_err(|e| format!("connect: {e}"))?;
+        let pending = client
+            .start(&selftest::client::sleep(&SleepArgs { millis }))
+            .map_err(|e| format!("start: {e}"))?;
+        client.flush();
+        write_line(&mut control, "sent")?;
+        client
+            .finish(pending, Some(TIMEOUT))
+            .map(drop)
+            .map_err(|e| format!("sleep: {e}"))
+    })
+}
+
 #[test]
 fn client_killed_mid_call_is_dropped_and_others_keep_being_served() {
     let server = ServerProcess::start(&[]);
@@ -43,24 +61,10 @@ fn client_killed_mid_call_is_dropped_and_others_keep_being_served() {
         .unwrap();
 
     // A client process that makes a 1.5 s call; kill it once the call is in the ring.
-    let mut victim = Command::new(env!("CARGO_BIN_EXE_xenrpc-hostcall"))
-        .arg("--socket")
-        .arg(server.path())
-        .args(["sleep", "1500"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = victim.stdout.take().unwrap();
-    let victim = ChildGuard::new(victim);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
-        let _ = tx.send(line);
-    });
-    assert_eq!(rx.recv_timeout(TIMEOUT).unwrap().trim(), "sent");
+    let mut victim = sleeper(server.path(), 1500);
+    assert_eq!(victim.hear(), "sent");
     std::thread::sleep(Duration::from_millis(100));
-    victim.kill().unwrap();
+    drop(victim); // SIGKILL, and reaped
 
     // The server notices the hangup, drops that connection, and serves the survivor.
     let stats = wait_for_stats(&mut survivor, |s| s.disconnected == 1);
@@ -79,22 +83,10 @@ fn client_killed_mid_call_is_dropped_and_others_keep_being_served() {
 fn many_clients_dying_leave_the_server_serving() {
     let server = ServerProcess::start(&["--spin-us", "0"]);
     let mut survivor = server.connect();
-    let victims: Vec<ChildGuard> = (0..8)
-        .map(|_| {
-            let child = Command::new(env!("CARGO_BIN_EXE_xenrpc-hostcall"))
-                .arg("--socket")
-                .arg(server.path())
-                .args(["sleep", "100"])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            ChildGuard::new(child)
-        })
-        .collect();
+    let victims: Vec<Forked> = (0..8).map(|_| sleeper(server.path(), 100)).collect();
     std::thread::sleep(Duration::from_millis(150));
-    for victim in victims {
-        victim.kill().unwrap();
-    }
+    // SIGKILL, and reaped: some during set-up, some mid-call.
+    drop(victims);
     let stats = wait_for_stats(&mut survivor, |s| {
         s.connected == 1 && s.connected_total + s.refused >= 9
     });

@@ -10,12 +10,12 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{fork_as, hostcall_as, read_line, write_line, ServerProcess, TIMEOUT};
+use common::{call_from_process, fork_as, read_line, write_line, Answer, ServerProcess, TIMEOUT};
 use xenrpc_host::client::{Client, ClientError, ClientOptions};
 use xenrpc_host::services::{admin, AdminStats};
 use xenrpc_proto::services::echo;
 use xenrpc_proto::services::kv::{self, Key};
-use xenrpc_proto::OolRef;
+use xenrpc_proto::{OolRef, Status};
 
 const ALICE: u32 = 1000;
 const BOB: u32 = 1001;
@@ -133,8 +133,11 @@ fn identity_is_the_uid_at_connect_whoever_uses_the_connection() {
             .map_err(|e| format!("admin over the inherited connection: {e}"))
     });
     // Carol on a connection of her own is Carol: no admin, an empty namespace.
-    let (code, output) = hostcall_as(Some(CAROL), &path, &["stats"]);
-    assert_eq!((code, output.as_str()), (2, "status: AccessDenied"));
+    let admin_call = |c: &mut Client| c.call(&admin::client::stats(&()), Some(TIMEOUT)).map(drop);
+    assert_eq!(
+        call_from_process(Some(CAROL), &path, admin_call),
+        Answer::Status(Status::AccessDenied)
+    );
     assert_eq!(inherited.wait(), 0);
 
     // Alice's last connection goes: her namespace is forgotten, so a later process of her
@@ -223,8 +226,10 @@ fn a_uid_at_its_cap_is_refused_while_other_uids_still_connect() {
     assert!(alice.hear().starts_with("refused"));
     // Other uids still get in: this one (an admin), and Bob.
     let mut root = server.connect();
-    let (code, output) = hostcall_as(Some(BOB), server.path(), &["ping"]);
-    assert_eq!((code, output.as_str()), (0, "pong"));
+    assert_eq!(
+        call_from_process(Some(BOB), server.path(), ping),
+        Answer::Ok
+    );
     let stats = wait_until(&mut root, |s| s.disconnected == 1);
     assert_eq!(
         (stats.refused, stats.refused_uid_cap, stats.reaped),
@@ -232,8 +237,10 @@ fn a_uid_at_its_cap_is_refused_while_other_uids_still_connect() {
     );
     // The server is full once root takes a second slot: now anyone is refused.
     let _root2 = server.connect();
-    let (code, _) = hostcall_as(Some(CAROL), server.path(), &["ping"]);
-    assert_eq!(code, 1);
+    match call_from_process(Some(CAROL), server.path(), ping) {
+        Answer::Failed(why) => assert!(why.starts_with("failed connect: "), "{why}"),
+        other => panic!("a full server admitted Carol: {other:?}"),
+    }
     let stats = admin_stats(&mut root);
     assert_eq!(
         (stats.refused, stats.refused_uid_cap, stats.reaped),
@@ -265,8 +272,10 @@ fn idle_connections_are_reaped_only_when_a_newcomer_needs_the_slot() {
     assert_eq!(alice.hear(), "gone 0");
     // Idle again; now Bob needs a slot: one of Alice's idle connections makes room.
     std::thread::sleep(reap_wait);
-    let (code, output) = hostcall_as(Some(BOB), server.path(), &["ping"]);
-    assert_eq!((code, output.as_str()), (0, "pong"));
+    assert_eq!(
+        call_from_process(Some(BOB), server.path(), ping),
+        Answer::Ok
+    );
     alice.tell("ping");
     assert_eq!(alice.hear(), "gone 1");
     // Full again (Alice's two, root's one): Alice's newcomer displaces the connection idle

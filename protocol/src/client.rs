@@ -18,6 +18,9 @@ use crate::service::validate_ool;
 use crate::transport::{Notify, SharedMemory};
 use crate::windows::WindowAllocator;
 
+mod error;
+pub use error::{CallError, ClientViolation};
+
 /// Upper bound of the per-connection in-flight cap (size of the client's call table).
 pub const MAX_IN_FLIGHT: usize = 64;
 
@@ -105,54 +108,6 @@ impl<'a, R> TypedCall<'a, R> {
     pub fn request(&self) -> &CallRequest<'a> {
         &self.request
     }
-}
-
-/// Why a server broke the protocol, as seen by the client (the connection is then broken).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientViolation {
-    /// `req_cons` ahead of our `req_prod` or more than a ring behind it.
-    ReqConsOutOfRange {
-        req_cons: u32,
-        req_prod: u32,
-    },
-    /// `rsp_prod` claims more responses than a ring holds.
-    RspProdOutOfRange {
-        rsp_prod: u32,
-        rsp_cons: u32,
-    },
-    UnknownStatus(u32),
-    InlineTooLong(u32),
-    /// A response for a call that is not in flight (never sent, one-way, or already answered).
-    UnknownCallId(u64),
-    /// The server claims to have written more than the result window holds.
-    OolWrittenTooLong {
-        written: u32,
-        window: u32,
-    },
-}
-
-/// Why a call could not be started or its reply not be used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CallError {
-    /// The server answered with a non-Ok status.
-    Remote(Status),
-    /// The connection is broken (by the server, see the violation).
-    Broken(ClientViolation),
-    /// No free request slot right now; retry after the server consumed some.
-    RingFull,
-    /// As many two-way calls in flight as the cap allows; poll responses first.
-    TooManyInFlight,
-    /// Inline arguments longer than [`INLINE_CAPACITY`].
-    InlineTooLarge(usize),
-    /// An out-of-line window does not lie in the data region (or has offset with zero length).
-    BadOolRef(OolRef),
-    /// `Pending::finish` was given another call's completion.
-    WrongCompletion { expected: u64, got: u64 },
-    /// The reply's inline bytes are not a valid value of the reply type.
-    MalformedReply,
-    /// The data region has no free window of `needed` bytes for the call's out-of-line bytes
-    /// (calls in flight hold the rest).
-    NoRoom { needed: usize },
 }
 
 /// A response, copied out of the ring and validated against the call it answers.

@@ -245,6 +245,28 @@ impl Status {
         self as usize
     }
 
+    /// The variant's name as written here (`BadArguments`): what the CLI prints and scripts
+    /// match ("server answered BadArguments").
+    pub const fn ident(self) -> &'static str {
+        match self {
+            Status::Ok => "Ok",
+            Status::UnknownService => "UnknownService",
+            Status::UnknownMethod => "UnknownMethod",
+            Status::VersionMismatch => "VersionMismatch",
+            Status::BadArguments => "BadArguments",
+            Status::TooLarge => "TooLarge",
+            Status::DeadlineExceeded => "DeadlineExceeded",
+            Status::Busy => "Busy",
+            Status::HandlerFault => "HandlerFault",
+            Status::AccessDenied => "AccessDenied",
+        }
+    }
+
+    /// The status whose [`Status::ident`] is `ident`.
+    pub fn from_ident(ident: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.ident() == ident)
+    }
+
     /// A short name for logs and reports.
     pub const fn name(self) -> &'static str {
         match self {
@@ -275,14 +297,31 @@ pub struct RingGeometry {
     slots: u32,
 }
 
-/// Why a ring geometry or a region does not fit.
+/// Why a ring geometry or a region does not fit. Each variant's doc comment is its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GeometryError {
-    /// Slot count is not a power of two in `MIN_SLOTS..=MAX_SLOTS`.
+    /// {0} ring slots: the count must be a power of two in [`MIN_SLOTS`]..=[`MAX_SLOTS`].
     BadSlotCount(u32),
-    /// The ring region is smaller than the geometry needs.
+    /// The ring region has {have} bytes, the geometry needs {needed}.
     RingRegionTooSmall { needed: usize, have: usize },
 }
+
+impl core::fmt::Display for GeometryError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            GeometryError::BadSlotCount(slots) => write!(
+                f,
+                "{slots} ring slots: the count must be a power of two in {MIN_SLOTS}..={MAX_SLOTS}"
+            ),
+            GeometryError::RingRegionTooSmall { needed, have } => write!(
+                f,
+                "the ring region has {have} bytes, the geometry needs {needed}"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for GeometryError {}
 
 impl RingGeometry {
     /// `slots` requests and `slots` responses; a power of two in `MIN_SLOTS..=MAX_SLOTS`.
@@ -333,23 +372,52 @@ impl RingGeometry {
     }
 }
 
-/// Why a connection could not be set up over the given memory.
+/// Why a connection could not be set up over the given memory. Each variant's doc comment is
+/// its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SetupError {
+    /// {0}
     Geometry(GeometryError),
+    /// {0}
     Region(crate::region::RegionError),
-    /// The ring region does not start with [`RING_MAGIC`] (server side).
+    /// The ring region starts with {0:#010x}, not the ring magic [`RING_MAGIC`] (server side).
     BadMagic(u32),
-    /// The ring region was laid out by another layout revision (server side).
+    /// The ring region was laid out by layout revision {0}, not [`LAYOUT_VERSION`] (server
+    /// side).
     LayoutVersionMismatch(u32),
-    /// The ring region claims another slot count than the one agreed (server side).
-    SlotCountMismatch {
-        agreed: u32,
-        found: u32,
-    },
-    /// The in-flight cap must be in `1..=min(slots, MAX_IN_FLIGHT)` (client side).
+    /// The ring region claims {found} slots, {agreed} were agreed (server side).
+    SlotCountMismatch { agreed: u32, found: u32 },
+    /// An in-flight cap of {0} is outside 1..=min(slots, `MAX_IN_FLIGHT`) (client side).
     BadInFlightCap(usize),
 }
+
+impl core::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            SetupError::Geometry(e) => write!(f, "{e}"),
+            SetupError::Region(e) => write!(f, "{e}"),
+            SetupError::BadMagic(found) => write!(
+                f,
+                "the ring region starts with {found:#010x}, not the ring magic {RING_MAGIC:#010x}"
+            ),
+            SetupError::LayoutVersionMismatch(found) => write!(
+                f,
+                "the ring region was laid out by layout revision {found}, not {LAYOUT_VERSION}"
+            ),
+            SetupError::SlotCountMismatch { agreed, found } => write!(
+                f,
+                "the ring region claims {found} slots, {agreed} were agreed"
+            ),
+            SetupError::BadInFlightCap(cap) => write!(
+                f,
+                "an in-flight cap of {cap} is outside 1..=min(slots, {})",
+                crate::client::MAX_IN_FLIGHT
+            ),
+        }
+    }
+}
+
+impl core::error::Error for SetupError {}
 
 impl From<GeometryError> for SetupError {
     fn from(e: GeometryError) -> Self {
@@ -380,6 +448,38 @@ impl RingGeometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn status_idents_are_the_variant_names() {
+        for status in Status::ALL {
+            assert_eq!(status.ident(), std::format!("{status:?}"));
+            assert_eq!(Status::from_ident(status.ident()), Some(status));
+        }
+        assert_eq!(Status::from_ident("bad arguments"), None);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn setup_errors_read_as_sentences() {
+        use std::string::ToString;
+        assert_eq!(
+            SetupError::from(GeometryError::BadSlotCount(24)).to_string(),
+            "24 ring slots: the count must be a power of two in 16..=1024"
+        );
+        assert_eq!(
+            SetupError::BadMagic(0x1234).to_string(),
+            "the ring region starts with 0x00001234, not the ring magic 0x43505258"
+        );
+        assert_eq!(
+            SetupError::SlotCountMismatch {
+                agreed: 32,
+                found: 64
+            }
+            .to_string(),
+            "the ring region claims 64 slots, 32 were agreed"
+        );
+    }
 
     #[test]
     fn geometry_accepts_only_page_multiples_of_power_of_two() {

@@ -22,18 +22,46 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 use crate::layout::PAGE_SIZE;
 use crate::transport::SharedMemory;
 
-/// An offset/length pair does not lie inside the region (or is misaligned for an index).
+/// The offset and length do not lie inside the region (or are misaligned for an index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfBounds;
 
-/// A `SharedMemory` does not satisfy the region's requirements.
+impl core::fmt::Display for OutOfBounds {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(
+            "the offset and length do not lie inside the region (or are misaligned for an index)",
+        )
+    }
+}
+
+impl core::error::Error for OutOfBounds {}
+
+/// A `SharedMemory` does not satisfy the region's requirements. Each variant's doc comment is
+/// its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionError {
-    /// `base()` is not page aligned.
+    /// The region's base address is not page aligned.
     MisalignedBase,
-    /// `len()` is not a multiple of the page size.
+    /// The region's length of {0} bytes is not a multiple of the page size.
     LengthNotPageMultiple(usize),
 }
+
+impl core::fmt::Display for RegionError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            RegionError::MisalignedBase => {
+                f.write_str("the region's base address is not page aligned")
+            }
+            RegionError::LengthNotPageMultiple(len) => write!(
+                f,
+                "the region's length of {len} bytes is not a multiple of the page size \
+                 ({PAGE_SIZE})"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for RegionError {}
 
 /// Owns a [`SharedMemory`] and hands out checked accessors ([`RegionView`]) to it.
 pub struct SharedRegion<S: SharedMemory> {
@@ -395,6 +423,10 @@ mod tests {
         assert_eq!(
             SharedRegion::new(HeapRegion::new_unchecked_len(PAGE_SIZE, 100)).err(),
             Some(RegionError::LengthNotPageMultiple(100))
+        );
+        assert_eq!(
+            std::string::ToString::to_string(&RegionError::LengthNotPageMultiple(100)),
+            "the region's length of 100 bytes is not a multiple of the page size (4096)"
         );
     }
 }

@@ -25,34 +25,80 @@ use crate::ring::{available, free_slots, needs_notify};
 use crate::service::{validate_ool, CallContext, Dispatcher, OolArgs, OolResult};
 use crate::transport::{Clock, Notify, PeerId, SharedMemory};
 
-/// Why the server broke a connection: the client wrote ring state no correct client can.
+/// Why the server broke a connection: the client wrote ring state no correct client can. Each
+/// variant's doc comment is its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Violation {
-    /// `req_prod` claims more requests than a ring holds, or lies behind `req_cons`.
+    /// The client's request producer index {req_prod} claims more requests than a ring holds
+    /// or lies behind the consumer index {req_cons}.
     ReqProdOutOfRange { req_prod: u32, req_cons: u32 },
-    /// `rsp_cons` lies ahead of our `rsp_prod` or more than a ring behind it.
+    /// The client's response consumer index {rsp_cons} is ahead of the producer index
+    /// {rsp_prod} or more than a ring behind it.
     RspConsOutOfRange { rsp_cons: u32, rsp_prod: u32 },
-    /// A two-way request arrived while every response slot holds an unconsumed response: the
-    /// client exceeded the in-flight cap (at most `slots` two-way calls awaiting responses).
+    /// The client sent a two-way request while every response slot held an unconsumed
+    /// response (more two-way calls in flight than the ring has slots).
     InFlightOverflow,
 }
 
-/// Why a request was answered with an error before reaching a handler.
+impl core::fmt::Display for Violation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Violation::ReqProdOutOfRange { req_prod, req_cons } => write!(
+                f,
+                "the client's request producer index {req_prod} claims more requests than a \
+                 ring holds or lies behind the consumer index {req_cons}"
+            ),
+            Violation::RspConsOutOfRange { rsp_cons, rsp_prod } => write!(
+                f,
+                "the client's response consumer index {rsp_cons} is ahead of the producer \
+                 index {rsp_prod} or more than a ring behind it"
+            ),
+            Violation::InFlightOverflow => f.write_str(
+                "the client sent a two-way request while every response slot held an \
+                 unconsumed response (more two-way calls in flight than the ring has slots)",
+            ),
+        }
+    }
+}
+
+impl core::error::Error for Violation {}
+
+/// Why a request was answered with an error before reaching a handler. Each variant's doc
+/// comment is its message (the status it gets follows in parentheses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RejectReason {
-    /// `inline_len` larger than a slot's inline capacity (status `TooLarge`).
+    /// The inline arguments are longer than a slot holds (status `TooLarge`).
     InlineTooLong = 0,
-    /// Flag bits this revision does not know (status `BadArguments`).
+    /// The request has flag bits this revision does not know (status `BadArguments`).
     UnknownFlags = 1,
-    /// Reserved header fields not zero (status `BadArguments`).
+    /// Reserved header fields are not zero (status `BadArguments`).
     ReservedNotZero = 2,
-    /// Out-of-line argument window outside the data region (status `BadArguments`).
+    /// The out-of-line argument window lies outside the data region (status `BadArguments`).
     OolArgsOutOfRange = 3,
-    /// Out-of-line result window outside the data region (status `BadArguments`).
+    /// The out-of-line result window lies outside the data region (status `BadArguments`).
     OolResultOutOfRange = 4,
     /// The deadline had passed when the request was read (status `DeadlineExceeded`).
     DeadlinePassed = 5,
 }
+
+impl core::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            RejectReason::InlineTooLong => "the inline arguments are longer than a slot holds",
+            RejectReason::UnknownFlags => "the request has flag bits this revision does not know",
+            RejectReason::ReservedNotZero => "reserved header fields are not zero",
+            RejectReason::OolArgsOutOfRange => {
+                "the out-of-line argument window lies outside the data region"
+            }
+            RejectReason::OolResultOutOfRange => {
+                "the out-of-line result window lies outside the data region"
+            }
+            RejectReason::DeadlinePassed => "the deadline had passed when the request was read",
+        })
+    }
+}
+
+impl core::error::Error for RejectReason {}
 
 impl RejectReason {
     pub const COUNT: usize = 6;
@@ -512,5 +558,24 @@ mod tests {
         assert_eq!(b.rejected_count(RejectReason::DeadlinePassed), 2);
         assert_eq!((b.notifications, b.violations), (4, 1));
         assert_eq!(b.errors(), 2);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn violations_name_the_indices() {
+        use std::string::ToString;
+        assert_eq!(
+            Violation::ReqProdOutOfRange {
+                req_prod: 100_007,
+                req_cons: 7
+            }
+            .to_string(),
+            "the client's request producer index 100007 claims more requests than a ring holds \
+             or lies behind the consumer index 7"
+        );
+        assert_eq!(
+            RejectReason::OolResultOutOfRange.to_string(),
+            "the out-of-line result window lies outside the data region"
+        );
     }
 }

@@ -21,7 +21,8 @@ pub const PING_BASE_ALLOWANCE: u32 = 3_000;
 /// Extra spurious wake-ups allowed per well-formed two-way request in the same window.
 pub const STORM_PER_REQUEST_ALLOWANCE: u32 = 2;
 
-/// A peer raised the event far more often than its calls explain.
+/// A peer raised the event far more often than its calls explain: "event storm: {spurious}
+/// wake-ups without requests against {earned} calls within 1000 ms".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventStorm {
     /// Wake-ups that found no request, in the window that overflowed.
@@ -41,6 +42,8 @@ impl core::fmt::Display for EventStorm {
         )
     }
 }
+
+impl core::error::Error for EventStorm {}
 
 /// Per-connection counter of wake-ups; feed it every wake-up the peer's event caused.
 #[derive(Clone, Copy, Debug)]

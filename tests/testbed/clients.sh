@@ -65,7 +65,7 @@ expect_both() {
 expect_out_like() {
     eval "case \$TB_STEP_OUT in $2) l_ok=1 ;; *) l_ok= ;; esac"
     [ "$TB_STEP_RC" = 0 ] && [ -n "$l_ok" ] && return 0
-    tb_fail "client-$1: xenrpc $TB_STEP_CMD: rc=$TB_STEP_RC, output '$TB_STEP_OUT'; expected rc=0 and output like $2"
+    tb_fail "client-$1: $TB_STEP_CMD: rc=$TB_STEP_RC, output '$TB_STEP_OUT'; expected rc=0 and output like $2"
 }
 
 backend_state() {

@@ -3,7 +3,8 @@
 # testbed-timeout: 900
 #
 # Dom0 is a domain like any other: attached as a client (domid 0) it can call the service VM
-# with the `xenrpc` CLI, and it can write whatever it likes into its own frontend directories.
+# with the `xenrpc` CLI (its attacks with `xenrpc-hostile`), and it can write whatever it likes
+# into its own frontend directories.
 # Each hostile device uses its own devid, so each expected server line is unique in the log.
 
 # The kv budget of the whole VM is lowered to 384 KiB (a quarter of the heap would be ~3.7 MiB)
@@ -39,7 +40,8 @@ tenant_expect() {
     tb_step_check tenant "$t_rc" "$t_out"
 }
 
-# tenant_run ARGS...: the tenant runs `xenrpc ARGS`; TB_STEP_RC and TB_STEP_OUT hold the answer.
+# tenant_run ARGS...: the tenant runs `xenrpc ARGS` (or ARGS, a `xenrpc-hostile ...` command
+# line); TB_STEP_RC and TB_STEP_OUT hold the answer.
 tenant_run() {
     tenant_step=$((tenant_step + 1))
     t_cmd=$1
@@ -128,7 +130,7 @@ tb_stage event-storm
 # A connected client raises its event thousands of times with no requests behind them: the
 # server ends that connection (and only that one) and counts it.
 xenrpc attach "$server" 0 6 || tb_fail "attach devid 6 failed"
-out=$(xenrpc hostile event-storm --devid 6 --timeout-ms 30000 --seconds 120 2>&1) ||
+out=$(xenrpc-hostile event-storm --devid 6 --timeout-ms 30000 --seconds 120 2>&1) ||
     tb_fail "the server did not end the storming connection: $out"
 echo "TESTBED: $out"
 tb_wait_console xenrpc "rpc: dom0/6: closed: event storm: " 30
@@ -138,7 +140,7 @@ check_serving
 tb_stage bad-requests
 # Requests the server can read but must refuse each get their status, over the same connection,
 # and a good call after them is answered: nothing here breaks the connection.
-out=$(xenrpc hostile bad-requests --devid 0 2>&1) || tb_fail "bad requests: $out"
+out=$(xenrpc-hostile bad-requests --devid 0 2>&1) || tb_fail "bad requests: $out"
 echo "$out" | sed 's/^/TESTBED: /'
 for line in "unknown service: server answered UnknownService" \
     "unknown method: server answered UnknownMethod" \
@@ -154,7 +156,7 @@ tb_stage bad-ring-index
 # A connected client publishes a request index far beyond its ring: the server breaks that
 # connection (a protocol violation, counted), unmaps it, and serves everyone else.
 xenrpc attach "$server" 0 8 || tb_fail "attach devid 8 failed"
-out=$(xenrpc hostile bad-index --devid 8 --timeout-ms 30000 2>&1) ||
+out=$(xenrpc-hostile bad-index --devid 8 --timeout-ms 30000 2>&1) ||
     tb_fail "the server did not close a connection with a broken ring: $out"
 echo "TESTBED: $out"
 tb_wait_console xenrpc "rpc: dom0/8: closed: protocol violation: ReqProdOutOfRange" 30
@@ -195,7 +197,7 @@ out=$(xenrpc bench --devid 0 --calls 500 --timeout-ms 30000 2>&1) || tb_fail "ho
 latency "honest null call alone" "$out"
 p50_alone=$P50
 xenrpc attach "$server" 0 11 || tb_fail "attach devid 11 failed"
-xenrpc hostile greedy --devid 11 --data-pages 512 --seconds 60 --timeout-ms 30000 >/tmp/greedy.log 2>&1 &
+xenrpc-hostile greedy --devid 11 --data-pages 512 --seconds 60 --timeout-ms 30000 >/tmp/greedy.log 2>&1 &
 greedy_pid=$!
 be_state_is 11 4 60
 sleep 3
@@ -218,7 +220,7 @@ calls=$(awk -v p="$p50_alone" 'BEGIN { print int(30e6 / (p > 1 ? p : 1)) }')
 xenrpc bench --devid 0 --calls "$calls" --timeout-ms 30000 >/tmp/churn-bench.log 2>&1 &
 bench_pid=$!
 be_state_is 0 4 60
-out=$(xenrpc hostile state-churn --devid 12 --seconds 15 2>&1) || tb_fail "state churn: $out"
+out=$(xenrpc-hostile state-churn --devid 12 --seconds 15 2>&1) || tb_fail "state churn: $out"
 echo "TESTBED: $out"
 kill -0 "$bench_pid" 2>/dev/null || tb_fail "the bench on device 0 ended before the churn did ($calls calls): make it longer"
 wait "$bench_pid" || tb_fail "the bench on device 0 failed during the churn: $(cat /tmp/churn-bench.log)"
@@ -235,7 +237,7 @@ tb_stage log-flood
 consoled=$(pidof xenconsoled) || tb_fail "xenconsoled is not running"
 kill -STOP "$consoled"
 xenrpc attach "$server" 0 13 || tb_fail "attach devid 13 failed"
-out=$(xenrpc hostile reconnect --devid 13 --count 60 --timeout-ms 30000 2>&1) ||
+out=$(xenrpc-hostile reconnect --devid 13 --count 60 --timeout-ms 30000 2>&1) ||
     { kill -CONT "$consoled"; tb_fail "reconnect loop failed with the console stalled: $out"; }
 echo "TESTBED: $out"
 check_serving
@@ -253,7 +255,7 @@ tb_stage ping-flood
 # A connected client raises its ping port thousands of times without waiting for the bounce:
 # the server bounces at most once per pass and ends the connection as a ping storm.
 xenrpc attach "$server" 0 14 || tb_fail "attach devid 14 failed"
-out=$(xenrpc hostile ping-flood --devid 14 --burst 5000 --timeout-ms 30000 --seconds 120 2>&1) ||
+out=$(xenrpc-hostile ping-flood --devid 14 --burst 5000 --timeout-ms 30000 --seconds 120 2>&1) ||
     tb_fail "the server did not end the ping-flooding connection: $out"
 echo "TESTBED: $out"
 tb_wait_console xenrpc "rpc: dom0/14: closed: ping storm: " 30
@@ -280,7 +282,7 @@ tb_wait_console tenant "client-guest: ready" 300
 xenstore-write "/local/domain/$tenant/data/xenrpc-test" steps || tb_fail "cannot write the tenant's plan"
 xenrpc attach "$server" "$tenant" 0 || tb_fail "xenrpc attach $server $tenant 0 failed"
 tenant_expect 0 stored call kv.put secret tenant-secret
-tenant_run "hostile kv-fill"
+tenant_run "xenrpc-hostile kv-fill"
 case $TB_STEP_RC:$TB_STEP_OUT in "0:kv-fill: stored "*" values of 4096 bytes, then the server answered Busy") ;;
 *) tb_fail "tenant kv-fill: rc=$TB_STEP_RC, output '$TB_STEP_OUT'" ;; esac
 tenant_stored=$(echo "$TB_STEP_OUT" | sed 's/kv-fill: stored \([0-9]*\) .*/\1/')
@@ -289,14 +291,14 @@ tenant_expect 0 tenant-secret call kv.get secret
 tb_stage kv-global-budget
 # dom0, the second tenant, fills from two connections: the VM's budget (384 KiB, of which the
 # tenant holds its quota) binds before dom0's own quota, Busy on both connections.
-out=$(xenrpc hostile kv-fill --devid 0 2>&1) || tb_fail "dom0 kv-fill: $out"
+out=$(xenrpc-hostile kv-fill --devid 0 2>&1) || tb_fail "dom0 kv-fill: $out"
 echo "TESTBED: dom0: $out"
 dom0_stored=$(echo "$out" | sed 's/kv-fill: stored \([0-9]*\) .*/\1/')
 [ "$dom0_stored" -lt "$tenant_stored" ] ||
     tb_fail "dom0 stored $dom0_stored values, the tenant $tenant_stored: the VM's budget did not bind first"
 # A second connection of dom0: overwriting its values fits (same footprint), one more does not.
 xenrpc attach "$server" 0 10 || tb_fail "attach devid 10 failed"
-out=$(xenrpc hostile kv-fill --devid 10 2>&1) || tb_fail "dom0 kv-fill on a second connection: $out"
+out=$(xenrpc-hostile kv-fill --devid 10 2>&1) || tb_fail "dom0 kv-fill on a second connection: $out"
 echo "TESTBED: second connection of dom0: $out"
 [ "$out" = "kv-fill: stored $dom0_stored values of 4096 bytes, then the server answered Busy" ] ||
     tb_fail "a second connection past the VM's kv budget: $out"
@@ -308,7 +310,7 @@ tb_stage kv-release
 xl save -D tenant /tmp/tenant.save || tb_fail "xl save -D tenant failed"
 tb_expect_gone tenant
 tb_wait_console xenrpc "rpc: dom$tenant: tenant released (domain gone), kv namespace freed" 60
-out=$(xenrpc hostile kv-fill --devid 0 2>&1) || tb_fail "dom0 kv-fill after the release: $out"
+out=$(xenrpc-hostile kv-fill --devid 0 2>&1) || tb_fail "dom0 kv-fill after the release: $out"
 echo "TESTBED: dom0 after the release: $out"
 dom0_after=$(echo "$out" | sed 's/kv-fill: stored \([0-9]*\) .*/\1/')
 [ "$dom0_after" -gt "$dom0_stored" ] ||

@@ -230,8 +230,8 @@ pub struct Server {
 impl Server {
     pub fn bind(path: &Path, config: ServerConfig) -> io::Result<Self> {
         let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
-        let geometry = RingGeometry::new(config.slots)
-            .map_err(|e| invalid(format!("bad slot count: {e:?}")))?;
+        let geometry =
+            RingGeometry::new(config.slots).map_err(|e| invalid(format!("bad slot count: {e}")))?;
         if config.max_clients == 0 || config.max_per_uid == 0 {
             return Err(invalid(
                 "--max-clients and --max-per-uid must be at least 1".into(),
@@ -386,10 +386,10 @@ impl Server {
             None
         };
         let reason = if outcome.broken {
-            Some(DropReason::Protocol(format!(
-                "protocol violation: {:?}",
-                active.conn.broken()
-            )))
+            Some(DropReason::Protocol(match active.conn.broken() {
+                Some(violation) => format!("protocol violation: {violation}"),
+                None => "protocol violation".to_string(),
+            }))
         } else {
             storm.map(DropReason::EventStorm)
         };

@@ -184,7 +184,7 @@ impl Server {
             ..
         } = link;
         let conn = ServerConnection::attach(ring, data, geometry, peer.peer_id())
-            .map_err(|e| format!("ring not laid out: {e:?}"))?;
+            .map_err(|e| format!("ring not laid out: {e}"))?;
         epoll::add(
             &self.epoll,
             to_server.fd(),

@@ -4,16 +4,16 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use xenrpc_host::client::{Client, ClientOptions};
+use xenrpc_host::client::{Client, ClientError, ClientOptions};
 use xenrpc_host::hostd::READY_LINE;
 use xenrpc_host::process::ChildGuard;
+use xenrpc_proto::Status;
 
 /// Every wait in these tests is bounded by this, so a hang fails instead of hanging CI.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,36 +84,47 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Runs `xenrpc-hostcall` against `server` (bounded), returning (exit code, stdout).
-pub fn hostcall(server: &Path, args: &[&str]) -> (i32, String) {
-    hostcall_as(None, server, args)
+/// What a call made from another process got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    Ok,
+    /// The server answered with this error status.
+    Status(Status),
+    /// Connecting or calling failed otherwise (why).
+    Failed(String),
 }
 
-/// [`hostcall`] as another uid (`Some(uid)`; the tests run as root).
-pub fn hostcall_as(uid: Option<u32>, server: &Path, args: &[&str]) -> (i32, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xenrpc-hostcall"));
-    if let Some(uid) = uid {
-        command.uid(uid).gid(uid);
-    }
-    let child = command
-        .arg("--socket")
-        .arg(server)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn xenrpc-hostcall");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
+/// Connects to `server` from a forked process of `uid` (`None`: this test's uid) and makes
+/// `call` there: what it got. Another process, because the server knows a client by the
+/// kernel's credentials of its socket, never by anything it says.
+pub fn call_from_process(
+    uid: Option<u32>,
+    server: &Path,
+    call: impl FnOnce(&mut Client) -> Result<(), ClientError>,
+) -> Answer {
+    let path = server.to_path_buf();
+    let mut child = fork_as(uid, move |mut control| {
+        let answer = match Client::connect(&path, ClientOptions::default()) {
+            Err(e) => format!("failed connect: {e}"),
+            Ok(mut client) => match call(&mut client) {
+                Ok(()) => "ok".to_string(),
+                Err(e) => match e.status() {
+                    Some(status) => format!("status {}", status.ident()),
+                    None => format!("failed call: {e}"),
+                },
+            },
+        };
+        write_line(&mut control, &answer)
     });
-    let output = rx
-        .recv_timeout(TIMEOUT)
-        .expect("xenrpc-hostcall did not finish in time")
-        .expect("xenrpc-hostcall output");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).trim().to_string(),
-    )
+    let answer = child.hear();
+    assert_eq!(child.wait(), 0, "the calling process failed");
+    match answer.split_once(' ') {
+        None if answer == "ok" => Answer::Ok,
+        Some(("status", name)) => Answer::Status(
+            Status::from_ident(name).unwrap_or_else(|| panic!("unknown status {name}")),
+        ),
+        _ => Answer::Failed(answer),
+    }
 }
 
 /// A small deterministic PRNG (xorshift64*), so failures replay.

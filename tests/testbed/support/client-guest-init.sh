@@ -76,7 +76,8 @@ bench)
     ;;
 steps)
     # dom0 hands out one command at a time (tests/testbed/support/lib.sh, tb_step_*):
-    # data/xenrpc-step/<n> holds the words after `xenrpc` for step n = 1, 2, ...; "end" stops.
+    # data/xenrpc-step/<n> holds the words after `xenrpc` for step n = 1, 2, ..., or a whole
+    # `xenrpc-hostile ...` command line (the attacks are a binary of their own); "end" stops.
     # The answer goes to data/xenrpc-result/<n>/out (output, both streams) and .../rc, so dom0
     # can compare it exactly; rc is written last and marks the step done.
     set -f
@@ -86,9 +87,13 @@ steps)
             sleep 0.5
         done
         [ "$step" = end ] && break
-        echo "client-guest: step $n: \$ xenrpc $step"
+        case $step in
+        xenrpc-hostile | "xenrpc-hostile "*) program= ;;
+        *) program=xenrpc ;;
+        esac
+        echo "client-guest: step $n: \$ ${program:+$program }$step"
         # Unquoted on purpose: the step is a list of words (globbing is off).
-        out=$(xenrpc $step 2>&1)
+        out=$($program $step 2>&1)
         rc=$?
         printf '%s\n' "$out"
         echo "client-guest: step $n: rc=$rc"

@@ -175,7 +175,8 @@ tb_expect_domid_free() {
 # the words after `xenrpc` to data/xenrpc-step/<n>, the guest runs them and answers in
 # data/xenrpc-result/<n>/{out,rc}. Steps handed to several guests run at the same time.
 
-# tb_step_send DOMAIN DOMID N ARGS...: hands step N (`xenrpc ARGS`) to guest DOMAIN.
+# tb_step_send DOMAIN DOMID N ARGS...: hands step N (`xenrpc ARGS`, or ARGS itself when it
+# starts with `xenrpc-hostile`) to guest DOMAIN.
 tb_step_send() {
     _dom=$1
     _id=$2
@@ -185,8 +186,8 @@ tb_step_send() {
         tb_fail "cannot hand step $_n to $_dom"
 }
 
-# tb_step_wait DOMAIN DOMID N SECONDS: waits for step N's answer and sets TB_STEP_CMD,
-# TB_STEP_RC and TB_STEP_OUT; prints it as a `TESTBED: CALL` line (the demo's summary).
+# tb_step_wait DOMAIN DOMID N SECONDS: waits for step N's answer and sets TB_STEP_CMD (the
+# command line the guest ran), TB_STEP_RC and TB_STEP_OUT; prints it as a `TESTBED: CALL` line (the demo's summary).
 # Fails at once when the domain crashes or disappears, or after SECONDS.
 tb_step_wait() {
     _dir="/local/domain/$2/data/xenrpc-result/$3"
@@ -206,6 +207,10 @@ tb_step_wait() {
     done
     TB_STEP_OUT=$(xenstore-read -R "$_dir/out") || tb_fail "step $3 of $1: no output key"
     TB_STEP_CMD=$(xenstore-read "/local/domain/$2/data/xenrpc-step/$3")
+    case $TB_STEP_CMD in
+    xenrpc-hostile | "xenrpc-hostile "*) ;;
+    *) TB_STEP_CMD="xenrpc $TB_STEP_CMD" ;;
+    esac
     # One line: output lines joined with " / " (in the shell: fewer processes to go wrong).
     _rest=$TB_STEP_OUT
     _joined=
@@ -221,12 +226,12 @@ tb_step_wait() {
             ;;
         esac
     done
-    echo "TESTBED: CALL $1 | xenrpc $TB_STEP_CMD | rc=$TB_STEP_RC | $_joined"
+    echo "TESTBED: CALL $1 | $TB_STEP_CMD | rc=$TB_STEP_RC | $_joined"
 }
 
 # tb_step_check DOMAIN RC EXPECTED: the last waited step must have exited with RC and printed
 # exactly EXPECTED.
 tb_step_check() {
     [ "$TB_STEP_RC" = "$2" ] && [ "$TB_STEP_OUT" = "$3" ] && return 0
-    tb_fail "$1: xenrpc $TB_STEP_CMD: rc=$TB_STEP_RC, output '$TB_STEP_OUT'; expected rc=$2, output '$3'"
+    tb_fail "$1: $TB_STEP_CMD: rc=$TB_STEP_RC, output '$TB_STEP_OUT'; expected rc=$2, output '$3'"
 }

@@ -294,18 +294,28 @@ pub fn linux_guest(out: &Path, init: &[u8], poweroff: &[u8]) -> Result<()> {
 /// Modules a client guest loads to reach `/dev/xen/evtchn` and `/dev/xen/gntalloc`.
 pub const CLIENT_GUEST_MODULES: &[&str] = &["xen-evtchn.ko", "xen-gntalloc.ko"];
 
-/// A Linux domU image for xenrpc clients: like [`linux_guest`], plus the `xenrpc` binary
-/// (with its shared libraries) in /usr/bin and the evtchn/gntalloc modules in /modules.
+/// A Linux domU image for xenrpc clients: like [`linux_guest`], plus the client `binaries`
+/// (with their shared libraries) in /usr/bin under their file names and the evtchn/gntalloc
+/// modules in /modules.
 pub fn client_guest(
     out: &Path,
     init: &[u8],
     poweroff: &[u8],
-    xenrpc: &Path,
+    binaries: &[PathBuf],
     kernel: &LinuxKernel,
 ) -> Result<()> {
     let mut archive = Archive::create(out)?;
-    add_userland(&mut archive, &[xenrpc.to_path_buf()])?;
-    archive.copy("usr/bin/xenrpc", xenrpc, 0o755)?;
+    add_userland(&mut archive, binaries)?;
+    for binary in binaries {
+        let name = binary
+            .file_name()
+            .with_context(|| format!("{} names no file", binary.display()))?;
+        archive.copy(
+            &format!("usr/bin/{}", name.to_string_lossy()),
+            binary,
+            0o755,
+        )?;
+    }
     for module in CLIENT_GUEST_MODULES {
         archive.copy(
             &format!("modules/{module}"),

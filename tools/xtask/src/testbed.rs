@@ -54,8 +54,8 @@ pub struct Scenario {
     /// build/<name>.{elf,cfg}) in /testbed/build.
     pub needs_examples: bool,
     needs_linux_guest: bool,
-    /// The `xenrpc` client binary in dom0 (/usr/bin) and a client guest image
-    /// (/testbed/client-guest) that carries it with the evtchn and gntalloc modules.
+    /// The client binaries ([`CLIENT_BINARIES`]) in dom0 (/usr/bin) and a client guest image
+    /// (/testbed/client-guest) that carries them with the evtchn and gntalloc modules.
     needs_client: bool,
 }
 
@@ -332,14 +332,16 @@ fn write_overlay(
         }
     }
     if scenario.needs_client {
-        let xenrpc = build_client(paths)?;
-        archive.copy("usr/bin/xenrpc", &xenrpc, 0o755)?;
+        let binaries = build_client(paths)?;
+        for (name, binary) in CLIENT_BINARIES.iter().zip(&binaries) {
+            archive.copy(&format!("usr/bin/{name}"), binary, 0o755)?;
+        }
         let guest_initrd = run_dir.join("client-guest.cpio");
         initramfs::client_guest(
             &guest_initrd,
             &fs::read(support.join("client-guest-init.sh"))?,
             &fs::read(support.join("linux-guest-poweroff.sh"))?,
-            &xenrpc,
+            &binaries,
             linux,
         )?;
         archive.copy("testbed/client-guest/vmlinuz", &linux.image, 0o644)?;
@@ -405,22 +407,24 @@ impl TestbedLock {
     }
 }
 
-/// Builds the `xenrpc` client (release) for the dom0 and client-guest images.
-fn build_client(paths: &Paths) -> Result<PathBuf> {
+/// The client binaries (package xenrpc-cli) dom0 and the client guest carry in /usr/bin: the
+/// `xenrpc` CLI, and `xenrpc-hostile` for the attacks of the `hostile` scenario.
+pub const CLIENT_BINARIES: [&str; 2] = ["xenrpc", "xenrpc-hostile"];
+
+/// Builds the client binaries (release code, profile `guest`: without debug info, which would
+/// make them eight times larger) for the dom0 and client-guest images; their paths, in the
+/// order of [`CLIENT_BINARIES`].
+fn build_client(paths: &Paths) -> Result<Vec<PathBuf>> {
     crate::util::run_stage(
-        "build client (cargo build --release -p xenrpc-client --bin xenrpc)",
+        "build client (cargo build --profile guest -p xenrpc-cli --bins)",
         crate::util::cargo()
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "xenrpc-client",
-                "--bin",
-                "xenrpc",
-            ])
+            .args(["build", "--profile", "guest", "-p", "xenrpc-cli", "--bins"])
             .current_dir(&paths.root),
     )?;
-    Ok(paths.target.join("release").join("xenrpc"))
+    Ok(CLIENT_BINARIES
+        .iter()
+        .map(|name| paths.target.join("guest").join(name))
+        .collect())
 }
 
 /// Runs one scenario and returns its verdict; problems before boot fail the "prepare" stage.

@@ -3,220 +3,35 @@
 //! ring ([`Connection`]). Every wait has a deadline; the backend's state is watched throughout,
 //! so a server that closes or vanishes fails calls with a clear error instead of a hang.
 
+mod device;
+mod handshake;
+
+pub use device::{find_device, list_own_devices, own_domid, DeviceInfo, OwnDevice};
+pub use handshake::{connect, ConnectOptions};
+
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xenrpc_proto::layout::ctrl;
 use xenrpc_proto::zerocopy::FromBytes;
 use xenrpc_proto::{
     CallRequest, Caller, ClientConnection, Completion, Notify, Pending, RegionView, Reply,
     RingGeometry, TypedCall,
 };
-use xenrpc_rendezvous::{self as rv, key, XenbusState};
+use xenrpc_rendezvous::{key, XenbusState};
 
-use crate::devices::{DomId, EventChannel, GrantedPages, Window, XenDevices, PAGE_SIZE};
+use crate::devices::{EventChannel, Window, XenDevices};
 use crate::error::{Error, Result};
 use crate::server_clock::ServerClock;
 use crate::wait::{poll_readable, Readiness};
-use crate::xenstore::{in_transaction, read_text, Xenstore, NO_TX};
+use crate::xenstore::{Xenstore, NO_TX};
 
-/// How a connection is set up.
-#[derive(Clone, Debug)]
-pub struct ConnectOptions {
-    /// Which of this domain's xenrpc devices to use.
-    pub devid: u32,
-    /// Request (and response) ring slots: a power of two in 16..=1024.
-    pub slots: u32,
-    /// Pages of the data region (out-of-line arguments and results).
-    pub data_pages: usize,
-    /// Two-way calls in flight at most (1..=min(slots, 64)).
-    pub max_in_flight: usize,
-    /// How long the handshake may take in all.
-    pub handshake_timeout: Duration,
-    /// How long a waiting call spins on the ring before it sleeps on the event channel.
-    pub spin: Duration,
-    /// Also set up a ping port the server bounces events back on ([`Connection::ping`]).
-    pub ping_channel: bool,
-}
-
-impl Default for ConnectOptions {
-    fn default() -> Self {
-        ConnectOptions {
-            devid: 0,
-            slots: 32,
-            data_pages: 16,
-            max_in_flight: 32,
-            handshake_timeout: Duration::from_secs(10),
-            spin: Duration::from_micros(20),
-            ping_channel: false,
-        }
-    }
-}
+use device::{look_at_backend, BackendLook};
 
 /// The watch token for the backend state.
 const BACKEND_TOKEN: &str = "xenrpc-backend";
 
-/// Where this domain's device lives and whom it talks to, read from xenstore and validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceInfo {
-    pub self_id: DomId,
-    pub server: DomId,
-    pub devid: u32,
-    pub frontend: String,
-    pub backend: String,
-}
-
-/// Reads and parses a node a peer wrote; `None` if absent.
-fn read_state(store: &mut dyn Xenstore, path: &str) -> Result<Option<XenbusState>> {
-    match store.read(NO_TX, path)? {
-        None => Ok(None),
-        Some(v) => rv::parse_state(&v)
-            .map(Some)
-            .map_err(|e| Error::Protocol(format!("{path}: {e}"))),
-    }
-}
-
-/// This domain's id, from the relative xenstore node `domid`.
-pub fn own_domid(store: &mut dyn Xenstore) -> Result<DomId> {
-    let value = store
-        .read(NO_TX, "domid")?
-        .ok_or_else(|| Error::Protocol("xenstore has no `domid` node for this domain".into()))?;
-    rv::parse_domid(&value).map_err(|e| Error::Protocol(format!("domid: {e}")))
-}
-
-/// Finds device `devid` of this domain and checks what dom0 wrote for it.
-pub fn find_device(store: &mut dyn Xenstore, devid: u32) -> Result<DeviceInfo> {
-    let self_id = own_domid(store)?;
-    let frontend = rv::frontend_dir(self_id, devid).to_string();
-    let backend_key = rv::key_path(&rv::frontend_dir(self_id, devid), key::BACKEND).to_string();
-    let backend_id_key =
-        rv::key_path(&rv::frontend_dir(self_id, devid), key::BACKEND_ID).to_string();
-    let Some(backend) = store.read(NO_TX, &backend_key)? else {
-        return Err(Error::NotAttached(format!(
-            "{frontend} does not exist: run `xenrpc attach <server> {self_id} {devid}` in dom0"
-        )));
-    };
-    let server = store
-        .read(NO_TX, &backend_id_key)?
-        .ok_or_else(|| Error::NotAttached(format!("{backend_id_key} is missing")))?;
-    let server =
-        rv::parse_domid(&server).map_err(|e| Error::Protocol(format!("{backend_id_key}: {e}")))?;
-    rv::check_backend_path(&backend, server, self_id, devid)
-        .map_err(|e| Error::Protocol(format!("{backend_key}: {e}")))?;
-    Ok(DeviceInfo {
-        self_id,
-        server,
-        devid,
-        frontend,
-        backend: rv::backend_dir(server, self_id, devid).to_string(),
-    })
-}
-
-/// Where the backend is, as seen in one look at xenstore.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BackendLook {
-    Gone,
-    Offline,
-    State(XenbusState),
-}
-
-fn look_at_backend(store: &mut dyn Xenstore, info: &DeviceInfo) -> Result<BackendLook> {
-    let state = match read_state(store, &format!("{}/{}", info.backend, key::STATE)) {
-        Ok(state) => state,
-        // The backend directory grants us read access for as long as it exists; a missing
-        // node below the server's vanished home reads as EACCES (its nearest existing
-        // ancestor, /local/domain, is dom0's), not ENOENT.
-        Err(e) if e.is_access_denied() => None,
-        Err(e) => return Err(e),
-    };
-    let Some(state) = state else {
-        return Ok(BackendLook::Gone);
-    };
-    if let Some(online) = store.read(NO_TX, &format!("{}/{}", info.backend, key::ONLINE))? {
-        if online.as_slice() != b"1" {
-            return Ok(BackendLook::Offline);
-        }
-    }
-    Ok(BackendLook::State(state))
-}
-
-fn backend_failure(look: BackendLook, info: &DeviceInfo) -> Option<Error> {
-    match look {
-        BackendLook::Gone => Some(Error::ServerGone(format!("{} vanished", info.backend))),
-        BackendLook::Offline => Some(Error::ServerClosed),
-        BackendLook::State(XenbusState::Closing) | BackendLook::State(XenbusState::Closed) => {
-            Some(Error::ServerClosed)
-        }
-        BackendLook::State(_) => None,
-    }
-}
-
-/// Waits until the backend reaches `wanted`, failing early if it closes or vanishes.
-/// `restart`: the frontend state path, while (re)starting a connection. A Closed backend is
-/// then expected: either left by an earlier session (the server offers the device again when
-/// it sees our Initialising), or closed just now by a server that still had a stale connection
-/// of ours (a crashed client) and ended it on our Initialising. A server that only reacts to
-/// *changes* then needs another Initialising to offer the device anew. The two cannot be told
-/// apart, and the server may already have reacted before our first look, so every sighting of
-/// Closed that differs from the previous look (the first look included) is answered with
-/// another Initialising: harmless for a server that already offers the device (it ignores
-/// Initialising in InitWait). Bounded: a few rewrites at most.
-fn wait_backend(
-    store: &mut dyn Xenstore,
-    info: &DeviceInfo,
-    wanted: XenbusState,
-    deadline: Instant,
-    restart: Option<&str>,
-) -> Result<()> {
-    let mut previous = None;
-    let mut restarts = 0;
-    loop {
-        let look = look_at_backend(store, info)?;
-        if look == BackendLook::State(wanted) {
-            return Ok(());
-        }
-        let closed = matches!(
-            look,
-            BackendLook::State(XenbusState::Closed) | BackendLook::State(XenbusState::Closing)
-        );
-        match restart {
-            Some(fe_state) if closed => {
-                let newly_closed = previous != Some(look);
-                if newly_closed && look == BackendLook::State(XenbusState::Closed) && restarts < 3 {
-                    restarts += 1;
-                    store.write(
-                        NO_TX,
-                        fe_state,
-                        XenbusState::Initialising.as_str().as_bytes(),
-                    )?;
-                }
-            }
-            _ => {
-                if let Some(e) = backend_failure(look, info) {
-                    return Err(e);
-                }
-            }
-        }
-        previous = Some(look);
-        if store.next_event(deadline)?.is_none() {
-            let now = match look {
-                BackendLook::State(s) => crate::admin::state_label(s).to_string(),
-                other => format!("{other:?}"),
-            };
-            return Err(Error::DeadlineExceeded(format!(
-                "backend {} did not reach {} (it is {now}); is the service VM serving domain {}?",
-                info.backend,
-                crate::admin::state_label(wanted),
-                info.server
-            )));
-        }
-    }
-}
-
 /// Client-side counters of one connection.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ClientStats {
     pub calls_started: u64,
     pub calls_ok: u64,
@@ -272,190 +87,6 @@ impl<C: EventChannel> ChannelNotify<'_, C> {
         *self.1 += 1;
         self.0.notify()
     }
-}
-
-/// Connects device `options.devid` of this domain to its server.
-pub fn connect<D: XenDevices>(
-    devices: &D,
-    mut store: Box<dyn Xenstore>,
-    options: &ConnectOptions,
-) -> Result<Connection<D>> {
-    let deadline = Instant::now() + options.handshake_timeout;
-    let geometry = RingGeometry::new(options.slots).map_err(|_| {
-        Error::BadArguments(format!(
-            "{} ring slots: use a power of two in 16..=1024",
-            options.slots
-        ))
-    })?;
-    let info = find_device(store.as_mut(), options.devid)?;
-    let fe_state = format!("{}/{}", info.frontend, key::STATE);
-    let be_state = format!("{}/{}", info.backend, key::STATE);
-
-    store.watch(&be_state, BACKEND_TOKEN)?;
-    // (Re)start the handshake: a server left Closed by an earlier session goes back to InitWait
-    // when it sees Initialising. Written even if it already says so: the write fires the
-    // server's watch, which an unchanged value left by a crashed client would not.
-    store.write(
-        NO_TX,
-        &fe_state,
-        XenbusState::Initialising.as_str().as_bytes(),
-    )?;
-    wait_backend(
-        store.as_mut(),
-        &info,
-        XenbusState::InitWait,
-        deadline,
-        Some(&fe_state),
-    )?;
-
-    let max_pages_key = format!("{}/{}", info.backend, key::MAX_PAGES);
-    let max_pages = store
-        .read(NO_TX, &max_pages_key)?
-        .ok_or_else(|| Error::Protocol(format!("{max_pages_key} missing in InitWait")))?;
-    let max_pages = rv::parse_decimal(&max_pages, rv::MAX_PAGES as u32)
-        .map_err(|e| Error::Protocol(format!("{max_pages_key}: {e}")))?
-        as usize;
-    let protocol_key = format!("{}/{}", info.backend, key::PROTOCOL);
-    let protocol = store.read(NO_TX, &protocol_key)?.unwrap_or_default();
-    rv::check_protocol(&protocol).map_err(|e| Error::Protocol(format!("{protocol_key}: {e}")))?;
-
-    let ring_pages = geometry.region_pages();
-    let total = ring_pages + options.data_pages;
-    if total > max_pages {
-        return Err(Error::BadArguments(format!(
-            "{ring_pages} ring + {} data pages exceed the server's max-pages {max_pages}",
-            options.data_pages
-        )));
-    }
-    let pages = Arc::new(devices.grant_pages(info.server, total, true)?);
-    let refs = pages.grant_refs().to_vec();
-    if refs.len() != total {
-        return Err(Error::Protocol(format!(
-            "{} grant refs for {total} pages",
-            refs.len()
-        )));
-    }
-    let ring = Window::new(pages.clone(), 0, ring_pages)
-        .ok_or_else(|| Error::Protocol("ring window".into()))?;
-    let data = Window::new(pages.clone(), ring_pages, options.data_pages)
-        .ok_or_else(|| Error::Protocol("data window".into()))?;
-    let client = ClientConnection::new(ring, data, geometry, options.max_in_flight)
-        .map_err(|e| Error::BadArguments(format!("connection set-up: {e:?}")))?;
-
-    let index = devices.grant_pages(info.server, 1, false)?;
-    let index_ref = *index
-        .grant_refs()
-        .first()
-        .ok_or_else(|| Error::Protocol("no grant ref for the index page".into()))?;
-    write_index_page(&index, &refs[..ring_pages], &refs[ring_pages..])?;
-    let channel = devices.alloc_unbound(info.server)?;
-    // If this process dies or lets go of the pages, the server hears of it at once.
-    devices.notify_on_release(&pages, ctrl::CLIENT_ALIVE, &channel)?;
-    let ping = if options.ping_channel {
-        Some(devices.alloc_unbound(info.server)?)
-    } else {
-        None
-    };
-    let ping_port = ping.as_ref().map(|p| p.port());
-
-    let frontend = info.frontend.clone();
-    let port = channel.port();
-    in_transaction(store.as_mut(), 8, |s, tx| {
-        s.write(
-            tx,
-            &format!("{frontend}/{}", key::INDEX_REF),
-            index_ref.to_string().as_bytes(),
-        )?;
-        s.write(
-            tx,
-            &format!("{frontend}/{}", key::EVENT_CHANNEL),
-            port.to_string().as_bytes(),
-        )?;
-        s.write(
-            tx,
-            &format!("{frontend}/{}", key::PROTOCOL),
-            rv::PROTOCOL.as_bytes(),
-        )?;
-        let ping_key = format!("{frontend}/{}", key::PING_EVENT_CHANNEL);
-        match ping_port {
-            Some(p) => s.write(tx, &ping_key, p.to_string().as_bytes())?,
-            // Left over from an earlier session that asked for one.
-            None => s.rm(tx, &ping_key)?,
-        }
-        s.write(
-            tx,
-            &format!("{frontend}/{}", key::STATE),
-            XenbusState::Initialised.as_str().as_bytes(),
-        )
-    })?;
-    if let Err(e) = wait_backend(
-        store.as_mut(),
-        &info,
-        XenbusState::Connected,
-        deadline,
-        None,
-    ) {
-        // Tell the server we give up, so it does not keep our pages mapped.
-        let _ = store.write(NO_TX, &fe_state, XenbusState::Closed.as_str().as_bytes());
-        return Err(match e {
-            Error::ServerClosed => Error::Protocol(format!(
-                "the server refused the connection ({} went to Closed; see the service VM's log)",
-                info.backend
-            )),
-            other => other,
-        });
-    }
-    store.write(NO_TX, &fe_state, XenbusState::Connected.as_str().as_bytes())?;
-    Ok(Connection {
-        info,
-        client,
-        channel,
-        ping,
-        store,
-        _index: index,
-        ring_refs: refs[..ring_pages].to_vec(),
-        index_ref,
-        stash: HashMap::new(),
-        abandoned: HashSet::new(),
-        sent_at: HashMap::new(),
-        call_timeout: Duration::from_secs(5),
-        server_clock: ServerClock::new(Instant::now()),
-        spin: options.spin,
-        failed: None,
-        closed: false,
-        stats: ClientStats::default(),
-        geometry,
-        data_pages: options.data_pages,
-    })
-}
-
-/// Writes the index page through the shared mapping (atomic stores only: the server may read
-/// it at any time once granted).
-fn write_index_page<P: GrantedPages>(
-    index: &P,
-    ring_refs: &[u32],
-    data_refs: &[u32],
-) -> Result<()> {
-    // The one codec of the contract (docs/rendezvous.md): header, ring refs, data refs.
-    let page = rv::Index::build(ring_refs, data_refs)
-        .map_err(|e| Error::BadArguments(format!("index page: {e}")))?;
-    if index.len() < PAGE_SIZE {
-        return Err(Error::Protocol(
-            "index page mapping shorter than a page".into(),
-        ));
-    }
-    for (i, word) in page.chunks_exact(4).enumerate() {
-        let value = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-        // SAFETY: `i * 4 < PAGE_SIZE <= index.len()`, the mapping is page aligned so the word
-        // is aligned, and it stays mapped while `index` lives; shared memory is only accessed
-        // atomically (never through a reference).
-        let cell = unsafe {
-            std::sync::atomic::AtomicU32::from_ptr(index.base().add(i * 4).cast::<u32>())
-        };
-        cell.store(value, Ordering::Relaxed);
-    }
-    std::sync::atomic::fence(Ordering::Release);
-    Ok(())
 }
 
 impl<D: XenDevices> Connection<D> {
@@ -708,11 +339,38 @@ impl<D: XenDevices> Connection<D> {
         timeout: Duration,
     ) -> Result<Reply<R>> {
         let deadline = Instant::now() + timeout;
-        let pending = match self.server_deadline_for(call.request(), deadline) {
-            Some(at) => self.submit(&call.with_deadline_ns(at))?,
-            None => self.submit(call)?,
-        };
+        let pending = self.submit_with_deadline(call, deadline)?;
         self.wait(pending, deadline)
+    }
+
+    /// Like [`Self::call`], but gives the completion as the server wrote it: any status, the
+    /// inline bytes undecoded (for callers that decode replies themselves).
+    pub fn call_completion<R>(
+        &mut self,
+        call: &TypedCall<'_, R>,
+        timeout: Duration,
+    ) -> Result<Completion> {
+        let deadline = Instant::now() + timeout;
+        let pending = self.submit_with_deadline(call, deadline)?;
+        let completion = self.wait_completion(pending.call_id(), deadline)?;
+        if completion.status == xenrpc_proto::Status::Ok {
+            self.stats.calls_ok += 1;
+        } else {
+            self.stats.calls_remote_error += 1;
+        }
+        Ok(completion)
+    }
+
+    /// Submits `call`, which the caller waits for until `deadline`.
+    fn submit_with_deadline<R>(
+        &mut self,
+        call: &TypedCall<'_, R>,
+        deadline: Instant,
+    ) -> Result<Pending<R>> {
+        match self.server_deadline_for(call.request(), deadline) {
+            Some(at) => self.submit(&call.with_deadline_ns(at)),
+            None => self.submit(call),
+        }
     }
 
     /// Once an answer has shown the server's clock, the server gets the deadline too: a call
@@ -833,10 +491,7 @@ impl<D: XenDevices> Connection<D> {
                 _ => {}
             }
             if self.store.next_event(deadline)?.is_none() {
-                let now = match look {
-                    BackendLook::State(s) => crate::admin::state_label(s).to_string(),
-                    other => format!("{other:?}"),
-                };
+                let now = look.label();
                 return Ok(CloseOutcome::Unacknowledged(format!(
                     "the server did not confirm the close within {:.1} s ({} is still {now}); \
                      this side is Closed, so the server tears the connection down when it \
@@ -877,37 +532,6 @@ impl<D: XenDevices> Notify for Connection<D> {
         // Best effort: a failed notify surfaces as a deadline on the call.
         let _ = self.channel.notify();
     }
-}
-
-/// One of this domain's xenrpc devices, as xenstore shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct OwnDevice {
-    pub devid: u32,
-    pub frontend_state: Option<String>,
-    pub backend_state: Option<String>,
-}
-
-/// Reads this domain's xenrpc devices (for `list` in a guest).
-pub fn list_own_devices(store: &mut dyn Xenstore) -> Result<Vec<OwnDevice>> {
-    let self_id = own_domid(store)?;
-    let dir = format!("/local/domain/{self_id}/device/{}", rv::DEVICE_TYPE);
-    let mut out = Vec::new();
-    for name in store.directory(NO_TX, &dir)?.unwrap_or_default() {
-        let Ok(devid) = rv::parse_decimal(name.as_bytes(), rv::DEVID_MAX) else {
-            continue;
-        };
-        let fe = read_text(store, NO_TX, &format!("{dir}/{name}/{}", key::STATE))?;
-        let be = match find_device(store, devid) {
-            Ok(info) => read_text(store, NO_TX, &format!("{}/{}", info.backend, key::STATE))?,
-            Err(_) => None,
-        };
-        out.push(OwnDevice {
-            devid,
-            frontend_state: fe,
-            backend_state: be,
-        });
-    }
-    Ok(out)
 }
 
 impl<D: XenDevices> Caller for Connection<D> {
