@@ -1,396 +1,341 @@
-//! `xenrpc call SERVICE.METHOD ARGS...`: parses the arguments of the methods it knows (all
-//! checked before connecting), makes the call over either transport and prints the answer.
+//! `xenrpc call SERVICE.METHOD [FIELD=VALUE | VALUE]... | '{JSON}'`: any method of any service
+//! the server reports, resolved at run time from introspection (every method's signature),
+//! the arguments checked against it before anything is sent; and `xenrpc describe`, which
+//! prints those signatures.
 
-use std::time::Instant;
+use std::path::PathBuf;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value as Json};
 
-use xenrpc_cli::endpoint::{Endpoint, RawCall};
 use xenrpc_cli::error::bad;
 use xenrpc_cli::{CliError, Output, Result};
-use xenrpc_host::services::{selftest, SleepArgs};
-use xenrpc_proto::services::introspection::{self, ServiceEntry, ServiceQuery};
-use xenrpc_proto::services::{arith, echo, kv};
-use xenrpc_proto::ServiceInfo;
+use xenrpc_proto::signature::directory::{
+    self, call_by_signature, LookupError, RemoteMethod, RemoteService,
+};
+use xenrpc_proto::signature::{decode_hex, RemoteShape, Value};
+use xenrpc_proto::Caller;
 
-use crate::introspect::{self as intro, name_of, SERVICES};
-
-/// A call whose arguments have been parsed.
-enum Prepared {
-    Ping,
-    Inline(echo::InlineBytes),
-    Ool(Vec<u8>),
-    Arith(
-        fn(&arith::Operands) -> xenrpc_proto::TypedCall<'_, arith::Value>,
-        arith::Operands,
-    ),
-    KvPut(kv::Key, Vec<u8>),
-    KvGet(kv::Key),
-    KvDelete(kv::Key),
-    KvList(u32),
-    Services,
-    Describe(u32),
-    Methods(u32),
-    ServerStats,
-    AdminStats,
-    Sleep(u32),
-    Panic,
+/// What `call` was given besides the method.
+pub struct CallArgs {
+    /// `FIELD=VALUE`, plain `VALUE`s in field order, or one JSON object.
+    pub fields: Vec<String>,
+    /// Bytes for a method that takes bytes.
+    pub data: Option<Vec<u8>>,
+    /// Where returned bytes go (instead of stdout).
+    pub out: Option<PathBuf>,
+    /// Print returned bytes as hex even when they are text.
+    pub hex: bool,
+    /// Room for returned bytes (default: as much as the connection has).
+    pub capacity: Option<usize>,
 }
 
-fn expect_args(args: &[String], n: usize, usage: &str) -> Result<()> {
-    if args.len() != n {
-        return Err(bad(format!("expected {n} argument(s): {usage}")));
+/// Maps a lookup error to the CLI's: unknown names and bad fields are the caller's mistake.
+fn lookup<E: Into<CliError> + std::fmt::Display>(e: LookupError<E>) -> CliError {
+    match e {
+        LookupError::Transport(e) => e.into(),
+        LookupError::Introspection(status) => CliError::Remote(status),
+        LookupError::Malformed(why) => CliError::Protocol(why),
+        other => bad(other.to_string()),
     }
-    Ok(())
 }
 
-fn int(arg: &str) -> Result<i64> {
-    arg.parse()
-        .map_err(|_| bad(format!("\"{arg}\" is not a 64-bit integer")))
-}
-
-fn kv_key(arg: &str) -> Result<kv::Key> {
-    kv::Key::new(arg.as_bytes())
-        .ok_or_else(|| bad(format!("key must be 1..={} bytes", kv::MAX_KEY_LEN)))
-}
-
-/// Every `SERVICE.METHOD` the CLI knows, for error messages.
-fn known() -> String {
-    SERVICES
-        .iter()
-        .flat_map(|s| {
-            s.methods
-                .iter()
-                .map(move |m| format!("{}.{}", s.name, m.name))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn find_method(spec: &str) -> Result<(&'static ServiceInfo, &'static str)> {
-    let (service, method) = spec.split_once('.').ok_or_else(|| {
-        bad(format!(
-            "\"{spec}\" is not SERVICE.METHOD; known: {}",
-            known()
-        ))
-    })?;
-    let info = SERVICES
-        .iter()
-        .find(|s| s.name == service)
-        .ok_or_else(|| bad(format!("unknown service \"{service}\"; known: {}", known())))?;
-    let m = info
-        .methods
-        .iter()
-        .find(|m| m.name == method)
-        .ok_or_else(|| bad(format!("unknown method \"{spec}\"; known: {}", known())))?;
-    Ok((info, m.name))
-}
-
-/// A service named or numbered on the command line.
-fn service_id(args: &[String]) -> Result<u32> {
-    expect_args(args, 1, "SERVICE (name or id)")?;
-    if let Ok(id) = args[0].parse::<u32>() {
-        return Ok(id);
-    }
-    SERVICES
-        .iter()
-        .find(|s| s.name == args[0])
-        .map(|s| s.id)
-        .ok_or_else(|| bad(format!("unknown service \"{}\"", args[0])))
-}
-
-fn prepare(service: &str, method: &str, args: &[String]) -> Result<Prepared> {
-    let arith_ops = |args: &[String]| -> Result<arith::Operands> {
-        expect_args(args, 2, "A B")?;
-        Ok(arith::Operands {
-            a: int(&args[0])?,
-            b: int(&args[1])?,
-        })
-    };
-    let none = |p: Prepared| expect_args(args, 0, "no arguments").map(|()| p);
-    Ok(match (service, method) {
-        ("echo", "ping") => none(Prepared::Ping)?,
-        ("echo", "echo_inline") => {
-            expect_args(args, 1, "TEXT")?;
-            Prepared::Inline(
-                echo::InlineBytes::new(args[0].as_bytes()).ok_or_else(|| {
-                    bad(format!("text longer than {} bytes", echo::INLINE_BYTES_MAX))
-                })?,
-            )
-        }
-        ("echo", "echo_ool") => {
-            expect_args(args, 1, "TEXT").map(|()| Prepared::Ool(args[0].as_bytes().to_vec()))?
-        }
-        ("arith", "add") => Prepared::Arith(arith::client::add, arith_ops(args)?),
-        ("arith", "mul") => Prepared::Arith(arith::client::mul, arith_ops(args)?),
-        ("arith", "div") => Prepared::Arith(arith::client::div, arith_ops(args)?),
-        ("kv", "put") => {
-            expect_args(args, 2, "KEY VALUE")?;
-            if args[1].len() > kv::MAX_VALUE_LEN {
-                return Err(bad(format!(
-                    "value longer than {} bytes",
-                    kv::MAX_VALUE_LEN
-                )));
-            }
-            Prepared::KvPut(kv_key(&args[0])?, args[1].as_bytes().to_vec())
-        }
-        ("kv", "get") => expect_args(args, 1, "KEY")
-            .and_then(|()| kv_key(&args[0]))
-            .map(Prepared::KvGet)?,
-        ("kv", "delete") => expect_args(args, 1, "KEY")
-            .and_then(|()| kv_key(&args[0]))
-            .map(Prepared::KvDelete)?,
-        ("kv", "list") => match args {
-            [] => Prepared::KvList(0),
-            [skip] => Prepared::KvList(skip.parse().map_err(|_| bad("SKIP must be a number"))?),
-            _ => return Err(bad("expected [SKIP]")),
-        },
-        ("introspection", "list_services") => none(Prepared::Services)?,
-        ("introspection", "describe_service") => Prepared::Describe(service_id(args)?),
-        ("introspection", "list_methods") => Prepared::Methods(service_id(args)?),
-        ("introspection", "list_stats") => none(Prepared::ServerStats)?,
-        ("admin", "stats") => none(Prepared::AdminStats)?,
-        ("selftest", "sleep") => {
-            expect_args(args, 1, "MILLISECONDS")?;
-            Prepared::Sleep(
-                args[0]
-                    .parse()
-                    .map_err(|_| bad(format!("\"{}\" is not a number of milliseconds", args[0])))?,
-            )
-        }
-        ("selftest", "panic") => none(Prepared::Panic)?,
-        _ => return Err(bad(format!("{service}.{method} has no command-line form"))),
-    })
-}
-
-/// `xenrpc call`: parses, connects, calls, prints.
-pub fn call(
-    open: impl FnOnce() -> Result<Box<dyn Endpoint>>,
-    spec: &str,
-    args: &[String],
-) -> Result<Output> {
-    let (info, method) = find_method(spec)?;
-    let name = format!("{}.{method}", info.name);
-    // The arguments are checked before anything connects.
-    let prepared = prepare(info.name, method, args)?;
-    let mut endpoint = open()?;
-    let (text, result) = run(endpoint.as_mut(), prepared)?;
-    endpoint.close()?;
-    Ok(Output::ok(
-        format!("{text}\n"),
-        json!({"ok": true, "call": name, "args": args, "result": result}),
-    ))
-}
-
-/// A service entry as text and JSON.
-fn service_entry(e: &ServiceEntry) -> (String, Value) {
-    let name = name_of(&e.name);
-    (
-        format!(
-            "{} {name} v{} ({} methods)",
-            e.id, e.version, e.method_count
-        ),
-        json!({"id": e.id, "name": name, "version": e.version, "methods": e.method_count}),
-    )
-}
-
-/// Out-of-line bytes as text; `what` claimed `len` of them.
-fn ool_text(bytes: &[u8], len: u32, what: &str) -> Result<String> {
-    if len as usize != bytes.len() {
-        return Err(CliError::Protocol(format!(
-            "{what} says {len} bytes, wrote {}",
-            bytes.len()
-        )));
-    }
-    Ok(String::from_utf8_lossy(bytes).into_owned())
-}
-
-/// Makes the call; its answer as text and JSON.
-fn run(e: &mut dyn Endpoint, prepared: Prepared) -> Result<(String, Value)> {
-    Ok(match prepared {
-        Prepared::Ping => {
-            let start = Instant::now();
-            e.call_raw(&RawCall::of(&echo::client::ping(&())))?.ok()?;
-            let us = start.elapsed().as_secs_f64() * 1e6;
-            (format!("pong ({us:.1} µs)"), json!({"round_trip_us": us}))
-        }
-        Prepared::Inline(bytes) => {
-            let reply = e.call_raw(&RawCall::of(&echo::client::echo_inline(&bytes)))?;
-            let back: echo::InlineBytes = reply.ok()?.value()?;
-            let back = back
-                .bytes()
-                .ok_or_else(|| CliError::Protocol("echoed length out of range".into()))?;
-            let s = String::from_utf8_lossy(back).into_owned();
-            (s.clone(), json!({"text": s}))
-        }
-        Prepared::Ool(bytes) => {
-            let call = RawCall::of(&echo::client::echo_ool(&()))
-                .ool_in(&bytes)
-                .ool_out(bytes.len());
-            let reply = e.call_raw(&call)?.ok()?;
-            let len: echo::OolLen = reply.value()?;
-            let s = ool_text(&reply.ool_out, len.len, "echo_ool")?;
-            (s.clone(), json!({"text": s, "bytes": reply.ool_out.len()}))
-        }
-        Prepared::Arith(stub, ops) => {
-            let value: arith::Value = e.call_raw(&RawCall::of(&stub(&ops)))?.ok()?.value()?;
-            (value.value.to_string(), json!({"value": value.value}))
-        }
-        Prepared::KvPut(key, value) => {
-            let call = RawCall::of(&kv::client::put(&key)).ool_in(&value);
-            e.call_raw(&call)?.ok()?;
-            ("stored".into(), json!({"stored": true}))
-        }
-        Prepared::KvGet(key) => {
-            let window = kv::MAX_VALUE_LEN.min(e.data_len());
-            let reply = e
-                .call_raw(&RawCall::of(&kv::client::get(&key)).ool_out(window))?
-                .ok()?;
-            let info: kv::ValueInfo = reply.value()?;
-            if info.found == 0 {
-                ("(not found)".into(), json!({"found": false}))
-            } else {
-                let s = ool_text(&reply.ool_out, info.len, "kv.get")?;
-                (s.clone(), json!({"found": true, "value": s}))
-            }
-        }
-        Prepared::KvDelete(key) => {
-            let reply = e.call_raw(&RawCall::of(&kv::client::delete(&key)))?.ok()?;
-            let existed = reply.value::<kv::Existed>()?.existed != 0;
-            (
-                (if existed { "deleted" } else { "(not found)" }).into(),
-                json!({"existed": existed}),
-            )
-        }
-        Prepared::KvList(skip) => {
-            let call = RawCall::of(&kv::client::list(&kv::ListArgs { skip }))
-                .ool_out(intro::listing_window(e));
-            let reply = e.call_raw(&call)?.ok()?;
-            let list: kv::KeyList = reply.value()?;
-            let keys = parse_key_records(&reply.ool_out, list.written, list.bytes)?;
-            (keys.join("\n"), json!({"keys": keys, "total": list.total}))
-        }
-        Prepared::ServerStats => {
-            let (text, value) = intro::server_stats(e)?;
-            (text.trim_end().to_string(), json!({"stats": value}))
-        }
-        Prepared::Services => {
-            let (lines, list): (Vec<String>, Vec<Value>) =
-                intro::services(e)?.iter().map(service_entry).unzip();
-            (lines.join("\n"), json!({"services": list}))
-        }
-        Prepared::Describe(id) => {
-            let call = RawCall::of(&introspection::client::describe_service(&ServiceQuery {
-                id,
-            }));
-            service_entry(&e.call_raw(&call)?.ok()?.value()?)
-        }
-        Prepared::Methods(id) => {
-            let entries = intro::methods(e, id)?;
-            let list: Vec<Value> = entries
-                .iter()
-                .map(|m| json!({"id": m.id, "name": name_of(&m.name)}))
+/// The `(field, text)` pairs of the command line: `name=value` words, plain values (in field
+/// order), or a single JSON object.
+fn field_values(words: &[String]) -> Result<Vec<(String, String)>> {
+    if let [only] = words {
+        if only.trim_start().starts_with('{') {
+            let object: Map<String, Json> = serde_json::from_str(only)
+                .map_err(|e| bad(format!("the fields are not a JSON object: {e}")))?;
+            return object
+                .into_iter()
+                .map(|(name, value)| Ok((name.clone(), json_text(&name, &value)?)))
                 .collect();
-            (
-                entries
-                    .iter()
-                    .map(|m| format!("{} {}", m.id, name_of(&m.name)))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                json!({"methods": list}),
-            )
         }
-        Prepared::AdminStats => {
-            let stats = intro::admin_stats(e)?;
-            (intro::admin_text(&stats), intro::admin_json(&stats))
-        }
-        Prepared::Sleep(millis) => {
-            let call = RawCall::of(&selftest::client::sleep(&SleepArgs { millis }));
-            e.call_raw(&call)?.ok()?;
-            ("slept".into(), json!({"slept_ms": millis}))
-        }
-        Prepared::Panic => {
-            e.call_raw(&RawCall::of(&selftest::client::panic(&())))?
-                .ok()?;
-            ("returned".into(), json!({"returned": true}))
-        }
-    })
+    }
+    Ok(words
+        .iter()
+        .map(|word| match word.split_once('=') {
+            Some((name, value)) if is_field_name(name) => (name.to_string(), value.to_string()),
+            _ => (String::new(), word.clone()),
+        })
+        .collect())
 }
 
-/// Parses kv.list records (u32 length + key bytes), checking them against the reply.
-fn parse_key_records(bytes: &[u8], count: u32, total_bytes: u32) -> Result<Vec<String>> {
-    if total_bytes as usize > bytes.len() {
-        return Err(CliError::Protocol(format!(
-            "kv.list claims {total_bytes} bytes, {} written",
-            bytes.len()
-        )));
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A JSON value as the text `RemoteShape::encode` parses.
+fn json_text(name: &str, value: &Json) -> Result<String> {
+    match value {
+        Json::Number(n) => Ok(n.to_string()),
+        Json::String(s) => Ok(s.clone()),
+        Json::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Json::Number(n) => Ok(n.to_string()),
+                _ => Err(bad(format!("field \"{name}\": arrays hold numbers"))),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(|items| items.join(",")),
+        _ => Err(bad(format!(
+            "field \"{name}\": {value} is not a number, string or array of numbers"
+        ))),
     }
-    let mut rest = &bytes[..total_bytes as usize];
-    let mut keys = Vec::new();
-    for _ in 0..count {
-        let (len, tail) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| CliError::Protocol("kv.list record truncated".into()))?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if len == 0 || len > kv::MAX_KEY_LEN || len > tail.len() {
-            return Err(CliError::Protocol(format!(
-                "kv.list key length {len} out of range"
-            )));
+}
+
+/// Bytes as text when they are (printable UTF-8), else `hex:...`.
+pub fn bytes_text(bytes: &[u8], force_hex: bool) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text)
+            if !force_hex
+                && text
+                    .chars()
+                    .all(|c| !c.is_control() || c == '\n' || c == '\t') =>
+        {
+            text.to_string()
         }
-        keys.push(String::from_utf8_lossy(&tail[..len]).into_owned());
-        rest = &tail[len..];
+        _ => format!("hex:{}", hex(bytes)),
     }
-    Ok(keys)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A byte-array field's bytes without the zero padding of a fixed-size name (when what is
+/// left is text, the padding is not shown).
+fn field_bytes(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if bytes[..end].contains(&0) {
+        bytes
+    } else {
+        &bytes[..end]
+    }
+}
+
+fn value_text(value: &Value, force_hex: bool) -> String {
+    match value {
+        Value::Unsigned(n) => n.to_string(),
+        Value::Signed(n) => n.to_string(),
+        Value::Bytes(b) => bytes_text(field_bytes(b), force_hex),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(|v| value_text(v, force_hex)).collect();
+            format!("[{}]", items.join(", "))
+        }
+    }
+}
+
+fn value_json(value: &Value) -> Json {
+    match value {
+        Value::Unsigned(n) => json!(n),
+        Value::Signed(n) => json!(n),
+        Value::Bytes(b) => json!(bytes_text(field_bytes(b), false)),
+        Value::Array(items) => Json::Array(items.iter().map(value_json).collect()),
+    }
+}
+
+/// The result fields a person is shown: a `len` the shape implies is left out.
+fn visible<'v>(shape: &RemoteShape, fields: &'v [(String, Value)]) -> Vec<&'v (String, Value)> {
+    let shown: Vec<&str> = shape.input_fields().map(|f| f.name.as_str()).collect();
+    fields
+        .iter()
+        .filter(|(name, _)| shown.contains(&name.as_str()))
+        .collect()
+}
+
+/// Reads `--data-file`, or decodes `--data-hex`, or takes `--data`.
+pub fn data_bytes(
+    text: Option<String>,
+    file: Option<PathBuf>,
+    hex: Option<String>,
+) -> Result<Option<Vec<u8>>> {
+    match (text, file, hex) {
+        (None, None, None) => Ok(None),
+        (Some(text), None, None) => Ok(Some(text.into_bytes())),
+        (None, Some(file), None) => std::fs::read(&file)
+            .map(Some)
+            .map_err(|e| bad(format!("cannot read --data-file {}: {e}", file.display()))),
+        (None, None, Some(hex)) => decode_hex(&hex)
+            .map(Some)
+            .ok_or_else(|| bad(format!("--data-hex \"{hex}\" is not hex digits"))),
+        _ => Err(bad("give at most one of --data, --data-file, --data-hex")),
+    }
+}
+
+/// `xenrpc call`: resolves `spec`, checks the fields, calls, prints the answer.
+pub fn call<C>(caller: &mut C, spec: &str, args: &CallArgs) -> Result<Output>
+where
+    C: Caller + ?Sized,
+    C::Error: Into<CliError> + std::fmt::Display,
+{
+    let (service, method) = directory::resolve(caller, spec).map_err(lookup)?;
+    let signature = &method.signature;
+    let values = field_values(&args.fields)?;
+    let pairs: Vec<(&str, &str)> = values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // Checked here too, so a bad field is named before anything is sent.
+    signature
+        .args
+        .encode(&pairs)
+        .map_err(|e| bad(format!("{spec}: {e}")))?;
+    let input = match (&args.data, signature.bytes_in) {
+        (Some(data), true) => data.as_slice(),
+        (None, _) => &[],
+        (Some(_), false) => return Err(bad(format!("{spec} takes no bytes: drop --data"))),
+    };
+    if args.out.is_some() && !signature.bytes_out {
+        return Err(bad(format!("{spec} returns no bytes: drop --out")));
+    }
+    let reply = call_by_signature(caller, &service, &method, &pairs, input, args.capacity)
+        .map_err(lookup)?;
+    if reply.status != xenrpc_proto::Status::Ok {
+        return Err(CliError::Remote(reply.status));
+    }
+    render(&service, &method, &reply.fields, &reply.bytes, args)
+}
+
+fn render(
+    service: &RemoteService,
+    method: &RemoteMethod,
+    fields: &[(String, Value)],
+    bytes: &[u8],
+    args: &CallArgs,
+) -> Result<Output> {
+    let signature = &method.signature;
+    let shown = visible(&signature.result, fields);
+    let mut text = String::new();
+    let mut result = Map::new();
+    for (name, value) in fields {
+        result.insert(name.clone(), value_json(value));
+    }
+    let mut value = json!({
+        "ok": true,
+        "service": service.name,
+        "method": method.name,
+        "status": "Ok",
+        "result": result,
+    });
+    if shown.len() == 1 && !signature.bytes_out {
+        text.push_str(&value_text(&shown[0].1, args.hex));
+        text.push('\n');
+    } else {
+        for (name, v) in &shown {
+            text.push_str(&format!("{name}={}\n", value_text(v, args.hex)));
+        }
+    }
+    if signature.bytes_out {
+        match &args.out {
+            Some(path) => {
+                std::fs::write(path, bytes)
+                    .map_err(|e| bad(format!("cannot write --out {}: {e}", path.display())))?;
+                text.push_str(&format!(
+                    "({} bytes written to {})\n",
+                    bytes.len(),
+                    path.display()
+                ));
+                value["bytes"] = json!({"len": bytes.len(), "file": path.display().to_string()});
+            }
+            None => {
+                if !bytes.is_empty() {
+                    text.push_str(&bytes_text(bytes, args.hex));
+                    text.push('\n');
+                }
+                value["bytes"] = json!({"len": bytes.len(), "data": bytes_text(bytes, args.hex)});
+            }
+        }
+    }
+    Ok(Output::ok(text, value))
+}
+
+/// `xenrpc describe [SERVICE]`: the signatures of every method of SERVICE (or of every
+/// service).
+pub fn describe<C>(caller: &mut C, only: Option<&str>) -> Result<Output>
+where
+    C: Caller + ?Sized,
+    C::Error: Into<CliError> + std::fmt::Display,
+{
+    let services = match only {
+        Some(name) => vec![directory::find_service(caller, name).map_err(lookup)?],
+        None => directory::list_services(caller).map_err(lookup)?,
+    };
+    let mut text = String::new();
+    let mut listed = Vec::new();
+    for service in services {
+        let methods = directory::list_methods(caller, &service).map_err(lookup)?;
+        text.push_str(&format!(
+            "{} {} v{}\n",
+            service.id, service.name, service.version
+        ));
+        let mut json_methods = Vec::new();
+        for m in &methods {
+            text.push_str(&format!("  {} {} {}\n", m.id, m.name, m.signature));
+            json_methods.push(json!({
+                "id": m.id,
+                "name": m.name,
+                "signature": m.signature.to_string(),
+                "bytes_in": m.signature.bytes_in,
+                "bytes_out": m.signature.bytes_out,
+            }));
+        }
+        listed.push(json!({
+            "id": service.id,
+            "name": service.name,
+            "version": service.version,
+            "methods": json_methods,
+        }));
+    }
+    Ok(Output::ok(text, json!({ "ok": true, "services": listed })))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn words(args: &[&str]) -> Vec<String> {
-        args.iter().map(|a| a.to_string()).collect()
-    }
-
     #[test]
-    fn arguments_are_checked_before_connecting() {
-        let never = || -> Result<Box<dyn Endpoint>> { panic!("connected for a bad command line") };
-        for (spec, args, message) in [
-            ("arith.add", &["1"][..], "expected 2 argument(s): A B"),
-            (
-                "arith.add",
-                &["1", "x"][..],
-                "\"x\" is not a 64-bit integer",
-            ),
-            ("kv.get", &[""][..], "key must be 1..=64 bytes"),
-            ("echo.nope", &[][..], "unknown method \"echo.nope\""),
-            ("ping", &[][..], "\"ping\" is not SERVICE.METHOD"),
-            (
-                "selftest.sleep",
-                &["soon"][..],
-                "\"soon\" is not a number of milliseconds",
-            ),
-        ] {
-            let err = call(never, spec, &words(args)).err().unwrap();
-            assert_eq!(err.exit_status(), 2, "{spec}: {err}");
-            assert!(err.to_string().contains(message), "{spec}: {err}");
-        }
-    }
-
-    #[test]
-    fn kv_list_records_are_checked() {
-        let mut bytes = Vec::new();
-        for key in ["colour", "shape"] {
-            bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(key.as_bytes());
-        }
-        let n = bytes.len() as u32;
+    fn words_become_fields_by_name_or_in_order_or_from_json() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            parse_key_records(&bytes, 2, n).unwrap(),
-            ["colour", "shape"]
+            field_values(&words(&["a=40", "2", "text=x=y"])).unwrap(),
+            [
+                ("a".into(), "40".into()),
+                ("".into(), "2".into()),
+                ("text".into(), "x=y".into())
+            ]
         );
-        assert!(parse_key_records(&bytes, 2, n + 1).is_err());
-        assert!(parse_key_records(&bytes, 3, n).is_err());
-        bytes[0] = 0;
-        assert!(parse_key_records(&bytes, 2, n).is_err());
+        // A value that merely contains `=` is positional.
+        assert_eq!(
+            field_values(&words(&["a b=c"])).unwrap(),
+            [("".into(), "a b=c".into())]
+        );
+        assert_eq!(
+            field_values(&words(&[
+                r#"{"a": 40, "b": -2, "key": "k", "list": [1, 2]}"#
+            ]))
+            .unwrap(),
+            [
+                ("a".into(), "40".into()),
+                ("b".into(), "-2".into()),
+                ("key".into(), "k".into()),
+                ("list".into(), "1,2".into())
+            ]
+        );
+        assert!(field_values(&words(&[r#"{"a": true}"#])).is_err());
+        assert!(field_values(&words(&["{not json"])).is_err());
+    }
+
+    #[test]
+    fn bytes_print_as_text_or_hex() {
+        assert_eq!(bytes_text(b"hello\n", false), "hello\n");
+        assert_eq!(bytes_text(&[0, 1, 0xff], false), "hex:0001ff");
+        assert_eq!(bytes_text(b"hi", true), "hex:6869");
+        assert_eq!(
+            data_bytes(None, None, Some("6869".into())).unwrap(),
+            Some(b"hi".to_vec())
+        );
+        assert!(data_bytes(Some("a".into()), None, Some("61".into())).is_err());
+        assert!(data_bytes(None, None, Some("6".into())).is_err());
     }
 }

@@ -124,6 +124,13 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
+impl From<xenrpc_proto::CallError> for CliError {
+    fn from(e: xenrpc_proto::CallError) -> CliError {
+        // The client library's wording, the same over both transports.
+        CliError::from(xenrpc_client::Error::from(e))
+    }
+}
+
 impl From<xenrpc_client::Error> for CliError {
     fn from(e: xenrpc_client::Error) -> CliError {
         use xenrpc_client::Error;

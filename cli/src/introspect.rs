@@ -63,7 +63,7 @@ pub fn records<T: FromBytes>(bytes: &[u8], count: u32) -> Result<Vec<T>> {
 /// A listing call (`introspection.list_*`): its records, checked against its [`ListReply`].
 fn list<T: FromBytes>(endpoint: &mut dyn Endpoint, call: RawCall) -> Result<Vec<T>> {
     let call = call.ool_out(listing_window(endpoint));
-    let reply = endpoint.call_raw(&call)?.ok()?;
+    let reply = endpoint.call_bytes(&call)?.ok()?;
     let head: ListReply = reply.value()?;
     records(&reply.ool_out, head.written)
 }
@@ -155,7 +155,7 @@ pub fn server_stats(endpoint: &mut dyn Endpoint) -> Result<(String, Value)> {
 /// The host server's connection counters (`admin.stats`, only for its admin uids).
 pub fn admin_stats(endpoint: &mut dyn Endpoint) -> Result<AdminStats> {
     endpoint
-        .call_raw(&RawCall::of(&admin::client::stats(&())))?
+        .call_bytes(&RawCall::of(&admin::client::stats(&())))?
         .ok()?
         .value()
 }

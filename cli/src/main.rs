@@ -71,12 +71,38 @@ enum Command {
         #[arg(long)]
         no_services: bool,
     },
-    /// Call SERVICE.METHOD with ARGS, e.g. `arith.add 40 2`, `echo.echo_inline hi`, `kv.get k`.
+    /// Call SERVICE.METHOD of any service the server reports, its fields given as
+    /// `FIELD=VALUE`, as values in field order, or as one JSON object: `arith.add 40 2`,
+    /// `arith.add a=40 b=2`, `kv.get k`, `kv.put k --data v`, `echo.echo_ool --data hi`.
     Call {
         #[command(flatten)]
         conn: ConnArgs,
         method: String,
-        args: Vec<String>,
+        fields: Vec<String>,
+        /// Bytes to send a method that takes bytes, as text.
+        #[arg(long, value_name = "TEXT")]
+        data: Option<String>,
+        /// Bytes to send, read from FILE.
+        #[arg(long, value_name = "FILE")]
+        data_file: Option<PathBuf>,
+        /// Bytes to send, as hex digits.
+        #[arg(long, value_name = "HEX")]
+        data_hex: Option<String>,
+        /// Write the bytes a method returns to FILE instead of printing them.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Print returned bytes as hex even when they are text.
+        #[arg(long)]
+        hex: bool,
+        /// Room for returned bytes (default: as much as the data pages hold).
+        #[arg(long, value_name = "BYTES")]
+        capacity: Option<usize>,
+    },
+    /// Print the signatures of every method of SERVICE (of every service without one).
+    Describe {
+        #[command(flatten)]
+        conn: ConnArgs,
+        service: Option<String>,
     },
     /// Connection details and counters after a probe of N pings.
     Stats {
@@ -115,6 +141,7 @@ impl Command {
             Command::Detach { .. } => "detach",
             Command::List { .. } => "list",
             Command::Call { .. } => "call",
+            Command::Describe { .. } => "describe",
             Command::Stats { .. } => "stats",
             Command::Bench { .. } => "bench",
             Command::SelftestDevices { .. } => "selftest-devices",
@@ -152,11 +179,9 @@ fn run(cli: Cli) -> Result<Output> {
             force,
         ),
         Command::List { conn, no_services } => admin_cmd::list(&conn, no_services),
-        Command::Call { conn, method, args } => call_cmd::call(
-            || Ok(Box::new(XenEndpoint::connect(&conn)?) as Box<dyn Endpoint>),
-            &method,
-            &args,
-        ),
+        Command::Call { .. } | Command::Describe { .. } => with_endpoint(cli.command, |conn| {
+            Ok(Box::new(XenEndpoint::connect(conn)?))
+        }),
         Command::Stats { conn, probe } => stats_cmd::xen(&conn, probe),
         Command::Bench {
             conn,
@@ -177,18 +202,59 @@ fn run(cli: Cli) -> Result<Output> {
     }
 }
 
+/// Runs `call` or `describe` over the endpoint `open` connects, checking what can be checked
+/// before connecting, and closes it.
+fn with_endpoint(
+    command: Command,
+    open: impl FnOnce(&ConnArgs) -> Result<Box<dyn Endpoint>>,
+) -> Result<Output> {
+    let output = match command {
+        Command::Call {
+            conn,
+            method,
+            fields,
+            data,
+            data_file,
+            data_hex,
+            out,
+            hex,
+            capacity,
+        } => {
+            let args = call_cmd::CallArgs {
+                fields,
+                data: call_cmd::data_bytes(data, data_file, data_hex)?,
+                out,
+                hex,
+                capacity,
+            };
+            let mut endpoint = open(&conn)?;
+            let output = call_cmd::call(endpoint.as_mut(), &method, &args)?;
+            endpoint.close()?;
+            output
+        }
+        Command::Describe { conn, service } => {
+            let mut endpoint = open(&conn)?;
+            let output = call_cmd::describe(endpoint.as_mut(), service.as_deref())?;
+            endpoint.close()?;
+            output
+        }
+        other => return Err(bad(format!("{} is not a call", other.name()))),
+    };
+    Ok(output)
+}
+
 /// The commands that make sense against a host server.
 fn run_host(socket: &std::path::Path, command: Command) -> Result<Output> {
     match command {
         Command::List { conn, .. } => admin_cmd::list_host(socket, &conn),
-        Command::Call { conn, method, args } => call_cmd::call(
-            || Ok(Box::new(HostEndpoint::connect(socket, &conn)?) as Box<dyn Endpoint>),
-            &method,
-            &args,
-        ),
+        command @ (Command::Call { .. } | Command::Describe { .. }) => {
+            with_endpoint(command, |conn| {
+                Ok(Box::new(HostEndpoint::connect(socket, conn)?))
+            })
+        }
         Command::Stats { conn, probe } => stats_cmd::host(socket, &conn, probe),
         other => Err(bad(format!(
-            "--socket works with list, call and stats; {} needs the Xen devices",
+            "--socket works with list, call, describe and stats; {} needs the Xen devices",
             other.name()
         ))),
     }
@@ -208,10 +274,15 @@ mod tests {
     fn the_testbed_invocations_parse() {
         Cli::command().debug_assert();
         match parse("call --connect-timeout-ms 30000 --timeout-ms 30000 arith.add 40 2").command {
-            Command::Call { conn, method, args } => {
+            Command::Call {
+                conn,
+                method,
+                fields,
+                ..
+            } => {
                 assert_eq!((conn.connect_timeout_ms, conn.timeout_ms), (30_000, 30_000));
                 assert_eq!(method, "arith.add");
-                assert_eq!(args, ["40", "2"]);
+                assert_eq!(fields, ["40", "2"]);
             }
             _ => panic!("not a call"),
         }
@@ -239,6 +310,10 @@ mod tests {
             "selftest-devices --grant-peer 0",
             "--socket /run/x.sock call echo.ping",
             "call --socket /run/x.sock echo.ping",
+            "call kv.put colour --data red",
+            "call counter.get_blob 10000 --out /tmp/blob --hex",
+            "describe mac",
+            "describe",
         ] {
             parse(line);
         }

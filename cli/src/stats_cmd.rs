@@ -21,7 +21,7 @@ fn probe(endpoint: &mut dyn Endpoint, probe: u32) -> Result<Latency> {
     let mut latencies: Vec<Duration> = Vec::with_capacity(probe as usize);
     for _ in 0..probe {
         let start = Instant::now();
-        endpoint.call_raw(&ping)?.ok()?;
+        endpoint.call_bytes(&ping)?.ok()?;
         latencies.push(start.elapsed());
     }
     Ok(percentiles(&mut latencies))

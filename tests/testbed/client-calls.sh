@@ -32,8 +32,9 @@ t_calls=$(tb_uptime)
 tb_wait_console client "client-guest: plan calls done" 360
 tb_time "guest calls plan" "$t_calls" "$(tb_uptime)"
 for cmd in "list" "call echo.ping" "call arith.add 40 2" "call echo.echo_inline hello-xenrpc" \
-    "call echo.echo_ool out-of-line-hello" "--json call introspection.list_services" \
-    "call kv.put greeting hello-kv" "call kv.get greeting" "call kv.list" "call kv.delete greeting" \
+    "call echo.echo_ool --data out-of-line-hello" "--json describe" \
+    "call kv.put greeting --data hello-kv" "call kv.get greeting" "call kv.list 0" \
+    "call kv.delete greeting" \
     "stats --probe 200" "bench --calls 2000" "bench --calls 2000 --in-flight 8" \
     "bench --calls 500 --size 4096" "bench --calls 200 --size 65536 --data-pages 32" \
     "bench --calls 1000 --event-ping"; do

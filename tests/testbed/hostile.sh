@@ -281,12 +281,14 @@ tb_stage kv-tenant-quota
 tb_wait_console tenant "client-guest: ready" 300
 xenstore-write "/local/domain/$tenant/data/xenrpc-test" steps || tb_fail "cannot write the tenant's plan"
 xenrpc attach "$server" "$tenant" 0 || tb_fail "xenrpc attach $server $tenant 0 failed"
-tenant_expect 0 stored call kv.put secret tenant-secret
+tenant_expect 0 "" call kv.put secret --data tenant-secret
 tenant_run "xenrpc-hostile kv-fill"
 case $TB_STEP_RC:$TB_STEP_OUT in "0:kv-fill: stored "*" values of 4096 bytes, then the server answered Busy") ;;
 *) tb_fail "tenant kv-fill: rc=$TB_STEP_RC, output '$TB_STEP_OUT'" ;; esac
 tenant_stored=$(echo "$TB_STEP_OUT" | sed 's/kv-fill: stored \([0-9]*\) .*/\1/')
-tenant_expect 0 tenant-secret call kv.get secret
+tenant_expect 0 "found=1
+len=13
+tenant-secret" call kv.get secret
 
 tb_stage kv-global-budget
 # dom0, the second tenant, fills from two connections: the VM's budget (384 KiB, of which the
@@ -327,10 +329,15 @@ xl restore -e /tmp/tenant.save || tb_fail "xl restore tenant failed"
 rm -f /tmp/tenant.save
 [ "$(xl domid tenant)" = "$tenant" ] || tb_fail "the restored tenant is domid $(xl domid tenant), not $tenant"
 xenrpc attach "$server" "$tenant" 0 || tb_fail "xenrpc attach $server $tenant 0 after the restore failed"
-tenant_expect 0 "(not found)" call kv.get secret
-tenant_expect 0 "" call kv.list
-tenant_expect 0 stored call kv.put secret new-tenant
-tenant_expect 0 new-tenant call kv.get secret
+tenant_expect 0 "found=0
+len=0" call kv.get secret
+tenant_expect 0 "written=0
+total=0
+bytes=0" call kv.list 0
+tenant_expect 0 "" call kv.put secret --data new-tenant
+tenant_expect 0 "found=1
+len=10
+new-tenant" call kv.get secret
 
 tb_stage totals
 # The service VM publishes its totals (its console's `rpc: totals:` lines are within each

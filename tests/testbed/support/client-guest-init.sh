@@ -45,11 +45,11 @@ calls)
     run call arith.add 40 2
     run call arith.div 1 0
     run call echo.echo_inline hello-xenrpc
-    run call echo.echo_ool out-of-line-hello
-    run --json call introspection.list_services
-    run call kv.put greeting hello-kv
+    run call echo.echo_ool --data out-of-line-hello
+    run --json describe
+    run call kv.put greeting --data hello-kv
     run call kv.get greeting
-    run call kv.list
+    run call kv.list 0
     run call kv.delete greeting
     run stats --probe 200
     run bench --calls 2000
