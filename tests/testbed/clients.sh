@@ -20,47 +20,6 @@ done
 # tools/README.md, `clients`); a connection that never comes still fails the step.
 LIMITS="--connect-timeout-ms 30000 --timeout-ms 30000"
 
-# step GUEST COMMAND ARGS...: hands the next step (`xenrpc COMMAND $LIMITS ARGS`) to
-# client-GUEST (a, b or c).
-step() {
-    s_guest=$1
-    s_command=$2
-    shift 2
-    eval "s_id=\$id_$s_guest; s_n=\$((n_$s_guest + 1)); n_$s_guest=\$s_n"
-    tb_step_send "client-$s_guest" "$s_id" "$s_n" "$s_command" $LIMITS "$@"
-}
-
-# answer GUEST [SECONDS]: waits for client-GUEST's last step (TB_STEP_RC, TB_STEP_OUT).
-answer() {
-    eval "s_id=\$id_$1; s_n=\$n_$1"
-    tb_step_wait "client-$1" "$s_id" "$s_n" "${2:-120}"
-}
-
-# expect GUEST RC OUTPUT ARGS...: one step, its exit status and exact output checked.
-expect() {
-    e_guest=$1
-    e_rc=$2
-    e_out=$3
-    shift 3
-    step "$e_guest" "$@"
-    answer "$e_guest"
-    tb_step_check "client-$e_guest" "$e_rc" "$e_out"
-}
-
-# expect_both RC OUT_A OUT_B ARGS...: the same command on client-a and client-b at once.
-expect_both() {
-    b_rc=$1
-    b_out_a=$2
-    b_out_b=$3
-    shift 3
-    step a "$@"
-    step b "$@"
-    answer a
-    tb_step_check client-a "$b_rc" "$b_out_a"
-    answer b
-    tb_step_check client-b "$b_rc" "$b_out_b"
-}
-
 # expect_out_like GUEST PATTERN: the last answer's rc is 0 and its output matches PATTERN.
 expect_out_like() {
     eval "case \$TB_STEP_OUT in $2) l_ok=1 ;; *) l_ok= ;; esac"
@@ -122,27 +81,6 @@ server=$(xl domid xenrpc) || tb_fail "xl domid xenrpc failed"
 echo "TESTBED: domain xenrpc is domid $server"
 tb_stream_console xenrpc
 tb_wait_console xenrpc "xenrpc: ready" 120
-
-# create_client GUEST: starts client-GUEST and streams its console.
-# `-e`: no monitoring daemon (this scenario destroys its clients itself). Without it, the
-# third `xl create` of a run failed with "domain monitoring daemonizing child ... died due to
-# fatal signal Segmentation fault" (xl 4.17 in the testbed's dom0; cause not found).
-create_client() {
-    xl create -e "/run/client-$1.cfg" || tb_fail "xl create -e client-$1 failed"
-    c_id=$(xl domid "client-$1") || tb_fail "xl domid client-$1 failed"
-    eval "id_$1=$c_id; n_$1=0"
-    echo "TESTBED: domain client-$1 is domid $c_id"
-    tb_stream_console "client-$1"
-}
-
-# client_ready GUEST: waits for client-GUEST's boot and starts its steps plan.
-client_ready() {
-    tb_wait_console "client-$1" "client-guest: ready" 300
-    tb_expect_console "client-$1" "selftest-devices: PASS"
-    eval "r_id=\$id_$1"
-    xenstore-write "/local/domain/$r_id/data/xenrpc-test" steps ||
-        tb_fail "cannot write the plan of client-$1"
-}
 
 # expect_not_attached GUEST: before `xenrpc attach`, a call is refused at once with what to
 # do, not a hang.
