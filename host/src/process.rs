@@ -76,6 +76,34 @@ impl Drop for ChildGuard {
 ///
 /// Must not run concurrently with another spawn in this process: the inherited end is briefly
 /// marked inheritable.
+/// Starts a host server (`xenrpc-hostd`, or a generated `<crate>-hostd`) from `command`, with
+/// its stdout piped, and waits at most `timeout` for its first line, which must be the ready
+/// line (`xenrpc-hostd: listening on PATH`). The server is killed when the guard drops.
+pub fn spawn_host_server(mut command: Command, timeout: Duration) -> io::Result<ChildGuard> {
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let child = ChildGuard::new(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(timeout).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the server did not say it listens within {timeout:?}"),
+        )
+    })?;
+    if !line.starts_with(crate::hostd::READY_LINE) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the server's first line is not the ready line: {line:?}"),
+        ));
+    }
+    Ok(child)
+}
+
 pub fn spawn_with_control_socket(mut command: Command) -> io::Result<(ChildGuard, OwnedFd)> {
     let (ours, theirs) = rustix::net::socketpair(
         AddressFamily::UNIX,

@@ -4,16 +4,13 @@
 //! `SERVICE_HOSTD=$PWD/build/counter-service-hostd cargo test --manifest-path
 //! examples/counter/Cargo.toml -- --include-ignored`.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use counter_service::counter;
 use xenrpc_host::client::{Client, ClientOptions};
-use xenrpc_host::hostd::READY_LINE;
-use xenrpc_host::process::ChildGuard;
+use xenrpc_host::process::spawn_host_server;
 
 /// Every wait is bounded by this, so a hang fails instead of hanging CI.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,28 +33,11 @@ fn the_generated_host_server_counts() {
     std::fs::create_dir_all(&dir.0).unwrap();
     let socket = dir.0.join("counter.sock");
 
-    let mut child = Command::new(&hostd)
-        .arg("--socket")
-        .arg(&socket)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", PathBuf::from(&hostd).display()));
-    let stdout = child.stdout.take().unwrap();
+    let mut command = Command::new(&hostd);
+    command.arg("--socket").arg(&socket);
     // Killed and reaped when dropped, however the test ends.
-    let server = ChildGuard::new(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(TIMEOUT)
-        .expect("the server did not say it listens in time");
-    assert!(
-        line.starts_with(READY_LINE),
-        "unexpected server output: {line:?}"
-    );
+    let server = spawn_host_server(command, TIMEOUT)
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", PathBuf::from(&hostd).display()));
 
     let mut client = Client::connect(&socket, ClientOptions::default())
         .unwrap_or_else(|e| panic!("cannot connect to the server: {e}"));

@@ -2,16 +2,13 @@
 //! wrote (named by `$SERVICE_HOSTD`), given a key file as the toolstack would provision it,
 //! called over the host transport. `cargo xtask test` builds it and runs this test.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use mac_service::{mac, Tag};
 use xenrpc_host::client::{Client, ClientOptions};
-use xenrpc_host::hostd::READY_LINE;
-use xenrpc_host::process::ChildGuard;
+use xenrpc_host::process::spawn_host_server;
 
 /// Every wait is bounded by this, so a hang fails instead of hanging CI.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,29 +33,15 @@ fn the_generated_host_server_signs_with_the_provisioned_key() {
     let key_file = dir.0.join("mac-key");
     std::fs::write(&key_file, b"0123456789abcdef0123456789abcdef").unwrap();
 
-    let mut child = Command::new(&hostd)
+    let mut command = Command::new(&hostd);
+    command
         .arg("--socket")
         .arg(&socket)
         .arg("--secret")
-        .arg(format!("mac-key={}", key_file.display()))
-        .stdout(Stdio::piped())
-        .spawn()
+        .arg(format!("mac-key={}", key_file.display()));
+    // Killed and reaped when dropped, however the test ends.
+    let server = spawn_host_server(command, TIMEOUT)
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", PathBuf::from(&hostd).display()));
-    let stdout = child.stdout.take().unwrap();
-    let server = ChildGuard::new(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(TIMEOUT)
-        .expect("the server did not say it listens in time");
-    assert!(
-        line.starts_with(READY_LINE),
-        "unexpected server output: {line:?}"
-    );
 
     let mut client = Client::connect(&socket, ClientOptions::default())
         .unwrap_or_else(|e| panic!("cannot connect to the server: {e}"));

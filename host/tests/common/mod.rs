@@ -1,18 +1,16 @@
 //! Spawning a real `xenrpc-hostd` for integration tests.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use xenrpc_host::client::{Client, ClientError, ClientOptions};
-use xenrpc_host::hostd::READY_LINE;
-use xenrpc_host::process::ChildGuard;
+use xenrpc_host::process::{spawn_host_server, ChildGuard};
 use xenrpc_proto::Status;
 
 /// Every wait in these tests is bounded by this, so a hang fails instead of hanging CI.
@@ -34,31 +32,15 @@ impl ServerProcess {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xenrpc-hostd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xenrpc-hostd"));
+        command
             .arg("--socket")
             .arg(&socket)
             .arg("--test-services")
             .arg("--admin-uid")
             .arg(rustix::process::getuid().as_raw().to_string())
-            .args(extra_args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn xenrpc-hostd");
-        let stdout = child.stdout.take().expect("stdout");
-        let child = ChildGuard::new(child);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(TIMEOUT)
-            .expect("server did not start in time");
-        assert!(
-            line.starts_with(READY_LINE),
-            "unexpected server output: {line:?}"
-        );
+            .args(extra_args);
+        let child = spawn_host_server(command, TIMEOUT).expect("start xenrpc-hostd");
         // Clients of other uids (see `fork_as`) must be able to connect.
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777))
             .expect("open the socket to every uid");
