@@ -163,6 +163,14 @@ pub fn data_bytes(
     }
 }
 
+/// Whether `spec` is `SERVICE.METHOD` at all (checked before connecting).
+pub fn check_spec(spec: &str) -> Result<()> {
+    match spec.split_once('.') {
+        Some((service, method)) if !service.is_empty() && !method.is_empty() => Ok(()),
+        _ => Err(bad(format!("\"{spec}\" is not SERVICE.METHOD"))),
+    }
+}
+
 /// `xenrpc call`: resolves `spec`, checks the fields, calls, prints the answer.
 pub fn call<C>(caller: &mut C, spec: &str, args: &CallArgs) -> Result<Output>
 where

@@ -220,6 +220,8 @@ fn with_endpoint(
             hex,
             capacity,
         } => {
+            // What can be checked without the server's signatures is, before connecting.
+            call_cmd::check_spec(&method)?;
             let args = call_cmd::CallArgs {
                 fields,
                 data: call_cmd::data_bytes(data, data_file, data_hex)?,
