@@ -1,7 +1,8 @@
 //! [`Caller`]: what the typed client objects `define_service!` generates
 //! (`<service>::Client::new(&mut caller).method(&args)`) call through. Every client end
 //! implements it: the Linux guest's `xenrpc_client::Connection`, the host transport's
-//! `xenrpc_host::client::Client`, and the in-process [`crate::testing::TestServer`].
+//! `xenrpc_host::client::Client`, and the in-process `testing::TestServer` (feature
+//! `testing`).
 
 use alloc::vec::Vec;
 

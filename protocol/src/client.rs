@@ -27,11 +27,15 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// An untyped call, as written into a request slot.
 #[derive(Clone, Copy, Debug)]
 pub struct CallRequest<'a> {
+    /// The service called (its `SERVICE_ID`).
     pub service_id: u32,
+    /// The method called, by id within the service.
     pub method_id: u32,
+    /// The interface version the caller was built against (the service's `VERSION`).
     pub version: u32,
     /// Absolute deadline on the transport's clock, 0 = none.
     pub deadline_ns: u64,
+    /// No response wanted ([`FLAG_ONE_WAY`]): the call is not tracked.
     pub one_way: bool,
     /// Inline arguments, at most [`INLINE_CAPACITY`] bytes.
     pub inline: &'a [u8],
@@ -49,6 +53,8 @@ pub struct TypedCall<'a, R> {
 }
 
 impl<'a, R> TypedCall<'a, R> {
+    /// A two-way call of method `method_id` of service `service_id` at interface `version`,
+    /// with `inline` as its arguments, no deadline and no out-of-line windows.
     pub fn new(service_id: u32, method_id: u32, version: u32, inline: &'a [u8]) -> Self {
         TypedCall {
             request: CallRequest {
@@ -83,11 +89,13 @@ impl<'a, R> TypedCall<'a, R> {
         }
     }
 
+    /// Out-of-line arguments: `window` of the data region, written before the call starts.
     pub fn ool_args(mut self, window: OolRef) -> Self {
         self.request.ool_args = window;
         self
     }
 
+    /// Result buffer: `window` of the data region, which the handler may write.
     pub fn ool_result(mut self, window: OolRef) -> Self {
         self.request.ool_result = window;
         self
@@ -105,6 +113,7 @@ impl<'a, R> TypedCall<'a, R> {
         self
     }
 
+    /// The untyped request this call writes into a slot.
     pub fn request(&self) -> &CallRequest<'a> {
         &self.request
     }
@@ -113,7 +122,9 @@ impl<'a, R> TypedCall<'a, R> {
 /// A response, copied out of the ring and validated against the call it answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completion {
+    /// The id of the call answered (what `enqueue` returned; [`Pending::call_id`]).
     pub call_id: u64,
+    /// The call's outcome.
     pub status: Status,
     /// Bytes the handler wrote at the start of the call's result window.
     pub ool_written: u32,
@@ -128,6 +139,7 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The inline result bytes, at most [`INLINE_CAPACITY`].
     pub fn inline(&self) -> &[u8] {
         &self.inline[..self.inline_len]
     }
@@ -149,6 +161,7 @@ impl Completion {
 /// A decoded successful reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reply<R> {
+    /// The decoded inline result.
     pub value: R,
     /// Bytes the handler wrote at the start of the call's result window.
     pub ool_written: u32,
@@ -163,6 +176,7 @@ pub struct Pending<R> {
 }
 
 impl<R> Pending<R> {
+    /// The call's id, which its [`Completion`] carries.
     pub fn call_id(&self) -> u64 {
         self.call_id
     }
@@ -287,6 +301,7 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         (self.ring.into_memory(), self.data.into_memory())
     }
 
+    /// The ring geometry the connection was laid out with.
     pub fn geometry(&self) -> RingGeometry {
         self.geometry
     }
@@ -301,6 +316,8 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         self.ring.view()
     }
 
+    /// The first protocol violation the server committed, if the connection is broken; every
+    /// later call fails with [`CallError::Broken`].
     pub fn broken(&self) -> Option<ClientViolation> {
         self.broken
     }
@@ -310,6 +327,7 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         self.in_flight_count
     }
 
+    /// The cap on two-way calls awaiting a response, as given to [`Self::new`].
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight
     }
@@ -506,7 +524,7 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         Ok(call_id)
     }
 
-    /// The allocator placing [`Self::start_with_bytes`] windows.
+    /// The allocator placing the windows of `start_with_bytes` (feature `alloc`) calls.
     pub fn windows(&self) -> &WindowAllocator {
         &self.windows
     }

@@ -53,7 +53,9 @@ pub const KNOWN_REQUEST_FLAGS: u32 = FLAG_ONE_WAY;
 pub struct ControlBlock {
     /// Written once by the client before the server attaches.
     pub magic: u32,
+    /// Written once by the client: the [`LAYOUT_VERSION`] it laid the region out by.
     pub layout_version: u32,
+    /// Written once by the client: slots per ring (must equal the agreed geometry's).
     pub slots: u32,
     /// The value all four indices start from (any value; lets tests start near the wrap).
     pub start_index: u32,
@@ -94,16 +96,27 @@ const _: () = assert!(offset_of!(ControlBlock, req_event) == 264);
 pub mod ctrl {
     use super::ControlBlock;
     use core::mem::offset_of;
+    /// Offset of [`ControlBlock::magic`] (0).
     pub const MAGIC: usize = offset_of!(ControlBlock, magic);
+    /// Offset of [`ControlBlock::layout_version`] (4).
     pub const LAYOUT_VERSION: usize = offset_of!(ControlBlock, layout_version);
+    /// Offset of [`ControlBlock::slots`] (8).
     pub const SLOTS: usize = offset_of!(ControlBlock, slots);
+    /// Offset of [`ControlBlock::start_index`] (12).
     pub const START_INDEX: usize = offset_of!(ControlBlock, start_index);
+    /// Offset of [`ControlBlock::req_prod`] (128, the client's block).
     pub const REQ_PROD: usize = offset_of!(ControlBlock, req_prod);
+    /// Offset of [`ControlBlock::rsp_cons`] (132).
     pub const RSP_CONS: usize = offset_of!(ControlBlock, rsp_cons);
+    /// Offset of [`ControlBlock::rsp_event`] (136).
     pub const RSP_EVENT: usize = offset_of!(ControlBlock, rsp_event);
+    /// Offset of [`ControlBlock::client_alive`] (140).
     pub const CLIENT_ALIVE: usize = offset_of!(ControlBlock, client_alive);
+    /// Offset of [`ControlBlock::req_cons`] (256, the server's block).
     pub const REQ_CONS: usize = offset_of!(ControlBlock, req_cons);
+    /// Offset of [`ControlBlock::rsp_prod`] (260).
     pub const RSP_PROD: usize = offset_of!(ControlBlock, rsp_prod);
+    /// Offset of [`ControlBlock::req_event`] (264).
     pub const REQ_EVENT: usize = offset_of!(ControlBlock, req_event);
 }
 
@@ -114,13 +127,17 @@ pub mod ctrl {
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
 pub struct OolRef {
+    /// Byte offset of the window from the start of the data region.
     pub offset: u32,
+    /// Length of the window in bytes; 0 = no window.
     pub len: u32,
 }
 
 impl OolRef {
+    /// No window (offset 0, length 0).
     pub const NONE: OolRef = OolRef { offset: 0, len: 0 };
 
+    /// The window of `len` bytes at `offset` (not checked against any region here).
     pub const fn new(offset: u32, len: u32) -> Self {
         OolRef { offset, len }
     }
@@ -138,12 +155,15 @@ pub struct RequestHeader {
     pub call_id: u64,
     /// Absolute deadline in nanoseconds of the transport's clock; 0 = none.
     pub deadline_ns: u64,
+    /// The service called.
     pub service_id: u32,
+    /// The method called, by id within the service.
     pub method_id: u32,
     /// Interface version the client was built against; must equal the server's.
     pub version: u32,
     /// `FLAG_*` bits.
     pub flags: u32,
+    /// Bytes of inline arguments after the header, at most [`INLINE_CAPACITY`] (192).
     pub inline_len: u32,
     /// Must be zero.
     pub reserved0: u32,
@@ -173,9 +193,11 @@ const _: () = assert!(offset_of!(RequestHeader, reserved1) == 56);
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
 pub struct ResponseHeader {
+    /// The `call_id` of the request answered.
     pub call_id: u64,
     /// A [`Status`] value.
     pub status: u32,
+    /// Bytes of inline result after the header, at most [`INLINE_CAPACITY`] (192).
     pub inline_len: u32,
     /// Bytes the handler wrote into the request's `ool_result` window (from its start).
     pub ool_written: u32,
@@ -184,6 +206,7 @@ pub struct ResponseHeader {
     /// The server's clock (the one `deadline_ns` is measured against) when it wrote this
     /// response: lets a client that cannot read that clock translate its own deadlines.
     pub server_time_ns: u64,
+    /// Must be zero.
     pub reserved: [u32; 8],
 }
 
@@ -198,15 +221,27 @@ const _: () = assert!(offset_of!(ResponseHeader, server_time_ns) == 24);
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {
+    /// The handler ran and succeeded; the response carries its result.
     Ok = 0,
+    /// No service with the call's service id is registered.
     UnknownService = 1,
+    /// The service has no method with the call's method id.
     UnknownMethod = 2,
+    /// The call's interface version is not the service's.
     VersionMismatch = 3,
+    /// The request is malformed (unknown flags, reserved fields not zero, a bad window,
+    /// inline arguments not exactly the method's type) or the handler refused its arguments.
     BadArguments = 4,
+    /// Inline arguments over [`INLINE_CAPACITY`] bytes, a result that does not fit its window,
+    /// or a handler asking to move more than [`MAX_CALL_COPY`](crate::MAX_CALL_COPY) bytes.
     TooLarge = 5,
+    /// The deadline had passed before dispatch; the handler did not run.
     DeadlineExceeded = 6,
+    /// The handler is out of capacity (e.g. a kv quota).
     Busy = 7,
+    /// The handler failed.
     HandlerFault = 8,
+    /// The registry's access check refused the caller's peer id for this service.
     AccessDenied = 9,
 }
 
@@ -214,6 +249,7 @@ impl Status {
     /// Number of status values (for per-status counters).
     pub const COUNT: usize = 10;
 
+    /// Every status, in wire order (`ALL[s.index()] == s`).
     pub const ALL: [Status; Status::COUNT] = [
         Status::Ok,
         Status::UnknownService,
@@ -236,6 +272,7 @@ impl Status {
         }
     }
 
+    /// The value carried in [`ResponseHeader::status`].
     pub const fn to_wire(self) -> u32 {
         self as u32
     }
@@ -303,7 +340,12 @@ pub enum GeometryError {
     /// {0} ring slots: the count must be a power of two in [`MIN_SLOTS`]..=[`MAX_SLOTS`].
     BadSlotCount(u32),
     /// The ring region has {have} bytes, the geometry needs {needed}.
-    RingRegionTooSmall { needed: usize, have: usize },
+    RingRegionTooSmall {
+        /// Bytes the geometry needs ([`RingGeometry::region_bytes`]).
+        needed: usize,
+        /// Bytes the ring region has.
+        have: usize,
+    },
 }
 
 impl core::fmt::Display for GeometryError {
@@ -333,6 +375,7 @@ impl RingGeometry {
         }
     }
 
+    /// Slots per ring (each of the request and response rings has this many).
     pub const fn slots(&self) -> u32 {
         self.slots
     }
@@ -386,7 +429,12 @@ pub enum SetupError {
     /// side).
     LayoutVersionMismatch(u32),
     /// The ring region claims {found} slots, {agreed} were agreed (server side).
-    SlotCountMismatch { agreed: u32, found: u32 },
+    SlotCountMismatch {
+        /// Slots per ring of the geometry agreed out of band.
+        agreed: u32,
+        /// Slots per ring the control block says.
+        found: u32,
+    },
     /// An in-flight cap of {0} is outside 1..=min(slots, `MAX_IN_FLIGHT`) (client side).
     BadInFlightCap(usize),
 }

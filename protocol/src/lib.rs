@@ -93,6 +93,7 @@
 //! the protocol alone: `cargo run --release -p xenrpc-proto --example proto_bench`.
 
 #![cfg_attr(not(feature = "std"), no_std)]
+#![warn(missing_docs)]
 
 // `define_pod!` names the crate `::xenrpc_proto` (zerocopy's derives take a path string), in
 // this crate too.

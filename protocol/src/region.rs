@@ -95,10 +95,12 @@ impl<S: SharedMemory> SharedRegion<S> {
         Ok(SharedRegion { memory, base, len })
     }
 
+    /// The region's length in bytes (a multiple of the page size).
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the region has no bytes (a connection without out-of-line data).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -126,10 +128,12 @@ impl<S: SharedMemory> SharedRegion<S> {
         }
     }
 
+    /// The wrapped memory.
     pub fn memory(&self) -> &S {
         &self.memory
     }
 
+    /// Gives the wrapped memory back (e.g. to unmap it).
     pub fn into_memory(self) -> S {
         self.memory
     }
@@ -157,10 +161,12 @@ impl core::fmt::Debug for RegionView<'_> {
 }
 
 impl<'a> RegionView<'a> {
+    /// The viewed region's length in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the viewed region has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

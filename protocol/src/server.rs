@@ -31,10 +31,20 @@ use crate::transport::{Clock, Notify, PeerId, SharedMemory};
 pub enum Violation {
     /// The client's request producer index {req_prod} claims more requests than a ring holds
     /// or lies behind the consumer index {req_cons}.
-    ReqProdOutOfRange { req_prod: u32, req_cons: u32 },
+    ReqProdOutOfRange {
+        /// The request producer index the client published.
+        req_prod: u32,
+        /// The server's private request consumer index.
+        req_cons: u32,
+    },
     /// The client's response consumer index {rsp_cons} is ahead of the producer index
     /// {rsp_prod} or more than a ring behind it.
-    RspConsOutOfRange { rsp_cons: u32, rsp_prod: u32 },
+    RspConsOutOfRange {
+        /// The response consumer index the client published.
+        rsp_cons: u32,
+        /// The server's private response producer index.
+        rsp_prod: u32,
+    },
     /// The client sent a two-way request while every response slot held an unconsumed
     /// response (more two-way calls in flight than the ring has slots).
     InFlightOverflow,
@@ -101,6 +111,7 @@ impl core::fmt::Display for RejectReason {
 impl core::error::Error for RejectReason {}
 
 impl RejectReason {
+    /// How many reasons there are (the length of [`ConnectionStats::rejected`]).
     pub const COUNT: usize = 6;
 }
 
@@ -124,10 +135,12 @@ pub struct ConnectionStats {
 }
 
 impl ConnectionStats {
+    /// Requests that got `status`.
     pub fn status_count(&self, status: Status) -> u64 {
         self.by_status[status.index()]
     }
 
+    /// Requests refused before dispatch for `reason`.
     pub fn rejected_count(&self, reason: RejectReason) -> u64 {
         self.rejected[reason as usize]
     }
@@ -245,14 +258,17 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         (self.ring.into_memory(), self.data.into_memory())
     }
 
+    /// The client's peer id, as the transport gave it to [`Self::attach`].
     pub fn peer(&self) -> PeerId {
         self.peer
     }
 
+    /// The ring geometry agreed with the client.
     pub fn geometry(&self) -> RingGeometry {
         self.geometry
     }
 
+    /// This connection's counters.
     pub fn stats(&self) -> &ConnectionStats {
         &self.stats
     }

@@ -10,7 +10,7 @@
 //! byte array is taken to be that array's length by generic clients.
 //!
 //! On the wire (introspection's `method_signature`) each field is a [`FieldEntry`]; a client
-//! checks what it receives with [`RemoteSignature::parse`] (feature `alloc`) before trusting
+//! checks what it receives with `RemoteSignature::parse` (feature `alloc`) before trusting
 //! any offset: a server may be buggy or hostile.
 
 /// Most bytes of a field name (longer names are refused at compile time).
@@ -20,13 +20,21 @@ pub const FIELD_NAME_MAX: usize = 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Scalar {
+    /// `u8` (wire code 1).
     U8 = 1,
+    /// `u16` (wire code 2).
     U16 = 2,
+    /// `u32` (wire code 3).
     U32 = 3,
+    /// `u64` (wire code 4).
     U64 = 4,
+    /// `i8` (wire code 5).
     I8 = 5,
+    /// `i16` (wire code 6).
     I16 = 6,
+    /// `i32` (wire code 7).
     I32 = 7,
+    /// `i64` (wire code 8).
     I64 = 8,
 }
 
@@ -79,7 +87,9 @@ impl Scalar {
 /// A field's type: one integer (`count` 0) or an array of `count` of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FieldType {
+    /// The integer type of the field or of each array element.
     pub scalar: Scalar,
+    /// Array length, 1..=65535; 0 for a single integer.
     pub count: u16,
 }
 
@@ -112,18 +122,23 @@ impl core::fmt::Display for FieldType {
 /// One named field of an argument or result type, at `offset` bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {
+    /// The field's name as declared, at most [`FIELD_NAME_MAX`] bytes.
     pub name: &'static str,
+    /// The field's type.
     pub ty: FieldType,
+    /// Byte offset of the field from the start of the type.
     pub offset: u16,
 }
 
 /// A type a field may have: the integers and arrays of them.
 pub trait FieldKind {
+    /// The type as a field records it.
     const TYPE: FieldType;
 }
 
 /// An integer a field may hold.
 pub trait ScalarKind {
+    /// Which integer type it is.
     const SCALAR: Scalar;
 }
 
@@ -164,6 +179,7 @@ impl<T: ScalarKind, const N: usize> FieldKind for [T; N] {
 /// The fields of an argument or result type (implemented by [`define_pod!`](crate::define_pod),
 /// for `()` (no fields) and for bare integers (one field, `value`)).
 pub trait Shape {
+    /// The fields in declaration order, each with its type and offset.
     const FIELDS: &'static [Field];
 }
 
@@ -175,9 +191,13 @@ impl Shape for () {
 /// line each way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Signature {
+    /// The fields of the inline arguments.
     pub args: &'static [Field],
+    /// Bytes of the inline arguments (the argument type's size).
     pub args_size: u16,
+    /// The fields of the inline result.
     pub result: &'static [Field],
+    /// Bytes of the inline result (the result type's size).
     pub result_size: u16,
     /// The method reads bytes from the call's argument window.
     pub bytes_in: bool,
@@ -217,28 +237,42 @@ pub const ROLE_RESULT: u8 = 1;
 crate::define_pod! {
     /// Which method to describe.
     pub struct MethodQuery {
+        /// The service id.
         pub service: u32,
+        /// The method id within that service.
         pub method: u32,
     }
 
     /// A method's signature (its fields follow in the result window, arguments first, as
     /// [`FieldEntry`] records; `written` of them fitted).
     pub struct SignatureReply {
+        /// `SIGNATURE_BYTES_*` bits.
         pub flags: u32,
+        /// Bytes of the inline arguments.
         pub args_size: u16,
+        /// Bytes of the inline result.
         pub result_size: u16,
+        /// How many fields the arguments have.
         pub arg_fields: u16,
+        /// How many fields the result has.
         pub result_fields: u16,
+        /// `FieldEntry` records written into the result window (as many as fit).
         pub written: u32,
     }
 
     /// One field on the wire (32 bytes; the name zero-padded).
     pub struct FieldEntry {
+        /// The field's name, zero-padded.
         pub name: [u8; FIELD_NAME_MAX],
+        /// Byte offset of the field in its type.
         pub offset: u16,
+        /// Array length; 0 for a single integer.
         pub count: u16,
+        /// The integer type's wire code ([`Scalar`]).
         pub scalar: u8,
+        /// [`ROLE_ARGS`] or [`ROLE_RESULT`].
         pub role: u8,
+        /// Zero.
         pub reserved: [u8; 6],
     }
 }

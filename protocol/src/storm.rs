@@ -61,6 +61,8 @@ impl Default for EventStormGuard {
 }
 
 impl EventStormGuard {
+    /// A guard whose first window starts at `now_ns`, allowing [`STORM_BASE_ALLOWANCE`]
+    /// spurious wake-ups per window whatever the traffic.
     pub const fn new(now_ns: u64) -> Self {
         Self::with_base_allowance(now_ns, STORM_BASE_ALLOWANCE)
     }

@@ -9,9 +9,12 @@
 /// writable for as long as the value lives, and that `base()` is page aligned. Nothing else is
 /// promised: the contents may change between any two reads.
 pub unsafe trait SharedMemory {
+    /// The first byte of the window (page aligned).
     fn base(&self) -> *mut u8;
+    /// The window's length in bytes.
     fn len(&self) -> usize;
 
+    /// Whether the window has no bytes.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -44,6 +47,7 @@ unsafe impl<T: SharedMemory + ?Sized> SharedMemory for alloc::sync::Arc<T> {
 
 /// Wakes the peer of one connection (an event-channel send, an eventfd write).
 pub trait Notify {
+    /// Raises the peer's event; the peer then polls (it may find nothing new).
     fn notify(&self);
 }
 
@@ -55,6 +59,7 @@ pub struct PeerId(pub u32);
 
 /// The clock that call deadlines are measured against (monotonic nanoseconds).
 pub trait Clock {
+    /// The current time in nanoseconds (monotonic; an arbitrary but fixed origin).
     fn now_ns(&self) -> u64;
 }
 

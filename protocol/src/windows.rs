@@ -1,5 +1,6 @@
 //! The client's window allocator: places calls' out-of-line bytes in its data region so that
-//! callers never pick offsets by hand (see [`crate::ClientConnection::start_with_bytes`]).
+//! callers never pick offsets by hand (see `ClientConnection::start_with_bytes`, feature
+//! `alloc`).
 //!
 //! First fit over a fixed table of spans (no heap: the client core is `no_std`): two windows
 //! per call in flight at most. Offsets are 8-byte aligned, so a handler reading plain-old-data

@@ -10,10 +10,20 @@ use crate::layout::{OolRef, Status, INLINE_CAPACITY};
 pub enum ClientViolation {
     /// The server's request consumer index {req_cons} is ahead of the producer index
     /// {req_prod} or more than a ring behind it.
-    ReqConsOutOfRange { req_cons: u32, req_prod: u32 },
+    ReqConsOutOfRange {
+        /// The request consumer index the server published.
+        req_cons: u32,
+        /// The client's private request producer index.
+        req_prod: u32,
+    },
     /// The server's response producer index {rsp_prod} claims more responses than a ring
     /// holds (consumer index {rsp_cons}).
-    RspProdOutOfRange { rsp_prod: u32, rsp_cons: u32 },
+    RspProdOutOfRange {
+        /// The response producer index the server published.
+        rsp_prod: u32,
+        /// The client's private response consumer index.
+        rsp_cons: u32,
+    },
     /// The server answered with status {0}, which no protocol revision defines.
     UnknownStatus(u32),
     /// The server's inline result of {0} bytes is longer than a slot holds.
@@ -22,7 +32,12 @@ pub enum ClientViolation {
     /// answered).
     UnknownCallId(u64),
     /// The server claims {written} result bytes in a window of {window}.
-    OolWrittenTooLong { written: u32, window: u32 },
+    OolWrittenTooLong {
+        /// Result bytes the response says the handler wrote.
+        written: u32,
+        /// Length in bytes of the call's result window.
+        window: u32,
+    },
 }
 
 impl fmt::Display for ClientViolation {
@@ -78,12 +93,20 @@ pub enum CallError {
     /// offset with zero length).
     BadOolRef(OolRef),
     /// The completion of call {got} was given for call {expected}.
-    WrongCompletion { expected: u64, got: u64 },
+    WrongCompletion {
+        /// The id of the pending call.
+        expected: u64,
+        /// The id of the call the completion answers.
+        got: u64,
+    },
     /// The reply's inline bytes are not a valid value of the reply type.
     MalformedReply,
     /// The data region has no free window of {needed} bytes for the call's out-of-line bytes
     /// (calls in flight hold the rest).
-    NoRoom { needed: usize },
+    NoRoom {
+        /// Size in bytes of the window that could not be placed.
+        needed: usize,
+    },
 }
 
 impl fmt::Display for CallError {

@@ -30,7 +30,7 @@ type Tally = [(u64, u64); COUNTED_SERVICES];
 /// Calls and errors per service id, in total and per tenant, kept by the server across
 /// registries (a server may build a [`Registry`](super::Registry) per loop iteration; its
 /// counters must outlive it). About 70 KiB: keep it off small stacks
-/// ([`ServiceCounters::new_boxed`]).
+/// (`ServiceCounters::new_boxed`, feature `alloc`).
 #[derive(Clone, Debug, FromZeros)]
 pub struct ServiceCounters {
     /// Service ids in the order first seen; column `i` of every tally counts `services[i]`.
@@ -56,6 +56,7 @@ impl Default for ServiceCounters {
 }
 
 impl ServiceCounters {
+    /// Counters with every count zero and no tenant rows.
     pub const fn new() -> Self {
         ServiceCounters {
             services: [0; COUNTED_SERVICES],

@@ -22,6 +22,10 @@
 /// 20 bytes and method names of at most 28. Invoke it at module level: the generated module
 /// reaches the argument types through `use super::*`.
 ///
+/// Every generated item has a doc comment; a method's own attributes (its doc comment) go on
+/// its `Server` method, its `client::` stub and (feature `alloc`) its `Client` method, so a
+/// crate that warns on `missing_docs` documents each declared method.
+///
 /// ```
 /// use xenrpc_proto::{define_pod, define_service, BytesIn, BytesOut, CallContext, Status};
 ///
@@ -84,16 +88,24 @@ macro_rules! define_service {
             #[allow(unused_imports)]
             use super::*;
 
+            /// The service id every call of this service names.
             pub const SERVICE_ID: u32 = $id;
+            /// The interface version every call must carry (anything else gets
+            /// `VersionMismatch`).
             pub const VERSION: u32 = $version;
+            /// The service's name, as introspection lists it.
             pub const NAME: &str = $name;
 
             /// Method ids.
             #[allow(non_upper_case_globals)]
             pub mod methods {
-                $( pub const $method: u32 = $mid; )*
+                $(
+                    #[doc = concat!("The id of method `", stringify!($method), "`.")]
+                    pub const $method: u32 = $mid;
+                )*
             }
 
+            /// Every method: id, name and signature, in declaration order.
             pub const METHODS: &[$crate::MethodInfo] = &[
                 $( $crate::MethodInfo {
                     id: $mid,
@@ -105,6 +117,8 @@ macro_rules! define_service {
                 }, )*
             ];
 
+            /// The whole description (id, name, version, methods) a `Registry` serves and
+            /// introspection reports.
             pub const INFO: $crate::ServiceInfo = $crate::ServiceInfo {
                 id: SERVICE_ID,
                 name: NAME,
@@ -336,7 +350,7 @@ macro_rules! __xenrpc_dispatch {
 /// introspection reports). Fields are integers or arrays of integers; the layout may have no
 /// padding (a compile error says so). Field names are at most
 /// [`FIELD_NAME_MAX`](crate::signature::FIELD_NAME_MAX) bytes. More attributes (e.g.
-/// `#[derive(Default)]`) pass through.
+/// `#[derive(Default)]`) pass through, on the struct and on its fields (their doc comments).
 ///
 /// (The derives name the protocol crate as `::xenrpc_proto`: depend on it under that name.)
 ///

@@ -31,17 +31,24 @@ use crate::transport::PeerId;
 /// One method of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MethodInfo {
+    /// The method id, unique within the service.
     pub id: u32,
+    /// The method's name as declared, at most [`METHOD_NAME_MAX`] bytes.
     pub name: &'static str,
+    /// The shapes of its arguments and result, and whether it takes or returns bytes.
     pub signature: Signature,
 }
 
 /// What one `define_service!` declaration describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceInfo {
+    /// The service id every call names ([`FIRST_USER_SERVICE_ID`] or more outside the project).
     pub id: u32,
+    /// The service's name, at most [`SERVICE_NAME_MAX`] bytes.
     pub name: &'static str,
+    /// The interface version calls must carry.
     pub version: u32,
+    /// The service's methods, in declaration order.
     pub methods: &'static [MethodInfo],
 }
 
@@ -172,10 +179,12 @@ impl<'a> OolArgs<'a> {
         }
     }
 
+    /// The window's length in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the call has no out-of-line arguments.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -405,26 +414,32 @@ impl<'a> CallContext<'a> {
         self.peer
     }
 
+    /// The call id the client chose (echoed in the response).
     pub fn call_id(&self) -> u64 {
         self.header.call_id
     }
 
+    /// The service id the call names.
     pub fn service(&self) -> u32 {
         self.header.service_id
     }
 
+    /// The method id the call names.
     pub fn method(&self) -> u32 {
         self.header.method_id
     }
 
+    /// The interface version the client was built against.
     pub fn version(&self) -> u32 {
         self.header.version
     }
 
+    /// The call's absolute deadline in ns of the transport's clock; 0 = none.
     pub fn deadline_ns(&self) -> u64 {
         self.header.deadline_ns
     }
 
+    /// Whether the client wants no response ([`FLAG_ONE_WAY`]).
     pub fn is_one_way(&self) -> bool {
         self.header.flags & FLAG_ONE_WAY != 0
     }
@@ -434,10 +449,12 @@ impl<'a> CallContext<'a> {
         self.inline_args
     }
 
+    /// The out-of-line argument window (empty if the call has none).
     pub fn ool_args(&self) -> &OolArgs<'a> {
         &self.ool_args
     }
 
+    /// The out-of-line result window, written straight into the client's buffer.
     pub fn ool_result(&mut self) -> &mut OolResult<'a> {
         &mut self.ool_result
     }
@@ -498,6 +515,7 @@ pub trait Dispatcher {
 /// A service implementation that a [`Registry`] can hold; `define_service!` generates one
 /// (`<service>::Handler<S>`) for every implementation of the service's `Server` trait.
 pub trait ServiceHandler {
+    /// The service's description (id, name, version, methods).
     fn info(&self) -> &'static ServiceInfo;
     /// Called with calls whose service id is `info().id`; checks version and method.
     fn handle(&mut self, call: &mut CallContext<'_>) -> Status;

@@ -24,18 +24,31 @@ struct RegistryEntry<'a> {
 pub enum RegistryError {
     /// Service `name` takes id `id`, which `existing` already has.
     DuplicateServiceId {
+        /// The service id both take.
         id: u32,
+        /// The service being registered.
         name: &'static str,
+        /// The service registered earlier with that id.
         existing: &'static str,
     },
     /// Service `name` takes id `id`, which is reserved for the project (user services take
     /// ids from `FIRST_USER_SERVICE_ID`, 1024, up).
-    ReservedId { id: u32, name: &'static str },
+    ReservedId {
+        /// The reserved id (below `FIRST_USER_SERVICE_ID`).
+        id: u32,
+        /// The service being registered.
+        name: &'static str,
+    },
     /// Service `name` does not fit: a registry holds `MAX_SERVICES` services.
-    Full { name: &'static str },
+    Full {
+        /// The service that did not fit.
+        name: &'static str,
+    },
     /// Service `name` cannot start here (see `ServiceUnavailable`).
     Unavailable {
+        /// The service that cannot start.
         name: &'static str,
+        /// Why, as a clause that completes "cannot start: …".
         why: &'static str,
     },
 }
@@ -81,6 +94,7 @@ impl Default for Registry<'_> {
 }
 
 impl<'a> Registry<'a> {
+    /// An empty registry that keeps no counters and has no privileged peer.
     pub fn new() -> Self {
         Registry {
             entries: [const { None }; MAX_SERVICES],

@@ -52,7 +52,9 @@ impl<S: ServiceSet> ServiceSet for Option<S> {
 /// fails registration with this reason, so the server does not start with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceUnavailable {
+    /// The service's name (its `NAME`).
     pub service: &'static str,
+    /// Why, as a clause that completes "cannot start: …".
     pub why: &'static str,
 }
 
@@ -141,7 +143,10 @@ pub enum PlatformError {
     /// This platform has no source of randomness.
     NoRandomness,
     /// The secret is longer than the buffer for it.
-    SecretTooLong { max: usize },
+    SecretTooLong {
+        /// Size in bytes of the buffer for the secret.
+        max: usize,
+    },
     /// The provisioned value is not what the platform expects (e.g. not hex).
     SecretMalformed,
     /// Secrets cannot be read here (what failed).

@@ -4,16 +4,21 @@
 use crate::{CallContext, Status};
 
 crate::define_pod! {
+    /// The two operands of a binary operation.
     #[derive(Default)]
     pub struct Operands {
+        /// The left operand.
         pub a: i64,
+        /// The right operand (the divisor of `div`).
         pub b: i64,
     }
 }
 
 crate::define_pod! {
+    /// An operation's result.
     #[derive(Default)]
     pub struct Value {
+        /// The result.
         pub value: i64,
     }
 }

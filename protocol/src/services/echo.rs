@@ -9,7 +9,9 @@ pub const INLINE_BYTES_MAX: usize = crate::INLINE_CAPACITY - 4;
 crate::define_pod! {
     /// A length-prefixed byte string that fits inline.
     pub struct InlineBytes {
+        /// How many bytes of `data` are the string, at most [`INLINE_BYTES_MAX`].
         pub len: u32,
+        /// The string's bytes, then padding (zero when built by [`InlineBytes::new`]).
         pub data: [u8; INLINE_BYTES_MAX],
     }
 }
@@ -35,6 +37,7 @@ crate::define_pod! {
     /// Bytes copied out of line.
     #[derive(Default)]
     pub struct OolLen {
+        /// The byte count.
         pub len: u32,
     }
 }

@@ -13,6 +13,7 @@ crate::define_pod! {
     /// Which service to describe.
     #[derive(Default)]
     pub struct ServiceQuery {
+        /// The service id.
         pub id: u32,
     }
 }
@@ -21,9 +22,13 @@ crate::define_pod! {
     /// One service, as listed (32 bytes; the name is zero-padded, truncated to 20 bytes).
     #[derive(Default)]
     pub struct ServiceEntry {
+        /// The service id.
         pub id: u32,
+        /// The service's interface version.
         pub version: u32,
+        /// How many methods it has.
         pub method_count: u32,
+        /// Its name, zero-padded.
         pub name: [u8; 20],
     }
 }
@@ -32,7 +37,9 @@ crate::define_pod! {
     /// One method, as listed (32 bytes; the name is zero-padded, truncated to 28 bytes).
     #[derive(Default)]
     pub struct MethodEntry {
+        /// The method id.
         pub id: u32,
+        /// Its name, zero-padded.
         pub name: [u8; 28],
     }
 }
@@ -41,7 +48,9 @@ crate::define_pod! {
     /// How many entries were written into the result window, and how many there are.
     #[derive(Default)]
     pub struct ListReply {
+        /// Entries written into the result window (as many as fit).
         pub written: u32,
+        /// Entries there are in all.
         pub total: u32,
     }
 }
@@ -51,10 +60,15 @@ crate::define_pod! {
     /// all tenants for a privileged caller (32 bytes).
     #[derive(Default)]
     pub struct ServiceStatsEntry {
+        /// The service id.
         pub id: u32,
+        /// Zero.
         pub reserved: u32,
+        /// Calls naming the service (refused ones included).
         pub calls: u64,
+        /// Of those, calls whose status was not `Ok`.
         pub errors: u64,
+        /// Zero.
         pub reserved2: u64,
     }
 }
@@ -137,6 +151,7 @@ impl<'a> Introspector<'a> {
     }
 }
 
+/// The listing record of a service (its name truncated to 20 bytes).
 pub fn entry_for(info: &ServiceInfo) -> ServiceEntry {
     ServiceEntry {
         id: info.id,

@@ -24,8 +24,11 @@ pub fn field_name(field: &[u8]) -> &[u8] {
 /// stock service VM image and `xenrpc-hostd` serve, and a set to combine with a user's own.
 #[cfg(feature = "alloc")]
 pub struct BuiltIns {
+    /// The echo service (id 1).
     pub echo: echo::Handler<echo::EchoServer>,
+    /// The arith service (id 2).
     pub arith: arith::Handler<arith::ArithServer>,
+    /// The kv service (id 3), one namespace per peer.
     pub kv: kv::Handler<kv::KvStore>,
 }
 

@@ -20,16 +20,22 @@ use crate::services::introspection::{self, ListReply, MethodEntry, ServiceEntry,
 /// A service as a server lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteService {
+    /// The service id.
     pub id: u32,
+    /// The service's name.
     pub name: String,
+    /// The service's interface version.
     pub version: u32,
 }
 
 /// A method of a service, with its checked signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteMethod {
+    /// The method id within its service.
     pub id: u32,
+    /// The method's name.
     pub name: String,
+    /// What it takes and returns, as checked by [`RemoteSignature::parse`].
     pub signature: RemoteSignature,
 }
 
@@ -39,11 +45,19 @@ pub enum LookupError<E> {
     /// The connection failed (the transport's own error).
     Transport(E),
     /// The server lists no service of this name (to this caller).
-    UnknownService { name: String, known: Vec<String> },
+    UnknownService {
+        /// The name asked for.
+        name: String,
+        /// The services the server lists to this caller.
+        known: Vec<String>,
+    },
     /// The service has no method of this name.
     UnknownMethod {
+        /// The service's name.
         service: String,
+        /// The method name asked for.
         name: String,
+        /// The methods the service has.
         known: Vec<String>,
     },
     /// `SERVICE.METHOD` was expected.
@@ -231,6 +245,7 @@ pub fn resolve<C: Caller + ?Sized>(
 /// The answer to a call by signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenericReply {
+    /// The call's status.
     pub status: Status,
     /// The result's fields (empty unless the status is `Ok`).
     pub fields: Vec<(String, Value)>,

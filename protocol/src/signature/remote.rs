@@ -15,24 +15,33 @@ use crate::INLINE_CAPACITY;
 /// A field of a signature a server reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteField {
+    /// The field's name (printable ASCII, at most `FIELD_NAME_MAX` bytes).
     pub name: String,
+    /// The field's type.
     pub ty: FieldType,
+    /// Byte offset of the field in its shape (the field lies inside it).
     pub offset: usize,
 }
 
 /// The inline arguments or result of a method: their size and fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RemoteShape {
+    /// Bytes of the shape, at most `INLINE_CAPACITY`.
     pub size: usize,
+    /// Its fields in the order the server reported them, none overlapping.
     pub fields: Vec<RemoteField>,
 }
 
 /// A method's signature as a server reported it, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteSignature {
+    /// The inline arguments.
     pub args: RemoteShape,
+    /// The inline result.
     pub result: RemoteShape,
+    /// The method reads bytes from the call's argument window.
     pub bytes_in: bool,
+    /// The method writes bytes into the call's result window.
     pub bytes_out: bool,
 }
 
@@ -40,19 +49,42 @@ pub struct RemoteSignature {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SignatureError {
     /// The server wrote fewer field records than the signature has.
-    Truncated { written: u32, fields: u32 },
+    Truncated {
+        /// Field records that arrived.
+        written: u32,
+        /// Fields the signature has (arguments and result).
+        fields: u32,
+    },
     /// A shape is larger than a slot's inline capacity.
-    TooLarge { size: usize },
+    TooLarge {
+        /// The shape's size in bytes.
+        size: usize,
+    },
     /// A field has no valid name.
-    BadName { index: usize },
+    BadName {
+        /// The field record's index (arguments first).
+        index: usize,
+    },
     /// A field name appears twice in one shape.
-    DuplicateName { name: String },
+    DuplicateName {
+        /// The repeated name.
+        name: String,
+    },
     /// A field has an unknown type code, count or role.
-    BadType { name: String },
+    BadType {
+        /// The field's name.
+        name: String,
+    },
     /// A field lies outside its shape or overlaps another.
-    BadOffset { name: String },
+    BadOffset {
+        /// The field's name.
+        name: String,
+    },
     /// Unknown flag bits.
-    BadFlags { flags: u32 },
+    BadFlags {
+        /// The reported flags, all bits.
+        flags: u32,
+    },
 }
 
 impl fmt::Display for SignatureError {
@@ -84,19 +116,36 @@ impl core::error::Error for SignatureError {}
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FieldError {
     /// No value for a field.
-    Missing { field: String },
+    Missing {
+        /// The field without a value.
+        field: String,
+    },
     /// A value for a field the method does not have.
-    Unknown { field: String, known: String },
+    Unknown {
+        /// The name given.
+        field: String,
+        /// The fields the method takes, comma-separated (empty if none).
+        known: String,
+    },
     /// Two values for one field.
-    Repeated { field: String },
+    Repeated {
+        /// The field given twice.
+        field: String,
+    },
     /// A value that is not of the field's type.
     BadValue {
+        /// The field.
         field: String,
+        /// The text given for it.
         value: String,
+        /// What the field takes, as a phrase ("hex digits", "an unsigned integer of type u32").
         expected: String,
     },
     /// More values than the fields take (positional arguments).
-    TooMany { fields: usize },
+    TooMany {
+        /// How many fields take values.
+        fields: usize,
+    },
 }
 
 impl fmt::Display for FieldError {
@@ -127,7 +176,9 @@ impl core::error::Error for FieldError {}
 /// A decoded field value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
+    /// An unsigned integer (`u8`..`u64`).
     Unsigned(u64),
+    /// A signed integer (`i8`..`i64`).
     Signed(i64),
     /// A byte string (a `[u8; N]`, cut to its `len` field when the shape has one).
     Bytes(Vec<u8>),

@@ -126,7 +126,9 @@ pub use store::KvStore;
 crate::define_pod! {
     /// A key (the first `len` bytes of `bytes`; `len` must be `1..=MAX_KEY_LEN`).
     pub struct Key {
+        /// How many bytes of `bytes` are the key, `1..=MAX_KEY_LEN`.
         pub len: u32,
+        /// The key's bytes, then padding (zero when built by [`Key::new`]).
         pub bytes: [u8; MAX_KEY_LEN],
     }
 }
@@ -159,7 +161,9 @@ crate::define_pod! {
     /// window when it fits).
     #[derive(Default)]
     pub struct ValueInfo {
+        /// 1 if the key exists, 0 if not.
         pub found: u32,
+        /// The value's length in bytes (0 if not found).
         pub len: u32,
     }
 }
@@ -168,6 +172,7 @@ crate::define_pod! {
     /// Result of `delete`.
     #[derive(Default)]
     pub struct Existed {
+        /// 1 if the key existed (and is now gone), 0 if not.
         pub existed: u32,
     }
 }
@@ -176,6 +181,7 @@ crate::define_pod! {
     /// Arguments of `list`: skip the first `skip` keys (in key order).
     #[derive(Default)]
     pub struct ListArgs {
+        /// Keys to skip from the start of the key order.
         pub skip: u32,
     }
 }
@@ -185,8 +191,11 @@ crate::define_pod! {
     /// little-endian u32 length followed by the key bytes (`bytes` in all), out of `total` keys.
     #[derive(Default)]
     pub struct KeyList {
+        /// Keys written into the result window.
         pub written: u32,
+        /// Keys the caller has in all.
         pub total: u32,
+        /// Bytes of records written into the result window.
         pub bytes: u32,
     }
 }
@@ -200,6 +209,7 @@ crate::define_service! {
         fn put = 1 (Key, value: bytes) -> ();
         /// Writes the value into the result window (`TooLarge` if it does not fit).
         fn get = 2 (Key) -> ValueInfo, value: bytes;
+        /// Removes the key and its value, giving their footprint back to the peer's quota.
         fn delete = 3 (Key) -> Existed;
         /// Lists keys into the result window, as many as fit.
         fn list = 4 (ListArgs) -> KeyList, keys: bytes;

@@ -54,6 +54,7 @@ impl KvStore {
         }
     }
 
+    /// The limits the whole store stays within.
     pub fn budget(&self) -> KvBudget {
         self.budget
     }
