@@ -5,6 +5,7 @@
 //! `start_info`, on a small bootstrap stack, with event upcalls masked. The kernel crate names
 //! its Rust entry with [`entry_point!`].
 #![no_std]
+#![warn(missing_docs)]
 
 /// Size of the stack the kernel runs on until it sets up its own.
 pub const BOOT_STACK_SIZE: usize = 64 * 1024;

@@ -34,6 +34,7 @@ pub struct ConnArgs {
 }
 
 impl ConnArgs {
+    /// The per-call time limit (`--timeout-ms`).
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }

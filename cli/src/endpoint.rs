@@ -1,4 +1,4 @@
-//! One calling interface over both transports: [`Endpoint::call_raw`] makes a call given as
+//! One calling interface over both transports: [`Endpoint::call_bytes`] makes a call given as
 //! ids and bytes ([`RawCall`]) and returns the status and bytes of its answer ([`RawReply`]),
 //! over the Xen devices of a guest ([`XenEndpoint`]) or a `xenrpc-hostd` socket
 //! ([`HostEndpoint`]). Commands written against it behave the same over either.
@@ -19,11 +19,17 @@ use crate::error::{CliError, Result};
 /// out-of-line result the caller accepts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RawCall {
+    /// The service id.
     pub service: u32,
+    /// The method id within the service.
     pub method: u32,
+    /// The service version the call is for.
     pub version: u32,
+    /// The inline argument bytes.
     pub inline: Vec<u8>,
+    /// The out-of-line argument bytes (none: empty).
     pub ool_in: Vec<u8>,
+    /// Most bytes of out-of-line result accepted (0: none).
     pub ool_out_capacity: usize,
 }
 
@@ -59,8 +65,11 @@ impl RawCall {
 /// handler wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawReply {
+    /// The status the server answered with.
     pub status: Status,
+    /// The inline reply bytes.
     pub inline: Vec<u8>,
+    /// The out-of-line result bytes the handler wrote.
     pub ool_out: Vec<u8>,
 }
 
@@ -115,6 +124,7 @@ pub struct XenEndpoint {
 }
 
 impl XenEndpoint {
+    /// Connects over device `args.devid` with `args`' ring, data region and time limits.
     pub fn connect(args: &ConnArgs) -> Result<XenEndpoint> {
         let mut conn = conn::connect(args)?;
         conn.set_call_timeout(args.timeout());
@@ -179,6 +189,7 @@ impl HostEndpoint {
         })
     }
 
+    /// The server's socket.
     pub fn socket(&self) -> &Path {
         &self.socket
     }

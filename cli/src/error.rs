@@ -20,11 +20,21 @@ pub enum CliError {
     Xen(xenrpc_client::Error),
     /// Cannot connect to the server at {socket}: {error, or why a server hangs up on a
     /// newcomer}.
-    HostConnect { socket: PathBuf, error: ClientError },
+    HostConnect {
+        /// The server's socket.
+        socket: PathBuf,
+        /// Why connecting failed.
+        error: ClientError,
+    },
     /// Server gone: {socket} hung up / deadline exceeded: no reply from the server at {socket}
     /// / server broke the protocol: ... / call to the server at {socket}: {error} / server at
     /// {socket}: {error} (by the host transport's failure once connected).
-    Host { socket: PathBuf, error: ClientError },
+    Host {
+        /// The server's socket.
+        socket: PathBuf,
+        /// The host transport's failure.
+        error: ClientError,
+    },
 }
 
 impl CliError {
@@ -144,6 +154,7 @@ impl From<xenrpc_client::Error> for CliError {
     }
 }
 
+/// A result whose error is a [`CliError`].
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! output in text or JSON ([`output`]), the connection options of the Xen transport
 //! ([`conn`]), and [`endpoint`], one small calling interface over both transports (the Xen
 //! devices of a guest, or a `xenrpc-hostd` socket).
+#![warn(missing_docs)]
 
 pub mod conn;
 pub mod endpoint;

@@ -10,8 +10,11 @@ use crate::error::CliError;
 /// A command's result: its text, its JSON value, and whether it succeeded (a command can
 /// finish its work and still report a failure, e.g. a self-test that failed).
 pub struct Output {
+    /// What text mode prints (stdout).
     pub text: String,
+    /// What `--json` prints.
     pub value: Value,
+    /// Whether the command succeeded (false: exit status 1).
     pub ok: bool,
 }
 

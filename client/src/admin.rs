@@ -65,7 +65,8 @@ fn write_key(
     store.set_perms(tx, &path, perms)
 }
 
-/// The permissions docs/rendezvous.md gives each directory.
+/// The permissions docs/rendezvous.md gives the frontend directory: owned by the client,
+/// readable by the server.
 pub fn frontend_perms(server: DomId, client: DomId) -> [Permission; 2] {
     [
         Permission::new(Access::None, client),
@@ -73,6 +74,8 @@ pub fn frontend_perms(server: DomId, client: DomId) -> [Permission; 2] {
     ]
 }
 
+/// The permissions docs/rendezvous.md gives the backend directory: owned by the server,
+/// readable by the client.
 pub fn backend_perms(server: DomId, client: DomId) -> [Permission; 2] {
     [
         Permission::new(Access::None, server),
@@ -83,10 +86,15 @@ pub fn backend_perms(server: DomId, client: DomId) -> [Permission; 2] {
 /// What `attach` wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attached {
+    /// The service VM's domid.
     pub server: DomId,
+    /// The client guest's domid.
     pub client: DomId,
+    /// The device id (0 to [`DEVID_MAX`](xenrpc_rendezvous::DEVID_MAX)).
     pub devid: u32,
+    /// The frontend directory's path.
     pub frontend: String,
+    /// The backend directory's path.
     pub backend: String,
 }
 
@@ -192,8 +200,11 @@ pub fn attach(store: &mut dyn Xenstore, server: u32, client: u32, devid: u32) ->
 /// How `detach` ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Detached {
+    /// The service VM's domid.
     pub server: DomId,
+    /// The client guest's domid.
     pub client: DomId,
+    /// The device id.
     pub devid: u32,
     /// Whether the server acknowledged (backend Closed) before the directories were removed.
     pub server_acknowledged: bool,
@@ -309,14 +320,24 @@ pub fn detach(
 /// One connection as xenstore shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionRow {
+    /// The service VM's domid.
     pub server: DomId,
+    /// The client guest's domid.
     pub client: DomId,
+    /// The device id.
     pub devid: u32,
+    /// The backend's `state`, as "4 (Connected)" (the raw value if it is no XenbusState);
+    /// `None` if absent or unreadable.
     pub backend_state: Option<String>,
+    /// The frontend's `state`, written as `backend_state` is.
     pub frontend_state: Option<String>,
+    /// The backend's `online` value.
     pub online: Option<String>,
+    /// The frontend's `event-channel` value.
     pub event_channel: Option<String>,
+    /// The frontend's `index-ref` value.
     pub index_ref: Option<String>,
+    /// The backend's `max-pages` value.
     pub max_pages: Option<String>,
     /// Problems with what the directories hold (a peer may have written anything).
     pub problems: Vec<String>,

@@ -26,8 +26,11 @@ pub type DomId = u16;
 pub unsafe trait GrantedPages: Send + Sync {
     /// One grant reference per page, in page order.
     fn grant_refs(&self) -> &[u32];
+    /// The first byte of the pages, page aligned.
     fn base(&self) -> *mut u8;
+    /// Length in bytes, a whole number of pages.
     fn len(&self) -> usize;
+    /// Whether there are no pages.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -47,7 +50,9 @@ pub trait EventChannel: Send {
 
 /// Grants and event channels of this domain.
 pub trait XenDevices {
+    /// Pages granted by [`Self::grant_pages`].
     type Pages: GrantedPages + 'static;
+    /// A port allocated by [`Self::alloc_unbound`].
     type Channel: EventChannel;
     /// Allocates `count` zeroed pages and grants each to `peer` (read-only unless `writable`).
     fn grant_pages(&self, peer: DomId, count: usize, writable: bool) -> Result<Self::Pages>;
@@ -95,6 +100,7 @@ unsafe impl<P: GrantedPages> SharedMemory for Window<P> {
     }
 }
 
+/// Bytes per page (x86-64 guests).
 pub const PAGE_SIZE: usize = 4096;
 
 // ---- Linux: include/uapi/xen/gntalloc.h and evtchn.h -------------------------------------
@@ -170,7 +176,9 @@ const IOCTL_EVTCHN_BIND_UNBOUND_PORT: libc::c_ulong = ioc_none(b'E', 2, 4);
 const IOCTL_EVTCHN_UNBIND: libc::c_ulong = ioc_none(b'E', 3, 4);
 const IOCTL_EVTCHN_NOTIFY: libc::c_ulong = ioc_none(b'E', 4, 4);
 
+/// The Linux device that grants this domain's pages to another.
 pub const GNTALLOC_DEVICE: &str = "/dev/xen/gntalloc";
+/// The Linux device for interdomain event channels.
 pub const EVTCHN_DEVICE: &str = "/dev/xen/evtchn";
 
 /// Most pages one allocation may hold (gntalloc's default module limit is 1024 in all).

@@ -28,12 +28,20 @@ pub enum Error {
     Busy(String),
     /// A xenstore operation failed.
     Xenstore {
+        /// The operation, in xenstore's words ("directory", "get-perms", ...).
         op: &'static str,
+        /// The node it was on.
         path: String,
+        /// Why it failed.
         error: XenstoreFailure,
     },
     /// A Xen device (gntalloc, evtchn, xenbus) failed.
-    Device { what: String, source: io::Error },
+    Device {
+        /// What was being done, naming the device.
+        what: String,
+        /// The system's error.
+        source: io::Error,
+    },
     /// This is not a Xen domain, or its Xen devices are not loaded (which, and what to do).
     NoXenDevices(String),
 }
@@ -77,6 +85,7 @@ impl fmt::Display for XenstoreFailure {
 }
 
 impl Error {
+    /// An [`Error::Device`]: `what` failed with `source`.
     pub fn device(what: impl Into<String>, source: io::Error) -> Error {
         Error::Device {
             what: what.into(),
@@ -84,6 +93,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::Xenstore`]: xenstored answered `op` on `path` with `error`.
     pub fn xenstore(op: &'static str, path: &str, error: ReplyError) -> Error {
         Error::Xenstore {
             op,
@@ -164,4 +174,5 @@ impl From<CallError> for Error {
     }
 }
 
+/// A result whose error is the client's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -20,6 +20,7 @@
 //! Linux guest's user space cannot read, so calls carry no server-side deadline (0) and the
 //! client enforces its own: a call that misses it fails with `DeadlineExceeded` and its late
 //! response is dropped.
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod devices;

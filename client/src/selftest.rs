@@ -20,8 +20,11 @@ use crate::xenstore::{XenbusConnection, Xenstore};
 /// One step's outcome.
 #[derive(Clone, Debug)]
 pub struct Step {
+    /// What the step exercises.
     pub name: &'static str,
+    /// Whether it worked.
     pub ok: bool,
+    /// What it saw, or why it failed.
     pub detail: String,
 }
 

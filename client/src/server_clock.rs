@@ -24,6 +24,7 @@ pub struct ServerClock {
 }
 
 impl ServerClock {
+    /// An estimate with no bounds yet; client times are measured from `epoch`.
     pub fn new(epoch: Instant) -> Self {
         ServerClock {
             epoch,

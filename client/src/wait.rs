@@ -9,6 +9,7 @@ use std::time::Instant;
 pub enum Readiness {
     /// Bit `i` set: `fds[i]` is readable (or has an error/hang-up pending, which its read reports).
     Ready(u32),
+    /// The deadline passed with no fd ready.
     TimedOut,
 }
 

@@ -26,32 +26,42 @@ use crate::wait::{poll_readable, Readiness};
 
 /// A xenstore transaction id; [`NO_TX`] outside a transaction.
 pub type TxId = u32;
+/// The transaction id of a request outside any transaction.
 pub const NO_TX: TxId = 0;
 
 /// A fired watch: the node that changed (or the watched path, on registration) and the token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchFired {
+    /// The node that changed, or the watched path itself on registration.
     pub path: String,
+    /// The token the watch was registered with.
     pub token: String,
 }
 
 /// The xenstore operations the client needs. `None` results mean the node does not exist.
 pub trait Xenstore {
+    /// The node's value.
     fn read(&mut self, tx: TxId, path: &str) -> Result<Option<Vec<u8>>>;
     /// Creates the node (and missing parents) if needed.
     fn write(&mut self, tx: TxId, path: &str, value: &[u8]) -> Result<()>;
+    /// Creates the node (and missing parents) with an empty value if it does not exist.
     fn mkdir(&mut self, tx: TxId, path: &str) -> Result<()>;
     /// Removes the node and its children; a missing node is not an error.
     fn rm(&mut self, tx: TxId, path: &str) -> Result<()>;
+    /// The names of the node's children.
     fn directory(&mut self, tx: TxId, path: &str) -> Result<Option<Vec<String>>>;
+    /// The node's permissions; the first entry is the owner and the access of every domain
+    /// not listed.
     fn get_perms(&mut self, tx: TxId, path: &str) -> Result<Option<Vec<Permission>>>;
     /// The first entry is the owner and the access of every domain not listed.
     fn set_perms(&mut self, tx: TxId, path: &str, perms: &[Permission]) -> Result<()>;
+    /// Starts a transaction; requests that carry its id see and change one snapshot.
     fn transaction_start(&mut self) -> Result<TxId>;
     /// `Ok(false)`: the transaction conflicted with another writer and must be redone.
     fn transaction_end(&mut self, tx: TxId, commit: bool) -> Result<bool>;
     /// Registers a watch; xenstored fires it once at once, then on every change at or below `path`.
     fn watch(&mut self, path: &str, token: &str) -> Result<()>;
+    /// Removes the watch registered with `path` and `token`.
     fn unwatch(&mut self, path: &str, token: &str) -> Result<()>;
     /// The next watch event, waiting until `deadline`; `None` once the deadline has passed.
     fn next_event(&mut self, deadline: Instant) -> Result<Option<WatchFired>>;
@@ -128,6 +138,7 @@ impl XenbusConnection {
         Self::open_device(XENBUS_DEVICE)
     }
 
+    /// Opens the xenbus device at `path` (a guest's way to xenstore).
     pub fn open_device(path: &str) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
@@ -138,6 +149,7 @@ impl XenbusConnection {
         Ok(Self::new(Channel::Device(file), path))
     }
 
+    /// Connects to xenstored's Unix socket at `path` (dom0's way).
     pub fn open_socket(path: &str) -> Result<Self> {
         let socket =
             UnixStream::connect(path).map_err(|e| Error::device(format!("connect {path}"), e))?;
@@ -156,6 +168,8 @@ impl XenbusConnection {
         }
     }
 
+    /// How long one request may wait for its reply before the connection is declared dead
+    /// (default [`DEFAULT_REQUEST_TIMEOUT`]).
     pub fn set_request_timeout(&mut self, timeout: Duration) {
         self.request_timeout = timeout;
     }

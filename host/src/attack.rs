@@ -20,14 +20,19 @@ use crate::link::Link;
 /// The data region an attacker asks for: an argument and a result window of `MAX_CALL_COPY`.
 pub const ATTACK_DATA_LEN: usize = 2 * MAX_CALL_COPY;
 
+/// A greedy client's way of taking all it can.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attack {
+    /// Keeps its ring full of maximal one-way `echo.echo_ool` calls.
     GreedyOneWay,
+    /// Keeps as many maximal two-way calls in flight as it may.
     FullRing,
+    /// Makes no calls and raises its eventfd in a tight loop.
     EventStorm,
 }
 
 impl Attack {
+    /// Every attack, in table order.
     pub const ALL: [Attack; 3] = [Attack::GreedyOneWay, Attack::FullRing, Attack::EventStorm];
 
     /// A short name (command lines, CSV).
@@ -48,6 +53,7 @@ impl Attack {
         }
     }
 
+    /// The attack whose [`Self::name`] is `name`.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|attack| attack.name() == name)
     }

@@ -21,6 +21,7 @@ use crate::wait::{SpinPolicy, WaitOutcome, Waiter};
 pub struct ClientOptions {
     /// Bytes of data region to ask for (the client's out-of-line buffers).
     pub data_len: usize,
+    /// How long a wait for a reply spins before it blocks.
     pub spin: SpinPolicy,
     /// Two-way calls allowed in flight at once (at most `MAX_IN_FLIGHT` and the ring's slots).
     pub max_in_flight: usize,
@@ -39,6 +40,7 @@ impl Default for ClientOptions {
     }
 }
 
+/// Why a host client's call or set-up failed.
 #[derive(Debug)]
 pub enum ClientError {
     /// The server process went away (its socket hung up); the connection is unusable.
@@ -48,6 +50,7 @@ pub enum ClientError {
     /// The protocol refused the call, the server answered with an error status, or the server
     /// broke the protocol.
     Call(CallError),
+    /// A system call failed (set-up, the socket, the eventfds).
     Io(io::Error),
 }
 
@@ -106,6 +109,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to the server listening on the Unix socket `path`.
     pub fn connect(path: &Path, options: ClientOptions) -> Result<Self, ClientError> {
         let link = Link::connect(path, options.data_len, options.setup_timeout)?;
         Self::from_link(link, options)
@@ -160,14 +164,17 @@ impl Client {
         self.conn.ring()
     }
 
+    /// How long later waits spin before they block.
     pub fn set_spin(&mut self, spin: SpinPolicy) {
         self.spin = spin;
     }
 
+    /// Two-way calls started and not yet finished.
     pub fn in_flight(&self) -> usize {
         self.conn.in_flight()
     }
 
+    /// Two-way calls allowed in flight at once (the option, clamped to the ring).
     pub fn max_in_flight(&self) -> usize {
         self.conn.max_in_flight()
     }

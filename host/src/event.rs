@@ -18,6 +18,7 @@ pub struct EventFd {
 }
 
 impl EventFd {
+    /// A new eventfd with its counter at 0 (close-on-exec, non-blocking).
     pub fn new() -> io::Result<Self> {
         let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         Ok(Self { fd })
@@ -30,6 +31,7 @@ impl EventFd {
         Ok(Self { fd })
     }
 
+    /// The eventfd itself (to send to the peer, or to wait on).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

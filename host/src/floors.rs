@@ -37,6 +37,7 @@ pub struct FloorDriver {
 }
 
 impl FloorDriver {
+    /// Drives the peer that holds the other end of the control socket `control`.
     pub fn new(control: OwnedFd) -> Self {
         Self { control }
     }

@@ -12,6 +12,7 @@ use xenrpc_proto::{Platform, PlatformError, ServiceEnv, ServiceSet};
 use crate::services::{host_registry, set_admin_uids, Counters, HostServices};
 use crate::wait::SpinPolicy;
 
+/// `xenrpc-hostd`'s usage text.
 pub const USAGE: &str = "usage: xenrpc-hostd --socket PATH [--spin-us MICROSECONDS] [--slots N] \
 [--max-data BYTES] [--max-clients N] [--max-per-uid N] [--idle-reap-ms N] [--setup-timeout-ms N] \
 [--admin-uid UID]... [--param KEY=VALUE]... [--secret NAME=FILE]... [--memory BYTES] \

@@ -3,6 +3,7 @@
 //! Memory is shared through sealed memfds ([`shm`]), wake-ups go through eventfds ([`event`]),
 //! connections are set up over a Unix socket that also reports each side's death
 //! ([`rendezvous`]), and waiting spins briefly before it blocks ([`wait`]).
+#![warn(missing_docs)]
 
 pub mod attack;
 pub mod client;

@@ -11,10 +11,12 @@ use crate::rendezvous::{self, Hello, Welcome};
 use crate::shm::{page_round_up, MemfdRegion};
 use xenrpc_proto::{RingGeometry, SharedMemory};
 
+/// One connection's resources, as one side holds them after set-up.
 #[derive(Debug)]
 pub struct Link {
     /// Silent after set-up; its hangup means the other process is gone.
     pub socket: OwnedFd,
+    /// The ring region: control page and request and response rings.
     pub ring: MemfdRegion,
     /// The client's out-of-line buffers; arguments and results are (offset, len) in here.
     pub data: MemfdRegion,
@@ -29,7 +31,9 @@ pub struct Link {
 /// Limits the server applies to what a client may ask for at set-up.
 #[derive(Clone, Copy, Debug)]
 pub struct LinkLimits {
+    /// The ring every connection gets.
     pub geometry: RingGeometry,
+    /// Largest data region a client may ask for, in bytes.
     pub max_data_len: usize,
 }
 

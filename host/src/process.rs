@@ -17,10 +17,12 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// Guards `child`.
     pub fn new(child: Child) -> Self {
         Self { child: Some(child) }
     }
 
+    /// The child's process id.
     pub fn id(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }

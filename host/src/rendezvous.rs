@@ -36,7 +36,9 @@ pub const WELCOME_FD_COUNT: usize = 4;
 /// Who a client process is, as the kernel reports it (`SO_PEERCRED`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerCredentials {
+    /// The process id of the process that connected.
     pub pid: u32,
+    /// Its user id: the tenant.
     pub uid: u32,
 }
 
@@ -52,12 +54,15 @@ impl PeerCredentials {
 /// Client → server: the first and only message a client sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hello {
+    /// Bytes of data region the client asks for.
     pub data_len: u64,
 }
 
 impl Hello {
+    /// Bytes on the wire: magic, version, `data_len` (little-endian).
     pub const WIRE_LEN: usize = 16;
 
+    /// The message as sent.
     pub fn encode(&self) -> [u8; Self::WIRE_LEN] {
         let mut out = [0u8; Self::WIRE_LEN];
         out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
@@ -66,6 +71,7 @@ impl Hello {
         out
     }
 
+    /// Parses a received message, checking its length, magic and version.
     pub fn decode(bytes: &[u8]) -> io::Result<Self> {
         let bytes: &[u8; Self::WIRE_LEN] = bytes
             .try_into()
@@ -80,14 +86,20 @@ impl Hello {
 /// Server → client: the ring's slot count and the sizes of the two regions whose fds ride along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Welcome {
+    /// Slots of each ring (a power of two).
     pub slots: u32,
+    /// Bytes of the ring region's memfd.
     pub ring_len: u64,
+    /// Bytes of the data region's memfd.
     pub data_len: u64,
 }
 
 impl Welcome {
+    /// Bytes on the wire: magic, version, `slots`, 4 reserved, `ring_len`, `data_len`
+    /// (little-endian).
     pub const WIRE_LEN: usize = 32;
 
+    /// The message as sent.
     pub fn encode(&self) -> [u8; Self::WIRE_LEN] {
         let mut out = [0u8; Self::WIRE_LEN];
         out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
@@ -98,6 +110,7 @@ impl Welcome {
         out
     }
 
+    /// Parses a received message, checking its length, magic and version.
     pub fn decode(bytes: &[u8]) -> io::Result<Self> {
         let bytes: &[u8; Self::WIRE_LEN] = bytes
             .try_into()

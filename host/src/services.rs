@@ -41,14 +41,19 @@ xenrpc_proto::define_pod! {
 pub const MAX_SELFTEST_SLEEP_MS: u32 = 2_000;
 
 xenrpc_proto::define_pod! {
+    /// The arguments of `selftest::sleep`.
     #[derive(Default)]
     pub struct SleepArgs {
+        /// How long to stall, in milliseconds (at most [`MAX_SELFTEST_SLEEP_MS`]).
         pub millis: u32,
     }
 }
 
+// `define_service!` (protocol/) gives the constants it generates (`SERVICE_ID`, `VERSION`,
+// `NAME`, `METHODS`, `INFO`, `methods::*`) no doc comment of their own: allowed here.
 define_service! {
     /// Server administration; only uids named with `--admin-uid` may call it.
+    #[allow(missing_docs)]
     pub mod admin {
         name = "admin", id = 100, version = 1;
         /// Connection counters.
@@ -58,6 +63,7 @@ define_service! {
 
 define_service! {
     /// Misbehaving handlers, served only with `--test-services`.
+    #[allow(missing_docs)]
     pub mod selftest {
         name = "selftest", id = 101, version = 1;
         /// Panics inside the handler (the server answers `HandlerFault` and keeps serving).
@@ -85,6 +91,7 @@ fn admin_allowed(peer: PeerId) -> bool {
 pub struct Counters(Rc<Cell<AdminStats>>);
 
 impl Counters {
+    /// Counts one server event.
     pub fn record(&self, event: &ServerEvent) {
         let mut stats = self.0.get();
         match event {
@@ -116,6 +123,7 @@ impl Counters {
         self.0.set(stats);
     }
 
+    /// The counters so far.
     pub fn get(&self) -> AdminStats {
         self.0.get()
     }
@@ -153,6 +161,7 @@ pub struct HostServices {
 }
 
 impl HostServices {
+    /// `admin` reporting `counters`, and `selftest` if `test_services`.
     pub fn new(counters: Counters, test_services: bool) -> Self {
         Self {
             admin: Restricted(admin::Handler(AdminServer(counters)), admin_allowed),

@@ -34,6 +34,7 @@ impl SpinPolicy {
     /// Poll for up to 50 µs, then block.
     pub const DEFAULT: Self = Self::micros(50);
 
+    /// Poll for up to `micros` microseconds, then block.
     pub const fn micros(micros: u64) -> Self {
         Self {
             spin_for: Duration::from_micros(micros),
@@ -57,6 +58,7 @@ pub struct SpinBudget {
 }
 
 impl SpinBudget {
+    /// A fresh spin phase under `policy`.
     #[inline]
     pub fn new(policy: SpinPolicy) -> Self {
         Self {
@@ -97,10 +99,12 @@ impl SpinBudget {
 /// How a wait ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WaitOutcome<T> {
+    /// The awaited value.
     Ready(T),
     /// The peer's end of the rendezvous socket hung up (the peer process is gone) or it broke
     /// protocol by writing to a socket that must stay silent.
     PeerGone,
+    /// The deadline passed first.
     TimedOut,
 }
 
@@ -119,6 +123,8 @@ pub struct Waiter {
 }
 
 impl Waiter {
+    /// Watches `wakeups` (the peer's wake-ups to us) and `hangup` (our end of the rendezvous
+    /// socket, readable when the peer is gone).
     pub fn new(wakeups: &EventFd, hangup: BorrowedFd<'_>) -> io::Result<Self> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         epoll::add(

@@ -10,6 +10,7 @@
 //!
 //! On the host this crate compiles to nothing; images are built for `x86_64-unknown-none`.
 #![cfg_attr(target_os = "none", no_std)]
+#![warn(missing_docs)]
 
 /// The protocol crate, for images that name the built-in services.
 pub use xenrpc_proto as proto;

@@ -5,6 +5,7 @@
 //! Everything here is pure: the caller reads xenstore or a granted page once into private
 //! memory, and these functions validate the copy.
 #![no_std]
+#![warn(missing_docs)]
 
 extern crate alloc;
 
@@ -22,20 +23,30 @@ pub const DEVICE_TYPE: &str = "xenrpc";
 /// The protocol both ends write under `protocol`.
 pub const PROTOCOL: &str = "xenrpc/1";
 
-/// Frontend keys.
+/// Keys of the frontend and backend directories.
 pub mod key {
+    /// Frontend: the path of the backend directory (written by the toolstack).
     pub const BACKEND: &str = "backend";
+    /// Frontend: the server's domid (written by the toolstack).
     pub const BACKEND_ID: &str = "backend-id";
+    /// Backend: the path of the frontend directory (written by the toolstack).
     pub const FRONTEND: &str = "frontend";
+    /// Backend: the client's domid (written by the toolstack).
     pub const FRONTEND_ID: &str = "frontend-id";
+    /// Both: the end's XenbusState, as a decimal number.
     pub const STATE: &str = "state";
+    /// Backend: "1" while the toolstack wants the device attached.
     pub const ONLINE: &str = "online";
+    /// Frontend: the grant reference of the index page (granted read-only to the server).
     pub const INDEX_REF: &str = "index-ref";
+    /// Frontend: the port the client allocated unbound for the server.
     pub const EVENT_CHANNEL: &str = "event-channel";
     /// Optional: a second port the server only bounces back (the raw event round trip that
     /// benchmarks compare calls with).
     pub const PING_EVENT_CHANNEL: &str = "ping-event-channel";
+    /// Both: the protocol the end speaks ([`PROTOCOL`](crate::PROTOCOL)).
     pub const PROTOCOL: &str = "protocol";
+    /// Backend: the largest ring + data page count the server accepts.
     pub const MAX_PAGES: &str = "max-pages";
 }
 
@@ -63,6 +74,7 @@ impl Path {
         }
     }
 
+    /// The path as text.
     pub fn as_str(&self) -> &str {
         // Only ever written through `write_str`, so always UTF-8.
         core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
@@ -133,15 +145,21 @@ pub fn key_path(dir: &Path, key: &str) -> Path {
     path(format_args!("{dir}/{key}"))
 }
 
-/// Why a value a peer wrote was refused.
+/// Why a value a peer wrote was refused. Each variant's doc comment is its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ValueError {
+    /// Empty value.
     Empty,
+    /// Not a plain decimal number.
     NotDecimal,
+    /// Number out of range.
     TooLarge,
-    /// A path that is not the one the contract names.
+    /// Path does not match the attach contract (a path that is not the one the contract
+    /// names).
     WrongPath,
+    /// Not a XenbusState.
     BadState,
+    /// Unsupported protocol.
     WrongProtocol,
 }
 
@@ -233,6 +251,7 @@ pub fn check_backend_path(
 
 /// The index page's magic ("XRPC" as little-endian bytes).
 pub const INDEX_MAGIC: u32 = u32::from_le_bytes(*b"XRPC");
+/// The index page layout's version.
 pub const INDEX_VERSION: u32 = 1;
 /// Ring + data pages one connection may share: what fits in one index page, and in one slot of
 /// the service VM's foreign-mapping window.
@@ -242,9 +261,13 @@ pub const MAX_PAGES: usize = (4096 - core::mem::size_of::<IndexHeader>()) / 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IndexHeader {
+    /// [`INDEX_MAGIC`].
     pub magic: u32,
+    /// [`INDEX_VERSION`].
     pub version: u32,
+    /// Pages of the ring region (at least 1: the control page and both rings).
     pub ring_pages: u32,
+    /// Pages of the data region (0 or more).
     pub data_pages: u32,
 }
 const _: () = assert!(core::mem::size_of::<IndexHeader>() == 16);
@@ -255,21 +278,30 @@ const _: () = assert!(MAX_PAGES == 1020);
 #[repr(C)]
 #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IndexPage {
+    /// Magic, version and page counts.
     pub header: IndexHeader,
+    /// Grant references: `ring_pages` ring pages first, then `data_pages` data pages; the
+    /// rest unused.
     pub refs: [u32; MAX_PAGES],
 }
 const _: () = assert!(core::mem::size_of::<IndexPage>() == 4096);
 
-/// Why an index page was refused.
+/// Why an index page was refused. Each variant's doc comment is its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexError {
+    /// Bad magic {0:#x}.
     BadMagic(u32),
+    /// Unsupported version {0}.
     BadVersion(u32),
-    /// ring_pages is zero (the ring region's own geometry is checked by the protocol).
+    /// Ring pages {0}: at least one is needed (ring_pages is zero; the ring region's own
+    /// geometry is checked by the protocol).
     BadRingPages(u32),
-    /// ring_pages + data_pages exceeds [`MAX_PAGES`] or the server's own limit.
+    /// {requested} pages requested, limit {limit} (ring_pages + data_pages exceeds
+    /// [`MAX_PAGES`] or the server's own limit).
     TooManyPages {
+        /// ring_pages + data_pages as the page asks.
         requested: u64,
+        /// The largest count accepted: [`MAX_PAGES`] or the server's lower limit.
         limit: usize,
     },
 }
@@ -343,18 +375,22 @@ impl Index {
         Ok(out)
     }
 
+    /// Pages of the ring region.
     pub fn ring_pages(&self) -> usize {
         self.page.header.ring_pages as usize
     }
 
+    /// Pages of the data region.
     pub fn data_pages(&self) -> usize {
         self.page.header.data_pages as usize
     }
 
+    /// Grant references of the ring pages, in order.
     pub fn ring_refs(&self) -> &[u32] {
         &self.page.refs[..self.ring_pages()]
     }
 
+    /// Grant references of the data pages, in order.
     pub fn data_refs(&self) -> &[u32] {
         &self.page.refs[self.ring_pages()..self.ring_pages() + self.data_pages()]
     }

@@ -33,6 +33,7 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
+    /// A limit of `limit` events per window of `window_ns` nanoseconds, nothing used yet.
     pub const fn new(limit: u32, window_ns: u64) -> Self {
         RateLimit {
             limit,

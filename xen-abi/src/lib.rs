@@ -17,6 +17,7 @@
 //! - [`evtchn`]: the fair two-level scan of pending event-channel ports.
 //! - [`pte`]: x86-64 PV page-table entry arithmetic.
 #![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
 
 pub use xen_sys as sys;
 

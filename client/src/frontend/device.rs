@@ -10,10 +10,15 @@ use crate::xenstore::{read_text, Xenstore, NO_TX};
 /// Where this domain's device lives and whom it talks to, read from xenstore and validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
+    /// This domain's id.
     pub self_id: DomId,
+    /// The service VM's domid (`backend-id`).
     pub server: DomId,
+    /// The device id.
     pub devid: u32,
+    /// The frontend directory's path.
     pub frontend: String,
+    /// The backend directory's path (checked against what `backend` names).
     pub backend: String,
 }
 
@@ -116,8 +121,12 @@ pub(super) fn backend_failure(look: BackendLook, info: &DeviceInfo) -> Option<Er
 /// One of this domain's xenrpc devices, as xenstore shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnDevice {
+    /// The device id.
     pub devid: u32,
+    /// The frontend's raw `state` value; `None` if absent.
     pub frontend_state: Option<String>,
+    /// The backend's raw `state` value; `None` if absent or the device names no valid
+    /// backend.
     pub backend_state: Option<String>,
 }
 

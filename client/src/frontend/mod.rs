@@ -33,9 +33,13 @@ const BACKEND_TOKEN: &str = "xenrpc-backend";
 /// Client-side counters of one connection.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClientStats {
+    /// Calls started (submitted to the ring).
     pub calls_started: u64,
+    /// Calls answered with a reply.
     pub calls_ok: u64,
+    /// Calls the server answered with an error status.
     pub calls_remote_error: u64,
+    /// Calls that missed their deadline.
     pub calls_timed_out: u64,
     /// Event-channel notifications sent to the server.
     pub notifications_sent: u64,
@@ -90,30 +94,37 @@ impl<C: EventChannel> ChannelNotify<'_, C> {
 }
 
 impl<D: XenDevices> Connection<D> {
+    /// The device this connection runs over.
     pub fn info(&self) -> &DeviceInfo {
         &self.info
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> ClientStats {
         self.stats
     }
 
+    /// The ring's geometry (slots, pages).
     pub fn geometry(&self) -> RingGeometry {
         self.geometry
     }
 
+    /// Pages of the data region.
     pub fn data_pages(&self) -> usize {
         self.data_pages
     }
 
+    /// The local port of the connection's event channel (what `event-channel` says).
     pub fn event_channel_port(&self) -> u32 {
         self.channel.port()
     }
 
+    /// The grant reference of the index page (what `index-ref` says).
     pub fn index_ref(&self) -> u32 {
         self.index_ref
     }
 
+    /// The grant references of the ring pages, in order.
     pub fn ring_refs(&self) -> &[u32] {
         &self.ring_refs
     }
@@ -129,6 +140,7 @@ impl<D: XenDevices> Connection<D> {
         self.client.ring()
     }
 
+    /// Calls started and not yet finished.
     pub fn in_flight(&self) -> usize {
         self.client.in_flight()
     }

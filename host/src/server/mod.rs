@@ -56,8 +56,10 @@ pub const SERVICE_INTERVAL: Duration = Duration::from_millis(1);
 /// Spins with nothing to do between two looks at the clock (a few µs).
 const IDLE_SPINS_PER_CLOCK_READ: u32 = 64;
 
+/// How the server serves and what it allows its clients.
 #[derive(Clone, Copy, Debug)]
 pub struct ServerConfig {
+    /// How long the loop spins with nothing to do before it sleeps in `epoll_wait`.
     pub spin: SpinPolicy,
     /// Ring slots per connection (a power of two, see `RingGeometry`).
     pub slots: u32,
@@ -123,30 +125,39 @@ impl fmt::Display for DropReason {
 /// What happened to a connection, for the server's log and the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerEvent {
+    /// A client finished set-up (sent `READY`); its connection is served from now on.
     Connected(PeerCredentials),
     /// The client hung up; `requests` were served on the connection.
     Disconnected {
+        /// Who the client was.
         peer: PeerCredentials,
+        /// Requests served on the connection.
         requests: u64,
     },
     /// The connection was dropped because the client misbehaved or idled under pressure.
     Dropped {
+        /// Who the client was.
         peer: PeerCredentials,
+        /// Why it was dropped.
         reason: DropReason,
     },
     /// A connection attempt was refused (bad hello, caps, set-up timeout).
     Refused {
+        /// Who tried, if the kernel told us.
         peer: Option<PeerCredentials>,
+        /// Why it was refused.
         reason: Refusal,
     },
     /// The last connection of `uid` went; its per-tenant state was forgotten.
     TenantGone {
+        /// The tenant's uid.
         uid: u32,
     },
 }
 
 /// A dispatcher that keeps per-tenant state: told when a tenant's last connection is gone.
 pub trait TenantDispatcher: Dispatcher {
+    /// Drops everything kept for `peer`: its last connection is gone.
     fn forget_peer(&mut self, peer: PeerId);
 }
 
@@ -213,6 +224,7 @@ struct Entry {
     stage: Stage,
 }
 
+/// The host server: its listening socket, its connections and their rings.
 pub struct Server {
     listener: OwnedFd,
     epoll: OwnedFd,
@@ -228,6 +240,8 @@ pub struct Server {
 }
 
 impl Server {
+    /// Listens on the Unix socket `path` (refused if a server already listens there) with
+    /// `config`, checked first.
     pub fn bind(path: &Path, config: ServerConfig) -> io::Result<Self> {
         let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
         let geometry =

@@ -42,6 +42,7 @@ pub enum Admission<Id> {
     Admit,
     /// Admit after reaping this idle connection.
     Reap(Id),
+    /// Refused, for this reason.
     Refuse(Refusal),
 }
 
@@ -52,10 +53,12 @@ pub struct TenantCounts {
 }
 
 impl TenantCounts {
+    /// Connections `uid` holds.
     pub fn of(&self, uid: u32) -> usize {
         self.per_uid.get(&uid).copied().unwrap_or(0)
     }
 
+    /// Counts one more connection of `uid`.
     pub fn add(&mut self, uid: u32) {
         *self.per_uid.entry(uid).or_default() += 1;
     }
@@ -77,8 +80,11 @@ impl TenantCounts {
 /// The caps a newcomer is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
+    /// Connections in all.
     pub max_clients: usize,
+    /// Connections per uid.
     pub max_per_uid: usize,
+    /// How long without a request makes a connection reapable.
     pub idle_reap: Duration,
 }
 
@@ -86,8 +92,11 @@ pub struct Caps {
 /// (`None`: not reapable, e.g. still setting up).
 #[derive(Debug, Clone, Copy)]
 pub struct Slot<Id> {
+    /// The connection's id.
     pub id: Id,
+    /// Its tenant.
     pub uid: u32,
+    /// When it last had a request; `None`: not reapable.
     pub last_request: Option<Instant>,
 }
 

@@ -33,6 +33,7 @@ fn under(path: &str, watched: &str) -> bool {
 }
 
 impl MockStore {
+    /// An empty store: no nodes, no watches, the clock at 0.
     pub fn new() -> Self {
         Self::default()
     }
@@ -163,8 +164,11 @@ impl BackendStore for MockStore {
 /// A connection of [`MockConnector`]: what the frontend published.
 #[derive(Debug, PartialEq, Eq)]
 pub struct MockConnection {
+    /// The client domain.
     pub client: DomId,
+    /// The device id.
     pub devid: u32,
+    /// What the frontend published.
     pub params: FrontendParams,
 }
 
@@ -174,6 +178,7 @@ pub struct MockConnection {
 pub struct MockConnector {
     /// Refuse every connect with this reason.
     pub refuse: Option<String>,
+    /// Connects accepted so far.
     pub connects: u64,
 }
 

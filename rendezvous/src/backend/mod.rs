@@ -2,7 +2,7 @@
 //! the backend directory and domain releases, walks the XenbusState handshake with each
 //! attached client, owns the connections, and counts every refusal. The service VM and the
 //! client crate's fake service VM both run this one; host tests drive it through
-//! [`mock::MockStore`] (feature `mock`).
+//! `mock::MockStore` (feature `mock`).
 //!
 //! Everything a client wrote is read once and validated by this crate's parsers; anything
 //! wrong ends that device with BE state Closed and a counted, logged reason. The toolstack
@@ -117,6 +117,7 @@ impl<C> Backend<C> {
         })
     }
 
+    /// The counters so far: attaches, connections, refusals and ends by reason.
     pub fn stats(&self) -> BackendStats {
         self.stats
     }

@@ -5,17 +5,32 @@ use core::fmt;
 /// Why devices were refused or closed, and what the limits held back.
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendStats {
+    /// Devices whose entry passed the checks and that were offered (BE InitWait).
     pub attached: u64,
+    /// Connections made (the client's pages mapped, BE Connected).
     pub connected: u64,
+    /// Backend entries ignored: a `<client>/<devid>` below the root that does not parse.
     pub refused_entry: u64,
+    /// Devices refused because their `frontend` or `frontend-id` is missing or not the
+    /// contract's.
     pub refused_frontend: u64,
+    /// Connects refused: what the frontend published did not parse, or the connector refused
+    /// it (its index page, the mapping of its pages).
     pub refused_connect: u64,
+    /// Connections the client closed (FE Closing or Closed, or a restart to Initialising).
     pub closed_by_client: u64,
+    /// Devices whose frontend state vanished while offered or connected.
     pub client_gone: u64,
+    /// Devices the toolstack took offline or whose backend entry it removed.
     pub detached: u64,
+    /// Connections ended because the client broke the protocol ([`EndKind::Violation`]).
     pub broken: u64,
+    /// Connections ended because the client's process let go of its pages
+    /// ([`EndKind::ClientLetGo`]).
     pub client_let_go: u64,
+    /// Connections ended for an event storm ([`EndKind::EventStorm`]).
     pub event_storms: u64,
+    /// Connections ended for a ping storm ([`EndKind::PingStorm`]).
     pub ping_storms: u64,
     /// Devices refused because their domain had `MAX_DEVICES_PER_DOMAIN` already.
     pub refused_cap: u64,
@@ -23,6 +38,7 @@ pub struct BackendStats {
     pub throttled: u64,
     /// Peer-caused log lines not printed (over the per-device budget).
     pub log_suppressed: u64,
+    /// Tenants released (each once per tenancy; see [`ReleaseReason`]).
     pub tenants_released: u64,
 }
 

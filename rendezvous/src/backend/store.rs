@@ -31,11 +31,13 @@ impl fmt::Display for StoreError {
 pub trait BackendStore {
     /// A node's value; `None` if it does not exist.
     fn read(&mut self, path: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes a node's value, creating it if needed.
     fn write(&mut self, path: &str, value: &[u8]) -> Result<(), StoreError>;
     /// A node's children; empty if it does not exist.
     fn directory(&mut self, path: &str) -> Result<Vec<String>, StoreError>;
     /// Watches `path`; each change must reach [`super::Backend::watch_fired`] with `token`.
     fn watch(&mut self, path: &str, token: &str) -> Result<(), StoreError>;
+    /// Removes the watch [`Self::watch`] set on `path` with `token`.
     fn unwatch(&mut self, path: &str, token: &str);
     /// Monotonic nanoseconds.
     fn now_ns(&mut self) -> u64;
@@ -46,15 +48,20 @@ pub trait BackendStore {
 /// What the frontend published for its connection, read once and validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrontendParams {
+    /// `index-ref`: the grant reference of the index page.
     pub index_ref: u32,
+    /// `event-channel`: the client's unbound port for the server.
     pub event_channel: u32,
+    /// `ping-event-channel`, if the client wrote one: the port the server bounces events on.
     pub ping_event_channel: Option<u32>,
 }
 
 /// Turns a frontend's published values into a live connection (maps the pages, binds the
 /// ports), or says why not.
 pub trait Connector {
+    /// A live connection, owned by the backend while the device is connected.
     type Connection;
+    /// Connects device `devid` of domain `client` with what its frontend published.
     fn connect(
         &mut self,
         client: crate::DomId,

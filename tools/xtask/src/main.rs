@@ -367,7 +367,7 @@ fn cmd_test(paths: &Paths) -> Result<ExitCode> {
 pub struct Example {
     /// Its directory in the repository.
     pub dir: &'static str,
-    /// Its package name: it names what `build --services` writes (build/<name>.elf).
+    /// Its package name: it names what `build --services` writes (`build/<name>.elf`).
     pub name: &'static str,
 }
 

@@ -51,7 +51,7 @@ pub struct Scenario {
     pub timeout: Duration,
     pub needs_kernel: bool,
     /// The example service crates' images and xl configs (`build --services examples/<dir>`:
-    /// build/<name>.{elf,cfg}) in /testbed/build.
+    /// `build/<name>.{elf,cfg}`) in /testbed/build.
     pub needs_examples: bool,
     needs_linux_guest: bool,
     /// The client binaries ([`CLIENT_BINARIES`]) in dom0 (/usr/bin) and a client guest image
@@ -230,7 +230,7 @@ fn module_path(path: &Path) -> Result<String> {
     Ok(text.to_string())
 }
 
-/// Everything QEMU needs for one run, assembled under build/testbed/<scenario>/.
+/// Everything QEMU needs for one run, assembled under `build/testbed/<scenario>/`.
 struct Prepared {
     xen: PathBuf,
     xen_cmdline: String,
