@@ -73,11 +73,6 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Spawns `command` with one end of a fresh seqpacket socket pair inherited as an open fd whose
-/// number is appended to the command line. Returns the child and our end.
-///
-/// Must not run concurrently with another spawn in this process: the inherited end is briefly
-/// marked inheritable.
 /// Starts a host server (`xenrpc-hostd`, or a generated `<crate>-hostd`) from `command`, with
 /// its stdout piped, and waits at most `timeout` for its first line, which must be the ready
 /// line (`xenrpc-hostd: listening on PATH`). The server is killed when the guard drops.
@@ -106,6 +101,11 @@ pub fn spawn_host_server(mut command: Command, timeout: Duration) -> io::Result<
     Ok(child)
 }
 
+/// Spawns `command` with one end of a fresh seqpacket socket pair inherited as an open fd whose
+/// number is appended to the command line. Returns the child and our end.
+///
+/// Must not run concurrently with another spawn in this process: the inherited end is briefly
+/// marked inheritable.
 pub fn spawn_with_control_socket(mut command: Command) -> io::Result<(ChildGuard, OwnedFd)> {
     let (ours, theirs) = rustix::net::socketpair(
         AddressFamily::UNIX,

@@ -49,11 +49,8 @@ xenrpc_proto::define_pod! {
     }
 }
 
-// `define_service!` (protocol/) gives the constants it generates (`SERVICE_ID`, `VERSION`,
-// `NAME`, `METHODS`, `INFO`, `methods::*`) no doc comment of their own: allowed here.
 define_service! {
     /// Server administration; only uids named with `--admin-uid` may call it.
-    #[allow(missing_docs)]
     pub mod admin {
         name = "admin", id = 100, version = 1;
         /// Connection counters.
@@ -63,7 +60,6 @@ define_service! {
 
 define_service! {
     /// Misbehaving handlers, served only with `--test-services`.
-    #[allow(missing_docs)]
     pub mod selftest {
         name = "selftest", id = 101, version = 1;
         /// Panics inside the handler (the server answers `HandlerFault` and keeps serving).

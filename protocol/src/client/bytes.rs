@@ -18,7 +18,7 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
     /// copied into a window of the data region, and a result window of `output_capacity`
     /// bytes is held for it (`None`: the largest free window, at most [`crate::MAX_CALL_COPY`]);
     /// the call's own windows, if it set any, are replaced. Both are given back when the
-    /// response arrives, whose [`Completion::bytes`] holds the result bytes. Do not mix with
+    /// response arrives, whose [`Completion::bytes`](super::Completion::bytes) holds the result bytes. Do not mix with
     /// windows placed by hand on the same connection.
     #[cfg(feature = "alloc")]
     pub fn start_with_bytes<T>(
