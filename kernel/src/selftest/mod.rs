@@ -14,6 +14,8 @@ pub type TestFn = fn(&BootInfo) -> Result<(), TestError>;
 /// Why a self-test failed. Self-tests run after `mm::init`, so the message may use the heap.
 pub struct TestError(pub alloc::string::String);
 
+/// How many self-tests passed and failed (none ran: both 0).
+#[derive(Default)]
 pub struct Report {
     pub passed: u32,
     pub failed: u32,
