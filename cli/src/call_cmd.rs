@@ -184,11 +184,6 @@ where
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    // Checked here too, so a bad field is named before anything is sent.
-    signature
-        .args
-        .encode(&pairs)
-        .map_err(|e| bad(format!("{spec}: {e}")))?;
     let input = match (&args.data, signature.bytes_in) {
         (Some(data), true) => data.as_slice(),
         (None, _) => &[],
@@ -197,8 +192,12 @@ where
     if args.out.is_some() && !signature.bytes_out {
         return Err(bad(format!("{spec} returns no bytes: drop --out")));
     }
+    // The fields are encoded (and a bad one named) before anything is sent.
     let reply = call_by_signature(caller, &service, &method, &pairs, input, args.capacity)
-        .map_err(lookup)?;
+        .map_err(|e| match e {
+            LookupError::Field(e) => bad(format!("{spec}: {e}")),
+            other => lookup(other),
+        })?;
     if reply.status != xenrpc_proto::Status::Ok {
         return Err(CliError::Remote(reply.status));
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::server::{Server, ServerConfig, ServerEvent};
+use xenrpc_proto::service::hand_over_secret;
 use xenrpc_proto::services::builtins;
 use xenrpc_proto::services::kv::KvBudget;
 use xenrpc_proto::{Platform, PlatformError, ServiceEnv, ServiceSet};
@@ -176,18 +177,10 @@ struct HostPlatform {
 
 impl Platform for HostPlatform {
     fn take_secret(&self, name: &str, buf: &mut [u8]) -> Result<Option<usize>, PlatformError> {
-        let Some(mut secret) = self.secrets.borrow_mut().remove(name) else {
-            return Ok(None);
-        };
-        let result = match buf.get_mut(..secret.len()) {
-            Some(dst) => {
-                dst.copy_from_slice(&secret);
-                Ok(Some(secret.len()))
-            }
-            None => Err(PlatformError::SecretTooLong { max: buf.len() }),
-        };
-        secret.fill(0);
-        result
+        match self.secrets.borrow_mut().remove(name) {
+            Some(mut secret) => hand_over_secret(&mut secret, buf),
+            None => Ok(None),
+        }
     }
 
     fn fill_random(&self, buf: &mut [u8]) -> Result<(), PlatformError> {

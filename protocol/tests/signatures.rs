@@ -156,6 +156,14 @@ fn a_len_beside_one_byte_array_is_filled_and_cuts_the_decoded_bytes() {
         Err(FieldError::BadValue { .. })
     ));
     assert!(get.args.encode(&[("bytes", "hex:abc")]).is_err());
+    // Only hex digits: no sign, no space (`from_str_radix` would take "+f").
+    assert!(get.args.encode(&[("bytes", "hex:+f")]).is_err());
+    assert_eq!(
+        xenrpc_proto::signature::decode_hex("00fF7a"),
+        Some(vec![0, 0xff, 0x7a])
+    );
+    assert_eq!(xenrpc_proto::signature::decode_hex("+f"), None);
+    assert_eq!(xenrpc_proto::signature::decode_hex(" f"), None);
 }
 
 #[test]

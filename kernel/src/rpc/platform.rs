@@ -1,6 +1,8 @@
 //! What the service VM offers services as they are built (`xenrpc_proto::Platform`): secrets
 //! the toolstack provisioned in xenstore, and the CPU's `RDRAND`.
 
+use xenrpc_proto::service::hand_over_secret;
+use xenrpc_proto::signature::decode_hex;
 use xenrpc_proto::{Platform, PlatformError};
 
 use crate::log;
@@ -23,15 +25,6 @@ fn name_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 impl Platform for ServiceVmPlatform {
     fn take_secret(&self, name: &str, buf: &mut [u8]) -> Result<Option<usize>, PlatformError> {
         if !name_ok(name) {
@@ -48,25 +41,11 @@ impl Platform for ServiceVmPlatform {
         if let Err(e) = xenstore::rm(&path) {
             log!("rpc: cannot remove {path} after reading it: {e}");
         }
-        let text = hex.trim_ascii();
-        let result = if text.len() % 2 != 0 {
-            Err(PlatformError::SecretMalformed)
-        } else if text.len() / 2 > buf.len() {
-            Err(PlatformError::SecretTooLong { max: buf.len() })
-        } else {
-            let mut ok = true;
-            for (i, pair) in text.chunks_exact(2).enumerate() {
-                match (hex_digit(pair[0]), hex_digit(pair[1])) {
-                    (Some(hi), Some(lo)) => buf[i] = hi << 4 | lo,
-                    _ => ok = false,
-                }
-            }
-            if ok {
-                Ok(Some(text.len() / 2))
-            } else {
-                Err(PlatformError::SecretMalformed)
-            }
-        };
+        let decoded = core::str::from_utf8(hex.trim_ascii())
+            .ok()
+            .and_then(decode_hex)
+            .ok_or(PlatformError::SecretMalformed);
+        let result = decoded.and_then(|mut secret| hand_over_secret(&mut secret, buf));
         hex.fill(0);
         if let Ok(Some(n)) = result {
             log!("rpc: secret {name} taken from xenstore ({n} bytes), node removed");

@@ -16,8 +16,8 @@ mod set;
 pub use counters::{ServiceCounters, MAX_COUNTED_PEERS};
 pub use registry::{AccessCheck, Registry, RegistryError, Serving, MAX_SERVICES};
 pub use set::{
-    id_allowed, NoPlatform, Platform, PlatformError, Restricted, ServiceEnv, ServiceSet,
-    ServiceUnavailable, FIRST_USER_SERVICE_ID, PROJECT_SERVICES,
+    hand_over_secret, id_allowed, NoPlatform, Platform, PlatformError, Restricted, ServiceEnv,
+    ServiceSet, ServiceUnavailable, FIRST_USER_SERVICE_ID, PROJECT_SERVICES,
 };
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};

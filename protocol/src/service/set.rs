@@ -170,6 +170,20 @@ impl fmt::Display for PlatformError {
 
 impl core::error::Error for PlatformError {}
 
+/// Moves a secret's bytes into the caller's `buf` and wipes `secret` whatever happens: what a
+/// [`Platform::take_secret`] does with the value it read. `SecretTooLong` if it does not fit.
+pub fn hand_over_secret(secret: &mut [u8], buf: &mut [u8]) -> Result<Option<usize>, PlatformError> {
+    let taken = match buf.get_mut(..secret.len()) {
+        Some(dst) => {
+            dst.copy_from_slice(secret);
+            Ok(Some(secret.len()))
+        }
+        None => Err(PlatformError::SecretTooLong { max: buf.len() }),
+    };
+    secret.fill(0);
+    taken
+}
+
 /// A platform with no secrets and no randomness (tests, and environments that offer none).
 pub struct NoPlatform;
 
@@ -300,6 +314,21 @@ mod tests {
         assert_eq!(env.param("flag"), None);
         assert_eq!(env.param("missing"), None);
         assert_eq!(env.memory_bytes(), 1 << 20);
+    }
+
+    #[test]
+    fn a_secret_is_handed_over_whole_or_not_at_all_and_wiped() {
+        let mut secret = *b"0123";
+        let mut buf = [0u8; 8];
+        assert_eq!(hand_over_secret(&mut secret, &mut buf), Ok(Some(4)));
+        assert_eq!((&buf[..4], secret), (&b"0123"[..], [0; 4]));
+        let mut secret = *b"too long";
+        let mut small = [0u8; 4];
+        assert_eq!(
+            hand_over_secret(&mut secret, &mut small),
+            Err(PlatformError::SecretTooLong { max: 4 })
+        );
+        assert_eq!((small, secret), ([0; 4], [0; 8]));
     }
 
     #[test]

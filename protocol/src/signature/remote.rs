@@ -269,12 +269,10 @@ impl RemoteShape {
     /// byte string's length unless given.
     pub fn encode(&self, values: &[(&str, &str)]) -> Result<Vec<u8>, FieldError> {
         let mut given: Vec<Option<&str>> = alloc::vec![None; self.fields.len()];
-        let inputs: Vec<usize> = {
-            let auto = self.length_pair().map(|(len, _)| len);
-            (0..self.fields.len())
-                .filter(|i| Some(*i) != auto)
-                .collect()
-        };
+        let implied_len = self.length_pair().map(|(len, _)| len);
+        let inputs: Vec<usize> = (0..self.fields.len())
+            .filter(|i| Some(*i) != implied_len)
+            .collect();
         let mut next_positional = 0;
         for &(name, text) in values {
             let index = if name.is_empty() {
@@ -313,8 +311,8 @@ impl RemoteShape {
             if text.is_some() {
                 continue;
             }
-            match self.length_pair() {
-                Some((len, _)) if len == index => {
+            match implied_len {
+                Some(len) if len == index => {
                     let n = string_len.unwrap_or(0) as u64;
                     write_int(field, n, &mut bytes[field.offset..][..field.ty.size()])?;
                 }
@@ -477,14 +475,24 @@ fn encode_field(field: &RemoteField, text: &str, dst: &mut [u8]) -> Result<usize
     Ok(0)
 }
 
-/// Bytes from hex digits (`None` for an odd count or a non-hex digit).
+/// Bytes from hex digits (`None` for an odd count or anything but `0-9a-fA-F`, a sign
+/// included).
 pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    fn digit(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = hex.as_bytes();
+    if bytes.len() % 2 != 0 {
         return None;
     }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+    bytes
+        .chunks_exact(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
         .collect()
 }
 
