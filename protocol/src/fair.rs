@@ -89,6 +89,12 @@ impl CopyMeter {
         self.limit
     }
 
+    /// Charges the call `moved` bytes in all (at most its allowance): what the kernel really
+    /// moved for a call it ran through the gate (`service::gate`).
+    pub(crate) fn charge(&self, moved: usize) {
+        self.moved.set(moved.min(self.limit));
+    }
+
     /// Counts a move of `len` bytes, or refuses it (counting nothing) if it would take the call
     /// past its allowance. Call before copying.
     pub(crate) fn take(&self, len: usize) -> Result<(), OolError> {

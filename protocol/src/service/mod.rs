@@ -10,6 +10,7 @@
 
 mod counters;
 mod define;
+pub mod gate;
 mod registry;
 mod set;
 

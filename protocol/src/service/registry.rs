@@ -187,6 +187,18 @@ impl<'a> Registry<'a> {
         Ok(())
     }
 
+    /// The registered services and their access checks, in registration order: what a server
+    /// that runs the handlers elsewhere (the service VM, in address spaces of their own) takes
+    /// over, registering stand-ins instead.
+    pub fn into_services(
+        self,
+    ) -> impl Iterator<Item = (&'a mut dyn ServiceHandler, Option<AccessCheck>)> {
+        self.entries
+            .into_iter()
+            .flatten()
+            .map(|entry| (entry.handler, entry.access))
+    }
+
     /// The services `peer` may call, introspection first; returns how many were written.
     pub fn visible_services(
         &self,
