@@ -29,6 +29,8 @@ mod rpc;
 #[cfg(target_os = "none")]
 mod selftest;
 #[cfg(target_os = "none")]
+mod user;
+#[cfg(target_os = "none")]
 mod xen;
 
 /// Declares a service VM image's entry: boots, then serves the set `$services(env)` returns
@@ -68,6 +70,7 @@ mod service_vm {
         // SAFETY: `service_vm!` passes the address Xen gave `_start`, before anything else ran.
         let boot = unsafe { BootInfo::capture(start_info_va) };
         traps::init();
+        crate::user::init();
         console::init(&boot);
         if let Err(e) = shared_info::map(boot.shared_info_maddr) {
             fatal(format_args!("cannot map shared_info: {e}"));

@@ -26,6 +26,7 @@ pub mod console;
 pub mod evtchn;
 pub mod grant;
 pub mod pte;
+pub mod pv_user;
 pub mod ring;
 pub mod sys_layout;
 pub mod vcpu;

@@ -295,3 +295,52 @@ pub fn map_page(va: u64, mfn: Mfn, flags: PteFlags) -> Result<(), MapError> {
 pub fn unmap_page(va: u64) -> Result<xen_abi::pte::Pte, MapError> {
     with_memory(|m| m.kernel.unmap(&m.p2m, va))
 }
+
+/// A new user address space holding only the image's code (read-only, executable) and
+/// read-only data (read-only, not executable), at the addresses the kernel sees them: nothing
+/// of the kernel's data, heap, stacks, rings or grant windows.
+pub fn new_user_space() -> Result<AddressSpace, MapError> {
+    let text =
+        symbol_va(core::ptr::addr_of!(__image_start))..symbol_va(core::ptr::addr_of!(__text_end));
+    let rodata = symbol_va(core::ptr::addr_of!(__rodata_start))
+        ..symbol_va(core::ptr::addr_of!(__rodata_end));
+    let ro_x = PteFlags::PRESENT | PteFlags::USER | PteFlags::ACCESSED;
+    with_memory(|m| {
+        let space = AddressSpace::new_root(&m.p2m, &mut m.pool)?;
+        for (range, flags) in [(text, ro_x), (rodata, ro_x | PteFlags::NO_EXECUTE)] {
+            let mut va = range.start & !0xfff;
+            while va < range.end {
+                // One hypercall per run of pages sharing an L1 table.
+                let in_table = 512 - xen_abi::pte::table_indices(va).l1 as u64;
+                let left = (range.end - va).div_ceil(PAGE_SIZE_U64);
+                let count = in_table.min(left);
+                let mut frames = [Mfn(0); 512];
+                for (i, slot) in frames[..count as usize].iter_mut().enumerate() {
+                    let page = va + i as u64 * PAGE_SIZE_U64;
+                    *slot = m
+                        .kernel
+                        .translate(&m.p2m, page)?
+                        .and_then(|e| e.mfn())
+                        .ok_or(MapError::NotMapped(page))?;
+                }
+                let mut mfns = frames[..count as usize].iter().copied();
+                space.map_run(&m.p2m, &mut m.pool, va, &mut mfns, count as usize, flags)?;
+                va += count * PAGE_SIZE_U64;
+            }
+        }
+        Ok(space)
+    })
+}
+
+/// Maps frame `mfn` at `va` in user address space `space` with `flags`.
+pub fn map_user_page(
+    space: &AddressSpace,
+    va: u64,
+    mfn: Mfn,
+    flags: PteFlags,
+) -> Result<(), MapError> {
+    with_memory(|m| space.map(&m.p2m, &mut m.pool, va, mfn, flags))
+}
+
+/// Read-write, not executable: user stacks and data.
+pub const USER_RW_NX: PteFlags = RW_NX;

@@ -76,6 +76,32 @@ impl AddressSpace {
         Self { l4 }
     }
 
+    /// A new, empty address space (for PV user mode): a zeroed pool frame made read-only and
+    /// pinned as an L4 table, which makes Xen validate it and fill in its own slots.
+    pub fn new_root(p2m: &P2m, pool: &mut FramePool) -> Result<Self, MapError> {
+        let pfn = pool.alloc().ok_or(MapError::OutOfFrames)?;
+        let mfn = match Self::prepare_table_frame(p2m, pfn) {
+            Ok(m) => m,
+            Err(e) => {
+                pool.free(pfn);
+                return Err(e);
+            }
+        };
+        let mut op = xen_sys::mmuext_op {
+            cmd: xen_sys::MMUEXT_PIN_L4_TABLE,
+            arg1: xen_sys::mmuext_op__bindgen_ty_1 { mfn: mfn.0 },
+            arg2: xen_sys::mmuext_op__bindgen_ty_2 { nr_ents: 0 },
+        };
+        // SAFETY: pins a zeroed, read-only frame of ours as an L4: it maps nothing yet.
+        unsafe { hypercall::mmuext_op(core::slice::from_mut(&mut op))? };
+        Ok(Self { l4: mfn })
+    }
+
+    /// The machine frame of the L4 table.
+    pub fn root(&self) -> Mfn {
+        self.l4
+    }
+
     /// Reads entry `index` of table `table` through its (read-only) direct mapping.
     fn read_entry(p2m: &P2m, table: Mfn, index: usize) -> Result<Pte, MapError> {
         let pfn = p2m.pfn(table).ok_or(MapError::ForeignTable(table))?;

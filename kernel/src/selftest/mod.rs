@@ -6,6 +6,7 @@ use crate::xen::start_info::BootInfo;
 
 mod core_tests;
 mod mm_tests;
+mod user_tests;
 mod xen_ifaces;
 
 /// A self-test: `Err` carries a sentence saying what went wrong.
@@ -43,6 +44,7 @@ pub fn run_all(boot: &BootInfo) -> Report {
         .iter()
         .chain(mm_tests::TESTS)
         .chain(xen_ifaces::TESTS)
+        .chain(user_tests::TESTS)
     {
         if t.when == When::DomUOnly && boot.is_dom0() {
             continue;

@@ -232,13 +232,26 @@ fn serve(port: Port) {
     }
 }
 
+/// Selector bits taken while guest user mode ran (see [`defer_pending`]).
+static DEFERRED_SELECTOR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// An upcall interrupted guest user mode: takes the pending flag and selector, so that the
+/// next event raises a fresh upcall (the budget timer must be able to), and keeps the
+/// selector for the next [`dispatch_pending`].
+pub fn defer_pending() {
+    shared_info::take_upcall_pending();
+    let selector = shared_info::take_pending_sel();
+    DEFERRED_SELECTOR.fetch_or(selector, core::sync::atomic::Ordering::SeqCst);
+}
+
 /// Runs the handlers of every pending, unmasked port. Returns how many ports were served.
 pub fn dispatch_pending() -> usize {
     let mut served = 0;
     for _ in 0..MAX_DISPATCH_ROUNDS {
         // Clear the flag before taking the selector: an event after this point sets both again.
         let flagged = shared_info::take_upcall_pending();
-        let selector = shared_info::take_pending_sel();
+        let selector = shared_info::take_pending_sel()
+            | DEFERRED_SELECTOR.swap(0, core::sync::atomic::Ordering::SeqCst);
         if selector == 0 && !flagged {
             break;
         }

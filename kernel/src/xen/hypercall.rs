@@ -203,7 +203,9 @@ pub fn set_trap_table(table: &[abi::trap_info]) -> XenResult<()> {
 }
 
 use xen_abi::callback::{CallbackRegister, CALLBACKOP_REGISTER};
-pub use xen_abi::callback::{CALLBACKF_MASK_EVENTS, CALLBACKTYPE_EVENT, CALLBACKTYPE_FAILSAFE};
+pub use xen_abi::callback::{
+    CALLBACKF_MASK_EVENTS, CALLBACKTYPE_EVENT, CALLBACKTYPE_FAILSAFE, CALLBACKTYPE_SYSCALL,
+};
 const HYPERVISOR_CALLBACK_OP: u32 = 30;
 
 /// `callback_op(CALLBACKOP_register)`.
@@ -343,4 +345,26 @@ pub fn xen_version() -> (u32, u32) {
     // SAFETY: XENVER_version (0) takes no argument.
     let v = unsafe { hypercall5(abi::__HYPERVISOR_xen_version, 0, 0, 0, 0, 0) } as u32;
     (v >> 16, v & 0xffff)
+}
+
+/// `stack_switch(ss, esp)`: the kernel stack Xen switches to when guest user mode enters the
+/// kernel (a syscall, an exception, an event).
+///
+/// # Safety
+/// `esp` must be the top of a stack reserved for these entries, mapped and writable.
+pub unsafe fn stack_switch(ss: u64, esp: u64) -> XenResult<()> {
+    // SAFETY: plain integers; the caller vouches for the stack.
+    let rc = unsafe { hypercall5(abi::__HYPERVISOR_stack_switch, ss, esp, 0, 0, 0) };
+    check(rc).map(drop)
+}
+
+/// `MMUEXT_NEW_USER_BASEPTR`: the L4 table guest user mode runs on.
+pub fn new_user_baseptr(l4_mfn: u64) -> XenResult<()> {
+    let mut op = abi::mmuext_op {
+        cmd: abi::MMUEXT_NEW_USER_BASEPTR,
+        arg1: abi::mmuext_op__bindgen_ty_1 { mfn: l4_mfn },
+        arg2: abi::mmuext_op__bindgen_ty_2 { nr_ents: 0 },
+    };
+    // SAFETY: changes only what user mode sees; the kernel's own tables stay loaded.
+    unsafe { mmuext_op(core::slice::from_mut(&mut op)) }
 }

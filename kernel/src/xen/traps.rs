@@ -22,6 +22,7 @@ const TI_MASK_EVENTS: u8 = 4;
 /// Pseudo vectors for the callbacks sharing the common path.
 const VECTOR_EVENT_CALLBACK: u64 = 256;
 const VECTOR_FAILSAFE: u64 = 257;
+const VECTOR_SYSCALL: u64 = 258;
 /// rflags.IF: in a PV frame it mirrors "upcalls unmasked"; `iret` restores the mask from it.
 const RFLAGS_IF: u64 = 1 << 9;
 
@@ -90,6 +91,7 @@ core::arch::global_asm!(
     trap_entry xenrpc_trap_19, 19, 0
     trap_entry xenrpc_event_callback, 256, 0
     trap_entry xenrpc_failsafe_callback, 257, 0
+    trap_entry xenrpc_syscall_callback, 258, 0
 
     xenrpc_trap_common:
         push rax
@@ -183,12 +185,13 @@ extern "C" {
     fn xenrpc_trap_19();
     fn xenrpc_event_callback();
     fn xenrpc_failsafe_callback();
+    fn xenrpc_syscall_callback();
     fn xenrpc_probe_write_u8(addr: *mut u8, value: u8) -> u32;
     fn xenrpc_probe_read_u8(addr: *const u8) -> u32;
     static XENRPC_EXTABLE: [[u64; 2]; 2];
 }
 
-fn vector_name(vector: u64) -> &'static str {
+pub(crate) fn vector_name(vector: u64) -> &'static str {
     match vector {
         0 => "divide error",
         1 => "debug",
@@ -263,6 +266,13 @@ pub fn init() {
             xenrpc_failsafe_callback as *const () as u64,
             "failsafe",
         ),
+        // Guest user mode's `syscall` (the only way out of `user::run` but a fault).
+        (
+            hypercall::CALLBACKTYPE_SYSCALL,
+            hypercall::CALLBACKF_MASK_EVENTS,
+            xenrpc_syscall_callback as *const () as u64,
+            "syscall",
+        ),
     ];
     for (kind, flags, address, name) in callbacks {
         if let Err(e) = hypercall::callback_register(kind, flags, address) {
@@ -320,12 +330,19 @@ fn fixup_for(rip: u64) -> Option<u64> {
 
 #[no_mangle]
 extern "C" fn xenrpc_trap_handler(frame: &mut TrapFrame) {
+    if xen_abi::pv_user::frame_from_user(frame.cs) {
+        return crate::user::from_user(frame, VECTOR_SYSCALL, VECTOR_EVENT_CALLBACK);
+    }
     match frame.vector {
         VECTOR_EVENT_CALLBACK => {
             // Keep upcalls masked when `iret` returns: the interrupted code (the end of
             // SCHEDOP_block) scans the pending bitmaps itself.
             frame.rflags &= !RFLAGS_IF;
         }
+        VECTOR_SYSCALL => crate::fatal(format_args!(
+            "syscall callback entered from kernel mode at rip={:#x}",
+            frame.rip
+        )),
         VECTOR_FAILSAFE => crate::fatal(format_args!(
             "failsafe callback: Xen could not return to the kernel"
         )),

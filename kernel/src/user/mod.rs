@@ -1,0 +1,259 @@
+//! Guest user mode: running code in an address space of its own, on a stack with guard pages,
+//! under a CPU budget, so that whatever it does ends as one [`UserExit`] and the kernel goes
+//! on (see `docs/protected-execution.md`).
+//!
+//! [`run`] loads the space as the user L4 (`MMUEXT_NEW_USER_BASEPTR`), arms the one-shot timer,
+//! saves the kernel's callee-saved registers and stack pointer, and `iret`s into user mode
+//! with every other register cleared. User mode comes back only through the kernel's entry
+//! points, on the entry stack named by `stack_switch`: a `syscall` (the exit call, or anything
+//! else: refused), an exception, or the timer's upcall. Each ends the run by recording the
+//! exit and jumping back onto the saved kernel stack ([`from_user`]); an upcall for any other
+//! event leaves its ports pending for the dispatch loop and resumes user mode.
+//!
+//! Faults taken in kernel mode are not handled here: they stay fatal (`xen::traps`).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::Mutex;
+use xen_abi::pv_user::{self, IretFrame};
+
+use crate::mm::pagetable::AddressSpace;
+use crate::xen::events::{self, Port};
+use crate::xen::traps::TrapFrame;
+use crate::xen::{hypercall, shared_info, time};
+
+/// `rax` of the exit call: `syscall` with `rdi` the value to hand back.
+pub const SYSCALL_EXIT: u64 = 0;
+
+/// How a run of user code ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserExit {
+    /// It made the exit call with this value.
+    Returned(u64),
+    /// It took an exception: vector, error code, faulting address (page faults), rip.
+    Fault {
+        vector: u64,
+        error: u64,
+        cr2: u64,
+        rip: u64,
+    },
+    /// It was still running when its budget ran out, at `rip`.
+    BudgetExceeded { rip: u64 },
+    /// It made a `syscall` other than the exit call (`rax`), at `rip`.
+    BadSyscall { rax: u64, rip: u64 },
+}
+
+impl core::fmt::Display for UserExit {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            UserExit::Returned(v) => write!(f, "returned {v:#x}"),
+            UserExit::Fault {
+                vector,
+                error,
+                cr2,
+                rip,
+            } => write!(
+                f,
+                "{} (vector {vector}) at rip={rip:#x} cr2={cr2:#x} error={error:#x}",
+                crate::xen::traps::vector_name(vector)
+            ),
+            UserExit::BudgetExceeded { rip } => {
+                write!(f, "ran past its CPU budget (preempted at rip={rip:#x})")
+            }
+            UserExit::BadSyscall { rax, rip } => {
+                write!(f, "made an unknown system call {rax:#x} at rip={rip:#x}")
+            }
+        }
+    }
+}
+
+/// Bytes of the stack Xen enters the kernel on from user mode.
+const ENTRY_STACK_BYTES: usize = 16 * 1024;
+
+#[repr(C, align(16))]
+struct EntryStack([u8; ENTRY_STACK_BYTES]);
+
+/// The entry stack; only Xen (pushing bounce frames) and the entry path touch it.
+static mut ENTRY_STACK: EntryStack = EntryStack([0; ENTRY_STACK_BYTES]);
+
+/// The kernel stack pointer saved by `xenrpc_user_enter`, restored by `xenrpc_user_resume`.
+#[no_mangle]
+static XENRPC_USER_KERNEL_RSP: AtomicU64 = AtomicU64::new(0);
+
+/// Absolute system time the current run's budget ends; 0 when no run is on.
+static DEADLINE_NS: AtomicU64 = AtomicU64::new(0);
+/// How the current run ended (written by the entry path, taken by [`run`]).
+static EXIT: Mutex<Option<UserExit>> = Mutex::new(None);
+/// The user L4 loaded last (its machine frame), so a run of the same space needs no switch.
+static LOADED_L4: AtomicU64 = AtomicU64::new(0);
+/// The VIRQ_TIMER port, bound at the first run (the self-tests bind and close it before).
+static TIMER_PORT: Mutex<Option<Port>> = Mutex::new(None);
+
+core::arch::global_asm!(
+    r#"
+    .pushsection .text.xenrpc_user, "ax", @progbits
+    /* xenrpc_user_enter(rip, rsp, arg): iret into user mode; "returns" when the entry path
+       jumps to xenrpc_user_resume. */
+    .globl xenrpc_user_enter
+    xenrpc_user_enter:
+        push rbx
+        push rbp
+        push r12
+        push r13
+        push r14
+        push r15
+        mov [rip + XENRPC_USER_KERNEL_RSP], rsp
+        push {ss}
+        push rsi
+        push {rflags}
+        push {cs}
+        push rdi
+        push 0
+        mov rdi, rdx
+        xor eax, eax
+        xor ebx, ebx
+        xor ecx, ecx
+        xor edx, edx
+        xor esi, esi
+        xor ebp, ebp
+        xor r8d, r8d
+        xor r9d, r9d
+        xor r10d, r10d
+        xor r11d, r11d
+        xor r12d, r12d
+        xor r13d, r13d
+        xor r14d, r14d
+        xor r15d, r15d
+        jmp HYPERCALL_PAGE + 32 * {iret}
+
+    .globl xenrpc_user_resume
+    xenrpc_user_resume:
+        mov rsp, [rip + XENRPC_USER_KERNEL_RSP]
+        pop r15
+        pop r14
+        pop r13
+        pop r12
+        pop rbp
+        pop rbx
+        ret
+    .popsection
+    "#,
+    ss = const pv_user::FLAT_USER_SS64,
+    rflags = const pv_user::USER_RFLAGS,
+    cs = const pv_user::FLAT_USER_CS64,
+    iret = const xen_sys::__HYPERVISOR_iret,
+);
+
+extern "C" {
+    fn xenrpc_user_enter(rip: u64, rsp: u64, arg: u64);
+    fn xenrpc_user_resume() -> !;
+}
+
+const _: () = assert!(core::mem::size_of::<IretFrame>() == 6 * 8);
+
+/// Names the entry stack to Xen. Called once at boot, after the trap table.
+pub fn init() {
+    let top = core::ptr::addr_of!(ENTRY_STACK) as u64 + ENTRY_STACK_BYTES as u64;
+    // SAFETY: ENTRY_STACK is reserved for entries from user mode and nothing else uses it.
+    if let Err(e) = unsafe { hypercall::stack_switch(pv_user::FLAT_KERNEL_SS64, top) } {
+        crate::fatal(format_args!("stack_switch failed: {e}"));
+    }
+}
+
+fn timer_port() -> Port {
+    let mut guard = TIMER_PORT.lock();
+    if let Some(port) = *guard {
+        return port;
+    }
+    let port = match events::bind_virq(xen_sys::VIRQ_TIMER) {
+        Ok(port) => port,
+        Err(e) => crate::fatal(format_args!("binding VIRQ_TIMER for user budgets: {e}")),
+    };
+    // The timer only has to interrupt user mode; in kernel mode its event means nothing.
+    if let Err(e) = events::set_handler(port, alloc::sync::Arc::new(|_| {})) {
+        crate::fatal(format_args!("VIRQ_TIMER handler: {e}"));
+    }
+    if let Err(e) = events::unmask(port) {
+        crate::fatal(format_args!("unmasking VIRQ_TIMER: {e}"));
+    }
+    *guard = Some(port);
+    port
+}
+
+/// Arms the budget timer for `deadline`, its port cleared so its firing raises an upcall.
+fn arm_budget(deadline: u64) {
+    shared_info::clear_pending(timer_port());
+    if let Err(e) = time::set_timer(deadline) {
+        crate::fatal(format_args!("arming the user budget timer failed: {e}"));
+    }
+}
+
+/// Runs user code of `space` at `entry` with stack pointer `stack_top` and `arg` in `rdi`,
+/// for at most `budget_ns` of system time.
+pub fn run(space: &AddressSpace, entry: u64, stack_top: u64, arg: u64, budget_ns: u64) -> UserExit {
+    let l4 = space.root().0;
+    if LOADED_L4.swap(l4, Ordering::SeqCst) != l4 {
+        if let Err(e) = hypercall::new_user_baseptr(l4) {
+            LOADED_L4.store(0, Ordering::SeqCst);
+            crate::fatal(format_args!("MMUEXT_NEW_USER_BASEPTR failed: {e}"));
+        }
+    }
+    *EXIT.lock() = None;
+    let deadline = time::now_ns().saturating_add(budget_ns.max(1));
+    DEADLINE_NS.store(deadline, Ordering::SeqCst);
+    arm_budget(deadline);
+    // SAFETY: enters user mode on the user's own stack; the only way back is the entry path,
+    // which restores this stack and the callee-saved registers (a C call as far as the
+    // compiler knows). User mode cannot reach kernel memory: its L4 maps none.
+    unsafe { xenrpc_user_enter(entry, stack_top, arg) };
+    DEADLINE_NS.store(0, Ordering::SeqCst);
+    match EXIT.lock().take() {
+        Some(exit) => exit,
+        None => crate::fatal(format_args!("user mode came back without an exit")),
+    }
+}
+
+fn finish(exit: UserExit) -> ! {
+    *EXIT.lock() = Some(exit);
+    // SAFETY: a run is on (the frame came from user mode), so the saved kernel stack is that
+    // of `run`'s call to xenrpc_user_enter, below which nothing is live.
+    unsafe { xenrpc_user_resume() }
+}
+
+/// Entry from user mode (the trap handler saw a user CS): ends the run, or for an event that
+/// is not the budget's end, leaves it for the dispatch loop and returns to user mode.
+pub fn from_user(frame: &mut TrapFrame, syscall_vector: u64, event_vector: u64) {
+    let rip = frame.rip;
+    if frame.vector == syscall_vector {
+        finish(if frame.rax == SYSCALL_EXIT {
+            UserExit::Returned(frame.rdi)
+        } else {
+            UserExit::BadSyscall {
+                rax: frame.rax,
+                rip,
+            }
+        });
+    }
+    if frame.vector == event_vector {
+        let deadline = DEADLINE_NS.load(Ordering::SeqCst);
+        if time::now_ns() >= deadline {
+            finish(UserExit::BudgetExceeded { rip });
+        }
+        // Another event, or the timer a little early: keep its ports for the dispatch loop,
+        // re-arm, and let user mode go on (the frame keeps IF set).
+        events::defer_pending();
+        arm_budget(deadline);
+        return;
+    }
+    let cr2 = if frame.vector == 14 {
+        shared_info::cr2()
+    } else {
+        0
+    };
+    finish(UserExit::Fault {
+        vector: frame.vector,
+        error: frame.error,
+        cr2,
+        rip,
+    });
+}
