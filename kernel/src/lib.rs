@@ -59,11 +59,32 @@ mod service_vm {
     use crate::xen::hypercall;
     use crate::xen::start_info::{BootInfo, ConsoleSource};
     use crate::xen::{console, control, events, grant, shared_info, time, traps, xenstore};
-    use crate::{log, mm, rpc, selftest};
+    use crate::{log, mm, rpc, selftest, user};
+
+    /// How long one handler call may run, unless `handler-budget-ms=` says otherwise.
+    const DEFAULT_HANDLER_BUDGET_MS: u64 = 200;
+
+    /// The platform, with the kernel heap current while it works (it runs while a domain's
+    /// services are built on the domain's heap).
+    struct KernelHeapPlatform<'a>(&'a dyn xenrpc_proto::Platform);
+
+    impl xenrpc_proto::Platform for KernelHeapPlatform<'_> {
+        fn take_secret(
+            &self,
+            name: &str,
+            buf: &mut [u8],
+        ) -> Result<Option<usize>, xenrpc_proto::PlatformError> {
+            user::domain::with_kernel_heap(|| self.0.take_secret(name, buf))
+        }
+
+        fn fill_random(&self, buf: &mut [u8]) -> Result<(), xenrpc_proto::PlatformError> {
+            user::domain::with_kernel_heap(|| self.0.fill_random(buf))
+        }
+    }
 
     /// Boots the service VM and serves the set `make_services` builds (see [`service_vm!`]).
     /// `start_info_va` must be the address Xen passed to `_start` (the macro passes it).
-    pub fn run_service_vm<S: ServiceSet>(
+    pub fn run_service_vm<S: ServiceSet + 'static>(
         start_info_va: usize,
         make_services: impl FnOnce(&ServiceEnv<'_>) -> S,
     ) -> ! {
@@ -142,15 +163,36 @@ mod service_vm {
                 "cannot read our domid from xenstore: {other:?}"
             )),
         };
-        let log_line = |args: fmt::Arguments<'_>| log!("rpc: {args}");
-        let env = ServiceEnv::new(boot.cmdline_str(), memory.heap_bytes as usize)
+        // The services run in a protection domain of their own (guest user mode): built on
+        // its heap, with kernel work (logging, xenstore) kept on the kernel's.
+        let log_line =
+            |args: fmt::Arguments<'_>| user::domain::with_kernel_heap(|| log!("rpc: {args}"));
+        let platform = KernelHeapPlatform(&rpc::platform::ServiceVmPlatform);
+        let domain_heap = (memory.heap_bytes as usize / 4) & !(mm::PAGE_SIZE - 1);
+        let env = ServiceEnv::new(boot.cmdline_str(), domain_heap)
             .with_log(&log_line)
-            .with_platform(&rpc::platform::ServiceVmPlatform);
-        let mut services = make_services(&env);
+            .with_platform(&platform);
+        let budget_ns = env
+            .param("handler-budget-ms")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_HANDLER_BUDGET_MS)
+            .saturating_mul(1_000_000);
+        let stand_ins =
+            match user::domain::Domain::build(domain_heap, budget_ns, || make_services(&env)) {
+                Ok((_, stand_ins)) => stand_ins,
+                Err(e) => fatal(format_args!("cannot serve the services: {e}")),
+            };
+        let stand_ins = alloc::boxed::Box::leak(stand_ins.into_boxed_slice());
         let mut counters = xenrpc_proto::ServiceCounters::new_boxed();
         let mut registry = rpc::registry(&mut counters);
-        if let Err(e) = registry.register_set(&mut services) {
-            fatal(format_args!("cannot serve the services: {e}"));
+        for stand_in in stand_ins.iter_mut() {
+            let registered = match stand_in.access() {
+                Some(access) => registry.register_restricted(stand_in, access),
+                None => registry.register(stand_in),
+            };
+            if let Err(e) = registered {
+                fatal(format_args!("cannot serve the services: {e}"));
+            }
         }
         if let Err(e) = rpc::init(own, &registry) {
             fatal(format_args!("starting the RPC backend failed: {e}"));

@@ -59,8 +59,8 @@ impl Default for StaticPage {
 pub mod frames;
 pub mod p2m;
 pub mod pagetable;
+pub mod space;
 
-use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 use xen_abi::pte::{Mfn, PteFlags};
 
@@ -70,7 +70,15 @@ use self::pagetable::{AddressSpace, MapError};
 use crate::xen::start_info::BootInfo;
 
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+static ALLOCATOR: space::SpaceAllocator = space::SpaceAllocator;
+
+/// The kernel's space page (see `space`): also mapped at `space::SPACE_PAGE_VA`.
+static KERNEL_SPACE_PAGE: StaticPage = StaticPage::new();
+
+/// The kernel's space page, as the kernel reaches it at its own address.
+pub fn kernel_space_header() -> *mut space::SpaceHeader {
+    KERNEL_SPACE_PAGE.as_ptr().cast()
+}
 
 /// Frames kept aside (inside Xen's bootstrap mapping) for page tables, stacks and shared pages.
 const POOL_FRAMES: u64 = 256;
@@ -161,10 +169,24 @@ pub fn init(boot: &BootInfo) -> Result<MemoryReport, MapError> {
         pfn += count;
     }
 
+    // The allocator reads the heap to use from the space page: map the kernel's first.
+    let space_va = KERNEL_SPACE_PAGE.as_ptr() as u64;
+    let space_mfn = kernel
+        .translate(&p2m, space_va)?
+        .and_then(|e| e.mfn())
+        .ok_or(MapError::NotMapped(space_va))?;
+    kernel.map(&p2m, &mut pool, space::SPACE_PAGE_VA, space_mfn, RW_NX)?;
+    // SAFETY: the kernel's space page is ours and nothing reads it before this write.
+    unsafe { space::set_kernel_space_heap(kernel_space_header(), &space::KERNEL_HEAP) };
+
     let heap_start = Pfn(pool_end).va();
     let heap_bytes = Pfn(boot.nr_pages).va() - heap_start;
     // SAFETY: [heap_start, +heap_bytes) is mapped read-write, ours, and used by nothing else.
-    unsafe { HEAP.lock().init(heap_start as *mut u8, heap_bytes as usize) };
+    unsafe {
+        space::KERNEL_HEAP
+            .lock()
+            .init(heap_start as *mut u8, heap_bytes as usize)
+    };
 
     // The part of Xen's bootstrap mapping that became heap need not be executable.
     for pfn in pool_end..bootstrap_end {
@@ -344,3 +366,34 @@ pub fn map_user_page(
 
 /// Read-write, not executable: user stacks and data.
 pub const USER_RW_NX: PteFlags = RW_NX;
+
+/// Maps `pages` frames of the kernel's own memory, starting at direct-map address `kva`, at
+/// `va` in `space` (the kernel's own when `None`), one hypercall per L1 table's worth.
+pub fn map_frames(
+    space: Option<&AddressSpace>,
+    va: u64,
+    kva: u64,
+    pages: u64,
+    flags: PteFlags,
+) -> Result<(), MapError> {
+    with_memory(|m| {
+        let space = space.copied().unwrap_or(m.kernel);
+        let mut done = 0;
+        while done < pages {
+            let at = va + done * PAGE_SIZE_U64;
+            let in_table = 512 - xen_abi::pte::table_indices(at).l1 as u64;
+            let count = in_table.min(pages - done);
+            let first = Pfn::of_va(kva).0 + done;
+            let mut mfns = (first..first + count).map(|p| m.p2m.mfn(Pfn(p)));
+            space.map_run(&m.p2m, &mut m.pool, at, &mut mfns, count as usize, flags)?;
+            done += count;
+        }
+        Ok(())
+    })
+}
+
+/// Read-only, not executable: what user mode may read but not change.
+pub const USER_RO_NX: PteFlags = PteFlags::PRESENT
+    .union(PteFlags::USER)
+    .union(PteFlags::ACCESSED)
+    .union(PteFlags::NO_EXECUTE);

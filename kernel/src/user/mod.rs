@@ -12,6 +12,8 @@
 //!
 //! Faults taken in kernel mode are not handled here: they stay fatal (`xen::traps`).
 
+pub mod domain;
+
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;

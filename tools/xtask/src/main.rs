@@ -381,6 +381,11 @@ pub const EXAMPLES: &[Example] = &[
         dir: "examples/mac-service",
         name: "mac-service",
     },
+    // Not an example to follow: the fault injector the handler-faults scenario boots.
+    Example {
+        dir: "tests/faults-service",
+        name: "faults-service",
+    },
 ];
 
 /// `cargo fmt --check` and clippy of a crate outside the workspace (the workspace's own

@@ -1,0 +1,75 @@
+//! Which heap the global allocator uses: the one named by the *space page*, a page at
+//! [`SPACE_PAGE_VA`] that every address space maps to a frame of its own. In the kernel's it
+//! names the kernel heap (or, while a protection domain's services are being built, that
+//! domain's heap); in a domain's user space it names the domain's own heap, which lives in
+//! that page. The allocator cannot ask the CPU which mode it runs in, and in user mode it
+//! cannot read a kernel variable: the page is the one thing both can read.
+//!
+//! Frees go back to the heap that holds the block: the space's heap if the block lies in it,
+//! else the kernel heap (a kernel allocation freed while a domain's heap is current).
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+
+use linked_list_allocator::LockedHeap;
+
+/// The space page's address in every address space (L4 slot 8, nothing else there).
+pub const SPACE_PAGE_VA: u64 = 0x0000_0400_0000_0000;
+
+/// The start of every space page.
+#[repr(C)]
+pub struct SpaceHeader {
+    /// The heap allocations come from.
+    pub heap: *const LockedHeap,
+}
+
+/// The kernel's heap.
+pub static KERNEL_HEAP: LockedHeap = LockedHeap::empty();
+
+/// The global allocator (see the module docs).
+pub struct SpaceAllocator;
+
+fn current_heap() -> &'static LockedHeap {
+    // SAFETY: SPACE_PAGE_VA is mapped in every address space before anything allocates
+    // (mm::init maps the kernel's before it fills the heap; every user space maps its own),
+    // and its header always names a live heap.
+    unsafe { &*core::ptr::read_volatile(SPACE_PAGE_VA as *const *const LockedHeap) }
+}
+
+fn holds(heap: &LockedHeap, ptr: *mut u8) -> bool {
+    let heap = heap.lock();
+    let bottom = heap.bottom() as usize;
+    (bottom..bottom + heap.size()).contains(&(ptr as usize))
+}
+
+// SAFETY: both heaps are linked-list heaps behind spin locks; a block is freed into the heap
+// whose range holds it, which is the one that handed it out.
+unsafe impl GlobalAlloc for SpaceAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        current_heap()
+            .lock()
+            .allocate_first_fit(layout)
+            .map_or(core::ptr::null_mut(), |p| p.as_ptr())
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let heap = current_heap();
+        let heap = if holds(heap, ptr) { heap } else { &KERNEL_HEAP };
+        if let Some(p) = NonNull::new(ptr) {
+            // SAFETY: `p` came from this heap's allocate_first_fit with `layout`.
+            unsafe { heap.lock().deallocate(p, layout) };
+        }
+    }
+}
+
+/// Makes `heap` the one allocations come from, in the kernel's space; returns the one before.
+///
+/// # Safety
+/// `heap` must stay live and mapped in the kernel's space until it is replaced.
+pub unsafe fn set_kernel_space_heap(
+    header: *mut SpaceHeader,
+    heap: *const LockedHeap,
+) -> *const LockedHeap {
+    // SAFETY: `header` is the kernel's space page (mm owns it); the caller vouches for `heap`.
+    unsafe { core::ptr::replace(core::ptr::addr_of_mut!((*header).heap), heap) }
+}
