@@ -79,14 +79,7 @@ impl AddressSpace {
     /// A new, empty address space (for PV user mode): a zeroed pool frame made read-only and
     /// pinned as an L4 table, which makes Xen validate it and fill in its own slots.
     pub fn new_root(p2m: &P2m, pool: &mut FramePool) -> Result<Self, MapError> {
-        let pfn = pool.alloc().ok_or(MapError::OutOfFrames)?;
-        let mfn = match Self::prepare_table_frame(p2m, pfn) {
-            Ok(m) => m,
-            Err(e) => {
-                pool.free(pfn);
-                return Err(e);
-            }
-        };
+        let mfn = Self::alloc_table_frame(p2m, pool)?;
         let mut op = xen_sys::mmuext_op {
             cmd: xen_sys::MMUEXT_PIN_L4_TABLE,
             arg1: xen_sys::mmuext_op__bindgen_ty_1 { mfn: mfn.0 },
@@ -150,6 +143,12 @@ impl AddressSpace {
         Ok(mfn)
     }
 
+    /// A pool frame made ready to become a page table (given back if that fails).
+    fn alloc_table_frame(p2m: &P2m, pool: &mut FramePool) -> Result<Mfn, MapError> {
+        let pfn = pool.alloc().ok_or(MapError::OutOfFrames)?;
+        Self::prepare_table_frame(p2m, pfn).inspect_err(|_| pool.free(pfn))
+    }
+
     /// The L1 table covering `va`, creating missing L3/L2/L1 tables from `pool`.
     pub fn ensure_l1(&self, p2m: &P2m, pool: &mut FramePool, va: u64) -> Result<Mfn, MapError> {
         Self::check_va(va & !0xfff)?;
@@ -160,14 +159,7 @@ impl AddressSpace {
             table = match e.mfn() {
                 Some(next) => next,
                 None => {
-                    let pfn = pool.alloc().ok_or(MapError::OutOfFrames)?;
-                    let child = match Self::prepare_table_frame(p2m, pfn) {
-                        Ok(m) => m,
-                        Err(err) => {
-                            pool.free(pfn);
-                            return Err(err);
-                        }
-                    };
+                    let child = Self::alloc_table_frame(p2m, pool)?;
                     let update = pte::normal_update(table, index, Pte::new(child, TABLE_FLAGS)?);
                     // SAFETY: hooks a zeroed, read-only table into an empty slot: it maps nothing.
                     unsafe { hypercall::mmu_update(&[update])? };

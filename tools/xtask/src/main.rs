@@ -434,10 +434,10 @@ fn test_example(paths: &Paths, dir: &Path, hostd: &Path) -> Result<Duration> {
     )
 }
 
-/// The scenario the demo runs: the service VM and client guests making real calls.
-/// The scenarios the demo runs: a service of a crate of its own (the MAC example, with a
+/// The scenarios the demo runs: handlers faulting in guest user mode while the VM serves on
+/// (the fault-injection service), a service of a crate of its own (the MAC example, with a
 /// provisioned key and two client guests), then the stock service VM and three client guests.
-const DEMO_SCENARIOS: &[&str] = &["mac-service", "clients"];
+const DEMO_SCENARIOS: &[&str] = &["handler-faults", "mac-service", "clients"];
 
 /// The demo: the scenarios above (the service VMs and Linux client guests in the testbed) with
 /// the guests' consoles shown live, then every call made and its answer. It passes only if the
