@@ -247,6 +247,10 @@ mod service_vm {
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        // A handler's panic is one failed call: it goes back to the kernel, not to `fatal`.
+        if mm::space::in_user_mode() {
+            user::domain::user_panic(info);
+        }
         match info.location() {
             Some(at) => fatal(format_args!(
                 "panic at {}:{}: {}",

@@ -64,9 +64,10 @@ fault write_at HandlerFault "cr2=0x100000" "$TEXT_START"
 fault jump_into_data HandlerFault "page fault (vector 14)"
 fault privileged HandlerFault "general protection fault (vector 13)"
 fault divide_by_zero HandlerFault "divide error (vector 0)"
-fault panic HandlerFault "page fault (vector 14)"
+fault panic HandlerFault "panicked (rip=0x"
+tb_expect_console faults-service ": faults.panic was called; 9 in this domain"
 fault spin DeadlineExceeded "ran past its CPU budget"
-fault allocate_without_bound HandlerFault "page fault (vector 14)"
+fault allocate_without_bound HandlerFault "bytes failed; 11 in this domain"
 
 tb_stage shutdown
 xl destroy client-a || tb_fail "xl destroy client-a failed"

@@ -21,6 +21,19 @@ pub const SPACE_PAGE_VA: u64 = 0x0000_0400_0000_0000;
 pub struct SpaceHeader {
     /// The heap allocations come from.
     pub heap: *const LockedHeap,
+    /// Non-zero in a protection domain's page, zero in the kernel's.
+    pub user: u64,
+}
+
+/// Whether the code asking runs in a protection domain (guest user mode): what the panic
+/// handler needs to know, and cannot ask the CPU.
+pub fn in_user_mode() -> bool {
+    // SAFETY: as in `current_heap`: the page is mapped in every space.
+    unsafe {
+        core::ptr::read_volatile(core::ptr::addr_of!(
+            (*(SPACE_PAGE_VA as *const SpaceHeader)).user
+        )) != 0
+    }
 }
 
 /// The kernel's heap.

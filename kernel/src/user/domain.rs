@@ -51,6 +51,42 @@ struct DomainPage {
     header: SpaceHeader,
     heap: LockedHeap,
     handlers: [Option<NonNull<dyn ServiceHandler>>; MAX_SERVICES],
+    /// Bytes of `panic_text` the last panic wrote (the domain's own claim: bounded on read).
+    panic_len: usize,
+    panic_text: [u8; PANIC_TEXT_MAX],
+}
+
+/// Most bytes of a panic message kept.
+const PANIC_TEXT_MAX: usize = 256;
+
+/// A panic in guest user mode (the panic handler found itself in a domain): the message into
+/// the domain's page, then the panic call. Runs in user mode: touches only the domain's page.
+pub fn user_panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    struct Text<'a>(&'a mut [u8], usize);
+    impl core::fmt::Write for Text<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let n = s.len().min(self.0.len() - self.1);
+            self.0[self.1..self.1 + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.1 += n;
+            Ok(())
+        }
+    }
+    let page = SPACE_PAGE_VA as *mut DomainPage;
+    // SAFETY: in user mode the space page is the domain's own, mapped read-write.
+    let text = unsafe { &mut *core::ptr::addr_of_mut!((*page).panic_text) };
+    let mut out = Text(text, 0);
+    let _ = match info.location() {
+        Some(at) => core::fmt::write(
+            &mut out,
+            format_args!("at {}:{}: {}", at.file(), at.line(), info.message()),
+        ),
+        None => core::fmt::write(&mut out, format_args!("{}", info.message())),
+    };
+    let len = out.1;
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*page).panic_len), len) };
+    // SAFETY: the panic call; the kernel does not come back here.
+    unsafe { core::arch::asm!("syscall", in("rax") super::SYSCALL_PANIC, options(noreturn)) }
 }
 
 const _: () = assert!(core::mem::size_of::<DomainPage>() <= PAGE_SIZE);
@@ -175,6 +211,8 @@ extern "C" fn xenrpc_domain_entry() -> ! {
 /// One protection domain.
 pub struct Domain {
     space: AddressSpace,
+    /// The domain's space page, at the kernel's address of it.
+    page: *const DomainPage,
     stack: UserStack,
     budget_ns: u64,
     faults: core::sync::atomic::AtomicU64,
@@ -242,9 +280,12 @@ impl Domain {
                     header: SpaceHeader {
                         heap: (SPACE_PAGE_VA + core::mem::offset_of!(DomainPage, heap) as u64)
                             as *const LockedHeap,
+                        user: 1,
                     },
                     heap: LockedHeap::empty(),
                     handlers: [None; MAX_SERVICES],
+                    panic_len: 0,
+                    panic_text: [0; PANIC_TEXT_MAX],
                 },
             );
             (*page)
@@ -271,6 +312,7 @@ impl Domain {
             .map_err(DomainError::Registry)?;
         let domain: &'static Domain = Box::leak(Box::new(Domain {
             space,
+            page,
             stack,
             budget_ns,
             faults: core::sync::atomic::AtomicU64::new(0),
@@ -289,6 +331,27 @@ impl Domain {
             });
         }
         Ok((domain, stand_ins))
+    }
+
+    /// The last panic's message, as the domain wrote it (bounded, printable ASCII only).
+    fn panic_message(&self) -> alloc::string::String {
+        // SAFETY: the domain's page is the kernel's memory too; user mode is not running.
+        let (len, text) = unsafe {
+            (
+                core::ptr::read_volatile(core::ptr::addr_of!((*self.page).panic_len)),
+                core::ptr::read_volatile(core::ptr::addr_of!((*self.page).panic_text)),
+            )
+        };
+        text[..len.min(PANIC_TEXT_MAX)]
+            .iter()
+            .map(|&b| {
+                if (0x20..0x7f).contains(&b) {
+                    b as char
+                } else {
+                    '?'
+                }
+            })
+            .collect()
     }
 
     fn enter(&self) -> UserExit {
@@ -327,8 +390,12 @@ impl StandIn {
             .faults
             .fetch_add(1, core::sync::atomic::Ordering::SeqCst)
             + 1;
+        let message = match exit {
+            UserExit::Panicked { .. } => alloc::format!(": {}", self.domain.panic_message()),
+            _ => alloc::string::String::new(),
+        };
         log!(
-            "rpc: handler fault in {}.{} (dom{}): {exit}; {n} in this domain",
+            "rpc: handler fault in {}.{} (dom{}): {exit}{message}; {n} in this domain",
             self.info.name,
             self.method_name(call.method()),
             call.peer().0,

@@ -26,6 +26,8 @@ use crate::xen::{hypercall, shared_info, time};
 
 /// `rax` of the exit call: `syscall` with `rdi` the value to hand back.
 pub const SYSCALL_EXIT: u64 = 0;
+/// `rax` of the panic call: the code panicked (its message is in its domain's page).
+pub const SYSCALL_PANIC: u64 = 1;
 
 /// How a run of user code ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +41,8 @@ pub enum UserExit {
         cr2: u64,
         rip: u64,
     },
+    /// It panicked (the panic call, made at `rip`).
+    Panicked { rip: u64 },
     /// It was still running when its budget ran out, at `rip`.
     BudgetExceeded { rip: u64 },
     /// It made a `syscall` other than the exit call (`rax`), at `rip`.
@@ -59,6 +63,7 @@ impl core::fmt::Display for UserExit {
                 "{} (vector {vector}) at rip={rip:#x} cr2={cr2:#x} error={error:#x}",
                 crate::xen::traps::vector_name(vector)
             ),
+            UserExit::Panicked { rip } => write!(f, "panicked (rip={rip:#x})"),
             UserExit::BudgetExceeded { rip } => {
                 write!(f, "ran past its CPU budget (preempted at rip={rip:#x})")
             }
@@ -227,13 +232,10 @@ fn finish(exit: UserExit) -> ! {
 pub fn from_user(frame: &mut TrapFrame, syscall_vector: u64, event_vector: u64) {
     let rip = frame.rip;
     if frame.vector == syscall_vector {
-        finish(if frame.rax == SYSCALL_EXIT {
-            UserExit::Returned(frame.rdi)
-        } else {
-            UserExit::BadSyscall {
-                rax: frame.rax,
-                rip,
-            }
+        finish(match frame.rax {
+            SYSCALL_EXIT => UserExit::Returned(frame.rdi),
+            SYSCALL_PANIC => UserExit::Panicked { rip },
+            rax => UserExit::BadSyscall { rax, rip },
         });
     }
     if frame.vector == event_vector {
