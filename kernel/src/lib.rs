@@ -74,11 +74,11 @@ mod service_vm {
             name: &str,
             buf: &mut [u8],
         ) -> Result<Option<usize>, xenrpc_proto::PlatformError> {
-            user::domain::with_kernel_heap(|| self.0.take_secret(name, buf))
+            mm::space::with_kernel_heap(|| self.0.take_secret(name, buf))
         }
 
         fn fill_random(&self, buf: &mut [u8]) -> Result<(), xenrpc_proto::PlatformError> {
-            user::domain::with_kernel_heap(|| self.0.fill_random(buf))
+            mm::space::with_kernel_heap(|| self.0.fill_random(buf))
         }
     }
 
@@ -166,7 +166,7 @@ mod service_vm {
         // The services run in a protection domain of their own (guest user mode): built on
         // its heap, with kernel work (logging, xenstore) kept on the kernel's.
         let log_line =
-            |args: fmt::Arguments<'_>| user::domain::with_kernel_heap(|| log!("rpc: {args}"));
+            |args: fmt::Arguments<'_>| mm::space::with_kernel_heap(|| log!("rpc: {args}"));
         let platform = KernelHeapPlatform(&rpc::platform::ServiceVmPlatform);
         let domain_heap = (memory.heap_bytes as usize / 4) & !(mm::PAGE_SIZE - 1);
         let env = ServiceEnv::new(boot.cmdline_str(), domain_heap)
@@ -179,7 +179,7 @@ mod service_vm {
             .saturating_mul(1_000_000);
         let stand_ins =
             match user::domain::Domain::build(domain_heap, budget_ns, || make_services(&env)) {
-                Ok((_, stand_ins)) => stand_ins,
+                Ok(stand_ins) => stand_ins,
                 Err(e) => fatal(format_args!("cannot serve the services: {e}")),
             };
         let stand_ins = alloc::boxed::Box::leak(stand_ins.into_boxed_slice());

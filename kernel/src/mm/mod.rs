@@ -72,14 +72,6 @@ use crate::xen::start_info::BootInfo;
 #[global_allocator]
 static ALLOCATOR: space::SpaceAllocator = space::SpaceAllocator;
 
-/// The kernel's space page (see `space`): also mapped at `space::SPACE_PAGE_VA`.
-static KERNEL_SPACE_PAGE: StaticPage = StaticPage::new();
-
-/// The kernel's space page, as the kernel reaches it at its own address.
-pub fn kernel_space_header() -> *mut space::SpaceHeader {
-    KERNEL_SPACE_PAGE.as_ptr().cast()
-}
-
 /// Frames kept aside (inside Xen's bootstrap mapping) for page tables, stacks and shared pages.
 const POOL_FRAMES: u64 = 256;
 
@@ -157,27 +149,24 @@ pub fn init(boot: &BootInfo) -> Result<MemoryReport, MapError> {
     let pool_end = (first_free + POOL_FRAMES).min(bootstrap_end);
     let mut pool = FramePool::new(Pfn(first_free), Pfn(pool_end));
 
-    // Extend the direct map (va == pfn << 12) over every frame Xen did not map, one L1
-    // table's worth per hypercall.
-    let mut pfn = bootstrap_end;
-    while pfn < boot.nr_pages {
-        let va = Pfn(pfn).va();
-        let in_table = 512 - xen_abi::pte::table_indices(va).l1 as u64;
-        let count = in_table.min(boot.nr_pages - pfn);
-        let mut mfns = (pfn..pfn + count).map(|p| p2m.mfn(Pfn(p)));
-        kernel.map_run(&p2m, &mut pool, va, &mut mfns, count as usize, RW_NX)?;
-        pfn += count;
-    }
+    // Extend the direct map (va == pfn << 12) over every frame Xen did not map.
+    kernel.map_pages(
+        &p2m,
+        &mut pool,
+        Pfn(bootstrap_end).va(),
+        boot.nr_pages - bootstrap_end,
+        RW_NX,
+        |i| Ok(p2m.mfn(Pfn(bootstrap_end + i))),
+    )?;
 
     // The allocator reads the heap to use from the space page: map the kernel's first.
-    let space_va = KERNEL_SPACE_PAGE.as_ptr() as u64;
+    let space_va = space::KERNEL_SPACE_PAGE.as_ptr() as u64;
     let space_mfn = kernel
         .translate(&p2m, space_va)?
         .and_then(|e| e.mfn())
         .ok_or(MapError::NotMapped(space_va))?;
     kernel.map(&p2m, &mut pool, space::SPACE_PAGE_VA, space_mfn, RW_NX)?;
-    // SAFETY: the kernel's space page is ours and nothing reads it before this write.
-    unsafe { space::set_kernel_space_heap(kernel_space_header(), &space::KERNEL_HEAP) };
+    space::name_kernel_heap();
 
     let heap_start = Pfn(pool_end).va();
     let heap_bytes = Pfn(boot.nr_pages).va() - heap_start;
@@ -330,45 +319,27 @@ pub fn new_user_space() -> Result<AddressSpace, MapError> {
     with_memory(|m| {
         let space = AddressSpace::new_root(&m.p2m, &mut m.pool)?;
         for (range, flags) in [(text, ro_x), (rodata, ro_x | PteFlags::NO_EXECUTE)] {
-            let mut va = range.start & !0xfff;
-            while va < range.end {
-                // One hypercall per run of pages sharing an L1 table.
-                let in_table = 512 - xen_abi::pte::table_indices(va).l1 as u64;
-                let left = (range.end - va).div_ceil(PAGE_SIZE_U64);
-                let count = in_table.min(left);
-                let mut frames = [Mfn(0); 512];
-                for (i, slot) in frames[..count as usize].iter_mut().enumerate() {
-                    let page = va + i as u64 * PAGE_SIZE_U64;
-                    *slot = m
-                        .kernel
-                        .translate(&m.p2m, page)?
-                        .and_then(|e| e.mfn())
-                        .ok_or(MapError::NotMapped(page))?;
-                }
-                let mut mfns = frames[..count as usize].iter().copied();
-                space.map_run(&m.p2m, &mut m.pool, va, &mut mfns, count as usize, flags)?;
-                va += count * PAGE_SIZE_U64;
-            }
+            let start = range.start & !0xfff;
+            let pages = (range.end - start).div_ceil(PAGE_SIZE_U64);
+            let kernel = m.kernel;
+            let p2m = &m.p2m;
+            space.map_pages(p2m, &mut m.pool, start, pages, flags, |i| {
+                let page = start + i * PAGE_SIZE_U64;
+                kernel
+                    .translate(p2m, page)?
+                    .and_then(|e| e.mfn())
+                    .ok_or(MapError::NotMapped(page))
+            })?;
         }
         Ok(space)
     })
-}
-
-/// Maps frame `mfn` at `va` in user address space `space` with `flags`.
-pub fn map_user_page(
-    space: &AddressSpace,
-    va: u64,
-    mfn: Mfn,
-    flags: PteFlags,
-) -> Result<(), MapError> {
-    with_memory(|m| space.map(&m.p2m, &mut m.pool, va, mfn, flags))
 }
 
 /// Read-write, not executable: user stacks and data.
 pub const USER_RW_NX: PteFlags = RW_NX;
 
 /// Maps `pages` frames of the kernel's own memory, starting at direct-map address `kva`, at
-/// `va` in `space` (the kernel's own when `None`), one hypercall per L1 table's worth.
+/// `va` in `space` (the kernel's own when `None`).
 pub fn map_frames(
     space: Option<&AddressSpace>,
     va: u64,
@@ -378,17 +349,11 @@ pub fn map_frames(
 ) -> Result<(), MapError> {
     with_memory(|m| {
         let space = space.copied().unwrap_or(m.kernel);
-        let mut done = 0;
-        while done < pages {
-            let at = va + done * PAGE_SIZE_U64;
-            let in_table = 512 - xen_abi::pte::table_indices(at).l1 as u64;
-            let count = in_table.min(pages - done);
-            let first = Pfn::of_va(kva).0 + done;
-            let mut mfns = (first..first + count).map(|p| m.p2m.mfn(Pfn(p)));
-            space.map_run(&m.p2m, &mut m.pool, at, &mut mfns, count as usize, flags)?;
-            done += count;
-        }
-        Ok(())
+        let first = Pfn::of_va(kva).0;
+        let p2m = &m.p2m;
+        space.map_pages(p2m, &mut m.pool, va, pages, flags, |i| {
+            Ok(p2m.mfn(Pfn(first + i)))
+        })
     })
 }
 

@@ -221,6 +221,33 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Maps `pages` consecutive pages from `va` on, page `i` to frame `mfn_of(i)`, one
+    /// hypercall per run of pages that share an L1 table.
+    pub fn map_pages(
+        &self,
+        p2m: &P2m,
+        pool: &mut FramePool,
+        va: u64,
+        pages: u64,
+        flags: PteFlags,
+        mut mfn_of: impl FnMut(u64) -> Result<Mfn, MapError>,
+    ) -> Result<(), MapError> {
+        let mut done = 0;
+        while done < pages {
+            let at = va + done * super::PAGE_SIZE_U64;
+            let in_table = (pte::ENTRIES_PER_TABLE - pte::table_indices(at).l1) as u64;
+            let count = in_table.min(pages - done);
+            let mut frames = [Mfn(0); pte::ENTRIES_PER_TABLE];
+            for (i, slot) in frames[..count as usize].iter_mut().enumerate() {
+                *slot = mfn_of(done + i as u64)?;
+            }
+            let mut mfns = frames[..count as usize].iter().copied();
+            self.map_run(p2m, pool, at, &mut mfns, count as usize, flags)?;
+            done += count;
+        }
+        Ok(())
+    }
+
     /// Changes the permission flags of the mapping at `va`, keeping its frame.
     pub fn protect(&self, p2m: &P2m, va: u64, flags: PteFlags) -> Result<(), MapError> {
         let old = self.translate(p2m, va)?.ok_or(MapError::NotMapped(va))?;

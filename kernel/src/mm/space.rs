@@ -75,14 +75,42 @@ unsafe impl GlobalAlloc for SpaceAllocator {
     }
 }
 
-/// Makes `heap` the one allocations come from, in the kernel's space; returns the one before.
+/// The kernel's space page: also mapped at [`SPACE_PAGE_VA`] (by `mm::init`).
+pub(super) static KERNEL_SPACE_PAGE: super::StaticPage = super::StaticPage::new();
+
+fn kernel_header() -> *mut SpaceHeader {
+    KERNEL_SPACE_PAGE.as_ptr().cast()
+}
+
+/// Names the kernel heap in the kernel's space page (`mm::init`, before the first allocation).
+pub(super) fn name_kernel_heap() {
+    // SAFETY: the kernel's space page is ours; the kernel heap lives for ever.
+    unsafe {
+        core::ptr::write(
+            core::ptr::addr_of_mut!((*kernel_header()).heap),
+            &KERNEL_HEAP,
+        )
+    };
+}
+
+/// Runs `f` in the kernel's space with its allocations from `heap`, then puts back the heap
+/// that was current.
 ///
 /// # Safety
-/// `heap` must stay live and mapped in the kernel's space until it is replaced.
-pub unsafe fn set_kernel_space_heap(
-    header: *mut SpaceHeader,
-    heap: *const LockedHeap,
-) -> *const LockedHeap {
-    // SAFETY: `header` is the kernel's space page (mm owns it); the caller vouches for `heap`.
-    unsafe { core::ptr::replace(core::ptr::addr_of_mut!((*header).heap), heap) }
+/// `heap` must be live, initialised and mapped in the kernel's space for the whole of `f`.
+pub unsafe fn with_heap<R>(heap: *const LockedHeap, f: impl FnOnce() -> R) -> R {
+    let slot = kernel_header();
+    // SAFETY: the kernel's space page is ours; the caller vouches for `heap`.
+    let previous = unsafe { core::ptr::replace(core::ptr::addr_of_mut!((*slot).heap), heap) };
+    let result = f();
+    // SAFETY: puts back what was there, itself a live heap.
+    unsafe { core::ptr::write(core::ptr::addr_of_mut!((*slot).heap), previous) };
+    result
+}
+
+/// Runs `f` with allocations from the kernel heap (kernel work done while a domain's
+/// services are being built, such as reading xenstore, must not land in the domain's heap).
+pub fn with_kernel_heap<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: the kernel heap lives for ever and is mapped in the kernel's space.
+    unsafe { with_heap(&KERNEL_HEAP, f) }
 }

@@ -124,7 +124,7 @@ fn test_space() -> Result<&'static TestSpace, TestError> {
         let stack = UserStack::at(STACK_BASE, STACK_PAGES).map_err(|e| alloc::format!("{e}"))?;
         for va in stack.pages() {
             let pfn = mm::alloc_frame().ok_or("no frame for the user stack")?;
-            mm::map_user_page(&space, va, mm::pfn_to_mfn(pfn), mm::USER_RW_NX)
+            mm::map_frames(Some(&space), va, pfn.va(), 1, mm::USER_RW_NX)
                 .map_err(|e| alloc::format!("mapping the user stack: {e}"))?;
         }
         Ok(TestSpace { space, stack })

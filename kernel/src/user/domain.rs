@@ -211,6 +211,8 @@ extern "C" fn xenrpc_domain_entry() -> ! {
 /// One protection domain.
 pub struct Domain {
     space: AddressSpace,
+    /// The gate's memory (the same for every domain).
+    gate: &'static Gate,
     /// The domain's space page, at the kernel's address of it.
     page: *const DomainPage,
     stack: UserStack,
@@ -218,27 +220,16 @@ pub struct Domain {
     faults: core::sync::atomic::AtomicU64,
 }
 
-/// Runs `f` with allocations from the kernel heap (kernel work done while a domain's
-/// services are being built, such as reading xenstore, must not land in the domain's heap).
-pub fn with_kernel_heap<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: the kernel heap lives for ever; the previous heap is put back before returning.
-    let previous =
-        unsafe { space::set_kernel_space_heap(mm::kernel_space_header(), &space::KERNEL_HEAP) };
-    let result = f();
-    // SAFETY: as above.
-    unsafe { space::set_kernel_space_heap(mm::kernel_space_header(), previous) };
-    result
-}
-
 impl Domain {
     /// Sets up a domain with `heap_bytes` of heap, and builds its services there with
-    /// `build` (in kernel mode, allocating from the domain's heap). Returns the domain and a
-    /// stand-in for each of its services, to register with the kernel's registry.
+    /// `build` (in kernel mode, allocating from the domain's heap). Returns a stand-in for
+    /// each of its services, to register with the kernel's registry (the domain lives as long
+    /// as they do: for ever).
     pub fn build<S: ServiceSet + 'static>(
         heap_bytes: usize,
         budget_ns: u64,
         build: impl FnOnce() -> S,
-    ) -> Result<(&'static Domain, Vec<StandIn>), DomainError> {
+    ) -> Result<Vec<StandIn>, DomainError> {
         let gate = gate_memory()?;
         let space = mm::new_user_space()?;
         let ro = mm::USER_RO_NX;
@@ -295,16 +286,13 @@ impl Domain {
         }
 
         // Build on the domain's heap (its kernel-side alias of the allocator state).
-        // SAFETY: the domain's heap state lives in `page` for ever.
-        let previous = unsafe {
-            space::set_kernel_space_heap(
-                mm::kernel_space_header(),
-                core::ptr::addr_of!((*page).heap),
-            )
+        // SAFETY: the domain's heap state lives in `page` for ever, over memory mapped at the
+        // same address in the kernel's space.
+        let services: &'static mut S = unsafe {
+            space::with_heap(core::ptr::addr_of!((*page).heap), || {
+                Box::leak(Box::new(build()))
+            })
         };
-        let services: &'static mut S = Box::leak(Box::new(build()));
-        // SAFETY: puts back the heap that was current.
-        unsafe { space::set_kernel_space_heap(mm::kernel_space_header(), previous) };
 
         let mut collected = Registry::new();
         collected
@@ -312,6 +300,7 @@ impl Domain {
             .map_err(DomainError::Registry)?;
         let domain: &'static Domain = Box::leak(Box::new(Domain {
             space,
+            gate,
             page,
             stack,
             budget_ns,
@@ -330,7 +319,7 @@ impl Domain {
                 access,
             });
         }
-        Ok((domain, stand_ins))
+        Ok(stand_ins)
     }
 
     /// The last panic's message, as the domain wrote it (bounded, printable ASCII only).
@@ -352,6 +341,13 @@ impl Domain {
                 }
             })
             .collect()
+    }
+
+    /// Hands `record` to the domain through the gate and runs its entry in user mode.
+    fn run(&self, record: &GateCall) -> UserExit {
+        // SAFETY: the call page is the kernel's and page-sized; user mode is not running.
+        unsafe { core::ptr::write_volatile(self.gate.call as *mut GateCall, *record) };
+        self.enter()
     }
 
     fn enter(&self) -> UserExit {
@@ -409,28 +405,23 @@ impl ServiceHandler for StandIn {
     }
 
     fn handle(&mut self, call: &mut CallContext<'_>) -> Status {
-        let Ok(gate) = gate_memory() else {
-            return Status::HandlerFault;
-        };
+        let gate = self.domain.gate;
         // SAFETY: the gate's memory is the kernel's; user mode does not run while the kernel
         // does (one vCPU), so these are the only references to it.
-        let (args, result, record_page) = unsafe {
+        let (args, result) = unsafe {
             (
                 core::slice::from_raw_parts_mut(gate.windows as *mut u8, WINDOW_BYTES),
                 core::slice::from_raw_parts_mut(
                     (gate.windows + WINDOW_BYTES as u64) as *mut u8,
                     WINDOW_BYTES,
                 ),
-                gate.call as *mut GateCall,
             )
         };
         let mut record = GateCall::zeroed();
         if let Err(status) = gate::export(call, self.slot, &mut record, args, WINDOW_BYTES) {
             return status;
         }
-        // SAFETY: the call page is ours and page-sized.
-        unsafe { core::ptr::write_volatile(record_page, record) };
-        let exit = self.domain.enter();
+        let exit = self.domain.run(&record);
         let (status, dirty) = match exit {
             UserExit::Returned(_) => {
                 // SAFETY: the reply page is ours; user mode is not running.
@@ -455,13 +446,7 @@ impl ServiceHandler for StandIn {
     }
 
     fn forget_peer(&mut self, peer: PeerId) {
-        let Ok(gate) = gate_memory() else {
-            return;
-        };
-        let record = gate::export_forget_peer(self.slot, peer);
-        // SAFETY: as in `handle`.
-        unsafe { core::ptr::write_volatile(gate.call as *mut GateCall, record) };
-        let exit = self.domain.enter();
+        let exit = self.domain.run(&gate::export_forget_peer(self.slot, peer));
         if !matches!(exit, UserExit::Returned(_)) {
             log!(
                 "rpc: handler fault in {} forgetting dom{}: {exit}",

@@ -99,8 +99,8 @@ static TIMER_PORT: Mutex<Option<Port>> = Mutex::new(None);
 core::arch::global_asm!(
     r#"
     .pushsection .text.xenrpc_user, "ax", @progbits
-    /* xenrpc_user_enter(rip, rsp, arg): iret into user mode; "returns" when the entry path
-       jumps to xenrpc_user_resume. */
+    /* xenrpc_user_enter(frame: *const IretFrame, arg): iret into user mode with `arg` in rdi;
+       "returns" when the entry path jumps to xenrpc_user_resume. */
     .globl xenrpc_user_enter
     xenrpc_user_enter:
         push rbx
@@ -110,13 +110,13 @@ core::arch::global_asm!(
         push r14
         push r15
         mov [rip + XENRPC_USER_KERNEL_RSP], rsp
-        push {ss}
-        push rsi
-        push {rflags}
-        push {cs}
-        push rdi
-        push 0
-        mov rdi, rdx
+        push qword ptr [rdi + {ss}]
+        push qword ptr [rdi + {rsp}]
+        push qword ptr [rdi + {rflags}]
+        push qword ptr [rdi + {cs}]
+        push qword ptr [rdi + {rip}]
+        push qword ptr [rdi + {flags}]
+        mov rdi, rsi
         xor eax, eax
         xor ebx, ebx
         xor ecx, ecx
@@ -145,18 +145,19 @@ core::arch::global_asm!(
         ret
     .popsection
     "#,
-    ss = const pv_user::FLAT_USER_SS64,
-    rflags = const pv_user::USER_RFLAGS,
-    cs = const pv_user::FLAT_USER_CS64,
+    ss = const core::mem::offset_of!(IretFrame, ss),
+    rsp = const core::mem::offset_of!(IretFrame, rsp),
+    rflags = const core::mem::offset_of!(IretFrame, rflags),
+    cs = const core::mem::offset_of!(IretFrame, cs),
+    rip = const core::mem::offset_of!(IretFrame, rip),
+    flags = const core::mem::offset_of!(IretFrame, flags),
     iret = const xen_sys::__HYPERVISOR_iret,
 );
 
 extern "C" {
-    fn xenrpc_user_enter(rip: u64, rsp: u64, arg: u64);
+    fn xenrpc_user_enter(frame: *const IretFrame, arg: u64);
     fn xenrpc_user_resume() -> !;
 }
-
-const _: () = assert!(core::mem::size_of::<IretFrame>() == 6 * 8);
 
 /// Names the entry stack to Xen. Called once at boot, after the trap table.
 pub fn init() {
@@ -212,7 +213,7 @@ pub fn run(space: &AddressSpace, entry: u64, stack_top: u64, arg: u64, budget_ns
     // SAFETY: enters user mode on the user's own stack; the only way back is the entry path,
     // which restores this stack and the callee-saved registers (a C call as far as the
     // compiler knows). User mode cannot reach kernel memory: its L4 maps none.
-    unsafe { xenrpc_user_enter(entry, stack_top, arg) };
+    unsafe { xenrpc_user_enter(&IretFrame::to_user(entry, stack_top), arg) };
     DEADLINE_NS.store(0, Ordering::SeqCst);
     match EXIT.lock().take() {
         Some(exit) => exit,
