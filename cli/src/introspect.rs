@@ -131,23 +131,24 @@ pub fn format_services(services: &[ServiceListing]) -> String {
     text
 }
 
-/// The server's per-service counters (calls and errors since it started), from
+/// The server's per-service counters (calls, errors and handler faults since it started), from
 /// `introspection.list_stats`: one line of text and the JSON list.
 pub fn server_stats(endpoint: &mut dyn Endpoint) -> Result<(String, Value)> {
     let entries = stats(endpoint)?;
     let mut text = String::from("server counters (all clients, since it started):");
     for e in &entries {
         text += &format!(
-            " {}: {} calls, {} errors;",
+            " {}: {} calls, {} errors, {} faults;",
             service_name(e.id),
             e.calls,
-            e.errors
+            e.errors,
+            e.faults
         );
     }
     text.push('\n');
     let value = entries
         .iter()
-        .map(|e| json!({"id": e.id, "name": service_name(e.id), "calls": e.calls, "errors": e.errors}))
+        .map(|e| json!({"id": e.id, "name": service_name(e.id), "calls": e.calls, "errors": e.errors, "faults": e.faults}))
         .collect::<Vec<_>>();
     Ok((text, json!(value)))
 }

@@ -2,11 +2,12 @@
 //! dispatch loop serving the [`ServiceSet`](xenrpc_proto::ServiceSet) it is given.
 //!
 //! An image is a binary crate of one line, `xenrpc_kernel::service_vm!(path::to::services);`,
-//! naming a function `fn(&ServiceEnv<'_>) -> S` with `S: ServiceSet`; the stock image
-//! (`src/main.rs`) serves [`builtins`](xenrpc_proto::services::builtins). `cargo xtask build
-//! --services PATH` writes and builds that crate for a user's service crate (see
-//! `docs/writing-a-service.md`). The environment's parameters are the `key=value` words of the
-//! kernel command line (the xl config's `extra`); its memory is the heap.
+//! naming functions `fn(&ServiceEnv<'_>) -> S` with `S: ServiceSet`, each of which builds the
+//! services of one protection domain; the stock image (`src/main.rs`) serves the built-ins,
+//! each in a domain of its own. `cargo xtask build --services PATH` writes and builds that
+//! crate for a user's service crate (see `docs/writing-a-service.md`). The environment's
+//! parameters are the `key=value` words of the kernel command line (the xl config's `extra`);
+//! its memory is the domain's heap.
 //!
 //! On the host this crate compiles to nothing; images are built for `x86_64-unknown-none`.
 #![cfg_attr(target_os = "none", no_std)]
@@ -33,18 +34,37 @@ mod user;
 #[cfg(target_os = "none")]
 mod xen;
 
-/// Declares a service VM image's entry: boots, then serves the set `$services(env)` returns
-/// (`$services`: `fn(&ServiceEnv<'_>) -> S`, `S: ServiceSet`). Use once, in a `#![no_std]`
-/// `#![no_main]` binary built for `x86_64-unknown-none` with the kernel's linker script (what
-/// `cargo xtask build --services PATH` does).
+/// Declares a service VM image's entry: boots, then serves the sets `$services(env)` return
+/// (each `$services`: `fn(&ServiceEnv<'_>) -> S`, `S: ServiceSet`), each set in a protection
+/// domain of its own: services of one set share an address space, services of different sets
+/// never see each other's memory. Use once, in a `#![no_std]` `#![no_main]` binary built for
+/// `x86_64-unknown-none` with the kernel's linker script (what `cargo xtask build --services
+/// PATH` does).
 #[macro_export]
 macro_rules! service_vm {
-    ($services:path) => {
+    ($($services:path),+ $(,)?) => {
         fn __xenrpc_service_vm_main(start_info_va: usize) -> ! {
-            $crate::run_service_vm(start_info_va, $services)
+            $crate::run_service_vm(
+                start_info_va,
+                &[$(&|env: &$crate::proto::ServiceEnv<'_>| $crate::__boxed_set($services(env))),+],
+            )
         }
         $crate::__boot::entry_point!(__xenrpc_service_vm_main);
     };
+}
+
+/// Builds the services of one protection domain (on that domain's heap: see [`service_vm!`]).
+#[cfg(target_os = "none")]
+pub type DomainConstructor<'a> =
+    &'a dyn Fn(&xenrpc_proto::ServiceEnv<'_>) -> alloc::boxed::Box<dyn xenrpc_proto::ServiceSet>;
+
+/// A set, boxed on the current heap (the macro's constructors call it on the domain's).
+#[cfg(target_os = "none")]
+#[doc(hidden)]
+pub fn __boxed_set<S: xenrpc_proto::ServiceSet + 'static>(
+    set: S,
+) -> alloc::boxed::Box<dyn xenrpc_proto::ServiceSet> {
+    alloc::boxed::Box::new(set)
 }
 
 #[cfg(target_os = "none")]
@@ -54,7 +74,9 @@ pub use service_vm::run_service_vm;
 mod service_vm {
     use core::fmt;
 
-    use xenrpc_proto::{ServiceEnv, ServiceSet};
+    use xenrpc_proto::ServiceEnv;
+
+    use crate::DomainConstructor;
 
     use crate::xen::hypercall;
     use crate::xen::start_info::{BootInfo, ConsoleSource};
@@ -63,6 +85,9 @@ mod service_vm {
 
     /// How long one handler call may run, unless `handler-budget-ms=` says otherwise.
     const DEFAULT_HANDLER_BUDGET_MS: u64 = 200;
+    /// Faults after which a domain is reset to its clean copy, unless `handler-reset-after=`
+    /// says otherwise: every fault (its memory can no longer be trusted).
+    const DEFAULT_RESET_AFTER: u64 = 1;
 
     /// The platform, with the kernel heap current while it works (it runs while a domain's
     /// services are built on the domain's heap).
@@ -82,12 +107,10 @@ mod service_vm {
         }
     }
 
-    /// Boots the service VM and serves the set `make_services` builds (see [`service_vm!`]).
-    /// `start_info_va` must be the address Xen passed to `_start` (the macro passes it).
-    pub fn run_service_vm<S: ServiceSet + 'static>(
-        start_info_va: usize,
-        make_services: impl FnOnce(&ServiceEnv<'_>) -> S,
-    ) -> ! {
+    /// Boots the service VM and serves the sets `constructors` build, one protection domain
+    /// each (see [`service_vm!`]). `start_info_va` must be the address Xen passed to `_start`
+    /// (the macro passes it).
+    pub fn run_service_vm(start_info_va: usize, constructors: &[DomainConstructor<'_>]) -> ! {
         // SAFETY: `service_vm!` passes the address Xen gave `_start`, before anything else ran.
         let boot = unsafe { BootInfo::capture(start_info_va) };
         traps::init();
@@ -163,36 +186,15 @@ mod service_vm {
                 "cannot read our domid from xenstore: {other:?}"
             )),
         };
-        // The services run in a protection domain of their own (guest user mode): built on
-        // its heap, with kernel work (logging, xenstore) kept on the kernel's.
-        let log_line =
-            |args: fmt::Arguments<'_>| mm::space::with_kernel_heap(|| log!("rpc: {args}"));
-        let platform = KernelHeapPlatform(&rpc::platform::ServiceVmPlatform);
-        let domain_heap = (memory.heap_bytes as usize / 4) & !(mm::PAGE_SIZE - 1);
-        let env = ServiceEnv::new(boot.cmdline_str(), domain_heap)
-            .with_log(&log_line)
-            .with_platform(&platform);
-        let budget_ns = env
-            .param("handler-budget-ms")
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .unwrap_or(DEFAULT_HANDLER_BUDGET_MS)
-            .saturating_mul(1_000_000);
-        let stand_ins =
-            match user::domain::Domain::build(domain_heap, budget_ns, || make_services(&env)) {
-                Ok(stand_ins) => stand_ins,
-                Err(e) => fatal(format_args!("cannot serve the services: {e}")),
-            };
-        let stand_ins = alloc::boxed::Box::leak(stand_ins.into_boxed_slice());
-        let mut counters = xenrpc_proto::ServiceCounters::new_boxed();
-        let mut registry = rpc::registry(&mut counters);
-        for stand_in in stand_ins.iter_mut() {
-            let registered = match stand_in.access() {
-                Some(access) => registry.register_restricted(stand_in, access),
-                None => registry.register(stand_in),
-            };
-            if let Err(e) = registered {
-                fatal(format_args!("cannot serve the services: {e}"));
-            }
+        let counters = alloc::boxed::Box::leak(xenrpc_proto::ServiceCounters::new_boxed());
+        let mut registry = rpc::registry(counters);
+        if let Err(e) = register_services(
+            &boot,
+            memory.heap_bytes as usize,
+            constructors,
+            &mut registry,
+        ) {
+            fatal(format_args!("cannot serve the services: {e}"));
         }
         if let Err(e) = rpc::init(own, &registry) {
             fatal(format_args!("starting the RPC backend failed: {e}"));
@@ -202,6 +204,86 @@ mod service_vm {
             time::now_ns().saturating_sub(entered_ns) / 1_000_000
         );
         rpc::run(&mut registry)
+    }
+
+    /// The environment constructors see, on the kernel heap, and the handlers' fault policy.
+    fn with_env<R>(
+        boot: &BootInfo,
+        memory_bytes: usize,
+        f: impl FnOnce(&ServiceEnv<'_>, user::FaultPolicy) -> R,
+    ) -> R {
+        let log_line =
+            |args: fmt::Arguments<'_>| mm::space::with_kernel_heap(|| log!("rpc: {args}"));
+        let platform = KernelHeapPlatform(&rpc::platform::ServiceVmPlatform);
+        let env = ServiceEnv::new(boot.cmdline_str(), memory_bytes)
+            .with_log(&log_line)
+            .with_platform(&platform);
+        let param = |key: &str, default: u64| {
+            env.param(key)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        let policy = user::FaultPolicy {
+            budget_ns: param("handler-budget-ms", DEFAULT_HANDLER_BUDGET_MS)
+                .saturating_mul(1_000_000),
+            reset_after: param("handler-reset-after", DEFAULT_RESET_AFTER),
+        };
+        f(&env, policy)
+    }
+
+    /// Builds each constructor's services in a protection domain of its own (guest user mode),
+    /// on its heap, with kernel work (logging, xenstore) kept on the kernel's, and registers
+    /// their stand-ins. The domains share a third of the heap evenly.
+    #[cfg(not(feature = "unprotected"))]
+    fn register_services(
+        boot: &BootInfo,
+        heap_bytes: usize,
+        constructors: &[DomainConstructor<'_>],
+        registry: &mut xenrpc_proto::Registry<'static>,
+    ) -> Result<(), alloc::string::String> {
+        let domain_heap = (heap_bytes / 3 / constructors.len().max(1)) & !(mm::PAGE_SIZE - 1);
+        let mut stand_ins = alloc::vec::Vec::new();
+        with_env(boot, domain_heap, |env, policy| {
+            for (index, construct) in constructors.iter().enumerate() {
+                let built =
+                    user::domain::Domain::build(index, domain_heap, policy, || construct(env));
+                match built {
+                    Ok(more) => stand_ins.extend(more),
+                    Err(e) => return Err(alloc::format!("domain {index}: {e}")),
+                }
+            }
+            Ok(())
+        })?;
+        for stand_in in alloc::boxed::Box::leak(stand_ins.into_boxed_slice()) {
+            match stand_in.access() {
+                Some(access) => registry.register_restricted(stand_in, access),
+                None => registry.register(stand_in),
+            }
+            .map_err(|e| alloc::format!("{e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The unprotected build (a test image: the bench's baseline): each constructor's
+    /// services on the kernel heap, their handlers called in kernel mode, with as much memory
+    /// each as a domain would have.
+    #[cfg(feature = "unprotected")]
+    fn register_services(
+        boot: &BootInfo,
+        heap_bytes: usize,
+        constructors: &[DomainConstructor<'_>],
+        registry: &mut xenrpc_proto::Registry<'static>,
+    ) -> Result<(), alloc::string::String> {
+        log!("user: UNPROTECTED build: handlers run in kernel mode (a test image only)");
+        let share = (heap_bytes / 3 / constructors.len().max(1)) & !(mm::PAGE_SIZE - 1);
+        with_env(boot, share, |env, _| {
+            for construct in constructors {
+                alloc::boxed::Box::leak(construct(env))
+                    .register_into(registry)
+                    .map_err(|e| alloc::format!("{e}"))?;
+            }
+            Ok(())
+        })
     }
 
     /// Grant table, and for a domU xenstore and the shutdown watch.
@@ -248,6 +330,7 @@ mod service_vm {
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         // A handler's panic is one failed call: it goes back to the kernel, not to `fatal`.
+        #[cfg(not(feature = "unprotected"))]
         if mm::space::in_user_mode() {
             user::domain::user_panic(info);
         }

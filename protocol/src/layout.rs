@@ -239,15 +239,19 @@ pub enum Status {
     DeadlineExceeded = 6,
     /// The handler is out of capacity (e.g. a kv quota).
     Busy = 7,
-    /// The handler failed.
+    /// The handler failed (in the service VM: it faulted, panicked or wrote a reply no honest
+    /// handler writes).
     HandlerFault = 8,
     /// The registry's access check refused the caller's peer id for this service.
     AccessDenied = 9,
+    /// The handler ran past its CPU budget and was stopped (the service VM: see
+    /// `docs/protected-execution.md`); what it did before is undone with its domain's reset.
+    BudgetExceeded = 10,
 }
 
 impl Status {
     /// Number of status values (for per-status counters).
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
 
     /// Every status, in wire order (`ALL[s.index()] == s`).
     pub const ALL: [Status; Status::COUNT] = [
@@ -261,6 +265,7 @@ impl Status {
         Status::Busy,
         Status::HandlerFault,
         Status::AccessDenied,
+        Status::BudgetExceeded,
     ];
 
     /// The status for a wire value, `None` for a value no revision defines.
@@ -296,6 +301,7 @@ impl Status {
             Status::Busy => "Busy",
             Status::HandlerFault => "HandlerFault",
             Status::AccessDenied => "AccessDenied",
+            Status::BudgetExceeded => "BudgetExceeded",
         }
     }
 
@@ -317,6 +323,7 @@ impl Status {
             Status::Busy => "busy",
             Status::HandlerFault => "handler fault",
             Status::AccessDenied => "access denied",
+            Status::BudgetExceeded => "CPU budget exceeded",
         }
     }
 }
@@ -557,7 +564,7 @@ mod tests {
         for s in Status::ALL {
             assert_eq!(Status::from_wire(s.to_wire()), Some(s));
         }
-        assert_eq!(Status::from_wire(10), None);
+        assert_eq!(Status::from_wire(Status::COUNT as u32), None);
         assert_eq!(Status::from_wire(u32::MAX), None);
     }
 }

@@ -29,7 +29,8 @@
 //! verdict), `TooLarge` (inline length over 192, a result that does not fit its window, a
 //! handler asking to move more than [`MAX_CALL_COPY`] bytes), `DeadlineExceeded` (deadline
 //! passed before dispatch; the handler does not run), `Busy` (handler out of capacity, e.g. a
-//! kv quota), `HandlerFault` (the handler failed).
+//! kv quota), `HandlerFault` (the handler failed), `BudgetExceeded` (the handler ran past its
+//! CPU budget and was stopped).
 //! Ring states no correct client writes break the connection instead ([`Violation`]): a
 //! producer index more than a ring ahead of (or behind) the consumer, a response consumer
 //! index out of range, and a two-way request while all response slots are unconsumed (the

@@ -211,8 +211,9 @@ fn client_validates_responses() {
         })
     );
 
-    let (_, broken) = client_sees(|mem, id| write_raw_response(mem, 0, &response(id, 10), 1));
-    assert_eq!(broken, Some(ClientViolation::UnknownStatus(10)));
+    let unknown = Status::COUNT as u32;
+    let (_, broken) = client_sees(|mem, id| write_raw_response(mem, 0, &response(id, unknown), 1));
+    assert_eq!(broken, Some(ClientViolation::UnknownStatus(unknown)));
 
     let (_, broken) = client_sees(|mem, id| {
         write_raw_response(

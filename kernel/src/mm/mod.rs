@@ -358,6 +358,7 @@ pub fn map_frames(
 }
 
 /// Read-only, not executable: what user mode may read but not change.
+#[cfg_attr(feature = "unprotected", allow(dead_code))]
 pub const USER_RO_NX: PteFlags = PteFlags::PRESENT
     .union(PteFlags::USER)
     .union(PteFlags::ACCESSED)

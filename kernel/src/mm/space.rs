@@ -27,6 +27,7 @@ pub struct SpaceHeader {
 
 /// Whether the code asking runs in a protection domain (guest user mode): what the panic
 /// handler needs to know, and cannot ask the CPU.
+#[cfg_attr(feature = "unprotected", allow(dead_code))]
 pub fn in_user_mode() -> bool {
     // SAFETY: as in `current_heap`: the page is mapped in every space.
     unsafe {

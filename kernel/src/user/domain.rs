@@ -1,18 +1,26 @@
 //! A protection domain: the services one constructor builds, running their handlers in guest
-//! user mode in an address space of their own (see `docs/protected-execution.md`).
+//! user mode in an address space of their own (see `docs/protected-execution.md`). An image
+//! names one constructor per domain (`service_vm!(a, b, ...)`): services built together trust
+//! each other, services of different constructors never see each other's memory.
 //!
-//! Layout, the same addresses in the kernel's space and the domain's:
-//! - the domain's heap at `DOMAIN_BASE + HEAP_OFFSET` (the kernel maps it too: the services
-//!   are built in kernel mode, on that heap, before any of their code runs in user mode);
-//! - in the domain's space only: its space page at `SPACE_PAGE_VA` (the heap's allocator state
-//!   and the handler table), its stack between guard pages;
+//! Layout of domain `i`, the same addresses in the kernel's space and the domain's, in an L4
+//! slot of its own (`DOMAIN_BASE + i * DOMAIN_STRIDE`):
+//! - its heap at `HEAP_OFFSET` (the kernel maps it too: the services are built in kernel mode,
+//!   on that heap, before any of their code runs in user mode, and a reset rewrites it);
+//! - in the domain's space only: its stack between guard pages at `STACK_OFFSET`, and its
+//!   space page at `SPACE_PAGE_VA` (the heap's allocator state and the handler table);
 //! - the gate, shared by every domain: the call record (read-only to user mode), the reply
 //!   record, and the two windows, arguments (read-only) then result. The kernel reaches the
-//!   gate through its own addresses, and clears what a call put there before the next.
+//!   gate through its own addresses, and clears what a call put there before the next; only
+//!   one domain runs at a time (one vCPU), so a domain finds in it only its own call.
 //!
 //! The kernel never calls into a service object once user code of its domain has run: the
 //! services' descriptions are taken while they are built, and every later call (a request, a
 //! tenant's release) is a run of the trampoline in user mode.
+//!
+//! A fault may leave the domain's memory in any state (a wild write before the fault, a lock
+//! held, a heap used up), so after every `reset_after`-th fault the kernel puts the domain
+//! back as its constructor left it: its [`CleanCopy`].
 
 use alloc::alloc::{alloc_zeroed, Layout};
 use alloc::boxed::Box;
@@ -23,18 +31,25 @@ use linked_list_allocator::LockedHeap;
 use xen_abi::pv_user::UserStack;
 use xenrpc_proto::service::gate::{self, GateCall, GateReply};
 use xenrpc_proto::{
-    AccessCheck, CallContext, PeerId, Registry, RegistryError, ServiceHandler, ServiceInfo,
-    ServiceSet, SharedMemory, SharedRegion, Status, MAX_CALL_COPY, MAX_SERVICES,
+    Registry, RegistryError, ServiceHandler, ServiceSet, SharedMemory, SharedRegion, Status,
+    MAX_CALL_COPY, MAX_SERVICES,
 };
 
-use super::{UserExit, SYSCALL_EXIT};
+use super::clean_copy::CleanCopy;
+use super::stand_in::StandIn;
+use super::{FaultPolicy, UserExit, SYSCALL_EXIT};
 use crate::log;
 use crate::mm::pagetable::{AddressSpace, MapError};
 use crate::mm::space::{self, SpaceHeader, SPACE_PAGE_VA};
 use crate::mm::{self, PAGE_SIZE, PAGE_SIZE_U64};
 
-/// Where the (first) domain's memory starts: L4 slot 10.
+/// Where domain 0's memory starts: L4 slot 10.
 const DOMAIN_BASE: u64 = 0x0000_0500_0000_0000;
+/// One L4 slot (512 GiB) per domain.
+const DOMAIN_STRIDE: u64 = 1 << 39;
+/// Domains an image may have: L4 slots 10 to 25, below the foreign window's neighbours and
+/// far below the canonical hole.
+pub const MAX_DOMAINS: usize = 16;
 const STACK_OFFSET: u64 = 1 << 20;
 const STACK_PAGES: u64 = 16;
 const HEAP_OFFSET: u64 = 1 << 24;
@@ -43,7 +58,7 @@ const GATE_CALL_VA: u64 = 0x0000_0480_0000_0000;
 const GATE_REPLY_VA: u64 = GATE_CALL_VA + PAGE_SIZE_U64;
 const GATE_WINDOWS_VA: u64 = GATE_CALL_VA + (1 << 20);
 /// Each window holds what one call may move.
-const WINDOW_BYTES: usize = MAX_CALL_COPY;
+pub(super) const WINDOW_BYTES: usize = MAX_CALL_COPY;
 
 /// A domain's space page.
 #[repr(C)]
@@ -103,6 +118,8 @@ pub enum DomainError {
     Map(MapError),
     /// Its services could not be registered.
     Registry(RegistryError),
+    /// More constructors than there are domain slots.
+    TooMany,
 }
 
 impl core::fmt::Display for DomainError {
@@ -111,6 +128,10 @@ impl core::fmt::Display for DomainError {
             DomainError::OutOfMemory => f.write_str("the kernel heap cannot hold its memory"),
             DomainError::Map(e) => write!(f, "mapping its memory failed: {e}"),
             DomainError::Registry(e) => write!(f, "{e}"),
+            DomainError::TooMany => write!(
+                f,
+                "an image has at most {MAX_DOMAINS} protection domains (service constructors)"
+            ),
         }
     }
 }
@@ -135,10 +156,10 @@ fn pages(count: usize) -> Result<u64, DomainError> {
 }
 
 /// The gate's memory at its kernel addresses.
-struct Gate {
-    call: u64,
-    reply: u64,
-    windows: u64,
+pub(super) struct Gate {
+    pub(super) call: u64,
+    pub(super) reply: u64,
+    pub(super) windows: u64,
 }
 
 static GATE: spin::Once<Result<Gate, ()>> = spin::Once::new();
@@ -210,26 +231,49 @@ extern "C" fn xenrpc_domain_entry() -> ! {
 
 /// One protection domain.
 pub struct Domain {
+    /// Its number, in constructor order.
+    pub index: usize,
     space: AddressSpace,
     /// The gate's memory (the same for every domain).
-    gate: &'static Gate,
+    pub(super) gate: &'static Gate,
     /// The domain's space page, at the kernel's address of it.
-    page: *const DomainPage,
+    page: *mut DomainPage,
     stack: UserStack,
-    budget_ns: u64,
+    /// The stack's frames, at the kernel's address of them.
+    stack_kva: u64,
+    /// The heap, at the address both spaces map it at.
+    heap_va: u64,
+    heap_bytes: usize,
+    policy: FaultPolicy,
+    clean: CleanCopy,
+    /// Faults since boot, and since the last reset.
     faults: core::sync::atomic::AtomicU64,
+    faults_since_reset: core::sync::atomic::AtomicU64,
+    /// Its services' names, for log lines: `faults, neighbour`.
+    pub names: alloc::string::String,
 }
 
+// SAFETY: `page` is the domain's own page; the kernel touches it only while user mode is not
+// running, on its one vCPU.
+unsafe impl Sync for Domain {}
+// SAFETY: as for Sync.
+unsafe impl Send for Domain {}
+
 impl Domain {
-    /// Sets up a domain with `heap_bytes` of heap, and builds its services there with
+    /// Sets up domain `index` with `heap_bytes` of heap, and builds its services there with
     /// `build` (in kernel mode, allocating from the domain's heap). Returns a stand-in for
     /// each of its services, to register with the kernel's registry (the domain lives as long
     /// as they do: for ever).
-    pub fn build<S: ServiceSet + 'static>(
+    pub fn build(
+        index: usize,
         heap_bytes: usize,
-        budget_ns: u64,
-        build: impl FnOnce() -> S,
+        policy: FaultPolicy,
+        build: impl FnOnce() -> Box<dyn ServiceSet>,
     ) -> Result<Vec<StandIn>, DomainError> {
+        if index >= MAX_DOMAINS {
+            return Err(DomainError::TooMany);
+        }
+        let base = DOMAIN_BASE + index as u64 * DOMAIN_STRIDE;
         let gate = gate_memory()?;
         let space = mm::new_user_space()?;
         let ro = mm::USER_RO_NX;
@@ -248,14 +292,14 @@ impl Domain {
         let result_va = GATE_WINDOWS_VA + WINDOW_BYTES as u64;
         mm::map_frames(Some(&space), result_va, result_kva, window_pages, rw)?;
 
-        let stack = UserStack::at(DOMAIN_BASE + STACK_OFFSET, STACK_PAGES)
-            .map_err(|_| DomainError::Map(MapError::BadAddress(DOMAIN_BASE)))?;
+        let stack = UserStack::at(base + STACK_OFFSET, STACK_PAGES)
+            .map_err(|_| DomainError::Map(MapError::BadAddress(base)))?;
         let stack_kva = pages(STACK_PAGES as usize)?;
         mm::map_frames(Some(&space), stack.low, stack_kva, STACK_PAGES, rw)?;
 
         let heap_pages = heap_bytes.div_ceil(PAGE_SIZE);
         let heap_kva = pages(heap_pages)?;
-        let heap_va = DOMAIN_BASE + HEAP_OFFSET;
+        let heap_va = base + HEAP_OFFSET;
         mm::map_frames(None, heap_va, heap_kva, heap_pages as u64, rw)?;
         mm::map_frames(Some(&space), heap_va, heap_kva, heap_pages as u64, rw)?;
 
@@ -288,42 +332,64 @@ impl Domain {
         // Build on the domain's heap (its kernel-side alias of the allocator state).
         // SAFETY: the domain's heap state lives in `page` for ever, over memory mapped at the
         // same address in the kernel's space.
-        let services: &'static mut S = unsafe {
-            space::with_heap(core::ptr::addr_of!((*page).heap), || {
-                Box::leak(Box::new(build()))
-            })
-        };
+        let services: &'static mut dyn ServiceSet =
+            unsafe { space::with_heap(core::ptr::addr_of!((*page).heap), || Box::leak(build())) };
 
         let mut collected = Registry::new();
-        collected
-            .register_set(services)
+        services
+            .register_into(&mut collected)
             .map_err(DomainError::Registry)?;
-        let domain: &'static Domain = Box::leak(Box::new(Domain {
-            space,
-            gate,
-            page,
-            stack,
-            budget_ns,
-            faults: core::sync::atomic::AtomicU64::new(0),
-        }));
-        let mut stand_ins = Vec::new();
+        let mut slots = Vec::new();
+        let mut names = alloc::string::String::new();
         for (slot, (handler, access)) in collected.into_services().enumerate() {
             // Taken now, while the object is as its constructor made it: never again.
             let info = handler.info();
             // SAFETY: the table is in the domain's page; the object is on its heap.
             unsafe { (*page).handlers[slot] = Some(NonNull::from(handler)) };
-            stand_ins.push(StandIn {
-                domain,
-                slot: slot as u32,
-                info,
-                access,
-            });
+            if !names.is_empty() {
+                names.push_str(", ");
+            }
+            names.push_str(info.name);
+            slots.push((slot as u32, info, access));
         }
-        Ok(stand_ins)
+        // SAFETY: user code of this domain has not run: the page and heap are as the
+        // constructor left them, and nothing else writes them now.
+        let clean = unsafe {
+            CleanCopy::take(
+                page.cast::<u8>(),
+                core::slice::from_raw_parts(heap_va as *const u8, heap_pages * PAGE_SIZE),
+            )
+        }
+        .ok_or(DomainError::OutOfMemory)?;
+        let domain: &'static Domain = Box::leak(Box::new(Domain {
+            index,
+            space,
+            gate,
+            page,
+            stack,
+            stack_kva,
+            heap_va,
+            heap_bytes: heap_pages * PAGE_SIZE,
+            policy,
+            clean,
+            faults: core::sync::atomic::AtomicU64::new(0),
+            faults_since_reset: core::sync::atomic::AtomicU64::new(0),
+            names,
+        }));
+        log!(
+            "user: domain {index} serves {}: heap {} KiB, clean copy {} bytes",
+            domain.names,
+            domain.heap_bytes / 1024,
+            domain.clean.heap_bytes()
+        );
+        Ok(slots
+            .into_iter()
+            .map(|(slot, info, access)| StandIn::new(domain, slot, info, access))
+            .collect())
     }
 
     /// The last panic's message, as the domain wrote it (bounded, printable ASCII only).
-    fn panic_message(&self) -> alloc::string::String {
+    pub(super) fn panic_message(&self) -> alloc::string::String {
         // SAFETY: the domain's page is the kernel's memory too; user mode is not running.
         let (len, text) = unsafe {
             (
@@ -344,114 +410,59 @@ impl Domain {
     }
 
     /// Hands `record` to the domain through the gate and runs its entry in user mode.
-    fn run(&self, record: &GateCall) -> UserExit {
+    pub(super) fn run(&self, record: &GateCall) -> UserExit {
         // SAFETY: the call page is the kernel's and page-sized; user mode is not running.
         unsafe { core::ptr::write_volatile(self.gate.call as *mut GateCall, *record) };
-        self.enter()
-    }
-
-    fn enter(&self) -> UserExit {
         let entry = xenrpc_domain_entry as *const () as u64;
         // As if called: the ABI wants rsp + 8 16-byte aligned at a function's first
         // instruction.
-        super::run(&self.space, entry, self.stack.top - 8, 0, self.budget_ns)
-    }
-}
-
-/// The kernel-side stand-in for one of a domain's services: what the kernel's registry holds.
-pub struct StandIn {
-    domain: &'static Domain,
-    slot: u32,
-    info: &'static ServiceInfo,
-    access: Option<AccessCheck>,
-}
-
-impl StandIn {
-    /// The service's access check, as its set registered it.
-    pub fn access(&self) -> Option<AccessCheck> {
-        self.access
+        super::run(
+            &self.space,
+            entry,
+            self.stack.top - 8,
+            0,
+            self.policy.budget_ns,
+        )
     }
 
-    fn method_name(&self, method: u32) -> &'static str {
-        self.info
-            .methods
-            .iter()
-            .find(|m| m.id == method)
-            .map_or("?", |m| m.name)
+    /// Faults of the domain's code since boot.
+    pub(super) fn fault_count(&self) -> u64 {
+        self.faults.load(core::sync::atomic::Ordering::SeqCst)
     }
 
-    fn report(&self, call: &CallContext<'_>, exit: &UserExit) {
-        let n = self
-            .domain
-            .faults
-            .fetch_add(1, core::sync::atomic::Ordering::SeqCst)
-            + 1;
-        let message = match exit {
-            UserExit::Panicked { .. } => alloc::format!(": {}", self.domain.panic_message()),
-            _ => alloc::string::String::new(),
-        };
-        log!(
-            "rpc: handler fault in {}.{} (dom{}): {exit}{message}; {n} in this domain",
-            self.info.name,
-            self.method_name(call.method()),
-            call.peer().0,
-        );
-    }
-}
-
-impl ServiceHandler for StandIn {
-    fn info(&self) -> &'static ServiceInfo {
-        self.info
-    }
-
-    fn handle(&mut self, call: &mut CallContext<'_>) -> Status {
-        let gate = self.domain.gate;
-        // SAFETY: the gate's memory is the kernel's; user mode does not run while the kernel
-        // does (one vCPU), so these are the only references to it.
-        let (args, result) = unsafe {
-            (
-                core::slice::from_raw_parts_mut(gate.windows as *mut u8, WINDOW_BYTES),
-                core::slice::from_raw_parts_mut(
-                    (gate.windows + WINDOW_BYTES as u64) as *mut u8,
-                    WINDOW_BYTES,
-                ),
-            )
-        };
-        let mut record = GateCall::zeroed();
-        if let Err(status) = gate::export(call, self.slot, &mut record, args, WINDOW_BYTES) {
-            return status;
-        }
-        let exit = self.domain.run(&record);
-        let (status, dirty) = match exit {
-            UserExit::Returned(_) => {
-                // SAFETY: the reply page is ours; user mode is not running.
-                let reply = unsafe { core::ptr::read_volatile(gate.reply as *const GateReply) };
-                let status = gate::import(call, &record, &reply, result);
-                let written = (reply.ool_written as usize).min(record.result_capacity as usize);
-                (status, written)
-            }
-            UserExit::BudgetExceeded { .. } => {
-                self.report(call, &exit);
-                (Status::DeadlineExceeded, record.result_capacity as usize)
-            }
-            _ => {
-                self.report(call, &exit);
-                (Status::HandlerFault, record.result_capacity as usize)
-            }
-        };
-        // Nothing of this call stays for the next, whoever's it is.
-        args[..record.args_len as usize].fill(0);
-        result[..dirty].fill(0);
-        status
-    }
-
-    fn forget_peer(&mut self, peer: PeerId) {
-        let exit = self.domain.run(&gate::export_forget_peer(self.slot, peer));
-        if !matches!(exit, UserExit::Returned(_)) {
+    /// Counts a fault of the domain's code. The fault that completes `reset_after` since the
+    /// last reset puts the domain back to its clean copy.
+    pub(super) fn fault(&self) {
+        use core::sync::atomic::Ordering::SeqCst;
+        self.faults.fetch_add(1, SeqCst);
+        let since = self.faults_since_reset.fetch_add(1, SeqCst) + 1;
+        if self.policy.reset_after != 0 && since >= self.policy.reset_after {
+            self.faults_since_reset.store(0, SeqCst);
+            self.reset();
             log!(
-                "rpc: handler fault in {} forgetting dom{}: {exit}",
-                self.info.name,
-                peer.0
+                "rpc: domain {} ({}) reset to its clean copy after {since} fault{}",
+                self.index,
+                self.names,
+                if since == 1 { "" } else { "s" }
+            );
+        }
+    }
+
+    /// Puts the domain's memory back as its constructor left it: the space page (allocator
+    /// state, handler table) and the heap from the clean copy, the stack zeroed.
+    fn reset(&self) {
+        // SAFETY: user mode is not running (one vCPU, the kernel is); the page, the heap (at
+        // its kernel mapping) and the stack frames are the domain's own and nothing else
+        // holds a reference into them.
+        unsafe {
+            self.clean.restore(
+                self.page.cast::<u8>(),
+                core::slice::from_raw_parts_mut(self.heap_va as *mut u8, self.heap_bytes),
+            );
+            core::ptr::write_bytes(
+                self.stack_kva as *mut u8,
+                0,
+                STACK_PAGES as usize * PAGE_SIZE,
             );
         }
     }

@@ -12,7 +12,22 @@
 //!
 //! Faults taken in kernel mode are not handled here: they stay fatal (`xen::traps`).
 
+#[cfg(not(feature = "unprotected"))]
+mod clean_copy;
+#[cfg(not(feature = "unprotected"))]
 pub mod domain;
+#[cfg(not(feature = "unprotected"))]
+mod stand_in;
+
+/// How a protection domain's calls are bounded and its faults answered.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "unprotected", allow(dead_code))]
+pub struct FaultPolicy {
+    /// System time one call may run.
+    pub budget_ns: u64,
+    /// Reset the domain to its clean copy after this many faults (0: never).
+    pub reset_after: u64,
+}
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,4 +1,5 @@
-//! Calls and errors per service, per tenant and in total, for introspection's `list_stats`.
+//! Calls, errors and handler faults per service, per tenant and in total, for introspection's
+//! `list_stats`.
 //!
 //! A tenant may learn its own counts, never another's (they tell what the other does and when);
 //! the totals over all tenants go only to a privileged caller (see
@@ -24,10 +25,39 @@ pub const MAX_COUNTED_PEERS: usize = 256;
 /// Services counted: every registered one plus introspection.
 const COUNTED_SERVICES: usize = MAX_SERVICES + 1;
 
-/// (calls, errors) per service, in the order of [`ServiceCounters::services`].
-type Tally = [(u64, u64); COUNTED_SERVICES];
+/// The counts of one service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromZeros)]
+pub struct Counts {
+    /// Calls naming the service (refused ones included).
+    pub calls: u64,
+    /// Of those, calls whose status was not `Ok`.
+    pub errors: u64,
+    /// Of those, calls the handler did not finish: `HandlerFault` (it faulted, panicked, wrote
+    /// a bad reply) or `BudgetExceeded`.
+    pub faults: u64,
+}
 
-/// Calls and errors per service id, in total and per tenant, kept by the server across
+impl Counts {
+    const ZERO: Counts = Counts {
+        calls: 0,
+        errors: 0,
+        faults: 0,
+    };
+
+    fn add(&mut self, status: Status) {
+        self.calls += 1;
+        self.errors += u64::from(status != Status::Ok);
+        self.faults += u64::from(matches!(
+            status,
+            Status::HandlerFault | Status::BudgetExceeded
+        ));
+    }
+}
+
+/// Counts per service, in the order of [`ServiceCounters::services`].
+type Tally = [Counts; COUNTED_SERVICES];
+
+/// Calls, errors and faults per service id, in total and per tenant, kept by the server across
 /// registries (a server may build a [`Registry`](super::Registry) per loop iteration; its
 /// counters must outlive it). About 70 KiB: keep it off small stacks
 /// (`ServiceCounters::new_boxed`, feature `alloc`).
@@ -61,9 +91,9 @@ impl ServiceCounters {
         ServiceCounters {
             services: [0; COUNTED_SERVICES],
             service_count: 0,
-            totals: [(0, 0); COUNTED_SERVICES],
+            totals: [Counts::ZERO; COUNTED_SERVICES],
             peer_ids: [PeerId(0); MAX_COUNTED_PEERS],
-            peer_tallies: [[(0, 0); COUNTED_SERVICES]; MAX_COUNTED_PEERS],
+            peer_tallies: [[Counts::ZERO; COUNTED_SERVICES]; MAX_COUNTED_PEERS],
             peer_count: 0,
             last_row: 0,
             unknown_service: 0,
@@ -82,28 +112,24 @@ impl ServiceCounters {
         let Some(column) = self.column(service) else {
             return;
         };
-        let error = u64::from(status != Status::Ok);
-        let total = &mut self.totals[column];
-        *total = (total.0 + 1, total.1 + error);
+        self.totals[column].add(status);
         match self.row_or_insert(peer) {
-            Some(row) => {
-                let own = &mut self.peer_tallies[row][column];
-                *own = (own.0 + 1, own.1 + error);
-            }
+            Some(row) => self.peer_tallies[row][column].add(status),
             None => self.uncounted_calls += 1,
         }
     }
 
-    /// (calls, errors) of `service` over all tenants.
-    pub fn total(&self, service: u32) -> (u64, u64) {
-        self.find_column(service).map_or((0, 0), |c| self.totals[c])
+    /// The counts of `service` over all tenants.
+    pub fn total(&self, service: u32) -> Counts {
+        self.find_column(service)
+            .map_or(Counts::ZERO, |c| self.totals[c])
     }
 
-    /// (calls, errors) of `service` by `peer` alone.
-    pub fn of_peer(&self, peer: PeerId, service: u32) -> (u64, u64) {
+    /// The counts of `service` by `peer` alone.
+    pub fn of_peer(&self, peer: PeerId, service: u32) -> Counts {
         match (self.row(peer), self.find_column(service)) {
             (Some(row), Some(column)) => self.peer_tallies[row][column],
-            _ => (0, 0),
+            _ => Counts::ZERO,
         }
     }
 
@@ -115,7 +141,7 @@ impl ServiceCounters {
         let last = self.peer_count - 1;
         self.peer_ids[row] = self.peer_ids[last];
         self.peer_tallies[row] = self.peer_tallies[last];
-        self.peer_tallies[last] = [(0, 0); COUNTED_SERVICES];
+        self.peer_tallies[last] = [Counts::ZERO; COUNTED_SERVICES];
         self.peer_count = last;
         self.last_row = 0;
     }
@@ -167,6 +193,32 @@ impl ServiceCounters {
 mod tests {
     use super::*;
 
+    /// (calls, errors).
+    fn two(counts: Counts) -> (u64, u64) {
+        (counts.calls, counts.errors)
+    }
+
+    #[test]
+    fn handler_faults_and_budget_overruns_count_as_faults() {
+        let mut counters = ServiceCounters::new_boxed();
+        let a = PeerId(1);
+        for status in [
+            Status::Ok,
+            Status::HandlerFault,
+            Status::BudgetExceeded,
+            Status::Busy,
+        ] {
+            counters.record(a, 5, status);
+        }
+        let want = Counts {
+            calls: 4,
+            errors: 3,
+            faults: 2,
+        };
+        assert_eq!(counters.of_peer(a, 5), want);
+        assert_eq!(counters.total(5), want);
+    }
+
     #[test]
     fn each_tenant_has_its_own_counts_and_the_totals_add_up() {
         let mut counters = ServiceCounters::new_boxed();
@@ -175,12 +227,12 @@ mod tests {
         counters.record(a, 3, Status::Busy);
         counters.record(b, 3, Status::Ok);
         counters.record(b, 1, Status::Ok);
-        assert_eq!(counters.of_peer(a, 3), (2, 1));
-        assert_eq!(counters.of_peer(a, 1), (0, 0));
-        assert_eq!(counters.of_peer(b, 3), (1, 0));
-        assert_eq!(counters.total(3), (3, 1));
-        assert_eq!(counters.total(1), (1, 0));
-        assert_eq!(counters.of_peer(PeerId(9), 3), (0, 0));
+        assert_eq!(two(counters.of_peer(a, 3)), (2, 1));
+        assert_eq!(two(counters.of_peer(a, 1)), (0, 0));
+        assert_eq!(two(counters.of_peer(b, 3)), (1, 0));
+        assert_eq!(two(counters.total(3)), (3, 1));
+        assert_eq!(two(counters.total(1)), (1, 0));
+        assert_eq!(two(counters.of_peer(PeerId(9), 3)), (0, 0));
     }
 
     #[test]
@@ -193,13 +245,16 @@ mod tests {
         }
         counters.forget_peer(PeerId(1));
         counters.forget_peer(PeerId(77)); // never seen: nothing happens
-        assert_eq!(counters.of_peer(PeerId(1), 1), (0, 0));
+        assert_eq!(two(counters.of_peer(PeerId(1), 1)), (0, 0));
         for peer in [0, 2, 3] {
-            assert_eq!(counters.of_peer(PeerId(peer), 1), (u64::from(peer) + 1, 0));
+            assert_eq!(
+                two(counters.of_peer(PeerId(peer), 1)),
+                (u64::from(peer) + 1, 0)
+            );
         }
-        assert_eq!(counters.total(1), (10, 0));
+        assert_eq!(two(counters.total(1)), (10, 0));
         counters.record(PeerId(1), 1, Status::BadArguments);
-        assert_eq!(counters.of_peer(PeerId(1), 1), (1, 1));
+        assert_eq!(two(counters.of_peer(PeerId(1), 1)), (1, 1));
     }
 
     #[test]
@@ -209,14 +264,14 @@ mod tests {
         for peer in 0..table + 10 {
             counters.record(PeerId(peer), 1, Status::Ok);
         }
-        assert_eq!(counters.of_peer(PeerId(table - 1), 1), (1, 0));
-        assert_eq!(counters.of_peer(PeerId(table), 1), (0, 0));
-        assert_eq!(counters.total(1), (u64::from(table) + 10, 0));
+        assert_eq!(two(counters.of_peer(PeerId(table - 1), 1)), (1, 0));
+        assert_eq!(two(counters.of_peer(PeerId(table), 1)), (0, 0));
+        assert_eq!(two(counters.total(1)), (u64::from(table) + 10, 0));
         assert_eq!(counters.uncounted_calls, 10);
         // A row freed by a tenant that went is taken by the next newcomer.
         counters.forget_peer(PeerId(0));
         counters.record(PeerId(table + 20), 1, Status::Ok);
-        assert_eq!(counters.of_peer(PeerId(table + 20), 1), (1, 0));
+        assert_eq!(two(counters.of_peer(PeerId(table + 20), 1)), (1, 0));
     }
 
     #[test]
@@ -225,7 +280,7 @@ mod tests {
         for service in 0..COUNTED_SERVICES as u32 + 1 {
             counters.record(PeerId(1), service, Status::Ok);
         }
-        assert_eq!(counters.total(0), (1, 0));
-        assert_eq!(counters.total(COUNTED_SERVICES as u32), (0, 0));
+        assert_eq!(two(counters.total(0)), (1, 0));
+        assert_eq!(two(counters.total(COUNTED_SERVICES as u32)), (0, 0));
     }
 }

@@ -14,7 +14,7 @@ pub mod gate;
 mod registry;
 mod set;
 
-pub use counters::{ServiceCounters, MAX_COUNTED_PEERS};
+pub use counters::{Counts, ServiceCounters, MAX_COUNTED_PEERS};
 pub use registry::{AccessCheck, Registry, RegistryError, Serving, MAX_SERVICES};
 pub use set::{
     hand_over_secret, id_allowed, NoPlatform, Platform, PlatformError, Restricted, ServiceEnv,

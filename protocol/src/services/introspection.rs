@@ -5,7 +5,7 @@
 use zerocopy::{Immutable, IntoBytes};
 
 use super::name_field;
-use crate::service::{ServiceCounters, ServiceInfo};
+use crate::service::{Counts, ServiceCounters, ServiceInfo};
 use crate::signature::{FieldEntry, MethodQuery, SignatureReply, ROLE_ARGS, ROLE_RESULT};
 use crate::{BytesOut, CallContext, PeerId, Status};
 
@@ -68,8 +68,9 @@ crate::define_pod! {
         pub calls: u64,
         /// Of those, calls whose status was not `Ok`.
         pub errors: u64,
-        /// Zero.
-        pub reserved2: u64,
+        /// Of those, calls its handler did not finish: `HandlerFault` (it faulted, panicked or
+        /// wrote a bad reply) or `BudgetExceeded`.
+        pub faults: u64,
     }
 }
 
@@ -133,10 +134,10 @@ impl<'a> Introspector<'a> {
         }
     }
 
-    /// (calls, errors) of `service` as the caller may see them.
-    fn stats_of(&self, service: u32) -> (u64, u64) {
+    /// The counts of `service` as the caller may see them.
+    fn stats_of(&self, service: u32) -> Counts {
         match self.counters {
-            None => (0, 0),
+            None => Counts::default(),
             Some((counters, StatsScope::Totals)) => counters.total(service),
             Some((counters, StatsScope::Own(peer))) => counters.of_peer(peer, service),
         }
@@ -186,11 +187,12 @@ impl introspection::Server for Introspector<'_> {
         let written = write_records(
             entries,
             self.services.iter().map(|s| {
-                let (calls, errors) = self.stats_of(s.id);
+                let counts = self.stats_of(s.id);
                 ServiceStatsEntry {
                     id: s.id,
-                    calls,
-                    errors,
+                    calls: counts.calls,
+                    errors: counts.errors,
+                    faults: counts.faults,
                     ..Default::default()
                 }
             }),

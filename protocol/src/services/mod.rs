@@ -37,9 +37,9 @@ impl BuiltIns {
     /// The built-ins for `env`: the kv store within [`kv::KvBudget::from_env`].
     pub fn new(env: &crate::ServiceEnv<'_>) -> Self {
         BuiltIns {
-            echo: echo::Handler(echo::EchoServer),
-            arith: arith::Handler(arith::ArithServer),
-            kv: kv::Handler(kv::KvStore::with_budget(kv::KvBudget::from_env(env))),
+            echo: echo_service(env),
+            arith: arith_service(env),
+            kv: kv_service(env),
         }
     }
 }
@@ -56,8 +56,25 @@ impl crate::ServiceSet for BuiltIns {
     }
 }
 
-/// The built-in services for `env` (the stock image's service set).
+/// The built-in services for `env`, as one set (what `xenrpc-hostd` serves).
 #[cfg(feature = "alloc")]
 pub fn builtins(env: &crate::ServiceEnv<'_>) -> BuiltIns {
     BuiltIns::new(env)
+}
+
+/// The echo service alone: the stock service VM image builds each built-in in a protection
+/// domain of its own, from these three.
+pub fn echo_service(_env: &crate::ServiceEnv<'_>) -> echo::Handler<echo::EchoServer> {
+    echo::Handler(echo::EchoServer)
+}
+
+/// The arith service alone (see [`echo_service`]).
+pub fn arith_service(_env: &crate::ServiceEnv<'_>) -> arith::Handler<arith::ArithServer> {
+    arith::Handler(arith::ArithServer)
+}
+
+/// The kv service alone, within [`kv::KvBudget::from_env`] (see [`echo_service`]).
+#[cfg(feature = "alloc")]
+pub fn kv_service(env: &crate::ServiceEnv<'_>) -> kv::Handler<kv::KvStore> {
+    kv::Handler(kv::KvStore::with_budget(kv::KvBudget::from_env(env)))
 }

@@ -1,5 +1,5 @@
 //! Fault injection, for the `handler-faults` testbed scenario only (never in a production
-//! image): every method but `ok` breaks its handler in one way. In the service VM each must
+//! image): every method but `ok`, `remember` and `recall` breaks its handler in one way. In the service VM each must
 //! end as that one call's `HandlerFault` (or `DeadlineExceeded`), logged and counted, with the
 //! VM and every other call going on. On the host (its generated `faults-service-hostd`) the
 //! same methods would take the server process down: it is not meant to be run there.
@@ -38,12 +38,49 @@ define_service! {
         fn spin = 10 (()) -> u64;
         /// Allocates until the heap is gone.
         fn allocate_without_bound = 11 (()) -> u64;
+        /// Keeps a number in the service's memory; returns the one kept before.
+        fn remember = 12 (u64) -> u64;
+        /// The number kept (0 as built: after a reset of the domain too).
+        fn recall = 13 (()) -> u64;
     }
 }
 
-/// The fault injector (stateless).
+define_service! {
+    /// Another service, in a protection domain of its own: what `faults.read_at` must not
+    /// reach.
+    pub mod neighbour {
+        name = "neighbour", id = 1201, version = 1;
+        /// Where its secret lives (an address on its own heap).
+        fn secret_at = 1 (()) -> u64;
+        /// Its secret, read by itself.
+        fn secret = 2 (()) -> u64;
+    }
+}
+
+/// The fault injector; its one piece of state is the number `remember` keeps.
 #[derive(Debug, Default)]
-pub struct Faults;
+pub struct Faults {
+    kept: u64,
+}
+
+/// The neighbour: a secret on its heap.
+#[derive(Debug)]
+pub struct Neighbour {
+    secret: Box<u64>,
+}
+
+/// The neighbour's secret: a recognisable value.
+pub const NEIGHBOUR_SECRET: u64 = 0x5ec2_e7ed_0b1e_c7ed;
+
+impl neighbour::Server for Neighbour {
+    fn secret_at(&mut self, _: &mut CallContext<'_>, _: ()) -> Result<u64, Status> {
+        Ok(&*self.secret as *const u64 as u64)
+    }
+
+    fn secret(&mut self, _: &mut CallContext<'_>, _: ()) -> Result<u64, Status> {
+        Ok(*self.secret)
+    }
+}
 
 #[inline(never)]
 fn deeper(level: u64) -> u64 {
@@ -126,9 +163,24 @@ impl faults::Server for Faults {
             core::hint::black_box(&hoard);
         }
     }
+
+    fn remember(&mut self, _: &mut CallContext<'_>, n: u64) -> Result<u64, Status> {
+        Ok(core::mem::replace(&mut self.kept, n))
+    }
+
+    fn recall(&mut self, _: &mut CallContext<'_>, _: ()) -> Result<u64, Status> {
+        Ok(self.kept)
+    }
 }
 
-/// The services of this crate.
+/// The fault injector, in a protection domain of its own.
 pub fn services(_env: &ServiceEnv<'_>) -> faults::Handler<Faults> {
-    faults::Handler(Faults)
+    faults::Handler(Faults::default())
+}
+
+/// The neighbour, in another.
+pub fn neighbour(_env: &ServiceEnv<'_>) -> neighbour::Handler<Neighbour> {
+    neighbour::Handler(Neighbour {
+        secret: Box::new(NEIGHBOUR_SECRET),
+    })
 }

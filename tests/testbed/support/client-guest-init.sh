@@ -59,18 +59,25 @@ calls)
     run bench --calls 1000 --event-ping
     ;;
 bench)
-    # `cargo xtask bench-guest` (tools/bench/bench-guest.sh): rounds of the same runs, each
-    # result one line `BENCH-JSON <round>|<label>|<json>` for the xtask to tabulate.
+    # `cargo xtask bench-guest` (tools/bench/bench-guest.sh): rounds of the same runs against
+    # the service VM (device 0) and its unprotected build (device 1, handlers in kernel mode),
+    # alternating, each result one line `BENCH-JSON <round>|<label>@<build>|<json>` for the
+    # xtask to tabulate.
     for round in 1 2 3; do
         for run in "null-1:--calls 1000 --event-ping" "null-8:--calls 2000 --in-flight 8" \
-            "echo-4k:--calls 1000 --size 4096" "echo-64k:--calls 300 --size 65536 --data-pages 32"; do
+            "echo-4k:--calls 1000 --size 4096" \
+            "echo-4k-8:--calls 1000 --size 4096 --in-flight 8 --data-pages 64" \
+            "echo-64k:--calls 300 --size 65536 --data-pages 32"; do
             label=${run%%:*}
-            # Unquoted on purpose: a list of words.
-            if out=$(xenrpc --json bench ${run#*:} 2>/tmp/bench.err); then
-                echo "BENCH-JSON $round|$label|$(printf '%s' "$out" | tr -d '\n')"
-            else
-                echo "BENCH-FAILED $round $label: $out $(cat /tmp/bench.err)"
-            fi
+            for device in 0:protected 1:unprotected; do
+                build=${device#*:}
+                # Unquoted on purpose: a list of words.
+                if out=$(xenrpc --json bench --devid ${device%%:*} ${run#*:} 2>/tmp/bench.err); then
+                    echo "BENCH-JSON $round|$label@$build|$(printf '%s' "$out" | tr -d '\n')"
+                else
+                    echo "BENCH-FAILED $round $label@$build: $out $(cat /tmp/bench.err)"
+                fi
+            done
         done
     done
     ;;

@@ -3,14 +3,16 @@
 //!
 //! The crate is a `no_std` library exposing `fn services(&ServiceEnv<'_>) -> S`,
 //! `S: ServiceSet` (another path with `[package.metadata.xenrpc] services = "path::to::fn"`,
-//! from the crate root). For it two small crates are written under
+//! from the crate root, or several, `services = ["a", "b"]`: in the service VM each builds the
+//! services of a protection domain of its own). For it two small crates are written under
 //! `<target>/xenrpc-images/` and built with the project's settings (its `.cargo/config.toml`,
 //! profiles and Cargo.lock):
-//! - `<name>/`: `xenrpc_kernel::service_vm!(<lib>::<fn>);`, built for x86_64-unknown-none and
+//! - `<name>/`: `xenrpc_kernel::service_vm!(<lib>::<fn>, ...);`, built for x86_64-unknown-none and
 //!   linked like the stock image, copied to `build/<name>.elf`, beside `build/<name>.cfg`
 //!   (tools/xenrpc.cfg with the image and the domain name changed);
-//! - `<name>-hostd/`: `xenrpc_host::hostd::main_with_services(&args, <lib>::<fn>)`, built in
-//!   release for the host, copied to `build/<name>-hostd`.
+//! - `<name>-hostd/`: `xenrpc_host::hostd::main_with_services(&args, <lib>::<fn>)` (several
+//!   functions: a tuple of their sets), built in release for the host, copied to
+//!   `build/<name>-hostd`.
 //!
 //! Generated files are rewritten only when their text changes, so cargo rebuilds only what
 //! did change.
@@ -40,17 +42,20 @@ pub struct ServiceCrate {
     pub lib: String,
     /// The directory of its Cargo.toml.
     pub dir: PathBuf,
-    /// The services function's path from the crate root.
-    pub services: String,
+    /// The services functions' paths from the crate root: one protection domain each.
+    pub services: Vec<String>,
     /// Git repositories the crate takes xenrpc-proto from. The generated crates patch them to
     /// this checkout's protocol/, so a build holds one copy of the protocol (the kernel's).
     pub proto_git: Vec<String>,
 }
 
 impl ServiceCrate {
-    /// The services function as the generated crates call it.
-    pub fn services_fn(&self) -> String {
-        format!("{}::{}", self.lib, self.services)
+    /// The services functions as the generated crates call them.
+    pub fn services_fns(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .map(|f| format!("{}::{f}", self.lib))
+            .collect()
     }
 }
 
@@ -69,7 +74,7 @@ pub fn build_services(paths: &Paths, dir: &Path) -> Result<Built> {
     println!(
         "==> service crate {name} ({}): serves {}",
         krate.dir.display(),
-        krate.services_fn()
+        krate.services_fns().join(", ")
     );
     crate::ensure_kernel_target(paths)?;
     let root_manifest = paths.root.join("Cargo.toml");
@@ -261,35 +266,42 @@ pub fn parse_metadata(json: &str, manifest: &Path, protocol: &Path) -> Result<Se
     })
 }
 
-/// The services function's path from `[package.metadata.xenrpc]` (`Null` when absent).
-fn services_path(table: &Value) -> Result<String> {
+/// The services functions' paths from `[package.metadata.xenrpc]` (`Null` when absent).
+fn services_path(table: &Value) -> Result<Vec<String>> {
     let table = match table {
-        Value::Null => return Ok(DEFAULT_SERVICES.to_string()),
+        Value::Null => return Ok(vec![DEFAULT_SERVICES.to_string()]),
         Value::Object(table) => table,
         _ => bail!("[package.metadata.xenrpc] must be a table"),
     };
     if let Some(key) = table.keys().find(|k| *k != "services") {
         bail!("[package.metadata.xenrpc] has no key {key:?}: its one key is services");
     }
-    let path = match table.get("services") {
-        None => return Ok(DEFAULT_SERVICES.to_string()),
-        Some(Value::String(path)) => path,
-        Some(_) => bail!(
-            "[package.metadata.xenrpc] services must be a string: the services function's \
-             path from the crate root, like \"handlers::services\""
-        ),
+    let must_be = "[package.metadata.xenrpc] services must be a string or a list of strings: \
+                   the services functions' paths from the crate root, like \"handlers::services\"";
+    let paths: Vec<&str> = match table.get("services") {
+        None => return Ok(vec![DEFAULT_SERVICES.to_string()]),
+        Some(Value::String(path)) => vec![path],
+        Some(Value::Array(paths)) if !paths.is_empty() => paths
+            .iter()
+            .map(|p| p.as_str().with_context(|| must_be.to_string()))
+            .collect::<Result<_>>()?,
+        Some(_) => bail!("{must_be}"),
     };
-    // A path from the crate root may say so.
-    let relative = path.strip_prefix("crate::").unwrap_or(path);
-    for segment in relative.split("::") {
-        if !is_identifier(segment) {
-            bail!(
-                "[package.metadata.xenrpc] services = {path:?} is not a path from the crate root \
-                 (like \"handlers::services\"): {segment:?} is not an identifier"
-            );
+    let mut checked = Vec::new();
+    for path in paths {
+        // A path from the crate root may say so.
+        let relative = path.strip_prefix("crate::").unwrap_or(path);
+        for segment in relative.split("::") {
+            if !is_identifier(segment) {
+                bail!(
+                    "[package.metadata.xenrpc] services = {path:?} is not a path from the crate \
+                     root (like \"handlers::services\"): {segment:?} is not an identifier"
+                );
+            }
         }
+        checked.push(relative.to_string());
     }
-    Ok(relative.to_string())
+    Ok(checked)
 }
 
 /// An ASCII Rust identifier that can name an item on a path (no keyword of paths).
@@ -469,7 +481,7 @@ fn image_main(krate: &ServiceCrate) -> String {
          \n\
          xenrpc_kernel::service_vm!({});\n",
         krate.name,
-        krate.services_fn()
+        krate.services_fns().join(", ")
     )
 }
 
@@ -486,8 +498,20 @@ fn hostd_main(krate: &ServiceCrate) -> String {
          \x20       std::process::exit(1);\n\
          \x20   }}\n\
          }}\n",
-        krate.services_fn()
+        hostd_services(krate)
     )
+}
+
+/// What the host server serves: the one function, or a tuple of the sets of several (the host
+/// has no protection domains).
+fn hostd_services(krate: &ServiceCrate) -> String {
+    match krate.services_fns().as_slice() {
+        [one] => one.clone(),
+        several => {
+            let calls: Vec<String> = several.iter().map(|f| format!("{f}(env)")).collect();
+            format!("|env| ({})", calls.join(", "))
+        }
+    }
 }
 
 /// The service VM's xl config for the image `build/<name>.elf`: tools/xenrpc.cfg (`template`)
@@ -632,7 +656,7 @@ mod tests {
         assert_eq!(krate.name, "counter-service");
         assert_eq!(krate.lib, "counter_service");
         assert_eq!(krate.dir, dir);
-        assert_eq!(krate.services_fn(), "counter_service::services");
+        assert_eq!(krate.services_fns(), ["counter_service::services"]);
         assert!(krate.proto_git.is_empty());
     }
 
@@ -651,17 +675,33 @@ mod tests {
     #[test]
     fn metadata_names_the_services_function() {
         let json = metadata(lib_target(), json!([]), json!({ "services": "api::serve" }));
-        assert_eq!(parse(&json).unwrap().services_fn(), "my_svc::api::serve");
+        assert_eq!(parse(&json).unwrap().services_fns(), ["my_svc::api::serve"]);
         let json = metadata(
             lib_target(),
             json!([]),
             json!({ "services": "crate::serve" }),
         );
-        assert_eq!(parse(&json).unwrap().services_fn(), "my_svc::serve");
+        assert_eq!(parse(&json).unwrap().services_fns(), ["my_svc::serve"]);
         let json = metadata(lib_target(), json!([]), json!({}));
-        assert_eq!(parse(&json).unwrap().services_fn(), "my_svc::services");
+        assert_eq!(parse(&json).unwrap().services_fns(), ["my_svc::services"]);
         let json = metadata(lib_target(), json!([]), Value::Null);
-        assert_eq!(parse(&json).unwrap().services_fn(), "my_svc::services");
+        assert_eq!(parse(&json).unwrap().services_fns(), ["my_svc::services"]);
+        let json = metadata(
+            lib_target(),
+            json!([]),
+            json!({ "services": ["serve", "crate::admin::serve"] }),
+        );
+        let krate = parse(&json).unwrap();
+        assert_eq!(
+            krate.services_fns(),
+            ["my_svc::serve", "my_svc::admin::serve"]
+        );
+        assert!(image_main(&krate)
+            .ends_with("xenrpc_kernel::service_vm!(my_svc::serve, my_svc::admin::serve);\n"));
+        assert_eq!(
+            hostd_services(&krate),
+            "|env| (my_svc::serve(env), my_svc::admin::serve(env))"
+        );
     }
 
     #[test]
@@ -683,7 +723,11 @@ mod tests {
             assert!(e.starts_with("my-svc (/svc/Cargo.toml): "), "{e}");
         }
         let json = metadata(lib_target(), json!([]), json!({ "services": 3 }));
-        assert!(error(&json).contains("services must be a string"));
+        assert!(error(&json).contains("services must be a string or a list of strings"));
+        for bad in [json!([]), json!(["serve", 3])] {
+            let json = metadata(lib_target(), json!([]), json!({ "services": bad }));
+            assert!(error(&json).contains("services must be a string or a list"));
+        }
         let json = metadata(lib_target(), json!([]), json!({ "service": "serve" }));
         assert!(error(&json).ends_with(
             "[package.metadata.xenrpc] has no key \"service\": its one key is services"

@@ -111,6 +111,35 @@ fn ensure_kernel_target(paths: &Paths) -> Result<()> {
     Ok(())
 }
 
+/// Builds the unprotected kernel (handlers in kernel mode: the baseline of bench-guest, a test
+/// image only) in a target dir of its own, and copies it to build/xenrpc-unprotected.elf.
+fn build_unprotected_kernel(paths: &Paths) -> Result<Duration> {
+    ensure_kernel_target(paths)?;
+    let target = paths.root.join("target-unprotected");
+    let took = run_stage(
+        "build the unprotected kernel (cargo build -p xenrpc-kernel --features unprotected \
+         --target x86_64-unknown-none --profile kernel, target dir target-unprotected)",
+        cargo()
+            .args(["build", "-p", "xenrpc-kernel", "--features", "unprotected"])
+            .args(["--target", KERNEL_TARGET, "--profile", "kernel"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(&paths.root),
+    )?;
+    fs::create_dir_all(&paths.build)?;
+    let dest = paths.unprotected_kernel_image();
+    let built = target
+        .join(KERNEL_TARGET)
+        .join("kernel")
+        .join("xenrpc-kernel");
+    let len = image::install_elf(&built, &dest)?;
+    println!(
+        "    unprotected kernel image: {} ({})",
+        dest.display(),
+        size(len)
+    );
+    Ok(took)
+}
+
 /// Builds the kernel for x86_64-unknown-none and copies it to build/xenrpc.elf.
 fn build_kernel(paths: &Paths) -> Result<Duration> {
     ensure_kernel_target(paths)?;
@@ -307,6 +336,17 @@ fn cmd_test(paths: &Paths) -> Result<ExitCode> {
                 .current_dir(root),
         ),
     );
+    summary.record(
+        "clippy (kernel, unprotected test build)",
+        run_stage(
+            "cargo clippy --target x86_64-unknown-none -p xenrpc-kernel --features unprotected -- -D warnings",
+            cargo()
+                .args(["clippy", "--target", "x86_64-unknown-none"])
+                .args(["-p", "xenrpc-kernel", "--features", "unprotected"])
+                .args(["--", "-D", "warnings"])
+                .current_dir(root),
+        ),
+    );
     for example in EXAMPLES {
         summary.record(
             &format!("fmt, clippy ({})", example.dir),
@@ -483,6 +523,7 @@ fn cmd_bench_guest(paths: &Paths) -> Result<ExitCode> {
     let scenario = testbed::load_scenario(&paths.root.join("tools/bench/bench-guest.sh"))?;
     let mut summary = Summary::default();
     summary.record("kernel build", build_kernel(paths));
+    summary.record("unprotected kernel build", build_unprotected_kernel(paths));
     if summary.failed > 0 {
         return Ok(summary.finish());
     }

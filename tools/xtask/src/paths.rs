@@ -71,6 +71,11 @@ impl Paths {
         self.build.join("xenrpc.elf")
     }
 
+    /// The unprotected test image (handlers in kernel mode), bench-guest's baseline.
+    pub fn unprotected_kernel_image(&self) -> PathBuf {
+        self.build.join("xenrpc-unprotected.elf")
+    }
+
     pub fn testbed_dir(&self) -> PathBuf {
         self.build.join("testbed")
     }

@@ -50,6 +50,9 @@ pub struct Scenario {
     pub kind: Kind,
     pub timeout: Duration,
     pub needs_kernel: bool,
+    /// build/xenrpc-unprotected.elf (handlers in kernel mode: bench-guest's baseline) in
+    /// /testbed/build.
+    pub needs_unprotected: bool,
     /// The example service crates' images and xl configs (`build --services examples/<dir>`:
     /// `build/<name>.{elf,cfg}`) in /testbed/build.
     pub needs_examples: bool,
@@ -68,6 +71,7 @@ pub fn scenarios(paths: &Paths) -> Result<Vec<Scenario>> {
         kind: Kind::KernelAsDom0,
         timeout: Duration::from_secs(120),
         needs_kernel: true,
+        needs_unprotected: false,
         needs_examples: false,
         needs_linux_guest: false,
         needs_client: false,
@@ -112,6 +116,7 @@ fn parse_scenario(script: &Path) -> Result<Scenario> {
         },
         timeout: Duration::from_secs(300),
         needs_kernel: false,
+        needs_unprotected: false,
         needs_examples: false,
         needs_linux_guest: false,
         needs_client: false,
@@ -136,6 +141,7 @@ fn parse_scenario(script: &Path) -> Result<Scenario> {
                 for need in value.split_whitespace() {
                     match need {
                         "kernel" => scenario.needs_kernel = true,
+                        "unprotected" => scenario.needs_unprotected = true,
                         "examples" => scenario.needs_examples = true,
                         "linux-guest" => scenario.needs_linux_guest = true,
                         "client" => scenario.needs_client = true,
@@ -256,6 +262,13 @@ fn prepare(paths: &Paths, scenario: &Scenario, run_dir: &Path) -> Result<Prepare
             kernel_image.display()
         );
     }
+    let unprotected = paths.unprotected_kernel_image();
+    if scenario.needs_unprotected && !unprotected.exists() {
+        bail!(
+            "{} is missing: `cargo xtask bench-guest` builds it",
+            unprotected.display()
+        );
+    }
     if scenario.needs_examples {
         for (example, file) in example_files(paths) {
             if !file.exists() {
@@ -323,6 +336,13 @@ fn write_overlay(
     )?;
     if scenario.needs_kernel {
         archive.copy("testbed/build/xenrpc.elf", &paths.kernel_image(), 0o644)?;
+    }
+    if scenario.needs_unprotected {
+        archive.copy(
+            "testbed/build/xenrpc-unprotected.elf",
+            &paths.unprotected_kernel_image(),
+            0o644,
+        )?;
     }
     if scenario.needs_examples {
         for (_, file) in example_files(paths) {
@@ -871,6 +891,7 @@ mod tests {
             kind,
             timeout: Duration::from_secs(1),
             needs_kernel: false,
+            needs_unprotected: false,
             needs_examples: false,
             needs_linux_guest: false,
             needs_client: false,
