@@ -149,10 +149,10 @@ pub use layout::{
 pub use region::{OutOfBounds, RegionError, RegionView, SharedRegion};
 pub use server::{ConnectionStats, PollOutcome, RejectReason, ServerConnection, Violation};
 pub use service::{
-    AccessCheck, BytesIn, BytesOut, CallContext, Dispatcher, MethodInfo, OolArgs, OolError,
-    OolResult, Platform, PlatformError, Registry, RegistryError, Restricted, ServiceCounters,
-    ServiceEnv, ServiceHandler, ServiceInfo, ServiceSet, ServiceUnavailable, FIRST_USER_SERVICE_ID,
-    MAX_COUNTED_PEERS, MAX_SERVICES,
+    AccessCheck, BatchedCall, BytesIn, BytesOut, CallContext, Dispatcher, MethodInfo, OolArgs,
+    OolError, OolResult, Platform, PlatformError, Registry, RegistryError, Restricted,
+    ServiceCounters, ServiceEnv, ServiceHandler, ServiceInfo, ServiceSet, ServiceUnavailable,
+    FIRST_USER_SERVICE_ID, MAX_BATCH, MAX_COUNTED_PEERS, MAX_SERVICES,
 };
 pub use storm::{EventStorm, EventStormGuard};
 pub use transport::{Clock, Notify, PeerId, SharedMemory};

@@ -22,7 +22,11 @@ use crate::layout::{
 };
 use crate::region::SharedRegion;
 use crate::ring::{available, free_slots, needs_notify};
-use crate::service::{validate_ool, CallContext, Dispatcher, OolArgs, OolResult};
+use arrayvec::ArrayVec;
+
+use crate::service::{
+    validate_ool, BatchedCall, CallContext, Dispatcher, OolArgs, OolResult, MAX_BATCH,
+};
 use crate::transport::{Clock, Notify, PeerId, SharedMemory};
 
 /// Why the server broke a connection: the client wrote ring state no correct client can. Each
@@ -191,6 +195,15 @@ struct Charge {
     earned: bool,
 }
 
+/// A request taken off the ring for the batch being gathered: its header (our copy), slot,
+/// and worst-case cost.
+struct Gathered {
+    header: RequestHeader,
+    slot: usize,
+    one_way: bool,
+    worst: u64,
+}
+
 /// The server end of one connection: the client's ring region and data region, mapped once.
 pub struct ServerConnection<R: SharedMemory, D: SharedMemory> {
     ring: SharedRegion<R>,
@@ -324,31 +337,58 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         let budget = pass_budget(budget);
         let mut response_space = None;
         let (mut handled, mut work, mut earned) = (0, 0u64, 0);
-        while handled < pending {
-            let slot = self.geometry.request_slot_offset(self.req_cons);
-            let header: RequestHeader = self.ring.view().read_pod(slot).unwrap_or_default();
-            // From our copy: what the handler may move is bounded by the windows it names.
-            let worst =
-                worst_case_cost(header.ool_args.len as usize, header.ool_result.len as usize);
-            if worst > budget - work {
-                break;
-            }
-            let one_way = header.flags & FLAG_ONE_WAY != 0;
-            if !one_way {
-                match self.response_space(response_space) {
-                    Ok(space) => response_space = Some(space - 1),
-                    Err(violation) => {
-                        self.break_with(violation);
-                        break;
+        let mut stop = false;
+        while handled < pending && !stop {
+            // Gather consecutive requests to one service, as many as its handler takes at once
+            // and their worst cases fit the budget left, then run them together.
+            let mut batch = ArrayVec::<Gathered, MAX_BATCH>::new();
+            let mut batch_worst = 0u64;
+            let mut limit = 1;
+            while handled < pending && batch.len() < limit {
+                let slot = self.geometry.request_slot_offset(self.req_cons);
+                let header: RequestHeader = self.ring.view().read_pod(slot).unwrap_or_default();
+                match batch.first() {
+                    None => {
+                        limit = dispatcher
+                            .batch_limit(header.service_id)
+                            .clamp(1, MAX_BATCH)
+                    }
+                    // A batch is calls to one service.
+                    Some(first) if first.header.service_id != header.service_id => break,
+                    Some(_) => {}
+                }
+                // From our copy: what the handler may move is bounded by the windows it names.
+                let worst =
+                    worst_case_cost(header.ool_args.len as usize, header.ool_result.len as usize);
+                if worst > budget - work - batch_worst {
+                    stop = true;
+                    break;
+                }
+                let one_way = header.flags & FLAG_ONE_WAY != 0;
+                if !one_way {
+                    match self.response_space(response_space) {
+                        Ok(space) => response_space = Some(space - 1),
+                        Err(violation) => {
+                            self.break_with(violation);
+                            stop = true;
+                            break;
+                        }
                     }
                 }
+                self.req_cons = self.req_cons.wrapping_add(1);
+                handled += 1;
+                batch_worst += worst;
+                batch.push(Gathered {
+                    header,
+                    slot,
+                    one_way,
+                    worst,
+                });
             }
-            self.req_cons = self.req_cons.wrapping_add(1);
-            handled += 1;
-            let charge = self.handle_request(header, slot, one_way, dispatcher, clock);
-            debug_assert!(charge.cost <= worst);
-            work += charge.cost.min(worst);
-            earned += u32::from(charge.earned);
+            for charge in self.handle_batch(&batch, dispatcher, clock) {
+                work += charge.cost;
+                earned += u32::from(charge.earned);
+            }
         }
         if handled > 0 {
             // Release: our copies of the slots are complete before the client may reuse them.
@@ -396,66 +436,117 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         }
     }
 
-    /// Validates a request header (already copied), copies its inline arguments, runs it and
-    /// writes the response (unless one-way). Returns what the request cost.
-    fn handle_request(
+    /// Validates each gathered request's header (already copied), copies its inline
+    /// arguments, runs the accepted ones as one batch and writes the responses (but for
+    /// one-way calls), in ring order. Returns what each request cost.
+    fn handle_batch(
         &mut self,
-        header: RequestHeader,
-        slot: usize,
-        one_way: bool,
+        batch: &[Gathered],
         dispatcher: &mut impl Dispatcher,
         clock: &impl Clock,
-    ) -> Charge {
-        self.stats.requests += 1;
-        if one_way {
-            self.stats.one_way += 1;
-        }
-        let mut inline_args = [0u8; INLINE_CAPACITY];
-        let mut reply = [0u8; INLINE_CAPACITY];
-        let mut charge = Charge {
-            cost: REQUEST_COST,
-            earned: false,
-        };
-        let (status, reply_len, ool_written) = match self.check_header(&header, clock) {
-            Err((status, reason)) => {
-                self.stats.rejected[reason as usize] += 1;
-                (status, 0, 0)
+    ) -> ArrayVec<Charge, MAX_BATCH> {
+        let mut checked = ArrayVec::<_, MAX_BATCH>::new();
+        for g in batch {
+            self.stats.requests += 1;
+            if g.one_way {
+                self.stats.one_way += 1;
             }
-            Ok(((args_offset, args_len), (result_offset, result_len))) => {
-                let inline_len = header.inline_len as usize;
-                let view = self.ring.view();
-                let copied = view.read(slot + HEADER_SIZE, &mut inline_args[..inline_len]);
-                debug_assert!(copied.is_ok());
-                let data = self.data.view();
-                let meter = CopyMeter::for_windows(args_len, result_len);
-                let mut call = CallContext::new(
-                    self.peer,
-                    header,
-                    &inline_args[..inline_len],
-                    OolArgs::new(data, args_offset, args_len, &meter),
-                    OolResult::new(data, result_offset, result_len, &meter),
-                    &mut reply,
-                );
-                let status = dispatcher.dispatch(&mut call);
-                charge = Charge {
-                    cost: actual_cost(meter.moved()),
-                    earned: !one_way,
-                };
-                if status == Status::Ok {
-                    (status, call.reply_len(), call.ool_written())
-                } else {
-                    (status, 0, 0)
+            let check = self.check_header(&g.header, clock);
+            if let Err((_, reason)) = check {
+                self.stats.rejected[reason as usize] += 1;
+            }
+            checked.push(check);
+        }
+        let meters: [CopyMeter; MAX_BATCH] = core::array::from_fn(|i| match checked.get(i) {
+            Some(Ok(((_, args_len), (_, result_len)))) => {
+                CopyMeter::for_windows(*args_len, *result_len)
+            }
+            _ => CopyMeter::for_windows(0, 0),
+        });
+        let mut inline_args = [[0u8; INLINE_CAPACITY]; MAX_BATCH];
+        let mut replies = [[0u8; INLINE_CAPACITY]; MAX_BATCH];
+        // (status, reply length, out-of-line bytes written) per request.
+        let mut outcomes = [(Status::Ok, 0usize, 0usize); MAX_BATCH];
+        {
+            let view = self.ring.view();
+            let data = self.data.view();
+            let mut calls = ArrayVec::<BatchedCall<'_>, MAX_BATCH>::new();
+            let mut positions = ArrayVec::<usize, MAX_BATCH>::new();
+            let slots = inline_args.iter_mut().zip(replies.iter_mut()).zip(&meters);
+            for (i, ((inline, reply), meter)) in slots.enumerate().take(batch.len()) {
+                let g = &batch[i];
+                match checked[i] {
+                    Err((status, _)) => outcomes[i].0 = status,
+                    Ok(((args_offset, args_len), (result_offset, result_len))) => {
+                        let inline_len = g.header.inline_len as usize;
+                        let copied = view.read(g.slot + HEADER_SIZE, &mut inline[..inline_len]);
+                        debug_assert!(copied.is_ok());
+                        calls.push(BatchedCall {
+                            call: CallContext::new(
+                                self.peer,
+                                g.header,
+                                &inline[..inline_len],
+                                OolArgs::new(data, args_offset, args_len, meter),
+                                OolResult::new(data, result_offset, result_len, meter),
+                                reply,
+                            ),
+                            status: Status::Ok,
+                        });
+                        positions.push(i);
+                    }
                 }
             }
-        };
-        self.stats.by_status[status.index()] += 1;
-        if one_way {
-            return charge;
+            dispatcher.dispatch_batch(&mut calls);
+            for (one, &i) in calls.iter().zip(&positions) {
+                outcomes[i] = if one.status == Status::Ok {
+                    (one.status, one.call.reply_len(), one.call.ool_written())
+                } else {
+                    (one.status, 0, 0)
+                };
+            }
         }
+        let mut charges = ArrayVec::new();
+        for (i, g) in batch.iter().enumerate() {
+            let (status, reply_len, ool_written) = outcomes[i];
+            let charge = match checked[i] {
+                Err(_) => Charge {
+                    cost: REQUEST_COST,
+                    earned: false,
+                },
+                Ok(_) => Charge {
+                    cost: actual_cost(meters[i].moved()).min(g.worst),
+                    earned: !g.one_way,
+                },
+            };
+            debug_assert!(charge.cost <= g.worst);
+            charges.push(charge);
+            self.stats.by_status[status.index()] += 1;
+            if !g.one_way {
+                self.write_response(
+                    &g.header,
+                    status,
+                    &replies[i][..reply_len],
+                    ool_written,
+                    clock,
+                );
+            }
+        }
+        charges
+    }
+
+    /// Writes the response to `request` into the next response slot.
+    fn write_response(
+        &mut self,
+        request: &RequestHeader,
+        status: Status,
+        reply: &[u8],
+        ool_written: usize,
+        clock: &impl Clock,
+    ) {
         let response = ResponseHeader {
-            call_id: header.call_id,
+            call_id: request.call_id,
             status: status.to_wire(),
-            inline_len: reply_len as u32,
+            inline_len: reply.len() as u32,
             // Bounded by the result window, itself bounded by the u32 length in the request.
             ool_written: ool_written as u32,
             reserved0: 0,
@@ -466,11 +557,10 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         let view = self.ring.view();
         let written = view
             .write_pod(slot, &response)
-            .and_then(|()| view.write(slot + HEADER_SIZE, &reply[..reply_len]));
+            .and_then(|()| view.write(slot + HEADER_SIZE, reply));
         debug_assert!(written.is_ok());
         self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
         self.stats.responses += 1;
-        charge
     }
 
     /// Everything about a request that can be refused without running a handler; on success

@@ -764,3 +764,80 @@ fn every_response_carries_the_server_clock() {
         }
     });
 }
+
+/// Echo, taking calls in batches of up to 4 and noting each batch's size.
+struct BatchingEcho {
+    inner: echo::Handler<echo::EchoServer>,
+    sizes: Vec<usize>,
+}
+
+impl xenrpc_proto::ServiceHandler for BatchingEcho {
+    fn info(&self) -> &'static xenrpc_proto::ServiceInfo {
+        self.inner.info()
+    }
+
+    fn handle(&mut self, call: &mut CallContext<'_>) -> Status {
+        self.inner.handle(call)
+    }
+
+    fn batch_limit(&self) -> usize {
+        4
+    }
+
+    fn handle_batch(&mut self, batch: &mut [xenrpc_proto::BatchedCall<'_>]) {
+        self.sizes.push(batch.len());
+        for one in batch {
+            one.status = self.inner.handle(&mut one.call);
+        }
+    }
+}
+
+#[test]
+fn consecutive_calls_to_a_batching_service_come_in_batches() {
+    let mem = Memory::new(16, 2);
+    let (mut client, mut server) = mem.connect(8, 1);
+    let mut batching = BatchingEcho {
+        inner: echo::Handler(echo::EchoServer),
+        sizes: Vec::new(),
+    };
+    let mut arith = arith::Handler(arith::ArithServer);
+    let mut registry = xenrpc_proto::Registry::new();
+    registry.register(&mut batching).unwrap();
+    registry.register(&mut arith).unwrap();
+    let hello = InlineBytes::new(b"hello").unwrap();
+    let echo_call = echo::client::echo_inline(&hello);
+    let add = arith::client::add(&Operands { a: 1, b: 2 });
+    let mut echoes = Vec::new();
+    for _ in 0..5 {
+        echoes.push(client.start(&echo_call).unwrap());
+    }
+    let sum = client.start(&add).unwrap();
+    for _ in 0..2 {
+        echoes.push(client.start(&echo_call).unwrap());
+    }
+    client.publish();
+    let outcome = server.poll(&mut registry, &clock(), 1_000_000);
+    assert_eq!((outcome.handled, outcome.broken), (8, false));
+    // Each answer is its own call's, in ring order.
+    let mut completions = Vec::new();
+    while let Some(c) = client.poll_response().unwrap() {
+        completions.push(c);
+    }
+    assert_eq!(completions.len(), 8);
+    let (echo_done, rest) = completions.split_at(5);
+    for (pending, done) in echoes.drain(..5).zip(echo_done) {
+        assert_eq!(
+            pending.finish(done).unwrap().value.bytes(),
+            Some(&b"hello"[..])
+        );
+    }
+    assert_eq!(sum.finish(&rest[0]).unwrap().value, Value { value: 3 });
+    for (pending, done) in echoes.into_iter().zip(&rest[1..]) {
+        assert_eq!(
+            pending.finish(done).unwrap().value.bytes(),
+            Some(&b"hello"[..])
+        );
+    }
+    // Five echoes: a full batch and one; the add breaks the run; then two.
+    assert_eq!(batching.sizes, [4, 1, 2]);
+}

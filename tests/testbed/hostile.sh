@@ -7,9 +7,10 @@
 # into its own frontend directories.
 # Each hostile device uses its own devid, so each expected server line is unique in the log.
 
-# The kv budget of the whole VM is lowered to 384 KiB (a quarter of the heap would be ~3.7 MiB)
-# so that two tenants exhaust it: one at its 256 KiB quota, the other at the budget.
-KV_BUDGET=393216
+# The kv budget of the whole VM is lowered to 360 KiB (the default is a quarter of the kv
+# domain's heap, ~379 KiB in 16 MiB) so that two tenants exhaust it: one at its 256 KiB quota,
+# the other at the budget.
+KV_BUDGET=368640
 
 tb_stage create-server
 xl create tools/xenrpc.cfg "extra=\"kv-budget=$KV_BUDGET\"" || tb_fail "xl create tools/xenrpc.cfg failed"
@@ -291,7 +292,7 @@ len=13
 tenant-secret" call kv.get secret
 
 tb_stage kv-global-budget
-# dom0, the second tenant, fills from two connections: the VM's budget (384 KiB, of which the
+# dom0, the second tenant, fills from two connections: the VM's budget (360 KiB, of which the
 # tenant holds its quota) binds before dom0's own quota, Busy on both connections.
 out=$(xenrpc-hostile kv-fill --devid 0 2>&1) || tb_fail "dom0 kv-fill: $out"
 echo "TESTBED: dom0: $out"

@@ -34,6 +34,11 @@ pub const TESTS: &[Test] = &[
         when: When::Always,
         run: budget,
     },
+    Test {
+        name: "user-mode-budget-renewed-by-progress",
+        when: When::Always,
+        run: budget_renewed,
+    },
 ];
 
 // User-mode code for the tests: assembly, so that nothing but what is written touches memory.
@@ -81,6 +86,16 @@ core::arch::global_asm!(
     .globl xenrpc_utest_spin
     xenrpc_utest_spin:
         jmp xenrpc_utest_spin
+    .globl xenrpc_utest_progress_once
+    xenrpc_utest_progress_once:
+        mov dword ptr [rdi], 1
+    1:  jmp 1b
+    .globl xenrpc_utest_progress_forever
+    xenrpc_utest_progress_forever:
+        xor eax, eax
+    2:  inc eax
+        mov dword ptr [rdi], eax
+        jmp 2b
     .globl xenrpc_utest_bad_syscall
     xenrpc_utest_bad_syscall:
         mov eax, 0x7777
@@ -100,6 +115,8 @@ extern "C" {
     fn xenrpc_utest_divide();
     fn xenrpc_utest_spin();
     fn xenrpc_utest_bad_syscall();
+    fn xenrpc_utest_progress_once();
+    fn xenrpc_utest_progress_forever();
 }
 
 /// Where the test space's stack lies (L4 slot 6, far from everything of the kernel's).
@@ -114,6 +131,8 @@ static KERNEL_SECRET: AtomicU64 = AtomicU64::new(0x5ec2e7);
 struct TestSpace {
     space: AddressSpace,
     stack: UserStack,
+    /// The kernel's address of the stack's lowest page (user code's progress count).
+    low_kva: u64,
 }
 
 static SPACE: Once<Result<TestSpace, alloc::string::String>> = Once::new();
@@ -122,12 +141,20 @@ fn test_space() -> Result<&'static TestSpace, TestError> {
     let built = SPACE.call_once(|| {
         let space = mm::new_user_space().map_err(|e| alloc::format!("{e}"))?;
         let stack = UserStack::at(STACK_BASE, STACK_PAGES).map_err(|e| alloc::format!("{e}"))?;
+        let mut low_kva = 0;
         for va in stack.pages() {
             let pfn = mm::alloc_frame().ok_or("no frame for the user stack")?;
             mm::map_frames(Some(&space), va, pfn.va(), 1, mm::USER_RW_NX)
                 .map_err(|e| alloc::format!("mapping the user stack: {e}"))?;
+            if va == stack.low {
+                low_kva = pfn.va();
+            }
         }
-        Ok(TestSpace { space, stack })
+        Ok(TestSpace {
+            space,
+            stack,
+            low_kva,
+        })
     });
     match built {
         Ok(space) => Ok(space),
@@ -143,6 +170,7 @@ fn run(f: unsafe extern "C" fn(), arg: u64) -> Result<UserExit, TestError> {
         t.stack.top,
         arg,
         BUDGET_NS,
+        None,
     ))
 }
 
@@ -228,12 +256,62 @@ fn faults(_: &BootInfo) -> Result<(), TestError> {
 fn budget(_: &BootInfo) -> Result<(), TestError> {
     let t = test_space()?;
     let code = xenrpc_utest_spin as *const () as u64;
-    match user::run(&t.space, code, t.stack.top, 0, 20_000_000) {
+    match user::run(&t.space, code, t.stack.top, 0, 20_000_000, None) {
         UserExit::BudgetExceeded { rip } if rip == code => {}
         other => fail!("an endless loop ended: {other}, expected its budget to run out"),
     }
     match run(xenrpc_utest_increment, 7)? {
         UserExit::Returned(8) => Ok(()),
         other => fail!("after the preemption a plain run ended: {other}"),
+    }
+}
+
+/// A run that publishes progress gets a fresh budget when its count grew, and only then: one
+/// that counts one piece and then loops is stopped after two budgets, not one; one that
+/// counts for ever (forging progress) is stopped all the same: its count is past the maximum.
+fn budget_renewed(_: &BootInfo) -> Result<(), TestError> {
+    const BUDGET: u64 = 20_000_000;
+    let t = test_space()?;
+    let progress = user::Progress {
+        count_va: t.low_kva,
+        max: 4,
+    };
+    for (f, name, renewed) in [
+        (
+            xenrpc_utest_progress_once as unsafe extern "C" fn(),
+            "one piece",
+            true,
+        ),
+        (
+            xenrpc_utest_progress_forever,
+            "a count past its maximum",
+            false,
+        ),
+    ] {
+        // SAFETY: the stack's lowest page, a frame of the test space's, unused by the runs
+        // (they touch only their counter there); user mode is not running.
+        unsafe { core::ptr::write_volatile(t.low_kva as *mut u32, 0) };
+        let code = f as usize as u64;
+        let started = crate::xen::time::now_ns();
+        let exit = user::run(
+            &t.space,
+            code,
+            t.stack.top,
+            t.stack.low,
+            BUDGET,
+            Some(progress),
+        );
+        let took = crate::xen::time::now_ns().saturating_sub(started);
+        if !matches!(exit, UserExit::BudgetExceeded { .. }) {
+            fail!("{name}: the run ended {exit}, expected its budget to run out");
+        }
+        // Not a speed check: without a renewal the timer stops the run after one budget.
+        if renewed && took < 2 * BUDGET {
+            fail!("{name}: stopped after {took} ns, before a renewed budget ran out");
+        }
+    }
+    match run(xenrpc_utest_increment, 7)? {
+        UserExit::Returned(8) => Ok(()),
+        other => fail!("after the renewed runs a plain run ended: {other}"),
     }
 }

@@ -29,15 +29,15 @@ use core::ptr::NonNull;
 
 use linked_list_allocator::LockedHeap;
 use xen_abi::pv_user::UserStack;
-use xenrpc_proto::service::gate::{self, GateCall, GateReply};
+use xenrpc_proto::service::gate::{self, GateBatch, GateBatchReply};
 use xenrpc_proto::{
-    Registry, RegistryError, ServiceHandler, ServiceSet, SharedMemory, SharedRegion, Status,
-    MAX_CALL_COPY, MAX_SERVICES,
+    Registry, RegistryError, ServiceHandler, ServiceSet, SharedMemory, SharedRegion, MAX_CALL_COPY,
+    MAX_SERVICES,
 };
 
 use super::clean_copy::CleanCopy;
 use super::stand_in::StandIn;
-use super::{FaultPolicy, UserExit, SYSCALL_EXIT};
+use super::{FaultPolicy, Progress, UserExit, SYSCALL_EXIT};
 use crate::log;
 use crate::mm::pagetable::{AddressSpace, MapError};
 use crate::mm::space::{self, SpaceHeader, SPACE_PAGE_VA};
@@ -106,8 +106,8 @@ pub fn user_panic(info: &core::panic::PanicInfo<'_>) -> ! {
 
 const _: () = assert!(core::mem::size_of::<DomainPage>() <= PAGE_SIZE);
 const _: () = assert!(core::mem::offset_of!(DomainPage, header) == 0);
-const _: () = assert!(core::mem::size_of::<GateCall>() <= PAGE_SIZE);
-const _: () = assert!(core::mem::size_of::<GateReply>() <= PAGE_SIZE);
+const _: () = assert!(core::mem::size_of::<GateBatch>() <= PAGE_SIZE);
+const _: () = assert!(core::mem::size_of::<GateBatchReply>() <= PAGE_SIZE);
 
 /// Why a domain could not be set up.
 #[derive(Debug)]
@@ -190,39 +190,38 @@ unsafe impl SharedMemory for UserWindows {
     }
 }
 
-/// The first code a domain runs for each entry, in user mode: serves the gate's call record
-/// with the domain's handler and writes the reply record. Touches nothing but the domain's own
+/// The first code a domain runs for each entry, in user mode: serves the gate's batch with the
+/// domain's handler, writing each reply and then the count done to the reply page (the kernel
+/// watches that count to renew the budget call by call). Touches nothing but the domain's own
 /// memory and the gate.
 extern "C" fn xenrpc_domain_entry() -> ! {
-    // SAFETY: in user mode the gate's call page is mapped read-only; read once.
-    let record = unsafe { core::ptr::read_volatile(GATE_CALL_VA as *const GateCall) };
+    // SAFETY: in user mode the gate's call page is mapped read-only, and nothing writes it
+    // while user mode runs (the kernel does not run then); copied once.
+    let batch = unsafe { core::ptr::read(GATE_CALL_VA as *const GateBatch) };
     let page = SPACE_PAGE_VA as *const DomainPage;
     // SAFETY: the domain's space page, written by the kernel before the first entry.
     let handler = unsafe {
         (*page)
             .handlers
-            .get(record.handler as usize)
+            .get(batch.handler as usize)
             .copied()
             .flatten()
     };
-    let mut reply = GateReply::zeroed();
-    match (handler, SharedRegion::new(UserWindows)) {
-        (Some(mut handler), Ok(windows)) => {
-            // SAFETY: the handler object lives on the domain's heap, built for this table.
-            let handler = unsafe { handler.as_mut() };
-            gate::serve(
-                handler,
-                &record,
-                windows.view(),
-                0,
-                WINDOW_BYTES,
-                &mut reply,
-            );
-        }
-        _ => reply.status = Status::HandlerFault.to_wire(),
+    let replies = GATE_REPLY_VA as *mut GateBatchReply;
+    if let (Some(mut handler), Ok(windows)) = (handler, SharedRegion::new(UserWindows)) {
+        // SAFETY: the handler object lives on the domain's heap, built for this table.
+        let handler = unsafe { handler.as_mut() };
+        gate::serve_batch(handler, &batch, windows.view(), WINDOW_BYTES, |i, reply| {
+            // SAFETY: the reply page is mapped read-write in every domain's space; `i` is
+            // below MAX_BATCH (serve_batch's index into the batch). The count is written
+            // after the reply (the kernel's budget watch reads it at any moment).
+            unsafe {
+                core::ptr::write(core::ptr::addr_of_mut!((*replies).replies[i]), *reply);
+                core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+                core::ptr::write_volatile(core::ptr::addr_of_mut!((*replies).done), i as u32 + 1);
+            }
+        });
     }
-    // SAFETY: the reply page is mapped read-write in every domain's space.
-    unsafe { core::ptr::write_volatile(GATE_REPLY_VA as *mut GateReply, reply) };
     // SAFETY: the exit call; the kernel does not come back here.
     unsafe {
         core::arch::asm!("syscall", in("rax") SYSCALL_EXIT, in("rdi") 0u64, options(noreturn))
@@ -409,20 +408,41 @@ impl Domain {
             .collect()
     }
 
-    /// Hands `record` to the domain through the gate and runs its entry in user mode.
-    pub(super) fn run(&self, record: &GateCall) -> UserExit {
-        // SAFETY: the call page is the kernel's and page-sized; user mode is not running.
-        unsafe { core::ptr::write_volatile(self.gate.call as *mut GateCall, *record) };
+    /// Hands `batch` to the domain through the gate and runs its entry in user mode: the
+    /// domain's reply page (a private copy), and how the entry ended if it did not return. The gate's pages are cleared after, for whichever domain runs next.
+    pub(super) fn run(&self, batch: &GateBatch) -> (GateBatchReply, Result<(), UserExit>) {
+        let call_page = self.gate.call as *mut GateBatch;
+        let reply_page = self.gate.reply as *mut GateBatchReply;
+        // SAFETY: the gate's pages are the kernel's and page-sized; user mode is not running
+        // (and runs only from `super::run`, an opaque call after this write).
+        unsafe { core::ptr::write(call_page, *batch) };
         let entry = xenrpc_domain_entry as *const () as u64;
+        let progress = Progress {
+            count_va: self.gate.reply + core::mem::offset_of!(GateBatchReply, done) as u64,
+            max: batch.calls().len() as u32,
+        };
         // As if called: the ABI wants rsp + 8 16-byte aligned at a function's first
         // instruction.
-        super::run(
+        let top = self.stack.top - 8;
+        let exit = super::run(
             &self.space,
             entry,
-            self.stack.top - 8,
+            top,
             0,
             self.policy.budget_ns,
-        )
+            Some(progress),
+        );
+        // SAFETY: as above; user mode is not running any more.
+        let reply = unsafe {
+            let reply = core::ptr::read(reply_page);
+            core::ptr::write_bytes(call_page, 0, 1);
+            core::ptr::write_bytes(reply_page, 0, 1);
+            reply
+        };
+        match exit {
+            UserExit::Returned(_) => (reply, Ok(())),
+            exit => (reply, Err(exit)),
+        }
     }
 
     /// Faults of the domain's code since boot.

@@ -104,6 +104,12 @@ static XENRPC_USER_KERNEL_RSP: AtomicU64 = AtomicU64::new(0);
 
 /// Absolute system time the current run's budget ends; 0 when no run is on.
 static DEADLINE_NS: AtomicU64 = AtomicU64::new(0);
+/// The current run's budget, and where (a kernel address) the run counts the work it has
+/// done, 0 for none (see [`Progress`]), and the count seen when the budget was last renewed.
+static BUDGET_NS: AtomicU64 = AtomicU64::new(0);
+static PROGRESS_VA: AtomicU64 = AtomicU64::new(0);
+static PROGRESS_SEEN: AtomicU64 = AtomicU64::new(0);
+static PROGRESS_MAX: AtomicU64 = AtomicU64::new(0);
 /// How the current run ended (written by the entry path, taken by [`run`]).
 static EXIT: Mutex<Option<UserExit>> = Mutex::new(None);
 /// The user L4 loaded last (its machine frame), so a run of the same space needs no switch.
@@ -211,9 +217,29 @@ fn arm_budget(deadline: u64) {
     }
 }
 
+/// A count of finished pieces of work that a run publishes in memory the kernel reads (a
+/// batch's calls done): each time the budget runs out the kernel looks at it, and if it grew
+/// (by at most `max` in all) the run gets a fresh budget for the next piece. So every piece
+/// has at least one budget and at most two, and a run at most `max + 1` budgets, whatever it
+/// writes there.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// The kernel's address of the `u32` count.
+    pub count_va: u64,
+    /// The most the count may reach.
+    pub max: u32,
+}
+
 /// Runs user code of `space` at `entry` with stack pointer `stack_top` and `arg` in `rdi`,
-/// for at most `budget_ns` of system time.
-pub fn run(space: &AddressSpace, entry: u64, stack_top: u64, arg: u64, budget_ns: u64) -> UserExit {
+/// for at most `budget_ns` of system time (renewed as `progress` says).
+pub fn run(
+    space: &AddressSpace,
+    entry: u64,
+    stack_top: u64,
+    arg: u64,
+    budget_ns: u64,
+    progress: Option<Progress>,
+) -> UserExit {
     let l4 = space.root().0;
     if LOADED_L4.swap(l4, Ordering::SeqCst) != l4 {
         if let Err(e) = hypercall::new_user_baseptr(l4) {
@@ -222,6 +248,10 @@ pub fn run(space: &AddressSpace, entry: u64, stack_top: u64, arg: u64, budget_ns
         }
     }
     *EXIT.lock() = None;
+    BUDGET_NS.store(budget_ns.max(1), Ordering::SeqCst);
+    PROGRESS_VA.store(progress.map_or(0, |p| p.count_va), Ordering::SeqCst);
+    PROGRESS_MAX.store(progress.map_or(0, |p| p.max.into()), Ordering::SeqCst);
+    PROGRESS_SEEN.store(0, Ordering::SeqCst);
     let deadline = time::now_ns().saturating_add(budget_ns.max(1));
     DEADLINE_NS.store(deadline, Ordering::SeqCst);
     arm_budget(deadline);
@@ -233,6 +263,28 @@ pub fn run(space: &AddressSpace, entry: u64, stack_top: u64, arg: u64, budget_ns
     match EXIT.lock().take() {
         Some(exit) => exit,
         None => crate::fatal(format_args!("user mode came back without an exit")),
+    }
+}
+
+/// Whether the current run's progress count grew since its budget was last renewed (never
+/// past its maximum); notes the new count.
+fn progressed() -> bool {
+    let va = PROGRESS_VA.load(Ordering::SeqCst);
+    if va == 0 {
+        return false;
+    }
+    // SAFETY: the count's kernel address, named by `run`'s caller for this run, 4-aligned and
+    // mapped for as long as the run lasts; user code may write it at any time (read once).
+    let count = u64::from(unsafe { core::ptr::read_volatile(va as *const u32) });
+    let (seen, max) = (
+        PROGRESS_SEEN.load(Ordering::SeqCst),
+        PROGRESS_MAX.load(Ordering::SeqCst),
+    );
+    if count > seen && count <= max {
+        PROGRESS_SEEN.store(count, Ordering::SeqCst);
+        true
+    } else {
+        false
     }
 }
 
@@ -255,9 +307,14 @@ pub fn from_user(frame: &mut TrapFrame, syscall_vector: u64, event_vector: u64) 
         });
     }
     if frame.vector == event_vector {
-        let deadline = DEADLINE_NS.load(Ordering::SeqCst);
-        if time::now_ns() >= deadline {
-            finish(UserExit::BudgetExceeded { rip });
+        let mut deadline = DEADLINE_NS.load(Ordering::SeqCst);
+        let now = time::now_ns();
+        if now >= deadline {
+            if !progressed() {
+                finish(UserExit::BudgetExceeded { rip });
+            }
+            deadline = now.saturating_add(BUDGET_NS.load(Ordering::SeqCst));
+            DEADLINE_NS.store(deadline, Ordering::SeqCst);
         }
         // Another event, or the timer a little early: keep its ports for the dispatch loop,
         // re-arm, and let user mode go on (the frame keeps IF set).

@@ -1,9 +1,13 @@
 //! The kernel-side stand-in for one of a domain's services: what the kernel's registry holds.
-//! Its `handle` exports the call through the gate, runs the domain's entry in user mode, and
-//! imports the checked reply; an exit that is not the entry's return is one failed call.
+//! It takes the calls of a connection in batches: exports them through the gate, runs the
+//! domain's entry in user mode once per batch, and imports the checked replies; an exit that
+//! is not the entry's return is one failed call, the one running then, and the calls after it
+//! run in a fresh entry (`gate::run_batch`).
 
-use xenrpc_proto::service::gate::{self, GateCall, GateReply};
-use xenrpc_proto::{AccessCheck, CallContext, PeerId, ServiceHandler, ServiceInfo, Status};
+use xenrpc_proto::service::gate::{self, GateBatch, GateBatchReply};
+use xenrpc_proto::{
+    AccessCheck, BatchedCall, CallContext, PeerId, ServiceHandler, ServiceInfo, Status, MAX_BATCH,
+};
 
 use super::domain::{Domain, WINDOW_BYTES};
 use super::UserExit;
@@ -36,6 +40,33 @@ impl StandIn {
     /// The service's access check, as its set registered it.
     pub fn access(&self) -> Option<AccessCheck> {
         self.access
+    }
+
+    /// The gate's windows, arguments and result, at the kernel's addresses.
+    fn windows(&self) -> (&'static mut [u8], &'static mut [u8]) {
+        let gate = self.domain.gate;
+        // SAFETY: the gate's memory is the kernel's; user mode does not run while the kernel
+        // does (one vCPU), and a stand-in's call is the only kernel code using it (calls are
+        // served one connection and one service at a time).
+        unsafe {
+            (
+                core::slice::from_raw_parts_mut(gate.windows as *mut u8, WINDOW_BYTES),
+                core::slice::from_raw_parts_mut(
+                    (gate.windows + WINDOW_BYTES as u64) as *mut u8,
+                    WINDOW_BYTES,
+                ),
+            )
+        }
+    }
+
+    /// Answers the call a failed entry was running: logged, counted (which may reset the
+    /// domain), `BudgetExceeded` or `HandlerFault`.
+    fn failed(&self, call: &CallContext<'_>, exit: UserExit) -> Status {
+        self.report(call, &exit);
+        match exit {
+            UserExit::BudgetExceeded { .. } => Status::BudgetExceeded,
+            _ => Status::HandlerFault,
+        }
     }
 
     fn method_name(&self, method: u32) -> &'static str {
@@ -71,49 +102,40 @@ impl ServiceHandler for StandIn {
     }
 
     fn handle(&mut self, call: &mut CallContext<'_>) -> Status {
-        let gate = self.domain.gate;
-        // SAFETY: the gate's memory is the kernel's; user mode does not run while the kernel
-        // does (one vCPU), so these are the only references to it.
-        let (args, result) = unsafe {
-            (
-                core::slice::from_raw_parts_mut(gate.windows as *mut u8, WINDOW_BYTES),
-                core::slice::from_raw_parts_mut(
-                    (gate.windows + WINDOW_BYTES as u64) as *mut u8,
-                    WINDOW_BYTES,
-                ),
-            )
-        };
-        let mut record = GateCall::zeroed();
-        if let Err(status) = gate::export(call, self.slot, &mut record, args, WINDOW_BYTES) {
-            return status;
-        }
-        let exit = self.domain.run(&record);
-        let (status, dirty) = match exit {
-            UserExit::Returned(_) => {
-                // SAFETY: the reply page is ours; user mode is not running.
-                let reply = unsafe { core::ptr::read_volatile(gate.reply as *const GateReply) };
-                let status = gate::import(call, &record, &reply, result);
-                let written = (reply.ool_written as usize).min(record.result_capacity as usize);
-                (status, written)
-            }
-            UserExit::BudgetExceeded { .. } => {
-                self.report(call, &exit);
-                (Status::BudgetExceeded, record.result_capacity as usize)
-            }
-            _ => {
-                self.report(call, &exit);
-                (Status::HandlerFault, record.result_capacity as usize)
-            }
-        };
-        // Nothing of this call stays for the next, whoever's it is.
-        args[..record.args_len as usize].fill(0);
-        result[..dirty].fill(0);
-        status
+        let (args, result) = self.windows();
+        gate::run_one(
+            call,
+            self.slot,
+            args,
+            result,
+            |batch, _, _| self.domain.run(batch),
+            |call, exit| self.failed(call, exit),
+        )
+    }
+
+    fn batch_limit(&self) -> usize {
+        MAX_BATCH
+    }
+
+    fn handle_batch(&mut self, batch: &mut [BatchedCall<'_>]) {
+        let (args, result) = self.windows();
+        gate::run_batch(
+            batch,
+            self.slot,
+            args,
+            result,
+            |batch, _, _| self.domain.run(batch),
+            |call, exit| self.failed(call, exit),
+        );
     }
 
     fn forget_peer(&mut self, peer: PeerId) {
-        let exit = self.domain.run(&gate::export_forget_peer(self.slot, peer));
-        if !matches!(exit, UserExit::Returned(_)) {
+        let mut batch = GateBatch::zeroed();
+        batch.count = 1;
+        batch.handler = self.slot;
+        batch.calls[0] = gate::export_forget_peer(self.slot, peer);
+        let (_, ran): (GateBatchReply, _) = self.domain.run(&batch);
+        if let Err(exit) = ran {
             log!(
                 "rpc: handler fault in {} forgetting dom{}: {exit}; {} in domain {}",
                 self.info.name,

@@ -11,6 +11,13 @@
 //! copied once and checked (a known status, lengths within the call's limits) before one byte
 //! reaches the client; a reply that fails the check is [`Status::HandlerFault`].
 //!
+//! Calls to one service come as a [`GateBatch`] of up to [`MAX_BATCH`] (see
+//! [`ServiceHandler::handle_batch`]): the kernel packs each call's argument bytes and result
+//! room side by side in the two windows ([`GateCall::args_at`], [`GateCall::result_at`]), the
+//! service [`serve_batch`]es them in order, publishing each reply and then how many are done
+//! ([`GateBatchReply::done`], which also tells the kernel which call was running when the
+//! service faulted or ran past its budget), and the kernel imports each reply.
+//!
 //! The service's two windows are one region, arguments then result, so a handler's
 //! window-to-window copy ([`BytesOut::copy_from`](super::BytesOut::copy_from)) works as it does
 //! against a client's data region. A call is charged what the kernel moved for it: the whole
@@ -22,7 +29,7 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use super::{CallContext, OolArgs, OolResult, ServiceHandler};
+use super::{CallContext, OolArgs, OolResult, ServiceHandler, MAX_BATCH};
 use crate::fair::CopyMeter;
 use crate::layout::{RequestHeader, Status, HEADER_SIZE, INLINE_CAPACITY};
 use crate::region::RegionView;
@@ -49,8 +56,10 @@ pub struct GateCall {
     pub args_len: u32,
     /// Bytes of the result window the call may write (the client's result buffer length).
     pub result_capacity: u32,
-    /// Zero.
-    pub reserved: [u32; 2],
+    /// Where the call's argument bytes start in the argument window.
+    pub args_at: u32,
+    /// Where the call's result room starts in the result window.
+    pub result_at: u32,
     /// The validated request header, as the client sent it.
     pub header: RequestHeader,
     /// The private copy of the inline arguments.
@@ -80,6 +89,59 @@ pub struct GateReply {
 const _: () = assert!(core::mem::size_of::<GateReply>() == 16 + INLINE_CAPACITY);
 const _: () = assert!(core::mem::offset_of!(GateReply, reply) == 16);
 
+/// Up to [`MAX_BATCH`] calls to one service, on the page the service can only read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct GateBatch {
+    /// How many of [`GateBatch::calls`] are the batch (at most [`MAX_BATCH`]).
+    pub count: u32,
+    /// Which of the space's handlers every call of the batch is for.
+    pub handler: u32,
+    /// The calls, in ring order.
+    pub calls: [GateCall; MAX_BATCH],
+}
+
+const _: () = assert!(core::mem::offset_of!(GateBatch, calls) == 8);
+const _: () =
+    assert!(core::mem::size_of::<GateBatch>() == 8 + MAX_BATCH * core::mem::size_of::<GateCall>());
+
+/// What a service wrote back for a [`GateBatch`] (untrusted until each reply is imported).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct GateBatchReply {
+    /// How many calls are done (their replies written); while the service runs, the index of
+    /// the call it is running.
+    pub done: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// The replies, in the batch's order.
+    pub replies: [GateReply; MAX_BATCH],
+}
+
+const _: () = assert!(core::mem::offset_of!(GateBatchReply, replies) == 8);
+const _: () = assert!(
+    core::mem::size_of::<GateBatchReply>() == 8 + MAX_BATCH * core::mem::size_of::<GateReply>()
+);
+
+impl GateBatch {
+    /// An empty batch.
+    pub fn zeroed() -> Self {
+        <Self as zerocopy::FromZeros>::new_zeroed()
+    }
+
+    /// The batch's calls (at most [`MAX_BATCH`], whatever `count` claims).
+    pub fn calls(&self) -> &[GateCall] {
+        &self.calls[..(self.count as usize).min(MAX_BATCH)]
+    }
+}
+
+impl GateBatchReply {
+    /// No reply yet.
+    pub fn zeroed() -> Self {
+        <Self as zerocopy::FromZeros>::new_zeroed()
+    }
+}
+
 impl GateCall {
     /// An all-zero record (no operation).
     pub fn zeroed() -> Self {
@@ -94,26 +156,36 @@ impl GateReply {
     }
 }
 
+/// The room `call` takes in a batch's windows: its argument bytes, and the result room it is
+/// offered (its result window, at most `window` bytes).
+pub fn room_needed(call: &CallContext<'_>, window: usize) -> (usize, usize) {
+    (call.ool_args.len, call.ool_result.len.min(window))
+}
+
 /// Kernel side: writes `call` into `gate` for handler `handler` and copies its argument bytes
-/// into `args` (the service's argument window): `TooLarge` if the call's argument window is
-/// longer. The handler may write at most `result_capacity` bytes of result (the service's
-/// result window), or less if the client's result window is shorter: clients commonly offer
-/// all the room they have, and a result that does not fit is `TooLarge` as for a short
-/// client buffer.
+/// into `args` (the service's argument window) at `args_at`: `TooLarge` if they do not fit
+/// there. The handler may write at most the room from `result_at` to `result_window` (the
+/// result window's length), or less if the client's result window is shorter: clients
+/// commonly offer all the room they have, and a result that does not fit is `TooLarge` as for
+/// a short client buffer.
 pub fn export(
     call: &CallContext<'_>,
     handler: u32,
     gate: &mut GateCall,
     args: &mut [u8],
-    result_capacity: usize,
+    (args_at, result_at): (usize, usize),
+    result_window: usize,
 ) -> Result<(), Status> {
     let window = &call.ool_args;
-    if window.len > args.len() {
+    let Some(room) = args
+        .get_mut(args_at..)
+        .filter(|room| window.len <= room.len())
+    else {
         return Err(Status::TooLarge);
-    }
+    };
     window
         .data
-        .read(window.offset, &mut args[..window.len])
+        .read(window.offset, &mut room[..window.len])
         .map_err(|_| Status::BadArguments)?;
     let inline = call.inline_args;
     *gate = GateCall {
@@ -122,8 +194,12 @@ pub fn export(
         peer: call.peer.0,
         inline_len: inline.len() as u32,
         args_len: window.len as u32,
-        result_capacity: call.ool_result.len.min(result_capacity) as u32,
-        reserved: [0; 2],
+        result_capacity: call
+            .ool_result
+            .len
+            .min(result_window.saturating_sub(result_at)) as u32,
+        args_at: args_at as u32,
+        result_at: result_at as u32,
         header: call.header,
         inline: [0; INLINE_CAPACITY],
     };
@@ -142,8 +218,9 @@ pub fn export_forget_peer(handler: u32, peer: PeerId) -> GateCall {
 }
 
 /// Kernel side: checks what the service wrote for `gate` (`reply`, a private copy) and hands
-/// it to the client: the inline result, and the first `ool_written` bytes of `result` (the
-/// service's result window) into the call's result window. Returns the call's status: the
+/// it to the client: the inline result, and the first `ool_written` bytes of the call's room
+/// in `result` (the service's result window, from [`GateCall::result_at`]) into the call's
+/// result window. Returns the call's status: the
 /// service's, or `HandlerFault` for a reply no honest service writes (an unknown status, a
 /// length past what the call allows).
 pub fn import(
@@ -157,6 +234,9 @@ pub fn import(
     };
     let reply_len = reply.reply_len as usize;
     let written = reply.ool_written as usize;
+    let Some(result) = result.get(gate.result_at as usize..) else {
+        return Status::HandlerFault;
+    };
     if reply_len > INLINE_CAPACITY
         || written > gate.result_capacity as usize
         || written > result.len()
@@ -191,15 +271,15 @@ fn copy_cost(args_len: usize, written: usize) -> usize {
 }
 
 /// Service side: runs `gate` (a private copy of the request) on `handler`. `windows` is the
-/// service's window region: the argument window from `args_at` up to `result_at`, the result
-/// window from `result_at` to the end, each at least as long as the request says (else
-/// `HandlerFault`, written into `reply`). A forget-peer request writes an `Ok` reply.
+/// service's window region: the argument window up to `result_base`, the result window from
+/// there to the end; the call's argument bytes and result room must lie inside them where the
+/// request says (else `HandlerFault`, written into `reply`). A forget-peer request writes an
+/// `Ok` reply.
 pub fn serve(
     handler: &mut dyn ServiceHandler,
     gate: &GateCall,
     windows: RegionView<'_>,
-    args_at: usize,
-    result_at: usize,
+    result_base: usize,
     reply: &mut GateReply,
 ) {
     *reply = GateReply::zeroed();
@@ -208,13 +288,15 @@ pub fn serve(
         handler.forget_peer(peer);
         return;
     }
-    let args_len = gate.args_len as usize;
-    let result_len = gate.result_capacity as usize;
+    let (args_at, args_len) = (gate.args_at as usize, gate.args_len as usize);
+    let (result_at, result_len) = (gate.result_at as usize, gate.result_capacity as usize);
     let inline_len = gate.inline_len as usize;
+    let within = |at: usize, len: usize, end: usize| at.checked_add(len).is_some_and(|e| e <= end);
+    let result_window = windows.len().saturating_sub(result_base);
     if gate.op != GATE_OP_CALL
         || inline_len > INLINE_CAPACITY
-        || args_len > result_at.saturating_sub(args_at)
-        || result_len > windows.len().saturating_sub(result_at)
+        || !within(args_at, args_len, result_base)
+        || !within(result_at, result_len, result_window)
     {
         reply.status = Status::HandlerFault.to_wire();
         return;
@@ -226,7 +308,7 @@ pub fn serve(
         gate.header,
         &gate.inline[..inline_len],
         OolArgs::new(windows, args_at, args_len, &meter),
-        OolResult::new(windows, result_at, result_len, &meter),
+        OolResult::new(windows, result_base + result_at, result_len, &meter),
         &mut inline_result,
     );
     let status = handler.handle(&mut call);
@@ -238,6 +320,31 @@ pub fn serve(
         reply.reply[..reply_len].copy_from_slice(&inline_result[..reply_len]);
     }
 }
+
+/// Service side: [`serve`]s each call of `batch` (a private copy) on `handler`, in order,
+/// handing each reply to `publish` with its index as soon as it is written (the service VM
+/// writes it to the reply page, then the count done).
+pub fn serve_batch(
+    handler: &mut dyn ServiceHandler,
+    batch: &GateBatch,
+    windows: RegionView<'_>,
+    result_base: usize,
+    mut publish: impl FnMut(usize, &GateReply),
+) {
+    let mut reply = GateReply::zeroed();
+    for (i, call) in batch.calls().iter().enumerate() {
+        if call.handler == batch.handler {
+            serve(handler, call, windows, result_base, &mut reply);
+        } else {
+            reply = GateReply::zeroed();
+            reply.status = Status::HandlerFault.to_wire();
+        }
+        publish(i, &reply);
+    }
+}
+
+mod run;
+pub use run::{run_batch, run_one};
 
 #[cfg(all(test, feature = "std"))]
 mod tests;

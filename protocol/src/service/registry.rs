@@ -3,7 +3,9 @@
 //! service itself and keeps the per-tenant [`ServiceCounters`] when given some.
 
 use super::set::{id_allowed, ServiceSet, FIRST_USER_SERVICE_ID};
-use super::{CallContext, Dispatcher, ServiceCounters, ServiceHandler, ServiceInfo};
+use super::{
+    BatchedCall, CallContext, Dispatcher, ServiceCounters, ServiceHandler, ServiceInfo, MAX_BATCH,
+};
 use crate::layout::Status;
 use crate::services::introspection::{Introspector, StatsScope};
 use crate::transport::PeerId;
@@ -229,7 +231,7 @@ impl core::fmt::Display for Serving<'_, '_> {
     }
 }
 
-impl Registry<'_> {
+impl<'a> Registry<'a> {
     fn route(&mut self, call: &mut CallContext<'_>) -> Status {
         let service = call.service();
         if service == crate::services::introspection::SERVICE_ID {
@@ -246,26 +248,35 @@ impl Registry<'_> {
             }
             return crate::services::introspection::dispatch(&mut server, call);
         }
+        match self.handler_for(service, call.peer()) {
+            Ok(handler) => handler.handle(call),
+            Err(status) => status,
+        }
+    }
+
+    /// The registered handler of `service`, if `peer` may call it.
+    fn handler_for(
+        &mut self,
+        service: u32,
+        peer: PeerId,
+    ) -> Result<&mut &'a mut dyn ServiceHandler, Status> {
         let Some(entry) = self
             .entries
             .iter_mut()
             .flatten()
             .find(|e| e.handler.info().id == service)
         else {
-            return Status::UnknownService;
+            return Err(Status::UnknownService);
         };
         if let Some(allowed) = entry.access {
-            if !allowed(call.peer()) {
-                return Status::AccessDenied;
+            if !allowed(peer) {
+                return Err(Status::AccessDenied);
             }
         }
-        entry.handler.handle(call)
+        Ok(&mut entry.handler)
     }
-}
 
-impl Dispatcher for Registry<'_> {
-    fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
-        let status = self.route(call);
+    fn count(&mut self, call: &CallContext<'_>, status: Status) {
         if let Some(counters) = self.counters.as_deref_mut() {
             if status == Status::UnknownService {
                 counters.unknown_service += 1;
@@ -273,7 +284,52 @@ impl Dispatcher for Registry<'_> {
                 counters.record(call.peer(), call.service(), status);
             }
         }
+    }
+}
+
+impl Dispatcher for Registry<'_> {
+    fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
+        let status = self.route(call);
+        self.count(call, status);
         status
+    }
+
+    fn batch_limit(&self, service: u32) -> usize {
+        self.entries
+            .iter()
+            .flatten()
+            .find(|e| e.handler.info().id == service)
+            .map_or(1, |e| e.handler.batch_limit().clamp(1, MAX_BATCH))
+    }
+
+    /// Runs of consecutive calls to one registered service go to its handler as one batch;
+    /// introspection and refused calls are routed one by one.
+    fn dispatch_batch(&mut self, batch: &mut [BatchedCall<'_>]) {
+        let mut start = 0;
+        while start < batch.len() {
+            let (service, peer) = (batch[start].call.service(), batch[start].call.peer());
+            let end = start
+                + batch[start..]
+                    .iter()
+                    .take_while(|b| b.call.service() == service && b.call.peer() == peer)
+                    .count();
+            let run = &mut batch[start..end];
+            let routed = service != crate::services::introspection::SERVICE_ID
+                && match self.handler_for(service, peer) {
+                    Ok(handler) => {
+                        handler.handle_batch(run);
+                        true
+                    }
+                    Err(_) => false,
+                };
+            for one in run.iter_mut() {
+                if !routed {
+                    one.status = self.route(&mut one.call);
+                }
+                self.count(&one.call, one.status);
+            }
+            start = end;
+        }
     }
 }
 

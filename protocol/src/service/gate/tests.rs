@@ -7,10 +7,11 @@ use alloc::vec;
 use super::*;
 use crate::caller::Caller;
 use crate::client::CallRequest;
-use crate::layout::{OolRef, PAGE_SIZE};
+use crate::fair::CopyMeter;
+use crate::layout::{OolRef, RequestHeader, PAGE_SIZE};
 use crate::mem::HeapRegion;
 use crate::region::SharedRegion;
-use crate::service::{ServiceEnv, ServiceInfo};
+use crate::service::{BatchedCall, OolArgs, OolResult, ServiceEnv, ServiceInfo, MAX_BATCH};
 use crate::services::{echo, kv};
 use crate::testing::TestServer;
 
@@ -23,6 +24,10 @@ enum Spoil {
     Status(u32),
     ReplyLen(u32),
     Written(u32),
+    /// The entry fails while running the batch's call with this index (a fault).
+    FailAt(usize),
+    /// The service claims more calls done than the batch has.
+    Done(u32),
 }
 
 /// A service behind the gate: every call is exported into a private record and windows, served
@@ -31,6 +36,10 @@ struct Gated<H> {
     inner: H,
     windows: SharedRegion<Arc<HeapRegion>>,
     spoil: Spoil,
+    /// Entries into the "service", and the calls each carried.
+    entries: Vec<usize>,
+    /// Calls answered as failed.
+    failures: usize,
 }
 
 impl<H: ServiceHandler> Gated<H> {
@@ -39,26 +48,53 @@ impl<H: ServiceHandler> Gated<H> {
             inner,
             windows: SharedRegion::new(Arc::new(HeapRegion::new(2 * WINDOW))).unwrap(),
             spoil: Spoil::None,
+            entries: Vec::new(),
+            failures: 0,
         }
     }
 
-    fn through_gate(&mut self, gate: &GateCall) -> GateReply {
-        let mut reply = GateReply::zeroed();
-        serve(
+    /// The service side of one entry: serves `batch` over the windows (after the kernel side
+    /// wrote `args` there), spoiled as asked; what it wrote in its result window into
+    /// `result`.
+    fn enter(
+        &mut self,
+        batch: &GateBatch,
+        args: &[u8],
+        result: &mut [u8],
+    ) -> (GateBatchReply, Result<(), ()>) {
+        self.entries.push(batch.calls().len());
+        // The service's windows are the kernel's memory: it sees what the kernel left there.
+        self.windows.view().write(0, args).unwrap();
+        self.windows.view().write(WINDOW, result).unwrap();
+        let mut page = GateBatchReply::zeroed();
+        let spoil = self.spoil;
+        let mut failed = false;
+        serve_batch(
             &mut self.inner,
-            gate,
+            batch,
             self.windows.view(),
-            0,
             WINDOW,
-            &mut reply,
+            |i, reply| {
+                if failed || matches!(spoil, Spoil::FailAt(at) if at == i) {
+                    failed = true;
+                    return;
+                }
+                let mut reply = *reply;
+                match spoil {
+                    Spoil::Status(s) => reply.status = s,
+                    Spoil::ReplyLen(n) => reply.reply_len = n,
+                    Spoil::Written(n) => reply.ool_written = n,
+                    _ => {}
+                }
+                page.replies[i] = reply;
+                page.done = i as u32 + 1;
+            },
         );
-        match self.spoil {
-            Spoil::None => {}
-            Spoil::Status(s) => reply.status = s,
-            Spoil::ReplyLen(n) => reply.reply_len = n,
-            Spoil::Written(n) => reply.ool_written = n,
+        self.windows.view().read(WINDOW, result).unwrap();
+        if let Spoil::Done(n) = spoil {
+            page.done = n;
         }
-        reply
+        (page, if failed { Err(()) } else { Ok(()) })
     }
 }
 
@@ -68,22 +104,35 @@ impl<H: ServiceHandler> ServiceHandler for Gated<H> {
     }
 
     fn handle(&mut self, call: &mut CallContext<'_>) -> Status {
-        let mut gate = GateCall::zeroed();
         let mut args = vec![0u8; WINDOW];
-        if let Err(status) = export(call, 7, &mut gate, &mut args, WINDOW) {
-            return status;
-        }
-        assert_eq!(gate.handler, 7);
-        self.windows.view().write(0, &args).unwrap();
-        let reply = self.through_gate(&gate);
         let mut result = vec![0u8; WINDOW];
-        self.windows.view().read(WINDOW, &mut result).unwrap();
-        import(call, &gate, &reply, &result)
+        let this = core::cell::RefCell::new(self);
+        run_one(
+            call,
+            7,
+            &mut args,
+            &mut result,
+            |batch, args, result| {
+                assert!(batch.calls().iter().all(|c| c.handler == 7));
+                this.borrow_mut().enter(batch, args, result)
+            },
+            |_, ()| {
+                this.borrow_mut().failures += 1;
+                Status::HandlerFault
+            },
+        )
     }
 
     fn forget_peer(&mut self, peer: PeerId) {
         let gate = export_forget_peer(0, peer);
-        let reply = self.through_gate(&gate);
+        let mut reply = GateReply::zeroed();
+        serve(
+            &mut self.inner,
+            &gate,
+            self.windows.view(),
+            WINDOW,
+            &mut reply,
+        );
         assert_eq!(reply.status, Status::Ok.to_wire());
     }
 }
@@ -190,7 +239,146 @@ fn serve_refuses_records_that_do_not_fit_its_windows() {
             ..GateCall::zeroed()
         },
     ] {
-        let reply = gated.through_gate(&gate);
+        let mut reply = GateReply::zeroed();
+        serve(
+            &mut gated.inner,
+            &gate,
+            gated.windows.view(),
+            WINDOW,
+            &mut reply,
+        );
         assert_eq!(reply.status, Status::HandlerFault.to_wire());
     }
+}
+
+/// Each call's status and echoed bytes.
+type Outcomes = Vec<(Status, Vec<u8>)>;
+
+/// Echoes of `inputs` (out of line, one 4 KiB slot each, results of up to `result_len`) run
+/// as one batch through the gate, the service spoiled as `spoil` says: each call's status and
+/// echoed bytes, and the gate.
+fn echo_batch(
+    inputs: &[&[u8]],
+    result_len: usize,
+    spoil: Spoil,
+) -> (Outcomes, Gated<echo::Handler<echo::EchoServer>>) {
+    const SLOT: usize = PAGE_SIZE;
+    let data = SharedRegion::new(HeapRegion::new(2 * inputs.len() * SLOT)).unwrap();
+    let results_at = inputs.len() * SLOT;
+    let meters: Vec<CopyMeter> = inputs
+        .iter()
+        .map(|input| CopyMeter::for_windows(input.len(), result_len))
+        .collect();
+    let mut replies = vec![[0u8; INLINE_CAPACITY]; inputs.len()];
+    let mut batch = Vec::new();
+    for (i, ((input, meter), reply)) in inputs.iter().zip(&meters).zip(&mut replies).enumerate() {
+        data.view().write(i * SLOT, input).unwrap();
+        let header = RequestHeader {
+            call_id: i as u64,
+            service_id: echo::SERVICE_ID,
+            method_id: 3,
+            version: echo::VERSION,
+            ..RequestHeader::default()
+        };
+        batch.push(BatchedCall {
+            call: CallContext::new(
+                PeerId(1),
+                header,
+                &[],
+                OolArgs::new(data.view(), i * SLOT, input.len(), meter),
+                OolResult::new(data.view(), results_at + i * SLOT, result_len, meter),
+                reply,
+            ),
+            status: Status::Ok,
+        });
+    }
+    let mut gated = Gated::new(echo::Handler(echo::EchoServer));
+    gated.spoil = spoil;
+    let (mut args, mut result) = (vec![0u8; WINDOW], vec![0u8; WINDOW]);
+    let this = core::cell::RefCell::new(&mut gated);
+    run_batch(
+        &mut batch,
+        7,
+        &mut args,
+        &mut result,
+        |record, args, result| this.borrow_mut().enter(record, args, result),
+        |_, ()| {
+            this.borrow_mut().failures += 1;
+            Status::HandlerFault
+        },
+    );
+    assert!(
+        args.iter().chain(&result).all(|&b| b == 0),
+        "a batch left bytes in the windows"
+    );
+    let outcomes = batch
+        .iter()
+        .enumerate()
+        .map(|(i, one)| {
+            let mut echoed = vec![0u8; one.call.ool_written()];
+            data.view()
+                .read(results_at + i * SLOT, &mut echoed)
+                .unwrap();
+            (one.status, echoed)
+        })
+        .collect();
+    (outcomes, gated)
+}
+
+#[test]
+fn a_batch_is_one_entry_and_each_call_gets_its_own_answer() {
+    let inputs: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| vec![i + 1; 100 * (i as usize + 1)])
+        .collect();
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let (outcomes, gated) = echo_batch(&refs, 2048, Spoil::None);
+    assert_eq!(gated.entries, [5]);
+    for (input, (status, echoed)) in inputs.iter().zip(outcomes) {
+        assert_eq!((status, &echoed), (Status::Ok, input));
+    }
+}
+
+#[test]
+fn calls_that_overfill_the_windows_go_in_the_next_entry() {
+    // Four results of 4 KiB fit the 16 KiB window beside each other; eight do not.
+    let input = vec![7u8; 2000];
+    let refs: Vec<&[u8]> = (0..MAX_BATCH).map(|_| input.as_slice()).collect();
+    let (outcomes, gated) = echo_batch(&refs, PAGE_SIZE, Spoil::None);
+    assert_eq!(gated.entries, [4, 4]);
+    assert!(outcomes
+        .iter()
+        .all(|(s, e)| *s == Status::Ok && *e == input));
+}
+
+#[test]
+fn a_failed_entry_fails_the_running_call_and_the_rest_run_again() {
+    let inputs: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i + 1; 64]).collect();
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let (outcomes, gated) = echo_batch(&refs, 2048, Spoil::FailAt(1));
+    // Call 0 answered, call 1 failed, calls 2 and 3 in a new entry (failing at its 2nd: 3).
+    assert_eq!(gated.entries, [4, 2]);
+    assert_eq!(gated.failures, 2);
+    let statuses: Vec<Status> = outcomes.iter().map(|o| o.0).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::Ok,
+            Status::HandlerFault,
+            Status::Ok,
+            Status::HandlerFault
+        ]
+    );
+    assert_eq!(outcomes[0].1, inputs[0]);
+    assert_eq!(outcomes[2].1, inputs[2]);
+}
+
+#[test]
+fn a_service_that_claims_calls_it_did_not_do_gets_handler_faults() {
+    let input = vec![3u8; 10];
+    let refs = [input.as_slice(), input.as_slice()];
+    let (outcomes, _) = echo_batch(&refs, 2048, Spoil::Done(1));
+    assert_eq!(outcomes[0], (Status::Ok, input.clone()));
+    assert_eq!(outcomes[1].0, Status::HandlerFault);
+    let (outcomes, _) = echo_batch(&refs, 2048, Spoil::Done(u32::MAX));
+    assert!(outcomes.iter().all(|o| o.0 == Status::Ok));
 }
