@@ -231,6 +231,11 @@ mod service_vm {
         f(&env, policy)
     }
 
+    /// The heap of each of `domains` protection domains: a third of the VM's, shared evenly.
+    fn domain_share(heap_bytes: usize, domains: usize) -> usize {
+        (heap_bytes / 3 / domains.max(1)) & !(mm::PAGE_SIZE - 1)
+    }
+
     /// Builds each constructor's services in a protection domain of its own (guest user mode),
     /// on its heap, with kernel work (logging, xenstore) kept on the kernel's, and registers
     /// their stand-ins. The domains share a third of the heap evenly.
@@ -241,7 +246,7 @@ mod service_vm {
         constructors: &[DomainConstructor<'_>],
         registry: &mut xenrpc_proto::Registry<'static>,
     ) -> Result<(), alloc::string::String> {
-        let domain_heap = (heap_bytes / 3 / constructors.len().max(1)) & !(mm::PAGE_SIZE - 1);
+        let domain_heap = domain_share(heap_bytes, constructors.len());
         let mut stand_ins = alloc::vec::Vec::new();
         with_env(boot, domain_heap, |env, policy| {
             for (index, construct) in constructors.iter().enumerate() {
@@ -275,15 +280,18 @@ mod service_vm {
         registry: &mut xenrpc_proto::Registry<'static>,
     ) -> Result<(), alloc::string::String> {
         log!("user: UNPROTECTED build: handlers run in kernel mode (a test image only)");
-        let share = (heap_bytes / 3 / constructors.len().max(1)) & !(mm::PAGE_SIZE - 1);
-        with_env(boot, share, |env, _| {
-            for construct in constructors {
-                alloc::boxed::Box::leak(construct(env))
-                    .register_into(registry)
-                    .map_err(|e| alloc::format!("{e}"))?;
-            }
-            Ok(())
-        })
+        with_env(
+            boot,
+            domain_share(heap_bytes, constructors.len()),
+            |env, _| {
+                for construct in constructors {
+                    alloc::boxed::Box::leak(construct(env))
+                        .register_into(registry)
+                        .map_err(|e| alloc::format!("{e}"))?;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Grant table, and for a domU xenstore and the shutdown watch.

@@ -1,4 +1,4 @@
-# testbed-summary: guest benchmark: a Linux client guest times raw event round trips to the service VM, null calls (1 and 8 in flight) and out-of-line echo (4 KiB at 1 and 8 in flight, 64 KiB), three rounds each, against the service VM and its unprotected build (handlers in kernel mode) side by side (run by `cargo xtask bench-guest`, which prints the table)
+# testbed-summary: guest benchmark: a Linux client guest times raw event round trips to the service VM, null calls (1 and 8 in flight) and out-of-line echo (4 KiB at 1 and 8 in flight, 64 KiB), five rounds each, against the service VM and its unprotected build (handlers in kernel mode) side by side (run by `cargo xtask bench-guest`, which prints the table)
 # testbed-needs: kernel unprotected client
 # testbed-timeout: 1200
 #

@@ -29,10 +29,10 @@ use core::ptr::NonNull;
 
 use linked_list_allocator::LockedHeap;
 use xen_abi::pv_user::UserStack;
-use xenrpc_proto::service::gate::{self, GateBatch, GateBatchReply};
+use xenrpc_proto::service::gate::{self, GateBatch, GateBatchReply, GateCall, WindowOwner};
 use xenrpc_proto::{
-    Registry, RegistryError, ServiceHandler, ServiceSet, SharedMemory, SharedRegion, MAX_CALL_COPY,
-    MAX_SERVICES,
+    Registry, RegistryError, ServiceHandler, ServiceSet, SharedMemory, SharedRegion, MAX_BATCH,
+    MAX_CALL_COPY, MAX_SERVICES,
 };
 
 use super::clean_copy::CleanCopy;
@@ -58,7 +58,7 @@ const GATE_CALL_VA: u64 = 0x0000_0480_0000_0000;
 const GATE_REPLY_VA: u64 = GATE_CALL_VA + PAGE_SIZE_U64;
 const GATE_WINDOWS_VA: u64 = GATE_CALL_VA + (1 << 20);
 /// Each window holds what one call may move.
-pub(super) const WINDOW_BYTES: usize = MAX_CALL_COPY;
+const WINDOW_BYTES: usize = MAX_CALL_COPY;
 
 /// A domain's space page.
 #[repr(C)]
@@ -155,11 +155,31 @@ fn pages(count: usize) -> Result<u64, DomainError> {
     }
 }
 
-/// The gate's memory at its kernel addresses.
+/// The gate's memory at its kernel addresses, and whose bytes it may hold.
 pub(super) struct Gate {
     pub(super) call: u64,
     pub(super) reply: u64,
     pub(super) windows: u64,
+    owner: spin::Mutex<WindowOwner>,
+}
+
+impl Gate {
+    /// The two windows, arguments and result, at the kernel's addresses: take them once per
+    /// entry's caller and pass them along (never two at a time).
+    pub(super) fn windows(&self) -> (&'static mut [u8], &'static mut [u8]) {
+        // SAFETY: the gate's memory is the kernel's; user mode does not run while the kernel
+        // does (one vCPU), and one call of the kernel at a time uses it (calls are served one
+        // connection and one batch at a time).
+        unsafe {
+            (
+                core::slice::from_raw_parts_mut(self.windows as *mut u8, WINDOW_BYTES),
+                core::slice::from_raw_parts_mut(
+                    (self.windows + WINDOW_BYTES as u64) as *mut u8,
+                    WINDOW_BYTES,
+                ),
+            )
+        }
+    }
 }
 
 static GATE: spin::Once<Result<Gate, ()>> = spin::Once::new();
@@ -170,6 +190,7 @@ fn gate_memory() -> Result<&'static Gate, DomainError> {
             call: pages(1).map_err(drop)?,
             reply: pages(1).map_err(drop)?,
             windows: pages(2 * WINDOW_BYTES / PAGE_SIZE).map_err(drop)?,
+            owner: spin::Mutex::new(WindowOwner::new()),
         })
     });
     gate.as_ref().map_err(|()| DomainError::OutOfMemory)
@@ -195,32 +216,45 @@ unsafe impl SharedMemory for UserWindows {
 /// watches that count to renew the budget call by call). Touches nothing but the domain's own
 /// memory and the gate.
 extern "C" fn xenrpc_domain_entry() -> ! {
+    let batch = GATE_CALL_VA as *const GateBatch;
     // SAFETY: in user mode the gate's call page is mapped read-only, and nothing writes it
-    // while user mode runs (the kernel does not run then); copied once.
-    let batch = unsafe { core::ptr::read(GATE_CALL_VA as *const GateBatch) };
+    // while user mode runs (the kernel does not run then): the header read once, the calls
+    // read in place.
+    let (slot, calls) = unsafe {
+        let count = core::ptr::read(core::ptr::addr_of!((*batch).count)) as usize;
+        let calls = core::ptr::addr_of!((*batch).calls).cast::<GateCall>();
+        (
+            core::ptr::read(core::ptr::addr_of!((*batch).handler)),
+            core::slice::from_raw_parts(calls, count.min(MAX_BATCH)),
+        )
+    };
     let page = SPACE_PAGE_VA as *const DomainPage;
     // SAFETY: the domain's space page, written by the kernel before the first entry.
-    let handler = unsafe {
-        (*page)
-            .handlers
-            .get(batch.handler as usize)
-            .copied()
-            .flatten()
-    };
+    let handler = unsafe { (*page).handlers.get(slot as usize).copied().flatten() };
     let replies = GATE_REPLY_VA as *mut GateBatchReply;
     if let (Some(mut handler), Ok(windows)) = (handler, SharedRegion::new(UserWindows)) {
         // SAFETY: the handler object lives on the domain's heap, built for this table.
         let handler = unsafe { handler.as_mut() };
-        gate::serve_batch(handler, &batch, windows.view(), WINDOW_BYTES, |i, reply| {
-            // SAFETY: the reply page is mapped read-write in every domain's space; `i` is
-            // below MAX_BATCH (serve_batch's index into the batch). The count is written
-            // after the reply (the kernel's budget watch reads it at any moment).
-            unsafe {
-                core::ptr::write(core::ptr::addr_of_mut!((*replies).replies[i]), *reply);
-                core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-                core::ptr::write_volatile(core::ptr::addr_of_mut!((*replies).done), i as u32 + 1);
-            }
-        });
+        gate::serve_batch(
+            handler,
+            slot,
+            calls,
+            windows.view(),
+            WINDOW_BYTES,
+            |i, reply| {
+                // SAFETY: the reply page is mapped read-write in every domain's space; `i` is
+                // below MAX_BATCH (serve_batch's index into the batch). The count is written
+                // after the reply (the kernel's budget watch reads it at any moment).
+                unsafe {
+                    core::ptr::write(core::ptr::addr_of_mut!((*replies).replies[i]), *reply);
+                    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+                    core::ptr::write_volatile(
+                        core::ptr::addr_of_mut!((*replies).done),
+                        i as u32 + 1,
+                    );
+                }
+            },
+        );
     }
     // SAFETY: the exit call; the kernel does not come back here.
     unsafe {
@@ -408,18 +442,46 @@ impl Domain {
             .collect()
     }
 
-    /// Hands `batch` to the domain through the gate and runs its entry in user mode: the
-    /// domain's reply page (a private copy), and how the entry ended if it did not return. The gate's pages are cleared after, for whichever domain runs next.
-    pub(super) fn run(&self, batch: &GateBatch) -> (GateBatchReply, Result<(), UserExit>) {
+    /// Hands `batch` to the domain through the gate (its argument bytes already in the
+    /// argument window) and runs its entry in user mode: the domain's replies (a private copy),
+    /// and how the entry ended if it did not return. What another domain left in the gate is
+    /// cleared first; what this one leaves stays until another enters (it is its own).
+    /// `args` and `result` are the gate's windows ([`Gate::windows`]).
+    pub(super) fn run(
+        &self,
+        batch: &GateBatch,
+        args: &mut [u8],
+        result: &mut [u8],
+    ) -> (GateBatchReply, Result<(), UserExit>) {
+        let calls = batch.calls();
         let call_page = self.gate.call as *mut GateBatch;
         let reply_page = self.gate.reply as *mut GateBatchReply;
+        let switched = self.gate.owner.lock().claim(
+            self.index as u32,
+            WindowOwner::reach(calls),
+            args,
+            result,
+        );
         // SAFETY: the gate's pages are the kernel's and page-sized; user mode is not running
-        // (and runs only from `super::run`, an opaque call after this write).
-        unsafe { core::ptr::write(call_page, *batch) };
+        // (it runs only from `super::run`, an opaque call after these writes).
+        unsafe {
+            if switched {
+                core::ptr::write_bytes(call_page, 0, 1);
+                core::ptr::write_bytes(reply_page, 0, 1);
+            }
+            core::ptr::addr_of_mut!((*call_page).count).write(calls.len() as u32);
+            core::ptr::addr_of_mut!((*call_page).handler).write(batch.handler);
+            core::ptr::copy_nonoverlapping(
+                calls.as_ptr(),
+                core::ptr::addr_of_mut!((*call_page).calls).cast::<GateCall>(),
+                calls.len(),
+            );
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*reply_page).done), 0);
+        }
         let entry = xenrpc_domain_entry as *const () as u64;
         let progress = Progress {
             count_va: self.gate.reply + core::mem::offset_of!(GateBatchReply, done) as u64,
-            max: batch.calls().len() as u32,
+            max: calls.len() as u32,
         };
         // As if called: the ABI wants rsp + 8 16-byte aligned at a function's first
         // instruction.
@@ -432,13 +494,19 @@ impl Domain {
             self.policy.budget_ns,
             Some(progress),
         );
-        // SAFETY: as above; user mode is not running any more.
-        let reply = unsafe {
-            let reply = core::ptr::read(reply_page);
-            core::ptr::write_bytes(call_page, 0, 1);
-            core::ptr::write_bytes(reply_page, 0, 1);
-            reply
-        };
+        let mut reply = GateBatchReply::zeroed();
+        // SAFETY: as above; user mode is not running any more. Only the replies it says are
+        // done are read (each checked later), the count once.
+        unsafe {
+            let done = core::ptr::read_volatile(core::ptr::addr_of!((*reply_page).done));
+            let done = (done as usize).min(calls.len());
+            reply.done = done as u32;
+            core::ptr::copy_nonoverlapping(
+                core::ptr::addr_of!((*reply_page).replies).cast::<gate::GateReply>(),
+                reply.replies.as_mut_ptr(),
+                done,
+            );
+        }
         match exit {
             UserExit::Returned(_) => (reply, Ok(())),
             exit => (reply, Err(exit)),
@@ -471,6 +539,8 @@ impl Domain {
     /// Puts the domain's memory back as its constructor left it: the space page (allocator
     /// state, handler table) and the heap from the clean copy, the stack zeroed.
     fn reset(&self) {
+        // What the gate holds was this domain's: after the reset it starts from nothing.
+        self.gate.owner.lock().disown();
         // SAFETY: user mode is not running (one vCPU, the kernel is); the page, the heap (at
         // its kernel mapping) and the stack frames are the domain's own and nothing else
         // holds a reference into them.

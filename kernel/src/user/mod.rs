@@ -209,10 +209,11 @@ fn timer_port() -> Port {
     port
 }
 
-/// Arms the budget timer for `deadline`, its port cleared so its firing raises an upcall.
+/// Makes the budget timer fire by `deadline` (an earlier firing is re-armed from the entry
+/// path), its port cleared so its firing raises an upcall.
 fn arm_budget(deadline: u64) {
     shared_info::clear_pending(timer_port());
-    if let Err(e) = time::set_timer(deadline) {
+    if let Err(e) = time::set_timer_by(deadline) {
         crate::fatal(format_args!("arming the user budget timer failed: {e}"));
     }
 }

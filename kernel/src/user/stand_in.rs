@@ -9,7 +9,7 @@ use xenrpc_proto::{
     AccessCheck, BatchedCall, CallContext, PeerId, ServiceHandler, ServiceInfo, Status, MAX_BATCH,
 };
 
-use super::domain::{Domain, WINDOW_BYTES};
+use super::domain::Domain;
 use super::UserExit;
 use crate::log;
 
@@ -40,23 +40,6 @@ impl StandIn {
     /// The service's access check, as its set registered it.
     pub fn access(&self) -> Option<AccessCheck> {
         self.access
-    }
-
-    /// The gate's windows, arguments and result, at the kernel's addresses.
-    fn windows(&self) -> (&'static mut [u8], &'static mut [u8]) {
-        let gate = self.domain.gate;
-        // SAFETY: the gate's memory is the kernel's; user mode does not run while the kernel
-        // does (one vCPU), and a stand-in's call is the only kernel code using it (calls are
-        // served one connection and one service at a time).
-        unsafe {
-            (
-                core::slice::from_raw_parts_mut(gate.windows as *mut u8, WINDOW_BYTES),
-                core::slice::from_raw_parts_mut(
-                    (gate.windows + WINDOW_BYTES as u64) as *mut u8,
-                    WINDOW_BYTES,
-                ),
-            )
-        }
     }
 
     /// Answers the call a failed entry was running: logged, counted (which may reset the
@@ -102,13 +85,13 @@ impl ServiceHandler for StandIn {
     }
 
     fn handle(&mut self, call: &mut CallContext<'_>) -> Status {
-        let (args, result) = self.windows();
+        let (args, result) = self.domain.gate.windows();
         gate::run_one(
             call,
             self.slot,
             args,
             result,
-            |batch, _, _| self.domain.run(batch),
+            |batch, args, result| self.domain.run(batch, args, result),
             |call, exit| self.failed(call, exit),
         )
     }
@@ -118,13 +101,13 @@ impl ServiceHandler for StandIn {
     }
 
     fn handle_batch(&mut self, batch: &mut [BatchedCall<'_>]) {
-        let (args, result) = self.windows();
+        let (args, result) = self.domain.gate.windows();
         gate::run_batch(
             batch,
             self.slot,
             args,
             result,
-            |batch, _, _| self.domain.run(batch),
+            |batch, args, result| self.domain.run(batch, args, result),
             |call, exit| self.failed(call, exit),
         );
     }
@@ -134,7 +117,8 @@ impl ServiceHandler for StandIn {
         batch.count = 1;
         batch.handler = self.slot;
         batch.calls[0] = gate::export_forget_peer(self.slot, peer);
-        let (_, ran): (GateBatchReply, _) = self.domain.run(&batch);
+        let (args, result) = self.domain.gate.windows();
+        let (_, ran): (GateBatchReply, _) = self.domain.run(&batch, args, result);
         if let Err(exit) = ran {
             log!(
                 "rpc: handler fault in {} forgetting dom{}: {exit}; {} in domain {}",

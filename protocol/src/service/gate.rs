@@ -321,19 +321,21 @@ pub fn serve(
     }
 }
 
-/// Service side: [`serve`]s each call of `batch` (a private copy) on `handler`, in order,
-/// handing each reply to `publish` with its index as soon as it is written (the service VM
-/// writes it to the reply page, then the count done).
+/// Service side: [`serve`]s each of `calls` (a batch's, on a page nothing writes while the
+/// service runs) on `handler`, the space's handler `slot`, in order, handing each reply to
+/// `publish` with its index as soon as it is written (the service VM writes it to the reply
+/// page, then the count done).
 pub fn serve_batch(
     handler: &mut dyn ServiceHandler,
-    batch: &GateBatch,
+    slot: u32,
+    calls: &[GateCall],
     windows: RegionView<'_>,
     result_base: usize,
     mut publish: impl FnMut(usize, &GateReply),
 ) {
     let mut reply = GateReply::zeroed();
-    for (i, call) in batch.calls().iter().enumerate() {
-        if call.handler == batch.handler {
+    for (i, call) in calls.iter().take(MAX_BATCH).enumerate() {
+        if call.handler == slot {
             serve(handler, call, windows, result_base, &mut reply);
         } else {
             reply = GateReply::zeroed();
@@ -344,7 +346,7 @@ pub fn serve_batch(
 }
 
 mod run;
-pub use run::{run_batch, run_one};
+pub use run::{run_batch, run_one, WindowOwner};
 
 #[cfg(all(test, feature = "std"))]
 mod tests;

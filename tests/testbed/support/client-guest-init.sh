@@ -63,7 +63,7 @@ bench)
     # the service VM (device 0) and its unprotected build (device 1, handlers in kernel mode),
     # alternating, each result one line `BENCH-JSON <round>|<label>@<build>|<json>` for the
     # xtask to tabulate.
-    for round in 1 2 3; do
+    for round in 1 2 3 4 5; do
         for run in "null-1:--calls 1000 --event-ping" "null-8:--calls 2000 --in-flight 8" \
             "echo-4k:--calls 1000 --size 4096" \
             "echo-4k-8:--calls 1000 --size 4096 --in-flight 8 --data-pages 64" \

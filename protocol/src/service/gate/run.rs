@@ -6,7 +6,7 @@
 
 use arrayvec::ArrayVec;
 
-use super::{export, import, room_needed, GateBatch, GateBatchReply};
+use super::{export, import, room_needed, GateBatch, GateBatchReply, GateCall};
 use crate::layout::Status;
 use crate::service::{BatchedCall, CallContext, MAX_BATCH};
 
@@ -21,7 +21,7 @@ pub fn run_batch<E>(
     handler: u32,
     args: &mut [u8],
     result: &mut [u8],
-    enter: impl FnMut(&GateBatch, &[u8], &mut [u8]) -> (GateBatchReply, Result<(), E>),
+    enter: impl FnMut(&GateBatch, &mut [u8], &mut [u8]) -> (GateBatchReply, Result<(), E>),
     failed: impl FnMut(&CallContext<'_>, E) -> Status,
 ) {
     let mut statuses = [Status::Ok; MAX_BATCH];
@@ -55,7 +55,7 @@ pub fn run_one<E>(
     handler: u32,
     args: &mut [u8],
     result: &mut [u8],
-    enter: impl FnMut(&GateBatch, &[u8], &mut [u8]) -> (GateBatchReply, Result<(), E>),
+    enter: impl FnMut(&GateBatch, &mut [u8], &mut [u8]) -> (GateBatchReply, Result<(), E>),
     failed: impl FnMut(&CallContext<'_>, E) -> Status,
 ) -> Status {
     let mut statuses = [Status::Ok];
@@ -77,7 +77,7 @@ fn run_calls<E>(
     handler: u32,
     args: &mut [u8],
     result: &mut [u8],
-    mut enter: impl FnMut(&GateBatch, &[u8], &mut [u8]) -> (GateBatchReply, Result<(), E>),
+    mut enter: impl FnMut(&GateBatch, &mut [u8], &mut [u8]) -> (GateBatchReply, Result<(), E>),
     mut failed: impl FnMut(&CallContext<'_>, E) -> Status,
 ) {
     let mut next = 0;
@@ -139,8 +139,65 @@ fn run_calls<E>(
             // The calls after it run in a fresh entry.
             next = i + 1;
         }
-        // Nothing of this batch stays for the next, whoever's it is.
-        args[..args_at].fill(0);
-        result[..result_at].fill(0);
+    }
+}
+
+/// Which service's bytes the gate's windows may hold: a domain's entries leave their windows
+/// as they are (what is there came from or went to that domain anyway), and before another
+/// domain enters they are cleared: the argument window as far as the kernel wrote it, the
+/// result window whole (the domain could write anywhere in it).
+#[derive(Debug, Default)]
+pub struct WindowOwner {
+    owner: Option<u32>,
+    args_dirty: usize,
+}
+
+impl WindowOwner {
+    /// Windows nobody used yet (zero).
+    pub const fn new() -> Self {
+        WindowOwner {
+            owner: None,
+            args_dirty: 0,
+        }
+    }
+
+    /// Before domain `owner` enters, its batch's argument bytes already written to the first
+    /// `reach` bytes of `args`: clears what another domain left in the windows (`args`,
+    /// `result`: the windows as the kernel reaches them) and returns whether it did (the
+    /// kernel then clears the gate's pages too).
+    pub fn claim(&mut self, owner: u32, reach: usize, args: &mut [u8], result: &mut [u8]) -> bool {
+        let reach = reach.min(args.len());
+        let switched = self.owner != Some(owner);
+        if switched {
+            // The batch's own bytes are at the front; what lies past them is another's.
+            let dirty = self.args_dirty.min(args.len());
+            if dirty > reach {
+                args[reach..dirty].fill(0);
+            }
+            if self.owner.is_some() {
+                result.fill(0);
+            }
+            self.owner = Some(owner);
+            self.args_dirty = reach;
+        }
+        self.args_dirty = self.args_dirty.max(reach);
+        switched
+    }
+
+    /// How far the argument bytes of `calls` reach in the argument window.
+    pub fn reach(calls: &[GateCall]) -> usize {
+        calls
+            .iter()
+            .map(|c| (c.args_at as usize).saturating_add(c.args_len as usize))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// After `owner`'s memory was reset, or whenever its claim must not carry on: the next
+    /// entry, whoever's, clears the windows first.
+    pub fn disown(&mut self) {
+        if self.owner.is_some() {
+            self.owner = Some(u32::MAX);
+        }
     }
 }
