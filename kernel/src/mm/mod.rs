@@ -240,6 +240,11 @@ pub fn alloc_frame() -> Option<Pfn> {
     with_memory(|m| m.pool.alloc())
 }
 
+/// Frames left in the pool (page tables and shared pages come from it).
+pub fn pool_available() -> u64 {
+    with_memory(|m| m.pool.available())
+}
+
 /// Gives a frame back to the pool (it must be mapped read-write at its direct-map address).
 pub fn free_frame(pfn: Pfn) {
     with_memory(|m| m.pool.free(pfn))

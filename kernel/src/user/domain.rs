@@ -308,6 +308,7 @@ impl Domain {
         }
         let base = DOMAIN_BASE + index as u64 * DOMAIN_STRIDE;
         let gate = gate_memory()?;
+        let pool_before = mm::pool_available();
         let space = mm::new_user_space()?;
         let ro = mm::USER_RO_NX;
         let rw = mm::USER_RW_NX;
@@ -410,9 +411,11 @@ impl Domain {
             names,
         }));
         log!(
-            "user: domain {index} serves {}: heap {} KiB, clean copy {} bytes",
+            "user: domain {index} serves {}: heap {} KiB, stack {} KiB, {} page-table frames, clean copy {} bytes",
             domain.names,
             domain.heap_bytes / 1024,
+            STACK_PAGES as usize * PAGE_SIZE / 1024,
+            pool_before.saturating_sub(mm::pool_available()),
             domain.clean.heap_bytes()
         );
         Ok(slots
