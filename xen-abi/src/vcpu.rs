@@ -42,3 +42,77 @@ pub struct VcpuSetPeriodicTimer {
     pub period_ns: u64,
 }
 const _: () = assert!(size_of::<VcpuSetPeriodicTimer>() == 8);
+
+/// `VCPUOP_register_runstate_memory_area`: arg is a [`VcpuRegisterRunstateMemoryArea`].
+pub const VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA: u32 = 5;
+/// `RUNSTATE_running`: the vCPU is running on a physical CPU.
+pub const RUNSTATE_RUNNING: u32 = 0;
+/// `XEN_RUNSTATE_UPDATE`: set in `state_entry_time` while Xen rewrites the area (only with
+/// `VMASST_TYPE_runstate_update_flag`).
+pub const XEN_RUNSTATE_UPDATE: u64 = 1 << 63;
+
+/// `struct vcpu_runstate_info`: what the vCPU did and for how long, kept up to date by Xen in
+/// guest memory once registered.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VcpuRunstateInfo {
+    /// `RUNSTATE_*` the vCPU is in.
+    pub state: u32,
+    /// Xen system time at which it entered that state.
+    pub state_entry_time: u64,
+    /// Time spent in each state (running, runnable, blocked, offline) before entering the
+    /// current one, in ns.
+    pub time: [u64; 4],
+}
+const _: () = assert!(size_of::<VcpuRunstateInfo>() == 48);
+const _: () = assert!(offset_of!(VcpuRunstateInfo, state_entry_time) == 8);
+const _: () = assert!(offset_of!(VcpuRunstateInfo, time) == 16);
+
+/// `struct vcpu_register_runstate_memory_area` (a PV guest names the area by its address).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VcpuRegisterRunstateMemoryArea {
+    /// Guest virtual address of the [`VcpuRunstateInfo`].
+    pub addr: u64,
+}
+const _: () = assert!(size_of::<VcpuRegisterRunstateMemoryArea>() == 8);
+
+impl VcpuRunstateInfo {
+    /// How long the vCPU has run, in ns, at system time `now` (the time it spent running
+    /// before, and if it runs now, since it started to).
+    pub fn running_ns(&self, now: u64) -> u64 {
+        let entered = self.state_entry_time & !XEN_RUNSTATE_UPDATE;
+        let before = self.time[RUNSTATE_RUNNING as usize];
+        if self.state == RUNSTATE_RUNNING {
+            before.saturating_add(now.saturating_sub(entered))
+        } else {
+            before
+        }
+    }
+}
+
+#[cfg(test)]
+mod runstate_tests {
+    use super::*;
+
+    #[test]
+    fn running_time_counts_the_current_stretch_only_while_running() {
+        let mut info = VcpuRunstateInfo {
+            state: RUNSTATE_RUNNING,
+            state_entry_time: 1_000,
+            time: [500, 7_000, 0, 0],
+        };
+        assert_eq!(info.running_ns(1_300), 800);
+        // Descheduled at 1_300: runnable time does not count.
+        info = VcpuRunstateInfo {
+            state: 1,
+            state_entry_time: 1_300,
+            time: [800, 7_000, 0, 0],
+        };
+        assert_eq!(info.running_ns(90_000), 800);
+        // The update flag is not part of the time.
+        info.state = RUNSTATE_RUNNING;
+        info.state_entry_time = 2_000 | XEN_RUNSTATE_UPDATE;
+        assert_eq!(info.running_ns(2_500), 1_300);
+    }
+}

@@ -241,6 +241,7 @@ pub fn alloc_frame() -> Option<Pfn> {
 }
 
 /// Frames left in the pool (page tables and shared pages come from it).
+#[cfg_attr(feature = "unprotected", allow(dead_code))]
 pub fn pool_available() -> u64 {
     with_memory(|m| m.pool.available())
 }

@@ -102,8 +102,11 @@ static mut ENTRY_STACK: EntryStack = EntryStack([0; ENTRY_STACK_BYTES]);
 #[no_mangle]
 static XENRPC_USER_KERNEL_RSP: AtomicU64 = AtomicU64::new(0);
 
-/// Absolute system time the current run's budget ends; 0 when no run is on.
+/// Absolute system time the budget timer is due next; 0 when no run is on.
 static DEADLINE_NS: AtomicU64 = AtomicU64::new(0);
+/// The vCPU's running time ([`time::running_ns`]) when the current piece of the run began:
+/// a budget is CPU time, so time the vCPU waited for a physical CPU does not count.
+static PIECE_STARTED_NS: AtomicU64 = AtomicU64::new(0);
 /// The current run's budget, and where (a kernel address) the run counts the work it has
 /// done, 0 for none (see [`Progress`]), and the count seen when the budget was last renewed.
 static BUDGET_NS: AtomicU64 = AtomicU64::new(0);
@@ -194,6 +197,10 @@ fn timer_port() -> Port {
     if let Some(port) = *guard {
         return port;
     }
+    // Budgets count the vCPU's running time; without the runstate area, system time.
+    if let Err(e) = time::register_runstate() {
+        crate::log!("user: no vCPU runstate area ({e}): handler budgets count system time");
+    }
     let port = match events::bind_virq(xen_sys::VIRQ_TIMER) {
         Ok(port) => port,
         Err(e) => crate::fatal(format_args!("binding VIRQ_TIMER for user budgets: {e}")),
@@ -222,7 +229,8 @@ fn arm_budget(deadline: u64) {
 /// batch's calls done): each time the budget runs out the kernel looks at it, and if it grew
 /// (by at most `max` in all) the run gets a fresh budget for the next piece. So every piece
 /// has at least one budget and at most two, and a run at most `max + 1` budgets, whatever it
-/// writes there.
+/// writes there. Budgets are the vCPU's running time (its runstate): a run the hypervisor
+/// preempts is not charged for the wait.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {
     /// The kernel's address of the `u32` count.
@@ -253,6 +261,10 @@ pub fn run(
     PROGRESS_VA.store(progress.map_or(0, |p| p.count_va), Ordering::SeqCst);
     PROGRESS_MAX.store(progress.map_or(0, |p| p.max.into()), Ordering::SeqCst);
     PROGRESS_SEEN.store(0, Ordering::SeqCst);
+    // Binds the timer and registers the runstate area at the first run, before its clock is
+    // read.
+    timer_port();
+    PIECE_STARTED_NS.store(time::running_ns(), Ordering::SeqCst);
     let deadline = time::now_ns().saturating_add(budget_ns.max(1));
     DEADLINE_NS.store(deadline, Ordering::SeqCst);
     arm_budget(deadline);
@@ -311,10 +323,19 @@ pub fn from_user(frame: &mut TrapFrame, syscall_vector: u64, event_vector: u64) 
         let mut deadline = DEADLINE_NS.load(Ordering::SeqCst);
         let now = time::now_ns();
         if now >= deadline {
-            if !progressed() {
+            // Due: how much CPU the piece has had (the vCPU may have waited meanwhile).
+            let budget = BUDGET_NS.load(Ordering::SeqCst);
+            let running = time::running_ns();
+            let used = running.saturating_sub(PIECE_STARTED_NS.load(Ordering::SeqCst));
+            let left = if used < budget {
+                budget - used
+            } else if progressed() {
+                PIECE_STARTED_NS.store(running, Ordering::SeqCst);
+                budget
+            } else {
                 finish(UserExit::BudgetExceeded { rip });
-            }
-            deadline = now.saturating_add(BUDGET_NS.load(Ordering::SeqCst));
+            };
+            deadline = now.saturating_add(left);
             DEADLINE_NS.store(deadline, Ordering::SeqCst);
         }
         // Another event, or the timer a little early: keep its ports for the dispatch loop,

@@ -340,6 +340,26 @@ pub fn set_timer_op(deadline_ns: u64) -> XenResult<()> {
     check(rc).map(drop)
 }
 
+/// `vcpu_op(cmd, vcpu, arg)`.
+///
+/// # Safety
+/// `arg` must be what `cmd` expects, valid for the call (and for as long as Xen keeps it, for
+/// the registration commands).
+pub unsafe fn vcpu_op<T>(cmd: u32, vcpu: u32, arg: *mut T) -> XenResult<()> {
+    // SAFETY: the caller's contract.
+    let rc = unsafe {
+        hypercall5(
+            abi::__HYPERVISOR_vcpu_op,
+            cmd.into(),
+            vcpu.into(),
+            arg as u64,
+            0,
+            0,
+        )
+    };
+    check(rc).map(drop)
+}
+
 /// `xen_version(XENVER_version)`: (major, minor).
 pub fn xen_version() -> (u32, u32) {
     // SAFETY: XENVER_version (0) takes no argument.

@@ -1,4 +1,5 @@
-//! Monotonic time from Xen's per-vCPU time record, and the one-shot timer.
+//! Monotonic time from Xen's per-vCPU time record, the vCPU's running time (its runstate
+//! area), and the one-shot timer.
 
 use super::{hypercall, shared_info};
 
@@ -45,4 +46,53 @@ pub fn set_timer_by(deadline_ns: u64) -> hypercall::XenResult<()> {
         return Ok(());
     }
     set_timer(deadline_ns)
+}
+
+/// The vCPU's runstate, which Xen keeps up to date once registered ([`register_runstate`]).
+/// Xen writes it while this vCPU is not running (at a context switch, or as it enters kernel
+/// mode after one that happened in user mode, whose space does not map it).
+#[repr(C, align(64))]
+struct RunstateArea(core::cell::UnsafeCell<xen_abi::vcpu::VcpuRunstateInfo>);
+
+// SAFETY: one vCPU; Xen writes the area only while the vCPU does not run, and the kernel only
+// reads it.
+unsafe impl Sync for RunstateArea {}
+
+static RUNSTATE: RunstateArea = RunstateArea(core::cell::UnsafeCell::new(
+    xen_abi::vcpu::VcpuRunstateInfo {
+        state: 0,
+        state_entry_time: 0,
+        time: [0; 4],
+    },
+));
+static RUNSTATE_REGISTERED: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Asks Xen to keep the vCPU's runstate in [`RUNSTATE`] (what [`running_ns`] reads).
+pub fn register_runstate() -> hypercall::XenResult<()> {
+    let mut arg = xen_abi::vcpu::VcpuRegisterRunstateMemoryArea {
+        addr: RUNSTATE.0.get() as u64,
+    };
+    // SAFETY: the area is a static of the right layout, live for ever; `arg` lives for the call.
+    unsafe {
+        hypercall::vcpu_op(
+            xen_abi::vcpu::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+            0,
+            &mut arg,
+        )
+    }?;
+    RUNSTATE_REGISTERED.store(true, core::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+/// How long this vCPU has run (ns): time it waited for a physical CPU does not count. Xen
+/// system time when the runstate area could not be registered.
+pub fn running_ns() -> u64 {
+    let now = now_ns();
+    if !RUNSTATE_REGISTERED.load(core::sync::atomic::Ordering::SeqCst) {
+        return now;
+    }
+    // SAFETY: Xen does not write the area while this vCPU runs (see RunstateArea); read once.
+    let info = unsafe { core::ptr::read_volatile(RUNSTATE.0.get()) };
+    info.running_ns(now)
 }

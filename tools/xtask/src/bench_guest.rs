@@ -187,7 +187,7 @@ fn tabulate(log: &str) -> Result<(String, String, String)> {
 /// Horizontal bars of p50 per run, protected beside unprotected.
 fn svg_chart(bars: &[(&str, &str, f64)]) -> String {
     let max = bars.iter().map(|b| b.2).fold(f64::MIN_POSITIVE, f64::max);
-    let (label_w, bar_w, row_h) = (300.0, 420.0, 18.0);
+    let (label_w, bar_w, row_h) = (360.0, 420.0, 18.0);
     let height = 40.0 + row_h * bars.len() as f64 + 30.0;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" \
