@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use xenrpc_proto::{
-    CallError, CallRequest, Caller, ClientConnection, Completion, Pending, RegionView, Reply,
-    Status, TypedCall, MAX_IN_FLIGHT,
+    CallError, CallRequest, CallTable, Caller, ClientConnection, Completion, Pending, RegionView,
+    Reply, Status, TypedCall, MAX_IN_FLIGHT,
 };
 use zerocopy::FromBytes;
 
@@ -101,8 +101,8 @@ pub struct Client {
     _socket: std::os::fd::OwnedFd,
     _to_client: EventFd,
     spin: SpinPolicy,
-    /// Completions that arrived while waiting for another call.
-    stashed: Vec<Completion>,
+    /// Answers that arrived while waiting for another call.
+    calls: CallTable<()>,
     server_gone: bool,
     /// How long a [`Caller`] call waits for its reply.
     call_timeout: Option<Duration>,
@@ -148,7 +148,7 @@ impl Client {
             _socket: socket,
             _to_client: to_client,
             spin: options.spin,
-            stashed: Vec::new(),
+            calls: CallTable::new(),
             server_gone: false,
             call_timeout: None,
         })
@@ -231,16 +231,21 @@ impl Client {
         call_id: u64,
         timeout: Option<Duration>,
     ) -> Result<Completion, ClientError> {
-        if let Some(at) = self.stashed.iter().position(|c| c.call_id == call_id) {
-            return Ok(self.stashed.swap_remove(at));
-        }
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let completion = self.receive(deadline)?;
-            if completion.call_id == call_id {
+            if let Some(completion) = self.calls.take(call_id) {
                 return Ok(completion);
             }
-            self.stashed.push(completion);
+            match self.receive(deadline) {
+                Ok(completion) => {
+                    self.calls.arrived(completion);
+                }
+                Err(e) => {
+                    // Given up: its answer, if it ever comes, is dropped.
+                    self.calls.abandon(call_id);
+                    return Err(e);
+                }
+            }
         }
     }
 
@@ -249,7 +254,7 @@ impl Client {
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<Completion, ClientError> {
-        if let Some(completion) = self.stashed.pop() {
+        if let Some(completion) = self.calls.take_any() {
             return Ok(completion);
         }
         self.receive(deadline)

@@ -1,98 +1,25 @@
-//! Spin-then-block waiting.
-//!
-//! A cross-core wake-up through the kernel costs ~50 µs on the project's machines while a
-//! cache-line round trip costs ~60 ns, so a waiter first polls shared memory for a bounded number
-//! of iterations and only then arms the peer's notification and sleeps. Arming is followed by one
-//! more check: a message that landed between the last poll and the arming would otherwise be
-//! slept through (the peer saw "not armed" and sent no wake-up).
+//! Spin-then-block waiting on the host transport: the protocol's one policy
+//! ([`xenrpc_proto::wait`]) driven with the monotonic clock, the peer's eventfd and epoll.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
+use xenrpc_proto::wait::{spin_then_arm, WaitStep};
+pub use xenrpc_proto::wait::{SpinBudget, SpinPolicy};
+use xenrpc_proto::Clock;
 
 use crate::event::EventFd;
 
-/// How long a waiter polls before it blocks.
-///
-/// The budget is time, not iterations, so it means the same on every machine: by default about
-/// one cross-core wake-up (~50 µs here). Spinning longer than a wake-up costs can at best save
-/// that wake-up, so this bound keeps spinning within 2x of the best choice in hindsight, while
-/// replies that come back within the budget never pay for a sleep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SpinPolicy {
-    /// Polling time before arming and blocking; zero blocks at once.
-    pub spin_for: Duration,
-}
+/// The monotonic clock (`CLOCK_MONOTONIC`, the one [`crate::client::monotonic_ns`] reads): what
+/// deadlines and spin budgets are measured on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MonotonicClock;
 
-impl SpinPolicy {
-    /// Block as soon as there is nothing to do (the lowest CPU use).
-    pub const BLOCKING: Self = Self {
-        spin_for: Duration::ZERO,
-    };
-    /// Poll for up to 50 µs, then block.
-    pub const DEFAULT: Self = Self::micros(50);
-
-    /// Poll for up to `micros` microseconds, then block.
-    pub const fn micros(micros: u64) -> Self {
-        Self {
-            spin_for: Duration::from_micros(micros),
-        }
-    }
-}
-
-impl Default for SpinPolicy {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
-/// Tracks one spin phase: the clock is read only every `CLOCK_CHECK_INTERVAL` polls, and not
-/// at all when the awaited event comes within the first ones (the fast path of a quick reply).
-#[derive(Debug)]
-pub struct SpinBudget {
-    spin_for: Duration,
-    polls: u32,
-    started: Option<Instant>,
-}
-
-impl SpinBudget {
-    /// A fresh spin phase under `policy`.
-    #[inline]
-    pub fn new(policy: SpinPolicy) -> Self {
-        Self {
-            spin_for: policy.spin_for,
-            polls: 0,
-            started: None,
-        }
-    }
-
-    /// Counts one poll; false once the budget is spent (then arm and block).
-    #[inline]
-    pub fn keep_spinning(&mut self) -> bool {
-        if self.spin_for.is_zero() {
-            return false;
-        }
-        self.polls = self.polls.wrapping_add(1);
-        if self.polls % CLOCK_CHECK_INTERVAL != 0 {
-            return true;
-        }
-        let now = Instant::now();
-        match self.started {
-            None => {
-                self.started = Some(now);
-                true
-            }
-            Some(started) => now.duration_since(started) < self.spin_for,
-        }
-    }
-
-    /// Starts a new spin phase.
-    #[inline]
-    pub fn reset(&mut self) {
-        self.polls = 0;
-        self.started = None;
+impl Clock for MonotonicClock {
+    fn now_ns(&self) -> u64 {
+        crate::client::monotonic_ns()
     }
 }
 
@@ -108,8 +35,6 @@ pub enum WaitOutcome<T> {
     TimedOut,
 }
 
-/// How often (in polls) a spinning waiter looks at the clock.
-const CLOCK_CHECK_INTERVAL: u32 = 64;
 const TOKEN_WAKEUP: u64 = 1;
 const TOKEN_HANGUP: u64 = 2;
 
@@ -155,21 +80,13 @@ impl Waiter {
         deadline: Option<Instant>,
     ) -> io::Result<WaitOutcome<T>> {
         loop {
-            let mut budget = SpinBudget::new(policy);
-            loop {
-                if let Some(value) = check(state) {
-                    return Ok(WaitOutcome::Ready(value));
-                }
-                if !budget.keep_spinning() {
-                    break;
-                }
-                if budget.polls % CLOCK_CHECK_INTERVAL == 0 && expired(deadline) {
-                    return Ok(WaitOutcome::TimedOut);
-                }
-                std::hint::spin_loop();
-            }
-            if arm(state) {
-                continue;
+            let step = spin_then_arm(policy, &MonotonicClock, state, &mut check, &mut arm, || {
+                expired(deadline)
+            });
+            match step {
+                WaitStep::Ready(value) => return Ok(WaitOutcome::Ready(value)),
+                WaitStep::TimedOut => return Ok(WaitOutcome::TimedOut),
+                WaitStep::Block => {}
             }
             let timeout = match deadline {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
@@ -335,34 +252,5 @@ mod tests {
             .unwrap();
         assert_eq!(outcome, WaitOutcome::PeerGone);
         assert!(waiter.peer_gone().unwrap());
-    }
-}
-
-#[cfg(test)]
-mod budget_tests {
-    use super::*;
-
-    #[test]
-    fn blocking_policy_never_spins() {
-        let mut budget = SpinBudget::new(SpinPolicy::BLOCKING);
-        assert!(!budget.keep_spinning());
-    }
-
-    #[test]
-    fn spin_budget_runs_out_after_its_time_and_resets() {
-        let mut budget = SpinBudget::new(SpinPolicy::micros(200));
-        let start = Instant::now();
-        let mut polls = 0u64;
-        while budget.keep_spinning() {
-            polls += 1;
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "budget never ran out"
-            );
-        }
-        assert!(polls >= u64::from(CLOCK_CHECK_INTERVAL));
-        assert!(start.elapsed() >= Duration::from_micros(200));
-        budget.reset();
-        assert!(budget.keep_spinning());
     }
 }

@@ -19,7 +19,11 @@ use crate::transport::{Notify, SharedMemory};
 use crate::windows::WindowAllocator;
 
 mod bytes;
+#[cfg(feature = "alloc")]
+mod calls;
 mod error;
+#[cfg(feature = "alloc")]
+pub use calls::{Arrival, CallTable};
 pub use error::{CallError, ClientViolation};
 
 /// Upper bound of the per-connection in-flight cap (size of the client's call table).
@@ -156,6 +160,20 @@ impl Completion {
     #[cfg(feature = "alloc")]
     pub fn into_bytes(self) -> alloc::vec::Vec<u8> {
         self.bytes
+    }
+
+    /// An empty `Ok` answer to call `id`, for tests of what handles answers.
+    #[cfg(all(test, feature = "std"))]
+    pub(crate) fn for_test(id: u64) -> Self {
+        Completion {
+            call_id: id,
+            status: Status::Ok,
+            ool_written: 0,
+            server_time_ns: 0,
+            inline: [0; INLINE_CAPACITY],
+            inline_len: 0,
+            bytes: alloc::vec::Vec::new(),
+        }
     }
 }
 

@@ -127,6 +127,7 @@ pub mod storm;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
+pub mod wait;
 pub mod windows;
 
 #[cfg(feature = "fuzzing")]
@@ -137,6 +138,8 @@ pub use zerocopy;
 
 #[cfg(feature = "alloc")]
 pub use caller::{decode_reply, Caller};
+#[cfg(feature = "alloc")]
+pub use client::{Arrival, CallTable};
 pub use client::{
     CallError, CallRequest, ClientConnection, ClientViolation, Completion, Pending, Reply,
     TypedCall, MAX_IN_FLIGHT,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use xenrpc_proto::services::arith::{self, Operands};
+use xenrpc_proto::wait::{spin_then_arm, SpinPolicy, StdClock, WaitStep};
 use xenrpc_proto::{Notify, Pending};
 
 /// Long enough that only a lost wake-up (nobody will ever signal) reaches it.
@@ -94,8 +95,17 @@ fn sleeping_peers_never_lose_a_wake_up() {
             if client.publish() {
                 server_event.notify();
             }
-            match client.poll_response().unwrap() {
-                Some(completion) => {
+            // The protocol's wait sequence, with no spinning: look, arm, look again, sleep.
+            let step = spin_then_arm(
+                SpinPolicy::BLOCKING,
+                &StdClock,
+                &mut client,
+                |client| client.poll_response().unwrap(),
+                |client| client.prepare_to_wait(),
+                || false,
+            );
+            match step {
+                WaitStep::Ready(completion) => {
                     let index = pending
                         .iter()
                         .position(|(_, p)| p.call_id() == completion.call_id)
@@ -104,14 +114,11 @@ fn sleeping_peers_never_lose_a_wake_up() {
                     assert_eq!(p.finish(&completion).unwrap().value.value, a + 1_000_000);
                     answered += 1;
                 }
-                None => {
-                    if !client.prepare_to_wait() {
-                        assert!(
-                            client_event.wait(),
-                            "client slept through a response (lost wake-up)"
-                        );
-                    }
-                }
+                WaitStep::Block => assert!(
+                    client_event.wait(),
+                    "client slept through a response (lost wake-up)"
+                ),
+                WaitStep::TimedOut => unreachable!("no deadline"),
             }
         }
         done.store(true, Ordering::Release);

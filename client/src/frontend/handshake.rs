@@ -1,13 +1,12 @@
 //! Setting a connection up: the XenbusState handshake of docs/rendezvous.md from the
 //! frontend's side (grants, the index page, the event channel, the states in xenstore).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xenrpc_proto::layout::ctrl;
-use xenrpc_proto::{ClientConnection, RingGeometry};
+use xenrpc_proto::{CallTable, ClientConnection, RingGeometry};
 use xenrpc_rendezvous::{self as rv, key, XenbusState};
 
 use crate::devices::{EventChannel, GrantedPages, Window, XenDevices, PAGE_SIZE};
@@ -258,9 +257,7 @@ pub fn connect<D: XenDevices>(
         _index: index,
         ring_refs: refs[..ring_pages].to_vec(),
         index_ref,
-        stash: HashMap::new(),
-        abandoned: HashSet::new(),
-        sent_at: HashMap::new(),
+        calls: CallTable::new(),
         call_timeout: Duration::from_secs(5),
         server_clock: ServerClock::new(Instant::now()),
         spin: options.spin,

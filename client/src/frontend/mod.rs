@@ -9,13 +9,13 @@ mod handshake;
 pub use device::{find_device, list_own_devices, own_domid, DeviceInfo, OwnDevice};
 pub use handshake::{connect, ConnectOptions};
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use xenrpc_proto::wait::{spin_then_arm, SpinBudget, SpinPolicy, StdClock, WaitStep};
 use xenrpc_proto::zerocopy::FromBytes;
 use xenrpc_proto::{
-    CallRequest, Caller, ClientConnection, Completion, Notify, Pending, RegionView, Reply,
-    RingGeometry, TypedCall,
+    Arrival, CallRequest, CallTable, Caller, ClientConnection, Completion, Notify, Pending,
+    RegionView, Reply, RingGeometry, TypedCall,
 };
 use xenrpc_rendezvous::{key, XenbusState};
 
@@ -62,10 +62,9 @@ pub struct Connection<D: XenDevices> {
     _index: D::Pages,
     ring_refs: Vec<u32>,
     index_ref: u32,
-    stash: HashMap<u64, Completion>,
-    abandoned: HashSet<u64>,
-    /// When each call in flight was sent, to learn the server's clock from its answer.
-    sent_at: HashMap<u64, Instant>,
+    /// The calls in flight, each with when it was sent (to learn the server's clock from its
+    /// answer), and the answers not taken yet.
+    calls: CallTable<Instant>,
     server_clock: ServerClock,
     spin: Duration,
     failed: Option<Failure>,
@@ -160,7 +159,7 @@ impl<D: XenDevices> Connection<D> {
         self.check_failed()?;
         let pending = self.client.start(call)?;
         self.stats.calls_started += 1;
-        self.sent_at.insert(pending.call_id(), Instant::now());
+        self.calls.started(pending.call_id(), Instant::now());
         if self.client.publish() {
             ChannelNotify(&self.channel, &mut self.stats.notifications_sent).send()?;
         }
@@ -179,7 +178,7 @@ impl<D: XenDevices> Connection<D> {
             match self.client.start(call) {
                 Ok(p) => {
                     self.stats.calls_started += 1;
-                    self.sent_at.insert(p.call_id(), now);
+                    self.calls.started(p.call_id(), now);
                     started.push(p);
                 }
                 Err(e) => {
@@ -225,14 +224,12 @@ impl<D: XenDevices> Connection<D> {
     /// Takes every response that arrived, stashing them by call id.
     fn drain(&mut self) -> Result<()> {
         while let Some(completion) = self.client.poll_response()? {
-            if let Some(sent) = self.sent_at.remove(&completion.call_id) {
-                self.server_clock.observe(sent, completion.server_time_ns);
+            let server_time = completion.server_time_ns;
+            match self.calls.arrived(completion) {
+                Arrival::Kept(Some(sent)) => self.server_clock.observe(sent, server_time),
+                Arrival::Kept(None) => {}
+                Arrival::Late => self.stats.late_responses += 1,
             }
-            if self.abandoned.remove(&completion.call_id) {
-                self.stats.late_responses += 1;
-                continue;
-            }
-            self.stash.insert(completion.call_id, completion);
         }
         Ok(())
     }
@@ -270,26 +267,36 @@ impl<D: XenDevices> Connection<D> {
     fn wait_completion(&mut self, id: u64, deadline: Instant) -> Result<Completion> {
         let mut spun = false;
         loop {
-            if let Some(c) = self.stash.remove(&id) {
+            if let Some(c) = self.calls.take(id) {
                 return Ok(c);
             }
             self.check_failed()?;
             self.drain()?;
-            if let Some(c) = self.stash.remove(&id) {
+            if let Some(c) = self.calls.take(id) {
                 return Ok(c);
             }
-            if !spun {
-                spun = true;
-                let spin_until = Instant::now() + self.spin;
-                while Instant::now() < spin_until && !self.client.has_responses() {
-                    std::hint::spin_loop();
+            // Spins once per wait (the protocol's policy: the clock read every few polls),
+            // then only arms and re-checks.
+            let policy = if spun {
+                SpinPolicy::BLOCKING
+            } else {
+                SpinPolicy {
+                    spin_for: self.spin,
                 }
-                if self.client.has_responses() {
+            };
+            spun = true;
+            let step = spin_then_arm(
+                policy,
+                &StdClock,
+                &mut self.client,
+                |client| client.has_responses().then_some(()),
+                |client| client.prepare_to_wait(),
+                || false,
+            );
+            if step != WaitStep::Block {
+                if !policy.spin_for.is_zero() {
                     self.stats.spin_hits += 1;
-                    continue;
                 }
-            }
-            if self.client.prepare_to_wait() {
                 continue;
             }
             if self.store.has_buffered_event() {
@@ -302,10 +309,10 @@ impl<D: XenDevices> Connection<D> {
             {
                 Readiness::TimedOut => {
                     self.drain()?;
-                    if let Some(c) = self.stash.remove(&id) {
+                    if let Some(c) = self.calls.take(id) {
                         return Ok(c);
                     }
-                    self.abandoned.insert(id);
+                    self.calls.abandon(id);
                     self.stats.calls_timed_out += 1;
                     return Err(Error::DeadlineExceeded(format!("no response to call {id}")));
                 }
@@ -417,8 +424,10 @@ impl<D: XenDevices> Connection<D> {
         // Waits the way calls do (spin, then sleep), so the two differ only in what the
         // server does. Linux gives user space no shared pending bit: the spin is a loop of
         // non-blocking reads of the port.
-        let spin_until = Instant::now() + self.spin;
-        while Instant::now() < spin_until {
+        let mut budget = SpinBudget::new(SpinPolicy {
+            spin_for: self.spin,
+        });
+        while budget.keep_spinning(&StdClock) {
             if ping.acknowledge()? {
                 return Ok(());
             }
@@ -569,7 +578,7 @@ impl<D: XenDevices> Caller for Connection<D> {
             .client
             .enqueue_with_bytes(&request, input, output_capacity)?;
         self.stats.calls_started += 1;
-        self.sent_at.insert(id, Instant::now());
+        self.calls.started(id, Instant::now());
         if self.client.publish() {
             ChannelNotify(&self.channel, &mut self.stats.notifications_sent).send()?;
         }

@@ -47,7 +47,7 @@ use crate::event::EventFd;
 use crate::link::Link;
 use crate::rendezvous::{self, PeerCredentials};
 use crate::shm::MemfdRegion;
-use crate::wait::{timespec, SpinBudget, SpinPolicy};
+use crate::wait::{timespec, MonotonicClock, SpinBudget, SpinPolicy};
 use tenants::{Refusal, TenantCounts};
 
 /// How often, in elapsed time, sockets and set-up time-outs are serviced while the server is
@@ -184,14 +184,6 @@ impl<D: TenantDispatcher> CatchPanics<'_, D> {
     }
 }
 
-struct MonotonicClock;
-
-impl Clock for MonotonicClock {
-    fn now_ns(&self) -> u64 {
-        monotonic_ns()
-    }
-}
-
 const TOKEN_LISTENER: u64 = u64::MAX;
 /// Event tokens are `connection id << 1 | kind`.
 const KIND_SOCKET: u64 = 0;
@@ -295,7 +287,7 @@ impl Server {
                 spin.reset();
                 continue;
             }
-            if spin.keep_spinning() {
+            if spin.keep_spinning(&clock) {
                 // The clock only every few idle spins: reading it costs as much as a spin.
                 idle_spins = idle_spins.wrapping_add(1);
                 if idle_spins % IDLE_SPINS_PER_CLOCK_READ == 0

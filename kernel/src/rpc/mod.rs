@@ -11,6 +11,7 @@ pub mod platform;
 
 use spin::Mutex;
 use xen_abi::DomId;
+use xenrpc_proto::wait::{SpinBudget, SpinPolicy};
 use xenrpc_proto::{PeerId, Registry, ServiceCounters};
 
 use self::backend::{deliver_watch_events, Backend, KernelConnector, KernelStore};
@@ -22,8 +23,9 @@ use xenrpc_rendezvous::backend::EndKind;
 
 /// Work units (see `xenrpc_proto::fair`) served per connection before moving to the next.
 const BUDGET_PER_CONNECTION: u64 = xenrpc_proto::PASS_BUDGET;
-/// How long the loop keeps polling after the last request before it blocks: a client that
-/// sends its next call within this window is served without a wake-up.
+/// How long the loop keeps polling after the last request before it blocks (the protocol's
+/// spin-then-block policy, `xenrpc_proto::wait`): a client that sends its next call within
+/// this window is served without a wake-up.
 const SPIN_NS: u64 = 50_000;
 /// How often a sleeping loop looks whether xenconsoled caught up with a dropping console.
 const CONSOLE_RECHECK_NS: u64 = 100_000_000;
@@ -136,7 +138,7 @@ fn ready_to_sleep(backend: &mut Backend) -> bool {
 
 /// The dispatch loop. Never returns: the VM ends through `control/shutdown`.
 pub fn run(registry: &mut Registry<'_>) -> ! {
-    let mut last_work = 0u64;
+    let mut spin = SpinBudget::new(SpinPolicy::nanos(SPIN_NS));
     let mut lost_events = xenstore::lost_events();
     loop {
         service_backend(registry, &mut lost_events);
@@ -149,15 +151,16 @@ pub fn run(registry: &mut Registry<'_>) -> ! {
             handled += serve_one(k, registry);
             service_backend(registry, &mut lost_events);
         }
-        let now = time::now_ns();
         if handled > 0 {
-            last_work = now;
+            spin.reset();
             continue;
         }
-        if now.saturating_sub(last_work) < SPIN_NS {
+        if spin.keep_spinning(&time::now_ns) {
             core::hint::spin_loop();
             continue;
         }
+        spin.reset();
+        let now = time::now_ns();
         let mut guard = BACKEND.lock();
         let Some(backend) = guard.as_mut() else {
             continue;
