@@ -9,6 +9,8 @@ use serde_json::json;
 use xenrpc_cli::conn::{self, ConnArgs};
 use xenrpc_cli::error::bad;
 use xenrpc_cli::{CliError, Output, Result};
+use xenrpc_client::devices::LinuxDevices;
+use xenrpc_client::frontend::Connection;
 use xenrpc_proto::services::echo;
 use xenrpc_proto::{OolRef, Pending};
 
@@ -28,6 +30,40 @@ pub struct Bench {
 enum Started {
     Ping(Pending<()>),
     Ool(Pending<echo::OolLen>),
+}
+
+impl Started {
+    /// Waits for the answer until `deadline` and checks it (an echo of `size` bytes).
+    fn wait(self, c: &mut Connection<LinuxDevices>, deadline: Instant, size: u32) -> Result<()> {
+        match self {
+            Started::Ping(p) => c.wait(p, deadline).map(drop).map_err(Into::into),
+            Started::Ool(p) => check_echo(c.wait(p, deadline)?.value.len, size),
+        }
+    }
+
+    /// The answer if it is in (checked), else the call back.
+    fn try_take(self, c: &mut Connection<LinuxDevices>, size: u32) -> Result<Option<Started>> {
+        Ok(match self {
+            Started::Ping(p) => c.try_take(p)?.err().map(Started::Ping),
+            Started::Ool(p) => match c.try_take(p)? {
+                Ok(reply) => {
+                    check_echo(reply.value.len, size)?;
+                    None
+                }
+                Err(p) => Some(Started::Ool(p)),
+            },
+        })
+    }
+}
+
+fn check_echo(len: u32, size: u32) -> Result<()> {
+    if len == size {
+        Ok(())
+    } else {
+        Err(CliError::Protocol(format!(
+            "echo_ool returned {len} bytes for {size}"
+        )))
+    }
 }
 
 pub fn run(conn_args: &ConnArgs, bench: &Bench) -> Result<Output> {
@@ -78,41 +114,45 @@ pub fn run(conn_args: &ConnArgs, bench: &Bench) -> Result<Output> {
     let mut queue: VecDeque<(Instant, usize, Started)> = VecDeque::new();
     let mut sent = 0u32;
     let mut free: Vec<usize> = (0..in_flight).rev().collect();
+    // The clock is read once per batch, not per call (in a PV guest each read is a system
+    // call): once when the free slots are refilled (every call started then shares the
+    // stamp), once when the oldest call's answer is in (every answer already there then
+    // shares that one).
+    let mut now = start;
     while sent < calls || !queue.is_empty() {
         while sent < calls {
             let Some(k) = free.pop() else { break };
             let started = if size == 0 {
-                Started::Ping(c.submit(&echo::client::ping(&()))?)
+                Started::Ping(c.submit_at(&echo::client::ping(&()), now)?)
             } else {
                 let base = k as u32 * slot;
                 let call = echo::client::echo_ool(&())
                     .ool_args(OolRef::new(base, size))
                     .ool_result(OolRef::new(base + size, size));
-                Started::Ool(c.submit(&call)?)
+                Started::Ool(c.submit_at(&call, now)?)
             };
-            queue.push_back((Instant::now(), k, started));
+            queue.push_back((now, k, started));
             sent += 1;
         }
         let Some((t0, k, started)) = queue.pop_front() else {
             break;
         };
-        let deadline = Instant::now() + timeout;
-        match started {
-            Started::Ping(p) => {
-                c.wait(p, deadline)?;
-            }
-            Started::Ool(p) => {
-                let reply = c.wait(p, deadline)?;
-                if reply.value.len != size {
-                    return Err(CliError::Protocol(format!(
-                        "echo_ool returned {} bytes for {size}",
-                        reply.value.len
-                    )));
+        started.wait(&mut c, now + timeout, size)?;
+        now = Instant::now();
+        latencies.push(now - t0);
+        free.push(k);
+        while let Some((t0, k, started)) = queue.pop_front() {
+            match started.try_take(&mut c, size)? {
+                None => {
+                    latencies.push(now - t0);
+                    free.push(k);
+                }
+                Some(still) => {
+                    queue.push_front((t0, k, still));
+                    break;
                 }
             }
         }
-        latencies.push(t0.elapsed());
-        free.push(k);
     }
     let elapsed = start.elapsed();
     let s = c.stats();

@@ -293,6 +293,26 @@ fn typed_client_objects_place_their_bytes_themselves() {
 }
 
 #[test]
+fn answers_already_in_are_taken_without_waiting() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let mut conn = connected(&w);
+    let now = Instant::now();
+    let (one, two) = (
+        arith::Operands { a: 1, b: 1 },
+        arith::Operands { a: 2, b: 1 },
+    );
+    let first = conn.submit_at(&arith::client::add(&one), now).unwrap();
+    let second = conn.submit_at(&arith::client::add(&two), now).unwrap();
+    // Waiting for the second takes the first's answer off the ring too (they come in order).
+    assert_eq!(conn.wait(second, now + T).unwrap().value.value, 3);
+    let first = match conn.try_take(first).unwrap() {
+        Ok(reply) => reply,
+        Err(_) => panic!("the first call's answer was not kept"),
+    };
+    assert_eq!(first.value.value, 2);
+}
+
+#[test]
 fn many_calls_in_flight_complete_in_any_order() {
     let (w, _server) = attached(Behaviour::Normal);
     let mut conn = connected(&w);

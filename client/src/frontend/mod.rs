@@ -156,10 +156,17 @@ impl<D: XenDevices> Connection<D> {
 
     /// Starts a call and publishes it (notifying the server if it asked to be).
     pub fn submit<R>(&mut self, call: &TypedCall<'_, R>) -> Result<Pending<R>> {
+        self.submit_at(call, Instant::now())
+    }
+
+    /// [`Self::submit`] for a caller that read the clock already (`now`): a caller starting
+    /// several calls reads it once for all of them (a clock read is a system call in a PV
+    /// guest).
+    pub fn submit_at<R>(&mut self, call: &TypedCall<'_, R>, now: Instant) -> Result<Pending<R>> {
         self.check_failed()?;
         let pending = self.client.start(call)?;
         self.stats.calls_started += 1;
-        self.calls.started(pending.call_id(), Instant::now());
+        self.calls.started(pending.call_id(), now);
         if self.client.publish() {
             ChannelNotify(&self.channel, &mut self.stats.notifications_sent).send()?;
         }
@@ -261,6 +268,20 @@ impl<D: XenDevices> Connection<D> {
     ) -> Result<Reply<R>> {
         let completion = self.wait_completion(pending.call_id(), deadline)?;
         self.finish(pending, &completion)
+    }
+
+    /// `pending`'s response if it has arrived, without waiting (and without reading the
+    /// clock); else `pending` back.
+    pub fn try_take<R: FromBytes>(
+        &mut self,
+        pending: Pending<R>,
+    ) -> Result<std::result::Result<Reply<R>, Pending<R>>> {
+        self.check_failed()?;
+        self.drain()?;
+        match self.calls.take(pending.call_id()) {
+            Some(completion) => self.finish(pending, &completion).map(Ok),
+            None => Ok(Err(pending)),
+        }
     }
 
     /// [`Self::wait`] for call `id`, returning its completion whatever its status.

@@ -50,6 +50,8 @@ fn close_all_on_shutdown() {
     if let Some(backend) = BACKEND.lock().as_mut() {
         backend.shutdown(&mut KernelStore);
         log!("rpc: all clients closed");
+        #[cfg(not(feature = "unprotected"))]
+        crate::user::domain::log_usage();
     }
 }
 

@@ -262,6 +262,25 @@ extern "C" fn xenrpc_domain_entry() -> ! {
     }
 }
 
+/// Every domain built, for the shutdown report.
+static DOMAINS: spin::Mutex<Vec<&'static Domain>> = spin::Mutex::new(Vec::new());
+
+/// Logs each domain's entries into user mode, the calls they carried and its faults (at
+/// shutdown: how well calls were batched).
+pub fn log_usage() {
+    use core::sync::atomic::Ordering::Relaxed;
+    for d in DOMAINS.lock().iter() {
+        log!(
+            "user: domain {} ({}): {} calls in {} entries, {} faults",
+            d.index,
+            d.names,
+            d.calls.load(Relaxed),
+            d.entries.load(Relaxed),
+            d.faults.load(Relaxed)
+        );
+    }
+}
+
 /// One protection domain.
 pub struct Domain {
     /// Its number, in constructor order.
@@ -279,6 +298,9 @@ pub struct Domain {
     heap_bytes: usize,
     policy: FaultPolicy,
     clean: CleanCopy,
+    /// Entries into user mode, and the calls they carried.
+    entries: core::sync::atomic::AtomicU64,
+    calls: core::sync::atomic::AtomicU64,
     /// Faults since boot, and since the last reset.
     faults: core::sync::atomic::AtomicU64,
     faults_since_reset: core::sync::atomic::AtomicU64,
@@ -406,6 +428,8 @@ impl Domain {
             heap_bytes: heap_pages * PAGE_SIZE,
             policy,
             clean,
+            entries: core::sync::atomic::AtomicU64::new(0),
+            calls: core::sync::atomic::AtomicU64::new(0),
             faults: core::sync::atomic::AtomicU64::new(0),
             faults_since_reset: core::sync::atomic::AtomicU64::new(0),
             names,
@@ -418,6 +442,7 @@ impl Domain {
             pool_before.saturating_sub(mm::pool_available()),
             domain.clean.heap_bytes()
         );
+        DOMAINS.lock().push(domain);
         Ok(slots
             .into_iter()
             .map(|(slot, info, access)| StandIn::new(domain, slot, info, access))
@@ -457,6 +482,11 @@ impl Domain {
         result: &mut [u8],
     ) -> (GateBatchReply, Result<(), UserExit>) {
         let calls = batch.calls();
+        {
+            use core::sync::atomic::Ordering::Relaxed;
+            self.entries.fetch_add(1, Relaxed);
+            self.calls.fetch_add(calls.len() as u64, Relaxed);
+        }
         let call_page = self.gate.call as *mut GateBatch;
         let reply_page = self.gate.reply as *mut GateBatchReply;
         let switched = self.gate.owner.lock().claim(
