@@ -385,7 +385,14 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
                     worst,
                 });
             }
-            for charge in self.handle_batch(&batch, dispatcher, clock) {
+            // A batch of one (every call, where the handler takes them one at a time) gets
+            // buffers for one.
+            let charges = if batch.len() == 1 {
+                self.handle_batch::<1>(&batch, dispatcher, clock)
+            } else {
+                self.handle_batch::<MAX_BATCH>(&batch, dispatcher, clock)
+            };
+            for charge in charges {
                 work += charge.cost;
                 earned += u32::from(charge.earned);
             }
@@ -438,14 +445,17 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
 
     /// Validates each gathered request's header (already copied), copies its inline
     /// arguments, runs the accepted ones as one batch and writes the responses (but for
-    /// one-way calls), in ring order. Returns what each request cost.
-    fn handle_batch(
+    /// one-way calls), in ring order. Returns what each request cost. `N`: room for the
+    /// batch (at least its length, at most [`MAX_BATCH`]).
+    fn handle_batch<const N: usize>(
         &mut self,
         batch: &[Gathered],
         dispatcher: &mut impl Dispatcher,
         clock: &impl Clock,
     ) -> ArrayVec<Charge, MAX_BATCH> {
-        let mut checked = ArrayVec::<_, MAX_BATCH>::new();
+        debug_assert!(batch.len() <= N && N <= MAX_BATCH);
+        let batch = &batch[..batch.len().min(N)];
+        let mut checked = ArrayVec::<_, N>::new();
         for g in batch {
             self.stats.requests += 1;
             if g.one_way {
@@ -457,21 +467,21 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             }
             checked.push(check);
         }
-        let meters: [CopyMeter; MAX_BATCH] = core::array::from_fn(|i| match checked.get(i) {
+        let meters: [CopyMeter; N] = core::array::from_fn(|i| match checked.get(i) {
             Some(Ok(((_, args_len), (_, result_len)))) => {
                 CopyMeter::for_windows(*args_len, *result_len)
             }
             _ => CopyMeter::for_windows(0, 0),
         });
-        let mut inline_args = [[0u8; INLINE_CAPACITY]; MAX_BATCH];
-        let mut replies = [[0u8; INLINE_CAPACITY]; MAX_BATCH];
+        let mut inline_args = [[0u8; INLINE_CAPACITY]; N];
+        let mut replies = [[0u8; INLINE_CAPACITY]; N];
         // (status, reply length, out-of-line bytes written) per request.
-        let mut outcomes = [(Status::Ok, 0usize, 0usize); MAX_BATCH];
+        let mut outcomes = [(Status::Ok, 0usize, 0usize); N];
         {
             let view = self.ring.view();
             let data = self.data.view();
-            let mut calls = ArrayVec::<BatchedCall<'_>, MAX_BATCH>::new();
-            let mut positions = ArrayVec::<usize, MAX_BATCH>::new();
+            let mut calls = ArrayVec::<BatchedCall<'_>, N>::new();
+            let mut positions = ArrayVec::<usize, N>::new();
             let slots = inline_args.iter_mut().zip(replies.iter_mut()).zip(&meters);
             for (i, ((inline, reply), meter)) in slots.enumerate().take(batch.len()) {
                 let g = &batch[i];
