@@ -254,6 +254,13 @@ impl<'a> Registry<'a> {
         }
     }
 
+    /// Where `service` is registered.
+    fn position(&self, service: u32) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.as_ref().is_some_and(|e| e.handler.info().id == service))
+    }
+
     /// The registered handler of `service`, if `peer` may call it.
     fn handler_for(
         &mut self,
@@ -261,10 +268,8 @@ impl<'a> Registry<'a> {
         peer: PeerId,
     ) -> Result<&mut &'a mut dyn ServiceHandler, Status> {
         let Some(entry) = self
-            .entries
-            .iter_mut()
-            .flatten()
-            .find(|e| e.handler.info().id == service)
+            .position(service)
+            .and_then(|at| self.entries[at].as_mut())
         else {
             return Err(Status::UnknownService);
         };
@@ -295,10 +300,8 @@ impl Dispatcher for Registry<'_> {
     }
 
     fn batch_limit(&self, service: u32) -> usize {
-        self.entries
-            .iter()
-            .flatten()
-            .find(|e| e.handler.info().id == service)
+        self.position(service)
+            .and_then(|at| self.entries[at].as_ref())
             .map_or(1, |e| e.handler.batch_limit().clamp(1, MAX_BATCH))
     }
 
