@@ -9,10 +9,11 @@
 //!   on that heap, before any of their code runs in user mode, and a reset rewrites it);
 //! - in the domain's space only: its stack between guard pages at `STACK_OFFSET`, and its
 //!   space page at `SPACE_PAGE_VA` (the heap's allocator state and the handler table);
-//! - the gate, shared by every domain: the call record (read-only to user mode), the reply
+//! - the gate, shared by every domain: the batch record (read-only to user mode), the reply
 //!   record, and the two windows, arguments (read-only) then result. The kernel reaches the
-//!   gate through its own addresses, and clears what a call put there before the next; only
-//!   one domain runs at a time (one vCPU), so a domain finds in it only its own call.
+//!   gate through its own addresses; only one domain runs at a time (one vCPU), and the gate
+//!   is cleared whenever a different domain enters (`gate::WindowOwner`), so a domain finds
+//!   in it only its own calls.
 //!
 //! The kernel never calls into a service object once user code of its domain has run: the
 //! services' descriptions are taken while they are built, and every later call (a request, a
@@ -546,16 +547,12 @@ impl Domain {
         }
     }
 
-    /// Faults of the domain's code since boot.
-    pub(super) fn fault_count(&self) -> u64 {
-        self.faults.load(core::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Counts a fault of the domain's code. The fault that completes `reset_after` since the
-    /// last reset puts the domain back to its clean copy.
-    pub(super) fn fault(&self) {
+    /// Counts a fault of the domain's code and logs `what` with the count. The fault that
+    /// completes `reset_after` since the last reset puts the domain back to its clean copy.
+    pub(super) fn fault(&self, what: core::fmt::Arguments<'_>) {
         use core::sync::atomic::Ordering::SeqCst;
-        self.faults.fetch_add(1, SeqCst);
+        let n = self.faults.fetch_add(1, SeqCst) + 1;
+        log!("{what}; {n} in domain {}", self.index);
         let since = self.faults_since_reset.fetch_add(1, SeqCst) + 1;
         if self.policy.reset_after != 0 && since >= self.policy.reset_after {
             self.faults_since_reset.store(0, SeqCst);

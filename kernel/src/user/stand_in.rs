@@ -11,7 +11,6 @@ use xenrpc_proto::{
 
 use super::domain::Domain;
 use super::UserExit;
-use crate::log;
 
 /// One service of a domain, as the kernel's registry sees it.
 pub struct StandIn {
@@ -67,15 +66,12 @@ impl StandIn {
             UserExit::Panicked { .. } => alloc::format!(": {}", self.domain.panic_message()),
             _ => alloc::string::String::new(),
         };
-        let line = alloc::format!(
+        self.domain.fault(format_args!(
             "rpc: handler fault in {}.{} (dom{}): {exit}{message}",
             self.info.name,
             self.method_name(call.method()),
             call.peer().0,
-        );
-        let n = self.domain.fault_count() + 1;
-        log!("{line}; {n} in domain {}", self.domain.index);
-        self.domain.fault();
+        ));
     }
 }
 
@@ -120,14 +116,10 @@ impl ServiceHandler for StandIn {
         let (args, result) = self.domain.gate.windows();
         let (_, ran): (GateBatchReply, _) = self.domain.run(&batch, args, result);
         if let Err(exit) = ran {
-            log!(
-                "rpc: handler fault in {} forgetting dom{}: {exit}; {} in domain {}",
-                self.info.name,
-                peer.0,
-                self.domain.fault_count() + 1,
-                self.domain.index
-            );
-            self.domain.fault();
+            self.domain.fault(format_args!(
+                "rpc: handler fault in {} forgetting dom{}: {exit}",
+                self.info.name, peer.0,
+            ));
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Kernel side of a batch: packs calls into a [`GateBatch`] and the service's windows, enters
 //! the service once per batch, imports each reply, and when an entry fails (the service
 //! faulted or ran past its budget) answers the call that was running with the failure and
-//! runs the calls after it in a new entry. What a batch put in the windows is cleared before
-//! the next.
+//! runs the calls after it in a new entry. What the windows hold is cleared when a different
+//! service enters ([`WindowOwner`]).
 
 use arrayvec::ArrayVec;
 
