@@ -388,3 +388,15 @@ pub fn new_user_baseptr(l4_mfn: u64) -> XenResult<()> {
     // SAFETY: changes only what user mode sees; the kernel's own tables stay loaded.
     unsafe { mmuext_op(core::slice::from_mut(&mut op)) }
 }
+
+/// `MMUEXT_TLB_FLUSH_LOCAL`: flushes this vCPU's TLB (what a switch between the kernel's and
+/// user mode's tables costs, measured by a self-test).
+pub fn tlb_flush_local() -> XenResult<()> {
+    let mut op = abi::mmuext_op {
+        cmd: abi::MMUEXT_TLB_FLUSH_LOCAL,
+        arg1: abi::mmuext_op__bindgen_ty_1 { mfn: 0 },
+        arg2: abi::mmuext_op__bindgen_ty_2 { nr_ents: 0 },
+    };
+    // SAFETY: a flush changes no mapping; the TLB refills from the same tables.
+    unsafe { mmuext_op(core::slice::from_mut(&mut op)) }
+}

@@ -616,6 +616,12 @@ impl Watch<'_> {
             self.verdict = Some(true);
         } else if text.starts_with("xenrpc: selftest ") && text.ends_with(": ok") {
             self.selftests_ok += 1;
+        } else if let Some((label, value)) = text
+            .strip_prefix("xenrpc: measure ")
+            .and_then(|m| m.split_once(": "))
+        {
+            // A figure a self-test measured (its cost, not its verdict).
+            self.timings.push((label.to_string(), value.to_string()));
         }
     }
 
