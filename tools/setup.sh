@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything xenrpc needs on a fresh Debian 12 machine. Idempotent; run as root.
-#   tools/setup.sh          Rust target + Xen testbed packages
-#   tools/setup.sh --rust   only the Rust target (enough for host tests)
+#   tools/setup.sh          Rust target + Xen testbed packages + the benchmarks' peers
+#   tools/setup.sh --rust   only the Rust target (enough for host tests; the peers' crate then
+#                           builds them as unavailable and says why)
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -20,6 +21,8 @@ need_rust_target() {
 }
 
 testbed_pkgs=(xen-hypervisor-4.17-amd64 xen-utils-4.17 linux-image-amd64 busybox-static cpio)
+# The peers xenrpc is measured beside (peers/): SunRPC = libtirpc + rpcgen, gRPC = tonic + protoc.
+peer_pkgs=(libtirpc-dev rpcsvc-proto protobuf-compiler pkg-config)
 
 missing_pkgs() {
     local p
@@ -42,7 +45,7 @@ need_testbed() {
     [ "$(id -u)" = 0 ] || { echo "setup: the testbed packages need root (apt-get)" >&2; exit 1; }
     export DEBIAN_FRONTEND=noninteractive
     local missing
-    missing=$(missing_pkgs "${testbed_pkgs[@]}")
+    missing=$(missing_pkgs "${testbed_pkgs[@]}" "${peer_pkgs[@]}")
     if [ -n "$missing" ]; then
         apt_update_once
         log "apt-get install $(echo $missing)"

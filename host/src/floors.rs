@@ -1,6 +1,7 @@
 //! The floors the benchmark compares xenrpc against, measured between two processes in the same
-//! run: a raw shared-memory ping-pong (spinning), a raw eventfd round trip (blocking), and a
-//! plain Unix-domain-socket request/response.
+//! run: the physical limit (one cache line bounced between two spinning processes, timed in
+//! batches), a raw shared-memory ping-pong (two lines, each round trip timed), a raw eventfd
+//! round trip (blocking), and a plain Unix-domain-socket request/response.
 //!
 //! The measuring process drives a peer process through a control socket (a seqpacket socket the
 //! peer inherits). Each command carries the fds it needs; the peer answers each round trip and
@@ -24,6 +25,7 @@ const CMD_SPIN_PINGPONG: u32 = 1;
 const CMD_EVENTFD_ROUNDTRIP: u32 = 2;
 const CMD_UDS_ECHO: u32 = 3;
 const CMD_QUIT: u32 = 4;
+const CMD_LINE_PINGPONG: u32 = 5;
 const COMMAND_LEN: usize = 16;
 /// Ping and pong live on separate cache lines, as a ring's request and response indices do.
 const PONG_OFFSET: usize = 64;
@@ -57,6 +59,33 @@ impl FloorDriver {
                 std::hint::spin_loop();
             }
             samples.push(start.elapsed());
+        }
+        self.wait_done()?;
+        Ok(samples)
+    }
+
+    /// The physical limit of a round trip between two CPUs: one cache line that both sides
+    /// write (the driver an odd count, the peer the even count after it), `batches` batches of
+    /// `per_batch` round trips each timed as a whole, because a clock read costs about as much
+    /// as a round trip. Returns each batch's time per round trip.
+    pub fn line_pingpong(&self, batches: u64, per_batch: u64) -> io::Result<Vec<Duration>> {
+        let per_batch = per_batch.max(1);
+        let region = MemfdRegion::create("xenrpc-floor-line", PAGE_SIZE)?;
+        let round_trips = batches.saturating_mul(per_batch);
+        self.command(CMD_LINE_PINGPONG, round_trips, 0, &[region.fd()])?;
+        let line = atomic_at(&region, 0);
+        let mut samples = Vec::with_capacity(batches as usize);
+        let mut count = 0u64;
+        for _ in 0..batches {
+            let start = Instant::now();
+            for _ in 0..per_batch {
+                count += 2;
+                line.store(count - 1, Ordering::Release);
+                while line.load(Ordering::Acquire) != count {
+                    std::hint::spin_loop();
+                }
+            }
+            samples.push(start.elapsed().div_f64(per_batch as f64));
         }
         self.wait_done()?;
         Ok(samples)
@@ -200,6 +229,10 @@ pub fn run_floor_peer(control: OwnedFd) -> io::Result<()> {
                 MemfdRegion::map_received(next_fd()?, PAGE_SIZE)?,
                 iterations,
             ),
+            CMD_LINE_PINGPONG => serve_line(
+                MemfdRegion::map_received(next_fd()?, PAGE_SIZE)?,
+                iterations,
+            ),
             CMD_EVENTFD_ROUNDTRIP => serve_eventfd(next_fd()?, next_fd()?, iterations)?,
             CMD_UDS_ECHO => serve_uds(UnixStream::from(next_fd()?), iterations, size)?,
             CMD_QUIT => return Ok(()),
@@ -222,6 +255,16 @@ fn serve_spin(region: MemfdRegion, iterations: u64) {
             std::hint::spin_loop();
         }
         pong.store(round, Ordering::Release);
+    }
+}
+
+fn serve_line(region: MemfdRegion, round_trips: u64) {
+    let line = atomic_at(&region, 0);
+    for round in 1..=round_trips {
+        while line.load(Ordering::Acquire) != 2 * round - 1 {
+            std::hint::spin_loop();
+        }
+        line.store(2 * round, Ordering::Release);
     }
 }
 

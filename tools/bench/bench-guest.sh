@@ -7,11 +7,19 @@
 
 tb_client_cfg client /run/client.cfg
 
+# Boot to ready, for the service VM and a Linux guest alike: what `xl create` takes (the
+# toolstack builds the domain), then what the guest takes from its entry to serving (its own
+# clock: Xen system time in the service VM, /proc/uptime at init in Linux).
 tb_stage create-server
+created=$(tb_uptime)
 xl create tools/xenrpc.cfg || tb_fail "xl create tools/xenrpc.cfg failed"
+tb_time "service VM: xl create" "$created" "$(tb_uptime)"
 server=$(xl domid xenrpc) || tb_fail "xl domid xenrpc failed"
 tb_stream_console xenrpc
 tb_wait_console xenrpc "xenrpc: ready" 120
+ready_ms=$(sed -n 's/.*xenrpc: ready (\([0-9]*\) ms after entry).*/\1/p' "$(tb_console_log xenrpc)" | head -n 1)
+[ -n "$ready_ms" ] || tb_fail "the service VM's ready line gives no time since entry"
+echo "TESTBED: TIME service VM: entry -> ready $(awk -v ms="$ready_ms" 'BEGIN { printf "%.2fs", ms / 1000 }')"
 # The baseline: the same services, handlers in kernel mode (a test image only).
 xl create tools/xenrpc.cfg 'name="xenrpc-unprotected"' 'kernel="build/xenrpc-unprotected.elf"' ||
     tb_fail "xl create of the unprotected build failed"
@@ -21,10 +29,15 @@ tb_wait_console xenrpc-unprotected "xenrpc: ready" 120
 tb_expect_console xenrpc-unprotected "UNPROTECTED build"
 
 tb_stage create-client
+created=$(tb_uptime)
 xl create /run/client.cfg || tb_fail "xl create client failed"
+tb_time "Linux guest: xl create" "$created" "$(tb_uptime)"
 client=$(xl domid client) || tb_fail "xl domid client failed"
 tb_stream_console client
 tb_wait_console client "client-guest: ready" 240
+init_s=$(sed -n 's/.*client-guest: init at uptime \([0-9.]*\)s.*/\1/p' "$(tb_console_log client)" | head -n 1)
+[ -n "$init_s" ] || tb_fail "the Linux guest's init line gives no uptime"
+echo "TESTBED: TIME Linux guest: entry -> init ${init_s}s"
 
 tb_stage attach
 xenrpc attach "$server" "$client" 0 || tb_fail "xenrpc attach $server $client 0 failed"

@@ -15,7 +15,8 @@ use xenrpc_host::process::ChildGuard;
 use xenrpc_host::wait::SpinPolicy;
 use xenrpc_proto::services::echo;
 
-use crate::{latency, spawn_piped, BenchServer, Latency, Row, CALL_TIMEOUT};
+use crate::latency::{latency, Latency};
+use crate::{spawn_piped, BenchServer, Row, CALL_TIMEOUT};
 
 pub const SECTION: &str = "honest client under attack (spin)";
 /// How to read the rows (printed under the table).
@@ -113,7 +114,7 @@ fn row(name: String, (measured, rate): (Latency, f64), alone: &Latency) -> Row {
     row.p50_ns = Some(measured.p50);
     row.p99_ns = Some(measured.p99);
     row.calls_per_s = Some(rate);
-    row.ratio = Some((
+    row.ratios.push((
         measured.p50 / alone.p50,
         format!("alone (p99 {:.2}x)", measured.p99 / alone.p99),
     ));

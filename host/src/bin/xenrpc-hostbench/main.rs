@@ -2,9 +2,12 @@
 //! (`--latency-only` skips the throughput part, `--attacks-only` runs only the attack rows).
 //!
 //! Spawns its own server and client processes, measures xenrpc over the host transport in spin
-//! mode and in blocking mode, measures the floors on this machine in the same run (raw
-//! shared-memory ping-pong, raw eventfd round trip, Unix-socket request/response), and prints
-//! every xenrpc figure next to its ratio to the matching floor; then an honest client's null
+//! mode and in blocking mode, and in the same run the floors on this machine (the physical
+//! limit: one cache line bounced between the two CPUs, timed in batches; a raw shared-memory
+//! ping-pong timed per round trip; a raw eventfd round trip; Unix-socket request/response) and
+//! the peers (`peers`: SunRPC over TCP and a Unix socket, gRPC over TCP), and prints every
+//! xenrpc figure next to its ratios to its floor, the limit and each peer; then CPU per call
+//! of calls paced at 1,000 a second (an idle service's load); then an honest client's null
 //! calls alone and beside each attacker of `xenrpc_host::attack` (see `attackers`), as ratios
 //! to alone. Also writes the table as CSV and charts as SVG next to the binary's target
 //! directory (`target/xenrpc-hostbench.csv`, `.svg`).
@@ -21,17 +24,23 @@ use xenrpc_host::hostd::READY_LINE;
 use xenrpc_host::process::{
     available_cpus, pin_to_cpu, spawn_with_control_socket, take_inherited_socket, ChildGuard,
 };
-use xenrpc_host::stats::{median, percentile, process_cpu_time};
+use xenrpc_host::stats::process_cpu_time;
 use xenrpc_host::wait::SpinPolicy;
 use xenrpc_proto::services::echo;
 
+use latency::{
+    latency, Compared, LatencySeries, EVENTFD_FLOOR, LIMIT, NULL_CALL, SHM_FLOOR, UDS_FLOOR,
+};
 use render::{output_path, render, render_csv, render_svg, size_label};
 
 mod attackers;
+mod latency;
+mod peers;
 mod render;
 mod throughput;
 
-use throughput::{client_role, echo_loop, echo_pipelined, multi_client_echo};
+use peers::Peer;
+use throughput::{client_role, echo_loop, echo_pipelined, multi_client_echo, paced_cpu};
 
 const SIZES: [usize; 4] = [64, 4096, 64 * 1024, 1024 * 1024];
 const CLIENT_CPU: usize = 0;
@@ -53,6 +62,8 @@ struct Budget {
     throughput_time: Duration,
     /// Honest null calls per attack row.
     attack_time: Duration,
+    /// Calls in each paced row.
+    paced_calls: u64,
 }
 
 fn main() {
@@ -65,6 +76,7 @@ fn main() {
         }
         Some("--role-client") => client_role(&args[1..]),
         Some("--role-attacker") => attackers::attacker_role(&args[1..]),
+        Some("--role-peer-server") => peers::server_role(&args[1..]),
         Some("--help" | "-h") => {
             println!("usage: xenrpc-hostbench [--quick] [--latency-only | --attacks-only]");
             Ok(())
@@ -99,7 +111,8 @@ struct Row {
     calls_per_s: Option<f64>,
     mb_per_s: Option<f64>,
     cpu_ns_per_call: Option<f64>,
-    ratio: Option<(f64, String)>,
+    /// Ratios to other rows (the first is the row's own floor or baseline), with their labels.
+    ratios: Vec<(f64, String)>,
 }
 
 impl Row {
@@ -112,21 +125,8 @@ impl Row {
             calls_per_s: None,
             mb_per_s: None,
             cpu_ns_per_call: None,
-            ratio: None,
+            ratios: Vec::new(),
         }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Latency {
-    p50: f64,
-    p99: f64,
-}
-
-fn latency(samples: &mut [Duration]) -> Latency {
-    Latency {
-        p50: percentile(samples, 50.0).as_nanos() as f64,
-        p99: percentile(samples, 99.0).as_nanos() as f64,
     }
 }
 
@@ -138,6 +138,7 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
             blocking_roundtrips: 2_000,
             throughput_time: Duration::from_millis(200),
             attack_time: Duration::from_millis(500),
+            paced_calls: 200,
         }
     } else {
         Budget {
@@ -146,6 +147,7 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
             blocking_roundtrips: 10_000,
             throughput_time: Duration::from_secs(1),
             attack_time: Duration::from_secs(2),
+            paced_calls: 1_000,
         }
     };
     let cpus = available_cpus();
@@ -187,43 +189,100 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
         client_options(SpinPolicy::BLOCKING, 1),
     )
     .map_err(io::Error::other)?;
+    let mut peers = peers::start_available()?;
 
-    // Latency: floors and xenrpc alternate, round after round, so that each ratio compares
-    // figures taken moments apart; the table shows medians over the rounds.
+    // Latency: floors, peers and xenrpc alternate, round after round.
     let mut series = LatencySeries::default();
     for round in 0..budget.rounds {
         println!("latency round {}/{} ...", round + 1, budget.rounds);
+        // A clock read costs about a round trip of the limit: batches of a thousand.
+        let limit = latency(&mut floor.line_pingpong(budget.spin_roundtrips / 1000, 1000)?);
+        series.push("floor", LIMIT, limit, None);
         floor.spin_pingpong(budget.spin_roundtrips / 10)?;
-        let spin_floor = latency(&mut floor.spin_pingpong(budget.spin_roundtrips)?);
-        let (mut samples, spin_cpu) =
+        let shm = latency(&mut floor.spin_pingpong(budget.spin_roundtrips)?);
+        series.push("floor", SHM_FLOOR, shm, None);
+        let (mut samples, cpu) =
             null_calls(&mut spin_client, spin_server.pid(), budget.spin_roundtrips)?;
-        let spin = latency(&mut samples);
+        series.push("xenrpc spin", NULL_CALL, latency(&mut samples), Some(cpu));
         floor.eventfd_roundtrip(budget.blocking_roundtrips / 10)?;
-        let eventfd_floor = latency(&mut floor.eventfd_roundtrip(budget.blocking_roundtrips)?);
-        let (mut samples, blocking_cpu) = null_calls(
+        let eventfd = latency(&mut floor.eventfd_roundtrip(budget.blocking_roundtrips)?);
+        series.push("floor", EVENTFD_FLOOR, eventfd, None);
+        let (mut samples, cpu) = null_calls(
             &mut blocking_client,
             blocking_server.pid(),
             budget.blocking_roundtrips,
         )?;
-        let blocking = latency(&mut samples);
-        let uds = latency(&mut floor.uds_echo(budget.blocking_roundtrips, 0)?);
         series.push(
-            spin_floor,
-            eventfd_floor,
-            uds,
-            (spin, spin_cpu),
-            (blocking, blocking_cpu),
+            "xenrpc blocking",
+            NULL_CALL,
+            latency(&mut samples),
+            Some(cpu),
         );
+        let uds = latency(&mut floor.uds_echo(budget.blocking_roundtrips, 0)?);
+        series.push("floor", UDS_FLOOR, uds, None);
+        for (server, client) in &mut peers {
+            let (mut samples, cpu) =
+                peers::null_calls(server, client.as_mut(), budget.blocking_roundtrips)?;
+            series.push(
+                server.peer.label(),
+                NULL_CALL,
+                latency(&mut samples),
+                Some(cpu),
+            );
+        }
     }
-    let mut rows = series.rows();
+    let others = |own_floor: (&'static str, &'static str)| -> Vec<Compared> {
+        let mut compared = vec![
+            ("floor", own_floor.0, own_floor.1),
+            ("floor", LIMIT, "limit"),
+            ("floor", UDS_FLOOR, "UDS 0 B"),
+        ];
+        compared.extend(Peer::ALL.map(|p| (p.label(), NULL_CALL, p.label())));
+        compared
+    };
+    let mut rows = series.rows(&[
+        ("xenrpc spin", others((SHM_FLOOR, "shm ping-pong"))),
+        ("xenrpc blocking", others((EVENTFD_FLOOR, "eventfd RTT"))),
+    ]);
+
+    // CPU per call when calls come seldom, as to an idle service: what spinning costs.
+    println!("paced calls ({} a second) ...", PACED_RATE);
+    let ping = echo::client::ping(&());
+    let mut paced = Vec::new();
+    for (section, client, pid) in [
+        ("xenrpc spin", &mut spin_client, spin_server.pid()),
+        (
+            "xenrpc blocking",
+            &mut blocking_client,
+            blocking_server.pid(),
+        ),
+    ] {
+        let cpu = paced_cpu(budget.paced_calls, PACED_RATE, pid, || {
+            client
+                .call(&ping, CALL_TIMEOUT)
+                .map(drop)
+                .map_err(io::Error::other)
+        })?;
+        paced.push((section, cpu));
+    }
+    for (server, client) in &mut peers {
+        let cpu = paced_cpu(budget.paced_calls, PACED_RATE, server.pid(), || {
+            client.null()
+        })?;
+        paced.push((server.peer.label(), cpu));
+    }
+    rows.extend(paced_rows(&paced));
+
     rows.extend(attackers::rows(budget.attack_time)?);
     if latency_only {
         println!("\n{}", render(&rows));
+        print_aims(&rows);
         println!("{}", attackers::NOTE);
         return Ok(());
     }
 
     println!("throughput: UDS floor ...");
+    let mut baselines: Vec<(String, Vec<f64>)> = Vec::new();
     let mut uds_echo = Vec::new();
     for &size in &SIZES {
         // Size the run to the time budget from a short probe.
@@ -240,8 +299,28 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
         rows.push(row);
         uds_echo.push(rate);
     }
+    baselines.push(("UDS echo".into(), uds_echo));
     drop(floor);
     floor_child.wait_or_kill(Duration::from_secs(5))?;
+
+    for (server, client) in &mut peers {
+        let label = server.peer.label();
+        println!("throughput: {label} ...");
+        let mut rates = Vec::new();
+        for &size in &SIZES {
+            let (calls, elapsed, cpu) =
+                peers::echo_loop(server, client.as_mut(), size, budget.throughput_time)?;
+            let rate = calls as f64 / elapsed.as_secs_f64();
+            let name = format!("echo {}, 1 client", size_label(size));
+            let mut row = throughput_row(label, name, size, rate, cpu);
+            row.ratios
+                .push((rate / baselines[0].1[rates.len()], "UDS echo".into()));
+            rows.push(row);
+            rates.push(rate);
+        }
+        baselines.push((label.to_string(), rates));
+    }
+    drop(peers);
 
     for (section, server, client, spin) in [
         ("xenrpc spin", &spin_server, &mut spin_client, spin_policy),
@@ -253,13 +332,17 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
         ),
     ] {
         println!("throughput: {section} ...");
-        // One client in this process, one call at a time.
+        // One client in this process, one call at a time: beside every baseline.
         for (i, &size) in SIZES.iter().enumerate() {
             let (calls, elapsed, cpu) =
                 echo_loop(client, size, budget.throughput_time, Some(server.pid()))?;
             let rate = calls as f64 / elapsed.as_secs_f64();
             let name = format!("echo {}, 1 client", size_label(size));
-            rows.push(throughput_row(section, name, size, rate, cpu, uds_echo[i]));
+            let mut row = throughput_row(section, name, size, rate, cpu);
+            for (label, rates) in &baselines {
+                row.ratios.push((rate / rates[i], label.clone()));
+            }
+            rows.push(row);
         }
         // Pipelined: one publish (and at most one wake-up) per batch.
         let mut pipelined = Client::connect(&server.socket, client_options(spin, PIPELINE_DEPTH))
@@ -272,14 +355,20 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
                 "echo {}, 1 client, {PIPELINE_DEPTH} in flight",
                 size_label(size)
             );
-            rows.push(throughput_row(section, name, size, rate, cpu, uds_echo[i]));
+            let mut row = throughput_row(section, name, size, rate, cpu);
+            row.ratios
+                .push((rate / baselines[0].1[i], "UDS echo".into()));
+            rows.push(row);
         }
         drop(pipelined);
         // Four client processes at once.
         for (i, &size) in SIZES.iter().enumerate() {
             let (rate, cpu) = multi_client_echo(server, spin, size, 4, budget.throughput_time)?;
             let name = format!("echo {}, 4 clients", size_label(size));
-            rows.push(throughput_row(section, name, size, rate, cpu, uds_echo[i]));
+            let mut row = throughput_row(section, name, size, rate, cpu);
+            row.ratios
+                .push((rate / baselines[0].1[i], "UDS echo".into()));
+            rows.push(row);
         }
     }
     drop(spin_client);
@@ -288,31 +377,85 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
     blocking_server.stop()?;
 
     println!("\n{}", render(&rows));
-    for (section, aim, floor) in [
-        ("xenrpc spin", 2.0, "raw shm ping-pong"),
-        ("xenrpc blocking", 1.5, "raw eventfd round trip"),
-    ] {
-        let null_row = rows
-            .iter()
-            .find(|r| r.section == section && r.name == "null call, 1 client");
-        if let Some((ratio, _)) = null_row.and_then(|r| r.ratio.clone()) {
-            let verdict = if ratio <= aim { "met" } else { "NOT met" };
-            println!(
-                "aim: {section} null-call p50 within {aim}x of the {floor}: {ratio:.2}x, {verdict}"
-            );
-        }
-    }
+    print_aims(&rows);
     println!(
         "Latency rows: medians over {} alternating rounds; ratios are medians of per-round ratios. \
-MB/s counts payload bytes per direction. CPU/call = client + server CPU time (from \
-/proc/<pid>/task/*/schedstat) per call, spinning included. Ratios: latency = xenrpc / floor \
-(lower is better); throughput = xenrpc / UDS echo of the same size, 1 client (higher is better).",
+The limit is one cache line bounced between the two CPUs, timed in batches of 1,000 (so its p99 \
+is a batch's, not a call's). MB/s counts payload bytes per direction. CPU/call = client + server \
+CPU time (from /proc/<pid>/task/*/schedstat) per call, spinning included. Ratios: latency = \
+xenrpc p50 / the other's p50 (lower is better); throughput = xenrpc calls/s / the other's at \
+the same size, 1 client (higher is better); paced = CPU per call / SunRPC TCP's (lower is \
+better).",
         budget.rounds
     );
     println!("{}", attackers::NOTE);
     write_outputs(&rows);
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Calls a second in the paced rows.
+const PACED_RATE: u32 = 1_000;
+const PACED_SECTION: &str = "paced: 1,000 null calls/s";
+
+/// One row per system of CPU per paced call, with its ratio to SunRPC TCP's.
+fn paced_rows(paced: &[(&'static str, f64)]) -> Vec<Row> {
+    let sunrpc = paced
+        .iter()
+        .find(|(name, _)| *name == Peer::SunRpcTcp.label())
+        .map(|&(_, cpu)| cpu);
+    paced
+        .iter()
+        .map(|&(name, cpu)| {
+            let mut row = Row::new(PACED_SECTION, name);
+            row.calls_per_s = Some(f64::from(PACED_RATE));
+            row.cpu_ns_per_call = Some(cpu);
+            if let (Some(base), true) = (sunrpc, name.starts_with("xenrpc")) {
+                row.ratios.push((cpu / base, "SunRPC TCP CPU".into()));
+            }
+            row
+        })
+        .collect()
+}
+
+/// The aims of the spin path (issue: a faster spin path), each met or not.
+fn print_aims(rows: &[Row]) {
+    let ratio_to = |section: &str, name: &str, label: &str| {
+        rows.iter()
+            .find(|r| r.section == section && r.name == name)
+            .and_then(|r| r.ratios.iter().find(|(_, l)| l == label))
+            .map(|(ratio, _)| *ratio)
+    };
+    for (what, ratio, aim) in [
+        (
+            "xenrpc spin null-call p50 within 3x the physical limit",
+            ratio_to("xenrpc spin", NULL_CALL, "limit"),
+            3.0,
+        ),
+        (
+            "xenrpc blocking null-call p50 within 1.2x the raw eventfd round trip",
+            ratio_to("xenrpc blocking", NULL_CALL, "eventfd RTT"),
+            1.2,
+        ),
+        (
+            "xenrpc blocking CPU per paced call within 1/5 of SunRPC TCP's",
+            ratio_to(PACED_SECTION, "xenrpc blocking", "SunRPC TCP CPU"),
+            0.2,
+        ),
+        (
+            "xenrpc spin CPU per paced call within 1/5 of SunRPC TCP's",
+            ratio_to(PACED_SECTION, "xenrpc spin", "SunRPC TCP CPU"),
+            0.2,
+        ),
+    ] {
+        match ratio {
+            Some(r) => println!(
+                "aim: {what}: {r:.2}x, {}",
+                if r <= aim { "met" } else { "NOT met" }
+            ),
+            None => println!("aim: {what}: not measured"),
+        }
+    }
 }
 
 /// Writes the CSV and the SVG next to the target directory.
@@ -329,103 +472,12 @@ fn write_outputs(rows: &[Row]) {
     }
 }
 
-fn throughput_row(
-    section: &'static str,
-    name: String,
-    size: usize,
-    rate: f64,
-    cpu: f64,
-    uds_rate: f64,
-) -> Row {
+fn throughput_row(section: &'static str, name: String, size: usize, rate: f64, cpu: f64) -> Row {
     let mut row = Row::new(section, name);
     row.calls_per_s = Some(rate);
     row.mb_per_s = Some(rate * size as f64 / 1e6);
     row.cpu_ns_per_call = Some(cpu);
-    row.ratio = Some((rate / uds_rate, "UDS echo".into()));
     row
-}
-
-/// Per-round latency figures.
-#[derive(Default)]
-struct LatencySeries {
-    spin_floor: Vec<Latency>,
-    eventfd_floor: Vec<Latency>,
-    uds: Vec<Latency>,
-    spin: Vec<(Latency, f64)>,
-    blocking: Vec<(Latency, f64)>,
-}
-
-impl LatencySeries {
-    fn push(
-        &mut self,
-        spin_floor: Latency,
-        eventfd_floor: Latency,
-        uds: Latency,
-        spin: (Latency, f64),
-        blocking: (Latency, f64),
-    ) {
-        self.spin_floor.push(spin_floor);
-        self.eventfd_floor.push(eventfd_floor);
-        self.uds.push(uds);
-        self.spin.push(spin);
-        self.blocking.push(blocking);
-    }
-
-    fn rows(&self) -> Vec<Row> {
-        let med = |mut values: Vec<f64>| median(&mut values);
-        let floor_row = |name: &str, series: &[Latency]| {
-            let mut row = Row::new("floor", name);
-            row.p50_ns = Some(med(series.iter().map(|l| l.p50).collect()));
-            row.p99_ns = Some(med(series.iter().map(|l| l.p99).collect()));
-            row
-        };
-        let xen_row = |section, name: &str, series: &[(Latency, f64)], floor: &[Latency], label| {
-            let mut row = Row::new(section, name);
-            row.p50_ns = Some(med(series.iter().map(|(l, _)| l.p50).collect()));
-            row.p99_ns = Some(med(series.iter().map(|(l, _)| l.p99).collect()));
-            row.cpu_ns_per_call = Some(med(series.iter().map(|(_, cpu)| *cpu).collect()));
-            let ratios = series
-                .iter()
-                .zip(floor)
-                .map(|((l, _), f)| l.p50 / f.p50)
-                .collect();
-            row.ratio = Some((med(ratios), String::from(label)));
-            row
-        };
-        vec![
-            floor_row("raw shm ping-pong (spin)", &self.spin_floor),
-            floor_row("raw eventfd round trip (blocking)", &self.eventfd_floor),
-            floor_row("UDS request/response, 0 B", &self.uds),
-            xen_row(
-                "xenrpc spin",
-                "null call, 1 client",
-                &self.spin,
-                &self.spin_floor,
-                "shm ping-pong",
-            ),
-            xen_row(
-                "xenrpc spin",
-                "null call, 1 client (vs UDS)",
-                &self.spin,
-                &self.uds,
-                "UDS 0 B",
-            ),
-            xen_row(
-                "xenrpc blocking",
-                "null call, 1 client",
-                &self.blocking,
-                &self.eventfd_floor,
-                "eventfd RTT",
-            ),
-            xen_row(
-                "xenrpc blocking",
-                "null call, 1 client (vs UDS)",
-                &self.blocking,
-                &self.uds,
-                "UDS 0 B",
-            ),
-        ]
-    }
 }
 
 /// A `xenrpc-hostd` (this binary in server role) on CPU 1.

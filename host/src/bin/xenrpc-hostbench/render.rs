@@ -30,6 +30,15 @@ fn fmt_num(value: Option<f64>) -> String {
     }
 }
 
+/// Two significant digits at least: a peer can be hundreds of times slower.
+fn fmt_ratio(r: f64) -> String {
+    match r {
+        r if r < 0.01 => format!("{r:.4}"),
+        r if r < 0.1 => format!("{r:.3}"),
+        r => format!("{r:.2}"),
+    }
+}
+
 pub fn render(rows: &[Row]) -> String {
     let mut out = String::new();
     let header = [
@@ -39,7 +48,7 @@ pub fn render(rows: &[Row]) -> String {
         "calls/s",
         "MB/s",
         "CPU/call",
-        "ratio to floor",
+        "ratios (first: to its floor)",
     ];
     let widths = [36, 10, 10, 10, 9, 10, 0];
     let mut sections: Vec<&str> = Vec::new();
@@ -63,9 +72,11 @@ pub fn render(rows: &[Row]) -> String {
             let _ = writeln!(out, "{}", line.trim_end());
         }
         let ratio = row
-            .ratio
-            .as_ref()
-            .map_or(String::new(), |(r, label)| format!("{r:.2}x {label}"));
+            .ratios
+            .iter()
+            .map(|(r, label)| format!("{}x {label}", fmt_ratio(*r)))
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = writeln!(
             out,
             "{:<36}  {:>10}  {:>10}  {:>10}  {:>9}  {:>10}  {}",
@@ -83,13 +94,13 @@ pub fn render(rows: &[Row]) -> String {
 
 pub fn render_csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "section,name,p50_ns,p99_ns,calls_per_s,mb_per_s,cpu_ns_per_call,ratio,ratio_to\n",
+        "section,name,p50_ns,p99_ns,calls_per_s,mb_per_s,cpu_ns_per_call,ratio,ratio_to,other_ratios\n",
     );
     let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
     for row in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{}",
             row.section,
             row.name,
             num(row.p50_ns),
@@ -97,10 +108,17 @@ pub fn render_csv(rows: &[Row]) -> String {
             num(row.calls_per_s),
             num(row.mb_per_s),
             num(row.cpu_ns_per_call),
-            row.ratio
-                .as_ref()
+            row.ratios
+                .first()
                 .map_or(String::new(), |(r, _)| format!("{r:.3}")),
-            row.ratio.as_ref().map_or("", |(_, label)| label.as_str())
+            row.ratios.first().map_or("", |(_, label)| label.as_str()),
+            // label=ratio pairs, ';'-separated (the CSV's own separator stays out of them).
+            row.ratios
+                .iter()
+                .skip(1)
+                .map(|(r, label)| format!("{label}={r:.3}"))
+                .collect::<Vec<_>>()
+                .join(";")
         );
     }
     out
@@ -116,10 +134,10 @@ pub fn output_path(extension: &str) -> Option<PathBuf> {
     )
 }
 
-/// A grouped bar chart of echo throughput (MB/s, log scale) per payload size: the UDS floor
-/// and xenrpc in each mode with one and four clients.
+/// A grouped bar chart of echo throughput (MB/s, log scale) per payload size: the UDS floor,
+/// xenrpc in each mode with one and four clients, and the peers.
 pub fn render_svg(rows: &[Row]) -> String {
-    let series: [(&str, &str, &str, &str); 5] = [
+    let series: [(&str, &str, &str, &str); 8] = [
         ("floor", ", 1 client", "UDS, 1 client", "#888888"),
         (
             "xenrpc spin",
@@ -145,6 +163,19 @@ pub fn render_svg(rows: &[Row]) -> String {
             "xenrpc blocking, 4 clients",
             "#ff9896",
         ),
+        (
+            "SunRPC TCP",
+            ", 1 client",
+            "SunRPC TCP, 1 client",
+            "#2ca02c",
+        ),
+        (
+            "SunRPC Unix",
+            ", 1 client",
+            "SunRPC Unix, 1 client",
+            "#98df8a",
+        ),
+        ("gRPC TCP", ", 1 client", "gRPC TCP, 1 client", "#9467bd"),
     ];
     let value = |section: &str, suffix: &str, size: usize| {
         let name = if section == "floor" {
@@ -210,8 +241,8 @@ pub fn render_svg(rows: &[Row]) -> String {
         );
     }
     for (k, (_, _, label, color)) in series.iter().enumerate() {
-        let lx = left + (k % 3) as f64 * 220.0;
-        let ly = height - 22.0 + (k / 3) as f64 * 16.0 - 8.0;
+        let lx = left + (k % 4) as f64 * 170.0;
+        let ly = height - 22.0 + (k / 4) as f64 * 16.0 - 8.0;
         let _ = writeln!(
             svg,
             "<rect x=\"{lx}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{:.1}\">{label}</text>",

@@ -1,0 +1,242 @@
+//! The peers xenrpc is measured beside in the same run (`xenrpc_peers`): SunRPC over TCP and
+//! over a Unix socket (libtirpc, rpcgen stubs) and gRPC over TCP (tonic). Each server is a
+//! process of its own on the server CPU, as xenrpc's is, so that CPU per call counts both
+//! processes alike; the client runs in this process on the client CPU, one call at a time.
+//!
+//! A peer that was not built here (its package missing) is named with the reason and left out;
+//! a peer that answers wrongly fails the run, naming the peer and the call.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use xenrpc_host::process::{pin_to_cpu, ChildGuard};
+use xenrpc_peers::grpc::{self, GrpcClient};
+use xenrpc_peers::sunrpc::{self, SunRpcClient};
+use xenrpc_peers::{PeerClient, Unavailable};
+
+use crate::{own_and_server_cpu, read_line_within, spawn_piped, SERVER_CPU};
+
+/// The first line a peer server prints: `peer listening on ADDRESS`.
+const READY: &str = "peer listening on ";
+
+/// One of the peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    SunRpcTcp,
+    SunRpcUnix,
+    Grpc,
+}
+
+impl Peer {
+    pub const ALL: [Peer; 3] = [Peer::SunRpcTcp, Peer::SunRpcUnix, Peer::Grpc];
+
+    /// The name rows and ratios carry.
+    pub fn label(self) -> &'static str {
+        match self {
+            Peer::SunRpcTcp => "SunRPC TCP",
+            Peer::SunRpcUnix => "SunRPC Unix",
+            Peer::Grpc => "gRPC TCP",
+        }
+    }
+
+    fn arg(self) -> &'static str {
+        match self {
+            Peer::SunRpcTcp => "sunrpc-tcp",
+            Peer::SunRpcUnix => "sunrpc-unix",
+            Peer::Grpc => "grpc",
+        }
+    }
+
+    fn from_arg(arg: &str) -> Option<Peer> {
+        Peer::ALL.into_iter().find(|p| p.arg() == arg)
+    }
+
+    /// Whether it was built here.
+    pub fn available(self) -> Result<(), Unavailable> {
+        match self {
+            Peer::SunRpcTcp | Peer::SunRpcUnix => sunrpc::available(),
+            Peer::Grpc => grpc::available(),
+        }
+    }
+}
+
+/// Server process role: `--role-peer-server KIND SOCKET_PATH`; binds (TCP on 127.0.0.1, an
+/// ephemeral port; Unix at SOCKET_PATH), prints the ready line with the address, serves.
+pub fn server_role(args: &[String]) -> io::Result<()> {
+    let usage = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "usage: --role-peer-server sunrpc-tcp|sunrpc-unix|grpc SOCKET_PATH",
+        )
+    };
+    let [kind, path] = args else {
+        return Err(usage());
+    };
+    let peer = Peer::from_arg(kind).ok_or_else(usage)?;
+    pin_to_cpu(SERVER_CPU);
+    match peer {
+        Peer::SunRpcTcp | Peer::Grpc => {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            println!("{READY}{}", listener.local_addr()?);
+            match peer {
+                Peer::Grpc => grpc::serve(listener)?,
+                _ => sunrpc::serve(OwnedFd::from(listener))?,
+            };
+        }
+        Peer::SunRpcUnix => {
+            let _ = std::fs::remove_file(path);
+            let listener = UnixListener::bind(path)?;
+            println!("{READY}{path}");
+            sunrpc::serve(OwnedFd::from(listener))?;
+        }
+    }
+    Ok(())
+}
+
+/// A running peer server.
+pub struct PeerServer {
+    pub peer: Peer,
+    child: ChildGuard,
+    address: String,
+    socket: PathBuf,
+}
+
+impl PeerServer {
+    /// Starts `peer`'s server process and waits for it to listen.
+    pub fn start(peer: Peer) -> io::Result<Self> {
+        let socket = std::env::temp_dir().join(format!(
+            "xenrpc-hostbench-{}-{}.sock",
+            std::process::id(),
+            peer.arg()
+        ));
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("--role-peer-server")
+            .arg(peer.arg())
+            .arg(&socket);
+        let (child, stdout) = spawn_piped(command)?;
+        let line = read_line_within(stdout, Duration::from_secs(10))?;
+        let address = line
+            .trim_end()
+            .strip_prefix(READY)
+            .ok_or_else(|| {
+                io::Error::other(format!("{} server did not start: {line:?}", peer.label()))
+            })?
+            .to_string();
+        Ok(Self {
+            peer,
+            child,
+            address,
+            socket,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A client connected to it.
+    pub fn connect(&self) -> io::Result<Box<dyn PeerClient>> {
+        let tcp = || -> io::Result<SocketAddr> {
+            self.address
+                .parse()
+                .map_err(|e| io::Error::other(format!("bad address {:?}: {e}", self.address)))
+        };
+        Ok(match self.peer {
+            Peer::SunRpcTcp => Box::new(SunRpcClient::connect_tcp(tcp()?)?),
+            Peer::SunRpcUnix => Box::new(SunRpcClient::connect_unix(&self.socket)?),
+            Peer::Grpc => Box::new(GrpcClient::connect_tcp(tcp()?)?),
+        })
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The servers of every peer built here, started; prints the ones left out and why.
+pub fn start_available() -> io::Result<Vec<(PeerServer, Box<dyn PeerClient>)>> {
+    let mut started = Vec::new();
+    for peer in Peer::ALL {
+        if let Err(why) = peer.available() {
+            println!("peer {}: not measured: {why}", peer.label());
+            continue;
+        }
+        let server = PeerServer::start(peer)?;
+        let client = server.connect()?;
+        started.push((server, client));
+    }
+    Ok(started)
+}
+
+fn failed(peer: Peer, what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{} {what} failed: {e}", peer.label()))
+}
+
+/// Times `count` null calls one by one (after a tenth as warm-up); returns the samples and
+/// CPU ns per call (this process and the server).
+pub fn null_calls(
+    server: &PeerServer,
+    client: &mut dyn PeerClient,
+    count: u64,
+) -> io::Result<(Vec<Duration>, f64)> {
+    let peer = server.peer;
+    for _ in 0..count / 10 {
+        client.null().map_err(|e| failed(peer, "null call", e))?;
+    }
+    let mut samples = Vec::with_capacity(count as usize);
+    let cpu_before = own_and_server_cpu(Some(server.pid()))?;
+    for _ in 0..count {
+        let start = Instant::now();
+        client.null().map_err(|e| failed(peer, "null call", e))?;
+        samples.push(start.elapsed());
+    }
+    let cpu = own_and_server_cpu(Some(server.pid()))? - cpu_before;
+    Ok((samples, cpu.as_nanos() as f64 / count as f64))
+}
+
+/// Echoes `size` bytes for `duration`, one call at a time, every answer checked. Returns
+/// (calls, elapsed, CPU ns per call).
+pub fn echo_loop(
+    server: &PeerServer,
+    client: &mut dyn PeerClient,
+    size: usize,
+    duration: Duration,
+) -> io::Result<(u64, Duration, f64)> {
+    let peer = server.peer;
+    let payload: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
+    let mut answer = Vec::with_capacity(size);
+    let mut echo = |client: &mut dyn PeerClient| -> io::Result<()> {
+        client
+            .echo(&payload, &mut answer)
+            .map_err(|e| failed(peer, "echo", e))?;
+        if answer != payload {
+            return Err(io::Error::other(format!(
+                "{} echo of {size} bytes answered {} different bytes",
+                peer.label(),
+                answer.len()
+            )));
+        }
+        Ok(())
+    };
+    for _ in 0..3 {
+        echo(client)?;
+    }
+    let cpu_before = own_and_server_cpu(Some(server.pid()))?;
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < duration {
+        echo(client)?;
+        calls += 1;
+    }
+    let elapsed = start.elapsed();
+    let cpu = own_and_server_cpu(Some(server.pid()))? - cpu_before;
+    Ok((calls, elapsed, cpu.as_nanos() as f64 / calls.max(1) as f64))
+}
