@@ -117,23 +117,25 @@ pub fn run(conn_args: &ConnArgs, bench: &Bench) -> Result<Output> {
     // The clock is read once per batch, not per call (in a PV guest each read is a system
     // call): once when the free slots are refilled (every call started then shares the
     // stamp), once when the oldest call's answer is in (every answer already there then
-    // shares that one).
+    // shares that one). The calls of a refill are published together, as a pipelining
+    // application would: the server finds them side by side and serves them as one batch.
     let mut now = start;
     while sent < calls || !queue.is_empty() {
         while sent < calls {
             let Some(k) = free.pop() else { break };
             let started = if size == 0 {
-                Started::Ping(c.submit_at(&echo::client::ping(&()), now)?)
+                Started::Ping(c.start_at(&echo::client::ping(&()), now)?)
             } else {
                 let base = k as u32 * slot;
                 let call = echo::client::echo_ool(&())
                     .ool_args(OolRef::new(base, size))
                     .ool_result(OolRef::new(base + size, size));
-                Started::Ool(c.submit_at(&call, now)?)
+                Started::Ool(c.start_at(&call, now)?)
             };
             queue.push_back((now, k, started));
             sent += 1;
         }
+        c.flush()?;
         let Some((t0, k, started)) = queue.pop_front() else {
             break;
         };

@@ -313,6 +313,29 @@ fn answers_already_in_are_taken_without_waiting() {
 }
 
 #[test]
+fn calls_started_together_go_out_in_one_publish_and_a_wait_publishes_first() {
+    let (w, _server) = attached(Behaviour::Normal);
+    let mut conn = connected(&w);
+    let operands: Vec<arith::Operands> = (0..4).map(|i| arith::Operands { a: i, b: 10 }).collect();
+    let now = Instant::now();
+    let before = conn.stats().notifications_sent;
+    let started: Vec<_> = operands
+        .iter()
+        .map(|o| conn.start_at(&arith::client::add(o), now).unwrap())
+        .collect();
+    conn.flush().unwrap();
+    assert!(conn.stats().notifications_sent <= before + 1);
+    for (i, p) in started.into_iter().enumerate() {
+        assert_eq!(conn.wait(p, now + T).unwrap().value.value, i as i64 + 10);
+    }
+    // Started, never flushed: the wait publishes it (else it would wait out its deadline).
+    let lone = conn
+        .start_at(&arith::client::add(&operands[3]), now)
+        .unwrap();
+    assert_eq!(conn.wait(lone, Instant::now() + T).unwrap().value.value, 13);
+}
+
+#[test]
 fn many_calls_in_flight_complete_in_any_order() {
     let (w, _server) = attached(Behaviour::Normal);
     let mut conn = connected(&w);

@@ -163,14 +163,30 @@ impl<D: XenDevices> Connection<D> {
     /// several calls reads it once for all of them (a clock read is a system call in a PV
     /// guest).
     pub fn submit_at<R>(&mut self, call: &TypedCall<'_, R>, now: Instant) -> Result<Pending<R>> {
+        let pending = self.start_at(call, now)?;
+        self.flush()?;
+        Ok(pending)
+    }
+
+    /// Starts a call (clock read at `now`) without publishing it: calls started one after
+    /// another and then published by one [`Self::flush`] reach the server together, so it can
+    /// serve them as one batch (one entry into a protected service for all of them), for one
+    /// index store and at most one notification. A wait publishes first.
+    pub fn start_at<R>(&mut self, call: &TypedCall<'_, R>, now: Instant) -> Result<Pending<R>> {
         self.check_failed()?;
         let pending = self.client.start(call)?;
         self.stats.calls_started += 1;
         self.calls.started(pending.call_id(), now);
+        Ok(pending)
+    }
+
+    /// Publishes the calls started since the last publish, notifying the server if it asked
+    /// to be.
+    pub fn flush(&mut self) -> Result<()> {
         if self.client.publish() {
             ChannelNotify(&self.channel, &mut self.stats.notifications_sent).send()?;
         }
-        Ok(pending)
+        Ok(())
     }
 
     /// Starts several calls and publishes them with at most one notification. Returns the
@@ -286,6 +302,8 @@ impl<D: XenDevices> Connection<D> {
 
     /// [`Self::wait`] for call `id`, returning its completion whatever its status.
     fn wait_completion(&mut self, id: u64, deadline: Instant) -> Result<Completion> {
+        // A call started but not published would never be answered.
+        self.flush()?;
         let mut spun = false;
         loop {
             if let Some(c) = self.calls.take(id) {

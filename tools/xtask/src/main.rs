@@ -37,7 +37,7 @@ usage: cargo xtask <command>
   test                       everything CI runs: fmt, clippy, tests, kernel build, testbed
   demo                       boot the service VM and client guests in the testbed, make
                              calls, show the consoles live and every call's answer
-  bench-host [args...]       run the host benchmark (host/)
+  bench-host [args...]       run the host benchmark (tools/hostbench)
   bench-guest                time calls from a Linux client guest into the service VM in
                              the testbed (tools/bench/bench-guest.sh) and print a table
 ";
@@ -539,78 +539,12 @@ fn cmd_bench_guest(paths: &Paths) -> Result<ExitCode> {
     Ok(summary.finish())
 }
 
-/// Runs the host benchmark that host/ provides: a `[[bench]]` target (cargo bench) or a
-/// binary whose name contains "bench" (cargo run --release).
+/// Runs the host benchmark (`tools/hostbench`, a release build).
 fn cmd_bench_host(paths: &Paths, args: &[String]) -> Result<ExitCode> {
-    let host = paths.root.join("host");
-    let manifest = fs::read_to_string(host.join("Cargo.toml"))?;
     let mut cmd = cargo();
-    cmd.current_dir(&paths.root);
-    if manifest.contains("[[bench]]") || host.join("benches").is_dir() {
-        cmd.args(["bench", "-p", "xenrpc-host"]);
-    } else if let Some(bin) = bench_binary(&host)? {
-        cmd.args(["run", "--release", "-p", "xenrpc-host", "--bin", &bin]);
-    } else {
-        bail!("host/ has no benchmark yet (no [[bench]] target, no src/bin/*bench*.rs)");
-    }
-    if !args.is_empty() {
-        cmd.arg("--").args(args);
-    }
+    cmd.current_dir(&paths.root)
+        .args(["run", "--release", "-p", "xenrpc-hostbench", "--"])
+        .args(args);
     run_stage("host benchmark", &mut cmd)?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn bench_binary(host: &std::path::Path) -> Result<Option<String>> {
-    let Ok(entries) = fs::read_dir(host.join("src/bin")) else {
-        return Ok(None);
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let path = e.path();
-            let stem = if path.is_dir() {
-                path.join("main.rs")
-                    .exists()
-                    .then(|| e.file_name().to_string_lossy().into_owned())
-            } else {
-                path.extension()
-                    .is_some_and(|x| x == "rs")
-                    .then(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                    .flatten()
-            };
-            stem.filter(|s| s.contains("bench"))
-        })
-        .collect();
-    names.sort();
-    match names.len() {
-        0 => Ok(None),
-        1 => Ok(names.pop()),
-        _ => bail!(
-            "several benchmark binaries in host/src/bin: {}",
-            names.join(", ")
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bench_binary_finds_the_one_bench_bin() {
-        let host = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
-        let bin = host.join("src/bin");
-        fs::create_dir_all(&bin).unwrap();
-        assert_eq!(bench_binary(&host).unwrap(), None);
-        fs::write(bin.join("xenrpc-hostd.rs"), "").unwrap();
-        fs::write(bin.join("xenrpc-hostbench.rs"), "").unwrap();
-        assert_eq!(
-            bench_binary(&host).unwrap().as_deref(),
-            Some("xenrpc-hostbench")
-        );
-        fs::create_dir_all(bin.join("other-bench")).unwrap();
-        fs::write(bin.join("other-bench/main.rs"), "").unwrap();
-        assert!(bench_binary(&host).is_err(), "two candidates are ambiguous");
-        fs::remove_dir_all(&host).unwrap();
-    }
 }

@@ -1,4 +1,4 @@
-//! The host benchmark: `cargo run --release -p xenrpc-host --bin xenrpc-hostbench [-- --quick]`
+//! The host benchmark: `cargo xtask bench-host [--quick]` (or `cargo run --release -p xenrpc-hostbench -- [--quick]`)
 //! (`--latency-only` skips the throughput part, `--attacks-only` runs only the attack rows).
 //!
 //! Spawns its own server and client processes, measures xenrpc over the host transport in spin
