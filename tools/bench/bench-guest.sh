@@ -1,11 +1,13 @@
 # testbed-summary: guest benchmark: a Linux client guest times raw event round trips to the service VM, null calls (1 and 8 in flight) and out-of-line echo (4 KiB at 1 and 8 in flight, 64 KiB), five rounds each, against the service VM and its unprotected build (handlers in kernel mode) side by side; boot to ready of the service VM beside a Linux guest's; the smallest memory at which the service VM serves 8 clients at once (run by `cargo xtask bench-guest`, which prints the table)
-# testbed-needs: kernel unprotected client
+# testbed-needs: kernel unprotected net
 # testbed-timeout: 1800
 #
 # Not a test: it asserts nothing about speed. The guest runs its "bench" plan
 # (tests/testbed/support/client-guest-init.sh), printing each result as a `BENCH-JSON` line.
 
-tb_client_cfg client /run/client.cfg
+tb_net_up
+tb_client_cfg client /run/client.cfg net
+tb_client_cfg peer-server /run/peer-server.cfg net
 
 # Boot to ready, for the service VM and a Linux guest alike: what `xl create` takes (the
 # toolstack builds the domain), then what the guest takes from its entry to serving (its own
@@ -39,17 +41,54 @@ init_s=$(sed -n 's/.*client-guest: init at uptime \([0-9.]*\)s.*/\1/p' "$(tb_con
 [ -n "$init_s" ] || tb_fail "the Linux guest's init line gives no uptime"
 echo "TESTBED: TIME Linux guest: entry -> init ${init_s}s"
 
+# The peers' server: a Linux guest on the virtual network serving SunRPC and gRPC.
+tb_stage create-peer-server
+xl create /run/peer-server.cfg || tb_fail "xl create peer-server failed"
+peer_server=$(xl domid peer-server) || tb_fail "xl domid peer-server failed"
+tb_stream_console peer-server
+xenstore-write "/local/domain/$peer_server/data/net-ip" 10.99.0.2 \
+    "/local/domain/$client/data/net-ip" 10.99.0.3 || tb_fail "cannot write the guests' addresses"
+tb_wait_console peer-server "client-guest: ready" 240
+xenstore-write "/local/domain/$peer_server/data/xenrpc-test" peer-server ||
+    tb_fail "cannot write the peer server's plan"
+tb_wait_console peer-server "client-guest: peers serving" 60
+
 tb_stage attach
+xenstore-write "/local/domain/$client/data/peer-address" 10.99.0.2 ||
+    tb_fail "cannot write the client's peer address"
 xenrpc attach "$server" "$client" 0 || tb_fail "xenrpc attach $server $client 0 failed"
 xenrpc attach "$unprotected" "$client" 1 || tb_fail "xenrpc attach $unprotected $client 1 failed"
+# Each domain's CPU time around every run: the guest marks a run's start and end in
+# data/bench-mark and waits for data/bench-ack; dom0 samples `xl vcpu-list` (0.1 s resolution)
+# and prints `TESTBED: CPU <mark> <domain>=<seconds> ...` for the xtask to turn into CPU per
+# call of each domain.
+cpu_sample() {
+    xl vcpu-list 2>/dev/null | awk 'NR > 1 { t[$1] += $6 } END { for (d in t) printf " %s=%.1f", d, t[d] }'
+}
+xenstore-write "/local/domain/$client/data/bench-mark" "" "/local/domain/$client/data/cpu-watch" 1 ||
+    tb_fail "cannot set up the CPU watch"
+(
+    last=
+    xenstore-watch "/local/domain/$client/data/bench-mark" | while read -r _; do
+        mark=$(xenstore-read "/local/domain/$client/data/bench-mark" 2>/dev/null) || continue
+        [ -n "$mark" ] && [ "$mark" != "$last" ] || continue
+        echo "TESTBED: CPU $mark |$(cpu_sample)"
+        xenstore-write "/local/domain/$client/data/bench-ack" "$mark"
+        last=$mark
+    done
+) &
+cpu_watcher=$!
 xenstore-write "/local/domain/$client/data/xenrpc-test" bench || tb_fail "cannot write the guest's plan"
 
 tb_stage bench
 tb_wait_console client "client-guest: plan bench done" 1000
 grep -q "BENCH-FAILED" "$(tb_console_log client)" && tb_fail "a bench run failed (see the client's console)"
 
+kill "$cpu_watcher" 2>/dev/null
+
 tb_stage shutdown
 xl destroy client || tb_fail "xl destroy client failed"
+xl destroy peer-server || tb_fail "xl destroy peer-server failed"
 timeout 60 xl shutdown -w xenrpc || tb_fail "xl shutdown -w xenrpc failed or took over 60s"
 timeout 60 xl shutdown -w xenrpc-unprotected ||
     tb_fail "xl shutdown -w xenrpc-unprotected failed or took over 60s"

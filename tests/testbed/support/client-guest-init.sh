@@ -19,6 +19,55 @@ run() {
     echo "client-guest: rc=$? for: xenrpc $*"
 }
 
+# The virtual network (a scenario with `testbed-needs: net`): eth0 at the address dom0 wrote
+# to data/net-ip.
+net_up() {
+    address=$(xenstore-read data/net-ip 2>/dev/null) || { echo "client-guest: no data/net-ip"; return 1; }
+    insmod /modules/xen-netfront.ko || { echo "client-guest: insmod xen-netfront failed"; return 1; }
+    tries=0
+    until [ -e /sys/class/net/eth0 ]; do
+        sleep 0.2
+        tries=$((tries + 1))
+        [ $tries -ge 150 ] && { echo "client-guest: no eth0 within 30s"; return 1; }
+    done
+    ip link set lo up && ip addr add "$address/24" dev eth0 && ip link set eth0 up ||
+        { echo "client-guest: cannot bring up eth0 at $address"; return 1; }
+    echo "client-guest: eth0 up at $address"
+}
+
+# mark TEXT: with dom0 measuring each domain's CPU time (bench-guest: data/cpu-watch), tells
+# it where the runs are ("start LABEL", "end LABEL") and waits for it to have sampled, so the
+# sample brackets the run and the run does not share the CPU with the sampling.
+mark() {
+    [ -n "$cpu_watch" ] || return 0
+    xenstore-write data/bench-mark "$1"
+    tries=0
+    until [ "$(xenstore-read data/bench-ack 2>/dev/null)" = "$1" ]; do
+        sleep 0.1
+        tries=$((tries + 1))
+        [ $tries -ge 300 ] && { echo "client-guest: dom0 did not sample for '$1'"; return 0; }
+    done
+}
+
+# The peers' bench runs, beside xenrpc's (plan bench): `xenrpc-peer bench` of each peer at the
+# server guest $1, one `BENCH-JSON` line per run as for xenrpc, labelled RUN@sunrpc, RUN@grpc.
+peer_runs() {
+    round=$1 label=$2 server=$3
+    shift 3
+    # (sh has no local variables: nothing here may be called $peer, the caller's.)
+    for system in sunrpc:sunrpc-tcp:7001 grpc:grpc:7002; do
+        name=${system%%:*} kind=${system#*:}
+        port=${kind#*:} kind=${kind%%:*}
+        mark "start $round|$label@$name"
+        if out=$(xenrpc-peer bench "$kind" "$server:$port" "$@" 2>/tmp/peer.err); then
+            mark "end $round|$label@$name"
+            echo "BENCH-JSON $round|$label@$name|$out"
+        else
+            echo "BENCH-FAILED $round $label@$name: $out $(cat /tmp/peer.err)"
+        fi
+    done
+}
+
 run selftest-devices
 echo "client-guest: ready"
 
@@ -34,6 +83,10 @@ until plan=$(xenstore-read data/xenrpc-test 2>/dev/null); do
     fi
 done
 echo "client-guest: plan $plan"
+# A guest on the virtual network (dom0 gave it an address) brings it up first.
+if xenstore-read data/net-ip >/dev/null 2>&1; then
+    net_up || echo "client-guest: no network"
+fi
 case $plan in
 no-server)
     run list --no-services
@@ -59,33 +112,57 @@ calls)
     run bench --calls 200 --size 65536 --data-pages 32
     run bench --calls 1000 --event-ping
     ;;
+peer-server)
+    # The peers' servers for bench-guest's client guest, on the virtual network.
+    if [ -e /sys/class/net/eth0 ]; then
+        xenrpc-peer serve sunrpc-tcp 0.0.0.0:7001 &
+        xenrpc-peer serve grpc 0.0.0.0:7002 &
+        sleep 2
+        echo "client-guest: peers serving"
+    else
+        echo "client-guest: peers not serving"
+    fi
+    ;;
 bench)
     # `cargo xtask bench-guest` (tools/bench/bench-guest.sh): rounds of the same runs against
     # the service VM (device 0) and its unprotected build (device 1, handlers in kernel mode),
     # alternating, each result one line `BENCH-JSON <round>|<label>@<build>|<json>` for the
-    # xtask to tabulate.
+    # xtask to tabulate; with a peer server guest (data/peer-address), the same calls to
+    # SunRPC and gRPC there, over the virtual network.
+    peer=$(xenstore-read data/peer-address 2>/dev/null) && { [ -e /sys/class/net/eth0 ] || peer=; }
+    cpu_watch=$(xenstore-read data/cpu-watch 2>/dev/null)
     for round in 1 2 3 4 5; do
-        for run in "null-1:--calls 1000 --event-ping" "null-8:--calls 2000 --in-flight 8" \
-            "echo-4k:--calls 1000 --size 4096" \
-            "echo-4k-8:--calls 1000 --size 4096 --in-flight 8 --data-pages 64" \
-            "echo-64k:--calls 300 --size 65536 --data-pages 32"; do
+        # label:xenrpc's arguments:the peers' (fewer calls: over the network in TCG each
+        # takes about ten times as long).
+        for run in "null-1:--calls 1000 --event-ping:--calls 200" \
+            "null-8:--calls 2000 --in-flight 8:--calls 400 --in-flight 8" \
+            "echo-4k:--calls 1000 --size 4096:--calls 200 --size 4096" \
+            "echo-4k-8:--calls 1000 --size 4096 --in-flight 8 --data-pages 64:--calls 400 --size 4096 --in-flight 8" \
+            "echo-64k:--calls 300 --size 65536 --data-pages 32:--calls 100 --size 65536"; do
             label=${run%%:*}
+            peer_args=${run##*:}
+            run=${run%:*}
             for device in 0:protected 1:unprotected; do
                 build=${device#*:}
                 # Unquoted on purpose: a list of words.
+                mark "start $round|$label@$build"
                 if out=$(xenrpc --json bench --devid ${device%%:*} ${run#*:} 2>/tmp/bench.err); then
+                    mark "end $round|$label@$build"
                     echo "BENCH-JSON $round|$label@$build|$(printf '%s' "$out" | tr -d '\n')"
                 else
                     echo "BENCH-FAILED $round $label@$build: $out $(cat /tmp/bench.err)"
                 fi
             done
+            # Unquoted on purpose: a list of words.
+            [ -n "$peer" ] && peer_runs "$round" "$label" "$peer" $peer_args
         done
     done
     ;;
 steps)
     # dom0 hands out one command at a time (tests/testbed/support/lib.sh, tb_step_*):
     # data/xenrpc-step/<n> holds the words after `xenrpc` for step n = 1, 2, ..., or a whole
-    # `xenrpc-hostile ...` command line (the attacks are a binary of their own); "end" stops.
+    # `xenrpc-hostile ...` or `xenrpc-peer ...` command line (programs of their own); "end"
+    # stops.
     # The answer goes to data/xenrpc-result/<n>/out (output, both streams) and .../rc, so dom0
     # can compare it exactly; rc is written last and marks the step done.
     set -f
@@ -96,7 +173,7 @@ steps)
         done
         [ "$step" = end ] && break
         case $step in
-        xenrpc-hostile | "xenrpc-hostile "*) program= ;;
+        xenrpc-hostile | "xenrpc-hostile "* | xenrpc-peer | "xenrpc-peer "*) program= ;;
         *) program=xenrpc ;;
         esac
         echo "client-guest: step $n: \$ ${program:+$program }$step"

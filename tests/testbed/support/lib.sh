@@ -14,8 +14,9 @@ TB_NL='
 TB_CONSOLE_DIR=/var/log/xen/console
 TB_INIT_UPTIME=$(cut -d' ' -f1 /proc/uptime)
 
-# tb_client_cfg NAME FILE: writes the xl config of a Linux client guest called NAME (the
-# image built for the testbed, carrying the `xenrpc` CLI) to FILE.
+# tb_client_cfg NAME FILE [net]: writes the xl config of a Linux client guest called NAME
+# (the image built for the testbed, carrying the `xenrpc` CLI) to FILE; with `net`, a vif on
+# the testbed's bridge (a scenario with `testbed-needs: net`, after tb_net_up).
 tb_client_cfg() {
     cat >"$2" <<CFG
 name = "$1"
@@ -27,6 +28,23 @@ memory = 256
 vcpus = 1
 on_crash = "preserve"
 CFG
+    if [ "${3:-}" = net ]; then
+        echo "vif = ['bridge=xenbr0,script=/testbed/net/vif-testbed']" >>"$2"
+    fi
+}
+
+# tb_net_up: the virtual network: netback, and a bridge xenbr0 that every guest's vif joins
+# (the vif-testbed hotplug script). Guests take their address from data/net-ip (their init
+# brings up eth0), dom0 has none: the guests talk among themselves.
+tb_net_up() {
+    for m in llc stp bridge xen-netback; do
+        insmod "/testbed/net/$m.ko" || tb_fail "insmod $m failed"
+    done
+    brctl addbr xenbr0 || tb_fail "brctl addbr xenbr0 failed"
+    # No spanning tree (the default) and no forwarding delay: a port forwards as soon as it
+    # joins (busybox's brctl has no setfd: sysfs).
+    echo 0 >/sys/class/net/xenbr0/bridge/forward_delay || tb_fail "cannot clear xenbr0's forward delay"
+    ip link set xenbr0 up || tb_fail "ip link set xenbr0 up failed"
 }
 
 # Client guests driven step by step (support/client-guest-init.sh, plan "steps"): guest X is
@@ -242,7 +260,7 @@ tb_expect_domid_free() {
 # data/xenrpc-result/<n>/{out,rc}. Steps handed to several guests run at the same time.
 
 # tb_step_send DOMAIN DOMID N ARGS...: hands step N (`xenrpc ARGS`, or ARGS itself when it
-# starts with `xenrpc-hostile`) to guest DOMAIN.
+# starts with `xenrpc-hostile` or `xenrpc-peer`) to guest DOMAIN.
 tb_step_send() {
     _dom=$1
     _id=$2
@@ -274,7 +292,7 @@ tb_step_wait() {
     TB_STEP_OUT=$(xenstore-read -R "$_dir/out") || tb_fail "step $3 of $1: no output key"
     TB_STEP_CMD=$(xenstore-read "/local/domain/$2/data/xenrpc-step/$3")
     case $TB_STEP_CMD in
-    xenrpc-hostile | "xenrpc-hostile "*) ;;
+    xenrpc-hostile | "xenrpc-hostile "* | xenrpc-peer | "xenrpc-peer "*) ;;
     *) TB_STEP_CMD="xenrpc $TB_STEP_CMD" ;;
     esac
     # One line: output lines joined with " / " (in the shell: fewer processes to go wrong).

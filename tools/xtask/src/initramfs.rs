@@ -150,6 +150,27 @@ pub struct LinuxKernel {
     pub modules: PathBuf,
 }
 
+impl LinuxKernel {
+    /// A module of this kernel by its path under `kernel/` (`net/llc/llc.ko`).
+    pub fn module(&self, path: &str) -> PathBuf {
+        Path::new("/lib/modules")
+            .join(&self.version)
+            .join("kernel")
+            .join(path)
+    }
+}
+
+/// The virtual network's modules in dom0, in load order: the bridge (and what it needs), then
+/// netback.
+pub const NET_MODULES_DOM0: &[&str] = &[
+    "net/llc/llc.ko",
+    "net/802/stp.ko",
+    "net/bridge/bridge.ko",
+    "drivers/net/xen-netback/xen-netback.ko",
+];
+/// Netfront, for a client guest on the virtual network (`/modules/xen-netfront.ko`).
+pub const NET_MODULE_GUEST: &str = "drivers/net/xen-netfront.ko";
+
 pub fn find_linux_kernel() -> Result<LinuxKernel> {
     let mut versions: Vec<String> = fs::read_dir("/boot")
         .context("read /boot")?
@@ -296,13 +317,14 @@ pub const CLIENT_GUEST_MODULES: &[&str] = &["xen-evtchn.ko", "xen-gntalloc.ko"];
 
 /// A Linux domU image for xenrpc clients: like [`linux_guest`], plus the client `binaries`
 /// (with their shared libraries) in /usr/bin under their file names and the evtchn/gntalloc
-/// modules in /modules.
+/// modules in /modules (and netfront, for a guest on the virtual network: `net`).
 pub fn client_guest(
     out: &Path,
     init: &[u8],
     poweroff: &[u8],
     binaries: &[PathBuf],
     kernel: &LinuxKernel,
+    net: bool,
 ) -> Result<()> {
     let mut archive = Archive::create(out)?;
     add_userland(&mut archive, binaries)?;
@@ -320,6 +342,13 @@ pub fn client_guest(
         archive.copy(
             &format!("modules/{module}"),
             &kernel.modules.join(module),
+            0o644,
+        )?;
+    }
+    if net {
+        archive.copy(
+            "modules/xen-netfront.ko",
+            &kernel.module(NET_MODULE_GUEST),
             0o644,
         )?;
     }

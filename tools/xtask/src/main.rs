@@ -531,6 +531,7 @@ fn cmd_bench_guest(paths: &Paths) -> Result<ExitCode> {
     let result = verdict(&outcome).and_then(|wall| {
         bench_guest::report(
             &outcome.run_dir.join("guest-client.log"),
+            &outcome.run_dir.join("serial.log"),
             &paths.root.join("target/bench-guest.csv"),
         )?;
         Ok(wall)

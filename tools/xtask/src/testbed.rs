@@ -60,6 +60,11 @@ pub struct Scenario {
     /// The client binaries ([`CLIENT_BINARIES`]) in dom0 (/usr/bin) and a client guest image
     /// (/testbed/client-guest) that carries them with the evtchn and gntalloc modules.
     needs_client: bool,
+    /// A virtual network: the bridge and netback modules and the vif hotplug script in dom0
+    /// (/testbed/net, brought up by `tb_net_up`), netfront in the client guest image, and the
+    /// peers (`xenrpc-peer`: SunRPC and gRPC servers and benchmarks) beside the client
+    /// binaries. Implies `client`.
+    needs_net: bool,
 }
 
 /// Lists the scenarios: the built-in `dom0-selftest`, then tests/testbed/*.sh by name.
@@ -75,6 +80,7 @@ pub fn scenarios(paths: &Paths) -> Result<Vec<Scenario>> {
         needs_examples: false,
         needs_linux_guest: false,
         needs_client: false,
+        needs_net: false,
     }];
     let dir = paths.scenarios_dir();
     let mut scripts: Vec<PathBuf> = fs::read_dir(&dir)
@@ -120,6 +126,7 @@ fn parse_scenario(script: &Path) -> Result<Scenario> {
         needs_examples: false,
         needs_linux_guest: false,
         needs_client: false,
+        needs_net: false,
     };
     for line in text.lines() {
         let Some((key, value)) = line
@@ -145,6 +152,10 @@ fn parse_scenario(script: &Path) -> Result<Scenario> {
                         "examples" => scenario.needs_examples = true,
                         "linux-guest" => scenario.needs_linux_guest = true,
                         "client" => scenario.needs_client = true,
+                        "net" => {
+                            scenario.needs_client = true;
+                            scenario.needs_net = true;
+                        }
                         other => bail!("{}: unknown testbed-needs {other:?}", script.display()),
                     }
                 }
@@ -351,10 +362,28 @@ fn write_overlay(
             archive.copy(&dest, &file, 0o644)?;
         }
     }
+    if scenario.needs_net {
+        for module in initramfs::NET_MODULES_DOM0 {
+            let file = Path::new(module).file_name().context("module name")?;
+            archive.copy(
+                &format!("testbed/net/{}", file.to_string_lossy()),
+                &linux.module(module),
+                0o644,
+            )?;
+        }
+        archive.copy(
+            "testbed/net/vif-testbed",
+            &support.join("vif-testbed.sh"),
+            0o755,
+        )?;
+    }
     if scenario.needs_client {
-        let binaries = build_client(paths)?;
+        let mut binaries = build_client(paths)?;
         for (name, binary) in CLIENT_BINARIES.iter().zip(&binaries) {
             archive.copy(&format!("usr/bin/{name}"), binary, 0o755)?;
+        }
+        if scenario.needs_net {
+            binaries.push(build_peer(paths)?);
         }
         let guest_initrd = run_dir.join("client-guest.cpio");
         initramfs::client_guest(
@@ -363,6 +392,7 @@ fn write_overlay(
             &fs::read(support.join("linux-guest-poweroff.sh"))?,
             &binaries,
             linux,
+            scenario.needs_net,
         )?;
         archive.copy("testbed/client-guest/vmlinuz", &linux.image, 0o644)?;
         archive.copy("testbed/client-guest/initrd.cpio", &guest_initrd, 0o644)?;
@@ -445,6 +475,19 @@ fn build_client(paths: &Paths) -> Result<Vec<PathBuf>> {
         .iter()
         .map(|name| paths.target.join("guest").join(name))
         .collect())
+}
+
+/// Builds `xenrpc-peer` (the peers as a program: package xenrpc-peers, profile `guest`) for
+/// the client guest image of a scenario with a network.
+fn build_peer(paths: &Paths) -> Result<PathBuf> {
+    crate::util::run_stage(
+        "build peers (cargo build --profile guest -p xenrpc-peers --bin xenrpc-peer)",
+        crate::util::cargo()
+            .args(["build", "--profile", "guest", "-p", "xenrpc-peers"])
+            .args(["--bin", "xenrpc-peer"])
+            .current_dir(&paths.root),
+    )?;
+    Ok(paths.target.join("guest").join("xenrpc-peer"))
 }
 
 /// Runs one scenario and returns its verdict; problems before boot fail the "prepare" stage.
@@ -901,6 +944,7 @@ mod tests {
             needs_examples: false,
             needs_linux_guest: false,
             needs_client: false,
+            needs_net: false,
         }
     }
 
