@@ -9,8 +9,13 @@
 //! unavailable: its `available()` says why, and everything else of it returns that reason
 //! as an error.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
 
 pub mod grpc;
 pub mod sunrpc;
@@ -48,4 +53,91 @@ pub trait PeerClient {
     /// The `echo` procedure: sends `data` (at most [`MAX_ECHO`] bytes), puts the answer in
     /// `answer` (replacing what it held). The caller checks the answer.
     fn echo(&mut self, data: &[u8], answer: &mut Vec<u8>) -> io::Result<()>;
+}
+
+/// One peer over one transport: the names the benchmarks and `xenrpc-peer` use, how to serve
+/// it and how to reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    /// SunRPC over TCP.
+    SunRpcTcp,
+    /// SunRPC over a Unix stream socket.
+    SunRpcUnix,
+    /// gRPC over TCP.
+    Grpc,
+}
+
+impl System {
+    /// Every peer, in the order tables show them.
+    pub const ALL: [System; 3] = [System::SunRpcTcp, System::SunRpcUnix, System::Grpc];
+
+    /// The name tables show (`SunRPC TCP`).
+    pub fn name(self) -> &'static str {
+        match self {
+            System::SunRpcTcp => "SunRPC TCP",
+            System::SunRpcUnix => "SunRPC Unix",
+            System::Grpc => "gRPC TCP",
+        }
+    }
+
+    /// The name command lines use (`sunrpc-tcp`).
+    pub fn arg(self) -> &'static str {
+        match self {
+            System::SunRpcTcp => "sunrpc-tcp",
+            System::SunRpcUnix => "sunrpc-unix",
+            System::Grpc => "grpc",
+        }
+    }
+
+    /// The peer a command line names.
+    pub fn from_arg(arg: &str) -> Option<System> {
+        System::ALL.into_iter().find(|s| s.arg() == arg)
+    }
+
+    /// Whether it was built here.
+    pub fn available(self) -> Result<(), Unavailable> {
+        match self {
+            System::SunRpcTcp | System::SunRpcUnix => sunrpc::available(),
+            System::Grpc => grpc::available(),
+        }
+    }
+
+    /// Binds `address` (`host:port` for TCP, port 0 for any; a socket path for Unix, replacing
+    /// a stale socket there), hands the address bound to `ready`, and serves until the process
+    /// ends.
+    pub fn serve(self, address: &str, ready: impl FnOnce(&str)) -> io::Result<Infallible> {
+        match self {
+            System::SunRpcTcp | System::Grpc => {
+                let listener = TcpListener::bind(address)?;
+                ready(&listener.local_addr()?.to_string());
+                match self {
+                    System::Grpc => grpc::serve(listener),
+                    _ => sunrpc::serve(OwnedFd::from(listener)),
+                }
+            }
+            System::SunRpcUnix => {
+                let _ = std::fs::remove_file(address);
+                let listener = UnixListener::bind(address)?;
+                ready(address);
+                sunrpc::serve(OwnedFd::from(listener))
+            }
+        }
+    }
+
+    /// A client connected to the server at `address` (as for [`Self::serve`]).
+    pub fn connect(self, address: &str) -> io::Result<Box<dyn PeerClient + Send>> {
+        let tcp = || -> io::Result<SocketAddr> {
+            address.parse().map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("bad address {address:?}: {e}"),
+                )
+            })
+        };
+        Ok(match self {
+            System::SunRpcTcp => Box::new(sunrpc::SunRpcClient::connect_tcp(tcp()?)?),
+            System::SunRpcUnix => Box::new(sunrpc::SunRpcClient::connect_unix(Path::new(address))?),
+            System::Grpc => Box::new(grpc::GrpcClient::connect_tcp(tcp()?)?),
+        })
+    }
 }

@@ -16,62 +16,17 @@
 //! it with a message and exit status 1.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use xenrpc_peers::grpc::{self, GrpcClient};
-use xenrpc_peers::sunrpc::{self, SunRpcClient};
-use xenrpc_peers::{PeerClient, MAX_ECHO};
+use xenrpc_peers::{System, MAX_ECHO};
 
 const USAGE: &str = "usage: xenrpc-peer serve sunrpc-tcp|sunrpc-unix|grpc ADDRESS\n       \
 xenrpc-peer bench sunrpc-tcp|sunrpc-unix|grpc ADDRESS [--calls N] [--size BYTES] [--in-flight K]";
 
 /// Most connections a bench opens.
 const MAX_IN_FLIGHT: usize = 64;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum System {
-    SunRpcTcp,
-    SunRpcUnix,
-    Grpc,
-}
-
-impl System {
-    fn parse(word: &str) -> io::Result<Self> {
-        match word {
-            "sunrpc-tcp" => Ok(System::SunRpcTcp),
-            "sunrpc-unix" => Ok(System::SunRpcUnix),
-            "grpc" => Ok(System::Grpc),
-            other => Err(invalid(format!("no such peer {other:?}"))),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            System::SunRpcTcp => "SunRPC TCP",
-            System::SunRpcUnix => "SunRPC Unix",
-            System::Grpc => "gRPC TCP",
-        }
-    }
-
-    fn connect(self, address: &str) -> io::Result<Box<dyn PeerClient + Send>> {
-        let tcp = || -> io::Result<SocketAddr> {
-            address
-                .parse()
-                .map_err(|e| invalid(format!("bad address {address:?}: {e}")))
-        };
-        Ok(match self {
-            System::SunRpcTcp => Box::new(SunRpcClient::connect_tcp(tcp()?)?),
-            System::SunRpcUnix => Box::new(SunRpcClient::connect_unix(Path::new(address))?),
-            System::Grpc => Box::new(GrpcClient::connect_tcp(tcp()?)?),
-        })
-    }
-}
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
@@ -97,25 +52,15 @@ fn serve(args: &[String]) -> io::Result<()> {
     let [system, address] = args else {
         return Err(invalid(USAGE.to_string()));
     };
-    let system = System::parse(system)?;
-    let ready = || println!("xenrpc-peer: {} serving on {address}", system.name());
-    match system {
-        System::SunRpcTcp | System::Grpc => {
-            let listener = TcpListener::bind(address.as_str())?;
-            ready();
-            match system {
-                System::Grpc => grpc::serve(listener)?,
-                _ => sunrpc::serve(OwnedFd::from(listener))?,
-            };
-        }
-        System::SunRpcUnix => {
-            let _ = std::fs::remove_file(address);
-            let listener = UnixListener::bind(address)?;
-            ready();
-            sunrpc::serve(OwnedFd::from(listener))?;
-        }
-    }
+    let system = parse_system(system)?;
+    system.serve(address, |bound| {
+        println!("xenrpc-peer: {} serving on {bound}", system.name())
+    })?;
     Ok(())
+}
+
+fn parse_system(word: &str) -> io::Result<System> {
+    System::from_arg(word).ok_or_else(|| invalid(format!("no such peer {word:?}\n{USAGE}")))
 }
 
 struct Plan {
@@ -131,7 +76,7 @@ fn parse_plan(args: &[String]) -> io::Result<Plan> {
         return Err(invalid(USAGE.to_string()));
     };
     let mut plan = Plan {
-        system: System::parse(system)?,
+        system: parse_system(system)?,
         address: address.clone(),
         calls: 1000,
         size: 0,

@@ -224,7 +224,7 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
             let (mut samples, cpu) =
                 peers::null_calls(server, client.as_mut(), budget.blocking_roundtrips)?;
             series.push(
-                server.peer.label(),
+                server.peer.name(),
                 NULL_CALL,
                 latency(&mut samples),
                 Some(cpu),
@@ -237,7 +237,7 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
             ("floor", LIMIT, "limit"),
             ("floor", UDS_FLOOR, "UDS 0 B"),
         ];
-        compared.extend(Peer::ALL.map(|p| (p.label(), NULL_CALL, p.label())));
+        compared.extend(Peer::ALL.map(|p| (p.name(), NULL_CALL, p.name())));
         compared
     };
     let mut rows = series.rows(&[
@@ -269,7 +269,7 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
         let cpu = paced_cpu(budget.paced_calls, PACED_RATE, server.pid(), || {
             client.null()
         })?;
-        paced.push((server.peer.label(), cpu));
+        paced.push((server.peer.name(), cpu));
     }
     rows.extend(paced_rows(&paced));
 
@@ -304,7 +304,7 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
     floor_child.wait_or_kill(Duration::from_secs(5))?;
 
     for (server, client) in &mut peers {
-        let label = server.peer.label();
+        let label = server.peer.name();
         println!("throughput: {label} ...");
         let mut rates = Vec::new();
         for &size in &SIZES {
@@ -402,7 +402,7 @@ const PACED_SECTION: &str = "paced: 1,000 null calls/s";
 fn paced_rows(paced: &[(&'static str, f64)]) -> Vec<Row> {
     let sunrpc = paced
         .iter()
-        .find(|(name, _)| *name == Peer::SunRpcTcp.label())
+        .find(|(name, _)| *name == Peer::SunRpcTcp.name())
         .map(|&(_, cpu)| cpu);
     paced
         .iter()

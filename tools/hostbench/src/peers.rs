@@ -7,63 +7,19 @@
 //! a peer that answers wrongly fails the run, naming the peer and the call.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use xenrpc_host::process::{pin_to_cpu, ChildGuard};
-use xenrpc_peers::grpc::{self, GrpcClient};
-use xenrpc_peers::sunrpc::{self, SunRpcClient};
-use xenrpc_peers::{PeerClient, Unavailable};
+use xenrpc_peers::PeerClient;
 
 use crate::{own_and_server_cpu, read_line_within, spawn_piped, SERVER_CPU};
 
 /// The first line a peer server prints: `peer listening on ADDRESS`.
 const READY: &str = "peer listening on ";
 
-/// One of the peers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Peer {
-    SunRpcTcp,
-    SunRpcUnix,
-    Grpc,
-}
-
-impl Peer {
-    pub const ALL: [Peer; 3] = [Peer::SunRpcTcp, Peer::SunRpcUnix, Peer::Grpc];
-
-    /// The name rows and ratios carry.
-    pub fn label(self) -> &'static str {
-        match self {
-            Peer::SunRpcTcp => "SunRPC TCP",
-            Peer::SunRpcUnix => "SunRPC Unix",
-            Peer::Grpc => "gRPC TCP",
-        }
-    }
-
-    fn arg(self) -> &'static str {
-        match self {
-            Peer::SunRpcTcp => "sunrpc-tcp",
-            Peer::SunRpcUnix => "sunrpc-unix",
-            Peer::Grpc => "grpc",
-        }
-    }
-
-    fn from_arg(arg: &str) -> Option<Peer> {
-        Peer::ALL.into_iter().find(|p| p.arg() == arg)
-    }
-
-    /// Whether it was built here.
-    pub fn available(self) -> Result<(), Unavailable> {
-        match self {
-            Peer::SunRpcTcp | Peer::SunRpcUnix => sunrpc::available(),
-            Peer::Grpc => grpc::available(),
-        }
-    }
-}
+pub use xenrpc_peers::System as Peer;
 
 /// Server process role: `--role-peer-server KIND SOCKET_PATH`; binds (TCP on 127.0.0.1, an
 /// ephemeral port; Unix at SOCKET_PATH), prints the ready line with the address, serves.
@@ -79,22 +35,11 @@ pub fn server_role(args: &[String]) -> io::Result<()> {
     };
     let peer = Peer::from_arg(kind).ok_or_else(usage)?;
     pin_to_cpu(SERVER_CPU);
-    match peer {
-        Peer::SunRpcTcp | Peer::Grpc => {
-            let listener = TcpListener::bind("127.0.0.1:0")?;
-            println!("{READY}{}", listener.local_addr()?);
-            match peer {
-                Peer::Grpc => grpc::serve(listener)?,
-                _ => sunrpc::serve(OwnedFd::from(listener))?,
-            };
-        }
-        Peer::SunRpcUnix => {
-            let _ = std::fs::remove_file(path);
-            let listener = UnixListener::bind(path)?;
-            println!("{READY}{path}");
-            sunrpc::serve(OwnedFd::from(listener))?;
-        }
-    }
+    let address = match peer {
+        Peer::SunRpcUnix => path.as_str(),
+        _ => "127.0.0.1:0",
+    };
+    peer.serve(address, |bound| println!("{READY}{bound}"))?;
     Ok(())
 }
 
@@ -125,7 +70,7 @@ impl PeerServer {
             .trim_end()
             .strip_prefix(READY)
             .ok_or_else(|| {
-                io::Error::other(format!("{} server did not start: {line:?}", peer.label()))
+                io::Error::other(format!("{} server did not start: {line:?}", peer.name()))
             })?
             .to_string();
         Ok(Self {
@@ -141,17 +86,8 @@ impl PeerServer {
     }
 
     /// A client connected to it.
-    pub fn connect(&self) -> io::Result<Box<dyn PeerClient>> {
-        let tcp = || -> io::Result<SocketAddr> {
-            self.address
-                .parse()
-                .map_err(|e| io::Error::other(format!("bad address {:?}: {e}", self.address)))
-        };
-        Ok(match self.peer {
-            Peer::SunRpcTcp => Box::new(SunRpcClient::connect_tcp(tcp()?)?),
-            Peer::SunRpcUnix => Box::new(SunRpcClient::connect_unix(&self.socket)?),
-            Peer::Grpc => Box::new(GrpcClient::connect_tcp(tcp()?)?),
-        })
+    pub fn connect(&self) -> io::Result<Box<dyn PeerClient + Send>> {
+        self.peer.connect(&self.address)
     }
 }
 
@@ -162,11 +98,11 @@ impl Drop for PeerServer {
 }
 
 /// The servers of every peer built here, started; prints the ones left out and why.
-pub fn start_available() -> io::Result<Vec<(PeerServer, Box<dyn PeerClient>)>> {
+pub fn start_available() -> io::Result<Vec<(PeerServer, Box<dyn PeerClient + Send>)>> {
     let mut started = Vec::new();
     for peer in Peer::ALL {
         if let Err(why) = peer.available() {
-            println!("peer {}: not measured: {why}", peer.label());
+            println!("peer {}: not measured: {why}", peer.name());
             continue;
         }
         let server = PeerServer::start(peer)?;
@@ -177,7 +113,7 @@ pub fn start_available() -> io::Result<Vec<(PeerServer, Box<dyn PeerClient>)>> {
 }
 
 fn failed(peer: Peer, what: &str, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{} {what} failed: {e}", peer.label()))
+    io::Error::new(e.kind(), format!("{} {what} failed: {e}", peer.name()))
 }
 
 /// Times `count` null calls one by one (after a tenth as warm-up); returns the samples and
@@ -220,7 +156,7 @@ pub fn echo_loop(
         if answer != payload {
             return Err(io::Error::other(format!(
                 "{} echo of {size} bytes answered {} different bytes",
-                peer.label(),
+                peer.name(),
                 answer.len()
             )));
         }
