@@ -476,8 +476,9 @@ fn test_example(paths: &Paths, dir: &Path, hostd: &Path) -> Result<Duration> {
 
 /// The scenarios the demo runs: handlers faulting in guest user mode while the VM serves on
 /// (the fault-injection service), a service of a crate of its own (the MAC example, with a
-/// provisioned key and two client guests), then the stock service VM and three client guests.
-const DEMO_SCENARIOS: &[&str] = &["handler-faults", "mac-service", "clients"];
+/// provisioned key and two client guests), the stock service VM and three client guests, then
+/// the peers xenrpc is measured beside (SunRPC and gRPC across the testbed's virtual network).
+const DEMO_SCENARIOS: &[&str] = &["handler-faults", "mac-service", "clients", "peers-net"];
 
 /// The demo: the scenarios above (the service VMs and Linux client guests in the testbed) with
 /// the guests' consoles shown live, then every call made and its answer. It passes only if the
