@@ -364,8 +364,8 @@ pub fn report(log_path: &Path, serial_path: &Path, csv_path: &Path) -> Result<()
          libtirpc, gRPC by tonic) serve from a Linux guest over the virtual network (netback, a\n\
          bridge in dom0, netfront); p50/xenrpc and calls/s/x compare each row with the protected\n\
          build's. CPU srv/cli/dom0: CPU time per call of the serving domain, the client guest and\n\
-         dom0 (which carries the network), from `xl vcpu-list` before and after each run (0.1 s\n\
-         resolution: a run's figure is within 0.1 s / its calls)."
+         dom0 (which carries the network), from `xl vcpu-list` before and after each run's\n\
+         process (its connect included; 0.1 s resolution: a figure is within 0.1 s / its calls)."
     );
     if let Some(dir) = csv_path.parent() {
         fs::create_dir_all(dir)?;
