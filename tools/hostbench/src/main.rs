@@ -450,7 +450,7 @@ fn print_aims(rows: &[Row]) {
     ] {
         match ratio {
             Some(r) => println!(
-                "aim: {what}: {r:.2}x, {}",
+                "aim: {what}: {r:.3}x, {}",
                 if r <= aim { "met" } else { "NOT met" }
             ),
             None => println!("aim: {what}: not measured"),
