@@ -119,9 +119,10 @@ pub fn run(conn_args: &ConnArgs, bench: &Bench) -> Result<Output> {
     // stamp), once when the oldest call's answer is in (every answer already there then
     // shares that one). Each call is published as it starts: publishing a refill's calls
     // together (Connection::start_at, then flush) filled the protected build's batches (8 calls
-    // per user-mode entry instead of 4.4) but cost a third of its calls/s with 8 in flight in
-    // the TCG testbed (21,665 -> 7,011): each side then finds nothing to do after its half of
-    // the exchange, spins out its 50 µs and sleeps, and every batch pays two wake-ups.
+    // per user-mode entry instead of 4.4) but its calls/s with 8 in flight fell from 21,665 to
+    // about 7,000 in the TCG testbed; likely because each side then finds nothing to do after
+    // its half of the exchange, spins out its 50 µs and sleeps, so every batch pays two
+    // wake-ups.
     let mut now = start;
     while sent < calls || !queue.is_empty() {
         while sent < calls {
