@@ -38,7 +38,7 @@ fn server_domain(build: &str) -> &'static str {
 }
 
 /// Each domain's CPU seconds at dom0's `TESTBED: CPU start|end <round>|<label> | d=s ...`
-/// samples, by "<round>|<label>": (start, end).
+/// samples, by `<round>|<label>`: (start, end).
 type CpuSamples = BTreeMap<String, (BTreeMap<String, f64>, BTreeMap<String, f64>)>;
 
 fn parse_cpu(serial: &str) -> CpuSamples {
@@ -68,7 +68,7 @@ fn parse_cpu(serial: &str) -> CpuSamples {
     samples
 }
 
-/// CPU µs per call of `domain` over the run `key` ("<round>|<label>"), 0 if not sampled.
+/// CPU µs per call of `domain` over the run `key` (`<round>|<label>`), 0 if not sampled.
 fn cpu_per_call(cpu: &CpuSamples, key: &str, domain: &str, calls: f64) -> f64 {
     let Some((start, end)) = cpu.get(key) else {
         return 0.0;
