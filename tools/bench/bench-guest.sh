@@ -1,4 +1,4 @@
-# testbed-summary: guest benchmark: a Linux client guest times raw event round trips to the service VM, null calls (1 and 8 in flight) and out-of-line echo (4 KiB at 1 and 8 in flight, 64 KiB), five rounds each, against the service VM and its unprotected build (handlers in kernel mode) side by side; boot to ready of the service VM beside a Linux guest's; the smallest memory at which the service VM serves 8 clients at once (run by `cargo xtask bench-guest`, which prints the table)
+# testbed-summary: guest benchmark: a Linux client guest times raw event round trips to the service VM, null calls and out-of-line echo of 64 B, 4 KiB and 64 KiB (1 and 8 in flight each), five rounds each, against the service VM and its unprotected build (handlers in kernel mode) side by side; boot to ready of the service VM beside a Linux guest's; the smallest memory at which the service VM serves 8 clients at once (run by `cargo xtask bench-guest`, which prints the table)
 # testbed-needs: kernel unprotected net
 # testbed-timeout: 1800
 #

@@ -140,7 +140,10 @@ bench)
             "null-8:--calls 2000 --in-flight 8:--calls 400 --in-flight 8" \
             "echo-4k:--calls 1000 --size 4096:--calls 200 --size 4096" \
             "echo-4k-8:--calls 1000 --size 4096 --in-flight 8 --data-pages 64:--calls 400 --size 4096 --in-flight 8" \
-            "echo-64k:--calls 300 --size 65536 --data-pages 32:--calls 100 --size 65536"; do
+            "echo-64k:--calls 300 --size 65536 --data-pages 32:--calls 100 --size 65536" \
+            "echo-64b:--calls 1000 --size 64:--calls 200 --size 64" \
+            "echo-64b-8:--calls 1000 --size 64 --in-flight 8:--calls 400 --size 64 --in-flight 8" \
+            "echo-64k-8:--calls 300 --size 65536 --in-flight 8 --data-pages 256:--calls 100 --size 65536 --in-flight 8"; do
             label=${run%%:*}
             peer_args=${run##*:}
             run=${run%:*}

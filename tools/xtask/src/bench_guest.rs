@@ -142,13 +142,16 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-const ROWS: [(&str, &str); 6] = [
+const ROWS: [(&str, &str); 9] = [
     ("raw", "raw event round trip (ping port)"),
     ("null-1", "null call, 1 in flight"),
     ("null-8", "null call, 8 in flight"),
+    ("echo-64b", "echo 64 B out of line, 1 in flight"),
+    ("echo-64b-8", "echo 64 B out of line, 8 in flight"),
     ("echo-4k", "echo 4 KiB out of line, 1 in flight"),
     ("echo-4k-8", "echo 4 KiB out of line, 8 in flight"),
     ("echo-64k", "echo 64 KiB out of line, 1 in flight"),
+    ("echo-64k-8", "echo 64 KiB out of line, 8 in flight"),
 ];
 
 /// `a / b`, or 0 when there is no `b`.
@@ -381,6 +384,18 @@ pub fn report(log_path: &Path, serial_path: &Path, csv_path: &Path) -> Result<()
 mod tests {
     use super::*;
 
+    /// Every run but the raw round trip.
+    const RUNS: [&str; 8] = [
+        "null-1",
+        "null-8",
+        "echo-64b",
+        "echo-64b-8",
+        "echo-4k",
+        "echo-4k-8",
+        "echo-64k",
+        "echo-64k-8",
+    ];
+
     fn line(round: u32, label: &str, p50: f64, ping: Option<f64>) -> String {
         let ping = ping.map_or("null".to_string(), |p| {
             format!(r#"{{"p50": {p}, "p90": 0, "p99": {}, "max": 0}}"#, p * 2.0)
@@ -399,7 +414,7 @@ mod tests {
                 let p50 = 50.0 * f64::from(round) * cost;
                 log += &line(round, &format!("null-1@{build}"), p50, Some(raw));
                 log += "\n";
-                for run in ["null-8", "echo-4k", "echo-4k-8", "echo-64k"] {
+                for run in &RUNS[1..] {
                     log += &line(round, &format!("{run}@{build}"), 10.0 * cost, None);
                     log += "\n";
                 }
@@ -407,7 +422,7 @@ mod tests {
         }
         // SunRPC ran every run, three times slower than the protected build's 10 µs.
         for round in 1..=3 {
-            for run in ["null-1", "null-8", "echo-4k", "echo-4k-8", "echo-64k"] {
+            for run in RUNS {
                 log += &line(round, &format!("{run}@sunrpc"), 60.0, None);
                 log += "\n";
             }
@@ -469,7 +484,7 @@ mod tests {
         for build in ["protected", "unprotected"] {
             log += &line(1, &format!("null-1@{build}"), 10.0, Some(20.0));
             log += "\n";
-            for run in ["null-8", "echo-4k", "echo-4k-8", "echo-64k"] {
+            for run in &RUNS[1..] {
                 log += &line(1, &format!("{run}@{build}"), 10.0, None);
                 log += "\n";
             }
