@@ -76,7 +76,7 @@ impl LatencySeries {
     /// A row per series; the rows of each section `compare_with` names get their ratio to
     /// each of its (section, name, label) that was measured, in that order.
     pub fn rows(&self, compare_with: &[(&str, Vec<Compared>)]) -> Vec<Row> {
-        let med = |values: Vec<f64>| median(&mut values.clone());
+        let med = |mut values: Vec<f64>| median(&mut values);
         self.series
             .iter()
             .map(|s| {

@@ -201,16 +201,19 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
         floor.spin_pingpong(budget.spin_roundtrips / 10)?;
         let shm = latency(&mut floor.spin_pingpong(budget.spin_roundtrips)?);
         series.push("floor", SHM_FLOOR, shm, None);
-        let (mut samples, cpu) =
-            null_calls(&mut spin_client, spin_server.pid(), budget.spin_roundtrips)?;
+        let (mut samples, cpu) = null_calls(
+            spin_server.pid(),
+            budget.spin_roundtrips,
+            ping(&mut spin_client),
+        )?;
         series.push("xenrpc spin", NULL_CALL, latency(&mut samples), Some(cpu));
         floor.eventfd_roundtrip(budget.blocking_roundtrips / 10)?;
         let eventfd = latency(&mut floor.eventfd_roundtrip(budget.blocking_roundtrips)?);
         series.push("floor", EVENTFD_FLOOR, eventfd, None);
         let (mut samples, cpu) = null_calls(
-            &mut blocking_client,
             blocking_server.pid(),
             budget.blocking_roundtrips,
+            ping(&mut blocking_client),
         )?;
         series.push(
             "xenrpc blocking",
@@ -221,8 +224,11 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
         let uds = latency(&mut floor.uds_echo(budget.blocking_roundtrips, 0)?);
         series.push("floor", UDS_FLOOR, uds, None);
         for (server, client) in &mut peers {
-            let (mut samples, cpu) =
-                peers::null_calls(server, client.as_mut(), budget.blocking_roundtrips)?;
+            let (mut samples, cpu) = null_calls(
+                server.pid(),
+                budget.blocking_roundtrips,
+                peers::null(server, client.as_mut()),
+            )?;
             series.push(
                 server.peer.name(),
                 NULL_CALL,
@@ -247,7 +253,6 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
 
     // CPU per call when calls come seldom, as to an idle service: what spinning costs.
     println!("paced calls ({} a second) ...", PACED_RATE);
-    let ping = echo::client::ping(&());
     let mut paced = Vec::new();
     for (section, client, pid) in [
         ("xenrpc spin", &mut spin_client, spin_server.pid()),
@@ -257,18 +262,12 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
             blocking_server.pid(),
         ),
     ] {
-        let cpu = paced_cpu(budget.paced_calls, PACED_RATE, pid, || {
-            client
-                .call(&ping, CALL_TIMEOUT)
-                .map(drop)
-                .map_err(io::Error::other)
-        })?;
+        let cpu = paced_cpu(budget.paced_calls, PACED_RATE, pid, ping(client))?;
         paced.push((section, cpu));
     }
     for (server, client) in &mut peers {
-        let cpu = paced_cpu(budget.paced_calls, PACED_RATE, server.pid(), || {
-            client.null()
-        })?;
+        let null = peers::null(server, client.as_mut());
+        let cpu = paced_cpu(budget.paced_calls, PACED_RATE, server.pid(), null)?;
         paced.push((server.peer.name(), cpu));
     }
     rows.extend(paced_rows(&paced));
@@ -549,19 +548,34 @@ fn own_and_server_cpu(server: Option<u32>) -> io::Result<Duration> {
     Ok(total)
 }
 
-/// Times `count` null calls one by one; returns the samples and CPU ns per call.
-fn null_calls(client: &mut Client, server: u32, count: u64) -> io::Result<(Vec<Duration>, f64)> {
-    let ping = echo::client::ping(&());
+/// Times `count` calls of `call` one by one, after a tenth as many as warm-up; returns the
+/// samples and CPU ns per call of this process and `server` (xenrpc's and the peers' alike).
+fn null_calls(
+    server: u32,
+    count: u64,
+    mut call: impl FnMut() -> io::Result<()>,
+) -> io::Result<(Vec<Duration>, f64)> {
     for _ in 0..count / 10 {
-        client.call(&ping, CALL_TIMEOUT).map_err(io::Error::other)?;
+        call()?;
     }
     let mut samples = Vec::with_capacity(count as usize);
     let cpu_before = own_and_server_cpu(Some(server))?;
     for _ in 0..count {
         let start = Instant::now();
-        client.call(&ping, CALL_TIMEOUT).map_err(io::Error::other)?;
+        call()?;
         samples.push(start.elapsed());
     }
     let cpu = own_and_server_cpu(Some(server))? - cpu_before;
     Ok((samples, cpu.as_nanos() as f64 / count as f64))
+}
+
+/// A xenrpc null call on `client`.
+fn ping(client: &mut Client) -> impl FnMut() -> io::Result<()> + '_ {
+    let ping = echo::client::ping(&());
+    move || {
+        client
+            .call(&ping, CALL_TIMEOUT)
+            .map(drop)
+            .map_err(io::Error::other)
+    }
 }

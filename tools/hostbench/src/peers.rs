@@ -116,26 +116,13 @@ fn failed(peer: Peer, what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{} {what} failed: {e}", peer.name()))
 }
 
-/// Times `count` null calls one by one (after a tenth as warm-up); returns the samples and
-/// CPU ns per call (this process and the server).
-pub fn null_calls(
+/// A null call on `client`, its failure naming `server`'s peer.
+pub fn null<'a>(
     server: &PeerServer,
-    client: &mut dyn PeerClient,
-    count: u64,
-) -> io::Result<(Vec<Duration>, f64)> {
+    client: &'a mut dyn PeerClient,
+) -> impl FnMut() -> io::Result<()> + 'a {
     let peer = server.peer;
-    for _ in 0..count / 10 {
-        client.null().map_err(|e| failed(peer, "null call", e))?;
-    }
-    let mut samples = Vec::with_capacity(count as usize);
-    let cpu_before = own_and_server_cpu(Some(server.pid()))?;
-    for _ in 0..count {
-        let start = Instant::now();
-        client.null().map_err(|e| failed(peer, "null call", e))?;
-        samples.push(start.elapsed());
-    }
-    let cpu = own_and_server_cpu(Some(server.pid()))? - cpu_before;
-    Ok((samples, cpu.as_nanos() as f64 / count as f64))
+    move || client.null().map_err(|e| failed(peer, "null call", e))
 }
 
 /// Echoes `size` bytes for `duration`, one call at a time, every answer checked. Returns
