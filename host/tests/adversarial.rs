@@ -63,11 +63,10 @@ fn scribble(
     let ring = SharedRegion::new(ring).unwrap();
     let data = SharedRegion::new(data).unwrap();
     let control_fields = [
-        ctrl::REQ_PROD,
         ctrl::RSP_CONS,
         ctrl::RSP_EVENT,
+        ctrl::CLIENT_ALIVE,
         ctrl::REQ_CONS,
-        ctrl::RSP_PROD,
         ctrl::REQ_EVENT,
         ctrl::SLOTS,
         ctrl::MAGIC,

@@ -9,11 +9,12 @@ use core::sync::atomic::{fence, Ordering};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::layout::{
-    ctrl, OolRef, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status, CLIENT_ALIVE,
-    FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, LAYOUT_VERSION, PAGE_SIZE, RING_MAGIC,
+    ctrl, slot_seq, unpublished_seq, OolRef, RequestHeader, ResponseHeader, RingGeometry,
+    SetupError, Status, CLIENT_ALIVE, FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, LAYOUT_VERSION,
+    PAGE_SIZE, RING_MAGIC,
 };
 use crate::region::{RegionView, SharedRegion};
-use crate::ring::{available, free_slots, needs_notify};
+use crate::ring::{free_slots, needs_notify};
 use crate::service::validate_ool;
 use crate::transport::{Notify, SharedMemory};
 use crate::windows::WindowAllocator;
@@ -239,6 +240,9 @@ pub struct ClientConnection<R: SharedMemory, D: SharedMemory> {
     geometry: RingGeometry,
     req_prod_pvt: u32,
     req_prod_published: u32,
+    /// Request slots known free when `REQ_CONS` was last read, less those used since: the
+    /// server's index is read again only when this runs out.
+    req_space: u32,
     rsp_cons: u32,
     max_in_flight: usize,
     in_flight: [InFlight; MAX_IN_FLIGHT],
@@ -249,7 +253,8 @@ pub struct ClientConnection<R: SharedMemory, D: SharedMemory> {
 }
 
 impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
-    /// Lays out a fresh ring region (zeroed, magic, indices at 0) before the server attaches.
+    /// Lays out a fresh ring region (zeroed, magic, indices at 0, every slot unpublished)
+    /// before the server attaches.
     /// `max_in_flight` caps two-way calls awaiting a response: `1..=min(slots, MAX_IN_FLIGHT)`.
     pub fn new(
         ring: R,
@@ -287,16 +292,23 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
             .and_then(|()| init(ctrl::LAYOUT_VERSION, LAYOUT_VERSION))
             .and_then(|()| init(ctrl::SLOTS, geometry.slots()))
             .and_then(|()| init(ctrl::START_INDEX, start))
-            .and_then(|()| init(ctrl::REQ_PROD, start))
             .and_then(|()| init(ctrl::RSP_CONS, start))
             .and_then(|()| init(ctrl::REQ_CONS, start))
-            .and_then(|()| init(ctrl::RSP_PROD, start))
             // Wake me on the first response; the server sets its own threshold when it attaches.
             .and_then(|()| init(ctrl::RSP_EVENT, start.wrapping_add(1)))
             .and_then(|()| init(ctrl::REQ_EVENT, start.wrapping_add(1)))
             .and_then(|()| init(ctrl::CLIENT_ALIVE, CLIENT_ALIVE));
-        // The region length was checked against the geometry above, so the control page fits.
+        // The region length was checked against the geometry above, so the control page and
+        // every slot fit.
         debug_assert!(laid_out.is_ok());
+        let slots = geometry.slots();
+        for index in (0..slots).map(|k| start.wrapping_add(k)) {
+            let unpublished = unpublished_seq(index, slots);
+            let request = geometry.request_slot_offset(index) + slot_seq::REQUEST;
+            let response = geometry.response_slot_offset(index) + slot_seq::RESPONSE;
+            let laid_out = init(request, unpublished).and_then(|()| init(response, unpublished));
+            debug_assert!(laid_out.is_ok());
+        }
         fence(Ordering::Release);
         let windows = WindowAllocator::new(data.len());
         Ok(ClientConnection {
@@ -305,6 +317,7 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
             geometry,
             req_prod_pvt: start,
             req_prod_published: start,
+            req_space: 0,
             rsp_cons: start,
             max_in_flight,
             in_flight: [InFlight::default(); MAX_IN_FLIGHT],
@@ -359,7 +372,8 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
     }
 
     fn load(&self, offset: usize) -> u32 {
-        // Control-block offsets lie in the first page, which `new` checked exists.
+        // Control-block fields and slots' sequence words lie in the ring region, whose length
+        // `new` checked against the geometry.
         self.ring.load_control(offset)
     }
 
@@ -386,14 +400,18 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         if !request.one_way && self.in_flight_count >= self.max_in_flight {
             return Err(CallError::TooManyInFlight);
         }
-        let req_cons = self.load(ctrl::REQ_CONS);
-        match free_slots(self.req_prod_pvt, req_cons, self.geometry.slots()) {
-            None => {
-                let req_prod = self.req_prod_pvt;
-                return Err(self.fail(ClientViolation::ReqConsOutOfRange { req_cons, req_prod }));
+        if self.req_space == 0 {
+            let req_cons = self.load(ctrl::REQ_CONS);
+            match free_slots(self.req_prod_pvt, req_cons, self.geometry.slots()) {
+                None => {
+                    let req_prod = self.req_prod_pvt;
+                    return Err(
+                        self.fail(ClientViolation::ReqConsOutOfRange { req_cons, req_prod })
+                    );
+                }
+                Some(0) => return Err(CallError::RingFull),
+                Some(space) => self.req_space = space,
             }
-            Some(0) => return Err(CallError::RingFull),
-            Some(_) => {}
         }
         let call_id = self.next_call_id;
         self.next_call_id = self.next_call_id.wrapping_add(1).max(1);
@@ -405,7 +423,8 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
             version: request.version,
             flags: if request.one_way { FLAG_ONE_WAY } else { 0 },
             inline_len: request.inline.len() as u32,
-            reserved0: 0,
+            // Published by `publish`, which stores the index itself here.
+            seq: unpublished_seq(self.req_prod_pvt, self.geometry.slots()),
             ool_args: request.ool_args,
             ool_result: request.ool_result,
             reserved1: [0; 2],
@@ -418,6 +437,7 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         // The slot lies inside the ring region, whose length `new` checked.
         debug_assert!(written.is_ok());
         self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
+        self.req_space -= 1;
         if !request.one_way {
             if let Some(entry) = self.in_flight.iter_mut().find(|e| e.call_id == 0) {
                 *entry = InFlight {
@@ -439,8 +459,16 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         if old == new || self.broken.is_some() {
             return false;
         }
-        // Release: the slot contents (and out-of-line arguments) are visible before the index.
-        self.store(ctrl::REQ_PROD, new);
+        // Release: each slot's contents (and out-of-line arguments) are visible before its
+        // sequence word says it is published.
+        let view = self.ring.view();
+        let mut index = old;
+        while index != new {
+            let seq = self.geometry.request_slot_offset(index) + slot_seq::REQUEST;
+            let stored = view.store_u32(seq, index, Ordering::Release);
+            debug_assert!(stored.is_ok());
+            index = index.wrapping_add(1);
+        }
         self.req_prod_published = new;
         // Full barrier: our index store must be visible before we read the server's threshold,
         // or a server arming for sleep at the same moment and we would both miss each other.
@@ -475,26 +503,25 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         Ok(pending)
     }
 
-    /// Whether the server published responses we have not consumed.
+    /// Whether the server published responses we have not consumed: the next response slot's
+    /// sequence word is the index we expect there.
     pub fn has_responses(&self) -> bool {
-        self.load(ctrl::RSP_PROD) != self.rsp_cons
+        let seq = self.geometry.response_slot_offset(self.rsp_cons) + slot_seq::RESPONSE;
+        self.load(seq) == self.rsp_cons
     }
 
-    /// Takes the next response, if any, copying it out once and validating it: status known,
-    /// inline length within the slot, call id in flight, out-of-line length within the call's
-    /// result window. A violation breaks the connection.
+    /// Takes the next response, if any (its slot's sequence word says it is published), copying
+    /// it out once and validating it: status known, inline length within the slot, call id in
+    /// flight, out-of-line length within the call's result window. A violation breaks the
+    /// connection.
     pub fn poll_response(&mut self) -> Result<Option<Completion>, CallError> {
         if let Some(v) = self.broken {
             return Err(CallError::Broken(v));
         }
-        let rsp_prod = self.load(ctrl::RSP_PROD);
-        match available(rsp_prod, self.rsp_cons, self.geometry.slots()) {
-            None => {
-                let rsp_cons = self.rsp_cons;
-                return Err(self.fail(ClientViolation::RspProdOutOfRange { rsp_prod, rsp_cons }));
-            }
-            Some(0) => return Ok(None),
-            Some(_) => {}
+        // Acquire (in `has_responses`): the header is read after the sequence word said it is
+        // complete.
+        if !self.has_responses() {
+            return Ok(None);
         }
         let slot = self.geometry.response_slot_offset(self.rsp_cons);
         let view = self.ring.view();
@@ -549,7 +576,8 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         self.in_flight[entry_index] = InFlight::default();
         self.in_flight_count -= 1;
         self.rsp_cons = self.rsp_cons.wrapping_add(1);
-        // Release: we are done reading the slot before the server may reuse it.
+        // Release: we are done reading the slot before the server may reuse it. The server
+        // reads this seldom, so the store stays in our cache.
         self.store(ctrl::RSP_CONS, self.rsp_cons);
         Ok(Some(completion))
     }

@@ -104,7 +104,8 @@ fn plausible_header(r: &[u8], index: u32, data_len: usize) -> RequestHeader {
             6 => u32::from(b(4)),
             _ => u32::from(b(4)) << 24,
         },
-        reserved0: u32::from(b(14) == 0xff),
+        // The harness publishes the slot (stores its index here) when the case says so.
+        seq: 0,
         ool_args: window(5),
         ool_result: window(9),
         reserved1: [0, u32::from(b(15) == 0xff)],
@@ -167,6 +168,13 @@ pub fn run_server_case(input: &[u8]) -> CaseReport {
     }
     let _ = data.view().write(0, content.take(data_pages * PAGE_SIZE));
     let v = ring.view();
+    // The hostile client publishes request `index` by storing the index in its slot's sequence
+    // word (whatever the slot holds).
+    let publish = |index: u32| {
+        let seq = geometry.request_slot_offset(index) + crate::layout::slot_seq::REQUEST;
+        let _ = v.store_u32(seq, index, Ordering::Release);
+    };
+    let mut published;
     if mode & 0x80 == 0 {
         let _ = v.store_u32(ctrl::MAGIC, RING_MAGIC, Ordering::Relaxed);
         let _ = v.store_u32(ctrl::LAYOUT_VERSION, LAYOUT_VERSION, Ordering::Relaxed);
@@ -186,16 +194,19 @@ pub fn run_server_case(input: &[u8]) -> CaseReport {
         };
         let _ = v.store_u32(ctrl::START_INDEX, start, Ordering::Relaxed);
         // A small request count so that most cases reach the handlers.
-        let requests = u32::from(initial_requests % 40);
-        let _ = v.store_u32(
-            ctrl::REQ_PROD,
-            start.wrapping_add(requests),
-            Ordering::Relaxed,
-        );
+        published = start;
+        for _ in 0..u32::from(initial_requests % 40).min(slots) {
+            publish(published);
+            published = published.wrapping_add(1);
+        }
         let _ = v.store_u32(ctrl::RSP_CONS, start, Ordering::Relaxed);
     } else {
         let _ = v.write(0, &control[..control.len().min(16)]);
-        let _ = v.write(ctrl::REQ_PROD, control.get(12..).unwrap_or(&[]));
+        let _ = v.write(ctrl::RSP_CONS, control.get(12..16).unwrap_or(&[]));
+        let _ = v.write(ctrl::RSP_EVENT, control.get(16..24).unwrap_or(&[]));
+        published = v
+            .load_u32(ctrl::START_INDEX, Ordering::Relaxed)
+            .unwrap_or(0);
     }
 
     let mut report = CaseReport::default();
@@ -248,23 +259,16 @@ pub fn run_server_case(input: &[u8]) -> CaseReport {
                 let _ = region.store_u32(offset % len, value, Ordering::Relaxed);
             }
         }
-        let rsp_prod = ring
-            .view()
-            .load_u32(ctrl::RSP_PROD, Ordering::Relaxed)
+        // Every response the server wrote is consumed; a few more requests are published.
+        let start = v
+            .load_u32(ctrl::START_INDEX, Ordering::Relaxed)
             .unwrap_or(0);
-        let _ = ring
-            .view()
-            .store_u32(ctrl::RSP_CONS, rsp_prod, Ordering::Release);
-        let grow = u32::from(script.byte() % 8);
-        let req_prod = ring
-            .view()
-            .load_u32(ctrl::REQ_PROD, Ordering::Relaxed)
-            .unwrap_or(0);
-        let _ = ring.view().store_u32(
-            ctrl::REQ_PROD,
-            req_prod.wrapping_add(grow),
-            Ordering::Release,
-        );
+        let consumed = start.wrapping_add(server.stats().responses as u32);
+        let _ = v.store_u32(ctrl::RSP_CONS, consumed, Ordering::Release);
+        for _ in 0..script.byte() % 8 {
+            publish(published);
+            published = published.wrapping_add(1);
+        }
     }
     let stats = server.stats();
     assert_eq!(stats.by_status.iter().sum::<u64>(), stats.requests);

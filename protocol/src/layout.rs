@@ -28,8 +28,9 @@ pub const MAX_SLOTS: u32 = 1024;
 pub const RING_MAGIC: u32 = u32::from_le_bytes(*b"XRPC");
 
 /// Layout revision of the ring region; bumped on any incompatible change (2: `client_alive`,
-/// `ResponseHeader::server_time_ns`).
-pub const LAYOUT_VERSION: u32 = 2;
+/// `ResponseHeader::server_time_ns`; 3: sequence-tagged slots instead of producer indices,
+/// each index and threshold on a block of its own).
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// What the client keeps in [`ControlBlock::client_alive`] while it is there. Only the low byte
 /// is set, so clearing the byte at [`ctrl::CLIENT_ALIVE`] (what Linux's gntalloc unmap notify
@@ -42,13 +43,22 @@ pub const FLAG_ONE_WAY: u32 = 1 << 0;
 /// All request flags this revision knows; any other bit gets `BadArguments`.
 pub const KNOWN_REQUEST_FLAGS: u32 = FLAG_ONE_WAY;
 
+/// Bytes of one block of the control page: two cache lines, so that the adjacent-line
+/// prefetcher does not pull a neighbouring block's line in with it.
+pub const CONTROL_BLOCK_SPACING: usize = 128;
+
 /// The first page of a ring region. Never referenced in place: the offsets of its fields are
 /// what the code uses (through [`crate::region::RegionView`]'s atomic index accessors).
 ///
-/// Each writer's fields sit on their own 128-byte block (two cache lines, so the adjacent-line
-/// prefetcher does not pull the other side's line either): the client's block holds the
-/// request producer and the response consumer, the server's block the request consumer and the
-/// response producer, each with the event threshold its owner sets (as in Xen's `io/ring.h`).
+/// There are no producer indices: a slot says itself that it holds a published entry, by its
+/// header's `seq` (see [`RequestHeader::seq`]), so a call moves one cache line each way, the
+/// one that carries it. What is left here is read seldom by the other side, and each field
+/// sits on a block of its own (128 bytes) so that a write to one never takes a line the other
+/// side reads at every call:
+/// - the consumer indices, written at every call by the consumer and read by the producer
+///   only when the free slots it last counted have run out;
+/// - the event thresholds (as in Xen's `io/ring.h`), written only by a side about to sleep
+///   and read by the other after every publish, so while both spin they stay in both caches.
 #[repr(C)]
 pub struct ControlBlock {
     /// Written once by the client before the server attaches.
@@ -57,26 +67,24 @@ pub struct ControlBlock {
     pub layout_version: u32,
     /// Written once by the client: slots per ring (must equal the agreed geometry's).
     pub slots: u32,
-    /// The value all four indices start from (any value; lets tests start near the wrap).
+    /// The value all indices start from (any value; lets tests start near the wrap).
     pub start_index: u32,
-    _pad0: [u8; 128 - 16],
-    /// Client-written: requests published so far (free-running, wraps).
-    pub req_prod: u32,
-    /// Client-written: responses consumed so far.
+    _pad0: [u8; CONTROL_BLOCK_SPACING - 16],
+    /// Client-written: responses consumed so far (free-running, wraps).
     pub rsp_cons: u32,
-    /// Client-written: "notify me when `rsp_prod` passes this value".
+    _pad1: [u8; CONTROL_BLOCK_SPACING - 4],
+    /// Client-written before it sleeps: "notify me when you publish response `rsp_event - 1`".
     pub rsp_event: u32,
     /// Client-written: [`CLIENT_ALIVE`] while the client holds its pages; 0 once it let go
     /// (the Xen client registers a gntalloc unmap notify that clears it and sends an event).
     pub client_alive: u32,
-    _pad1: [u8; 128 - 16],
+    _pad2: [u8; CONTROL_BLOCK_SPACING - 8],
     /// Server-written: requests consumed so far (their slots may be reused).
     pub req_cons: u32,
-    /// Server-written: responses published so far.
-    pub rsp_prod: u32,
-    /// Server-written: "notify me when `req_prod` passes this value".
+    _pad3: [u8; CONTROL_BLOCK_SPACING - 4],
+    /// Server-written before it sleeps: "notify me when you publish request `req_event - 1`".
     pub req_event: u32,
-    _pad2: [u8; PAGE_SIZE - 256 - 12],
+    _pad4: [u8; PAGE_SIZE - 4 * CONTROL_BLOCK_SPACING - 4],
 }
 
 const _: () = assert!(size_of::<ControlBlock>() == PAGE_SIZE);
@@ -84,13 +92,11 @@ const _: () = assert!(offset_of!(ControlBlock, magic) == 0);
 const _: () = assert!(offset_of!(ControlBlock, layout_version) == 4);
 const _: () = assert!(offset_of!(ControlBlock, slots) == 8);
 const _: () = assert!(offset_of!(ControlBlock, start_index) == 12);
-const _: () = assert!(offset_of!(ControlBlock, req_prod) == 128);
-const _: () = assert!(offset_of!(ControlBlock, rsp_cons) == 132);
-const _: () = assert!(offset_of!(ControlBlock, rsp_event) == 136);
-const _: () = assert!(offset_of!(ControlBlock, client_alive) == 140);
-const _: () = assert!(offset_of!(ControlBlock, req_cons) == 256);
-const _: () = assert!(offset_of!(ControlBlock, rsp_prod) == 260);
-const _: () = assert!(offset_of!(ControlBlock, req_event) == 264);
+const _: () = assert!(offset_of!(ControlBlock, rsp_cons) == 128);
+const _: () = assert!(offset_of!(ControlBlock, rsp_event) == 256);
+const _: () = assert!(offset_of!(ControlBlock, client_alive) == 260);
+const _: () = assert!(offset_of!(ControlBlock, req_cons) == 384);
+const _: () = assert!(offset_of!(ControlBlock, req_event) == 512);
 
 /// Byte offsets of the control-block fields inside the ring region.
 pub mod ctrl {
@@ -104,20 +110,23 @@ pub mod ctrl {
     pub const SLOTS: usize = offset_of!(ControlBlock, slots);
     /// Offset of [`ControlBlock::start_index`] (12).
     pub const START_INDEX: usize = offset_of!(ControlBlock, start_index);
-    /// Offset of [`ControlBlock::req_prod`] (128, the client's block).
-    pub const REQ_PROD: usize = offset_of!(ControlBlock, req_prod);
-    /// Offset of [`ControlBlock::rsp_cons`] (132).
+    /// Offset of [`ControlBlock::rsp_cons`] (128, the client's block).
     pub const RSP_CONS: usize = offset_of!(ControlBlock, rsp_cons);
-    /// Offset of [`ControlBlock::rsp_event`] (136).
+    /// Offset of [`ControlBlock::rsp_event`] (256, the client's seldom-written block).
     pub const RSP_EVENT: usize = offset_of!(ControlBlock, rsp_event);
-    /// Offset of [`ControlBlock::client_alive`] (140).
+    /// Offset of [`ControlBlock::client_alive`] (260).
     pub const CLIENT_ALIVE: usize = offset_of!(ControlBlock, client_alive);
-    /// Offset of [`ControlBlock::req_cons`] (256, the server's block).
+    /// Offset of [`ControlBlock::req_cons`] (384, the server's block).
     pub const REQ_CONS: usize = offset_of!(ControlBlock, req_cons);
-    /// Offset of [`ControlBlock::rsp_prod`] (260).
-    pub const RSP_PROD: usize = offset_of!(ControlBlock, rsp_prod);
-    /// Offset of [`ControlBlock::req_event`] (264).
+    /// Offset of [`ControlBlock::req_event`] (512, the server's seldom-written block).
     pub const REQ_EVENT: usize = offset_of!(ControlBlock, req_event);
+}
+
+/// The `seq` a slot holds while it does not hold entry `index` (the value of the slot's
+/// previous lap, `index - slots`): what the client lays every slot out with, and what every
+/// header is written with until its entry is published.
+pub const fn unpublished_seq(index: u32, slots: u32) -> u32 {
+    index.wrapping_sub(slots)
 }
 
 /// A reference to bytes in the connection's data region: `len` bytes at `offset`.
@@ -165,8 +174,10 @@ pub struct RequestHeader {
     pub flags: u32,
     /// Bytes of inline arguments after the header, at most [`INLINE_CAPACITY`] (192).
     pub inline_len: u32,
-    /// Must be zero.
-    pub reserved0: u32,
+    /// The request's free-running ring index once it is published; until then the slot's
+    /// previous one ([`unpublished_seq`]). Written last, alone, with release ordering (see
+    /// [`slot_seq`]): the server takes the slot at its index when `seq` equals that index.
+    pub seq: u32,
     /// Out-of-line arguments in the data region.
     pub ool_args: OolRef,
     /// Where the handler writes an out-of-line result, in the data region.
@@ -183,6 +194,7 @@ const _: () = assert!(offset_of!(RequestHeader, method_id) == 20);
 const _: () = assert!(offset_of!(RequestHeader, version) == 24);
 const _: () = assert!(offset_of!(RequestHeader, flags) == 28);
 const _: () = assert!(offset_of!(RequestHeader, inline_len) == 32);
+const _: () = assert!(offset_of!(RequestHeader, seq) == slot_seq::REQUEST);
 const _: () = assert!(offset_of!(RequestHeader, ool_args) == 40);
 const _: () = assert!(offset_of!(RequestHeader, ool_result) == 48);
 const _: () = assert!(offset_of!(RequestHeader, reserved1) == 56);
@@ -201,8 +213,9 @@ pub struct ResponseHeader {
     pub inline_len: u32,
     /// Bytes the handler wrote into the request's `ool_result` window (from its start).
     pub ool_written: u32,
-    /// Must be zero.
-    pub reserved0: u32,
+    /// The response's free-running ring index once it is published, as
+    /// [`RequestHeader::seq`]: the client takes the slot at its index when `seq` equals it.
+    pub seq: u32,
     /// The server's clock (the one `deadline_ns` is measured against) when it wrote this
     /// response: lets a client that cannot read that clock translate its own deadlines.
     pub server_time_ns: u64,
@@ -215,7 +228,17 @@ const _: () = assert!(offset_of!(ResponseHeader, call_id) == 0);
 const _: () = assert!(offset_of!(ResponseHeader, status) == 8);
 const _: () = assert!(offset_of!(ResponseHeader, inline_len) == 12);
 const _: () = assert!(offset_of!(ResponseHeader, ool_written) == 16);
+const _: () = assert!(offset_of!(ResponseHeader, seq) == slot_seq::RESPONSE);
 const _: () = assert!(offset_of!(ResponseHeader, server_time_ns) == 24);
+
+/// Byte offsets, within a slot, of the `seq` word of its header: the word a side polls, and
+/// stores last, alone, with release ordering.
+pub mod slot_seq {
+    /// Offset of [`super::RequestHeader::seq`] in a request slot (36).
+    pub const REQUEST: usize = 36;
+    /// Offset of [`super::ResponseHeader::seq`] in a response slot (20).
+    pub const RESPONSE: usize = 20;
+}
 
 /// Outcome of a call, carried in the response header.
 #[repr(u32)]

@@ -7,9 +7,8 @@
 //! ## A connection
 //! Two shared regions, both set up by the transport, both page aligned ([`SharedMemory`]):
 //! - the **ring region**: one control page ([`layout::ControlBlock`]: magic, slot count, start
-//!   index, and the indices and event thresholds, each side's fields on its own 128-byte
-//!   block), then the
-//!   request ring and the response ring, each `slots` × [`SLOT_SIZE`] (256) bytes, `slots` a
+//!   index, the two consumer indices and the two event thresholds, each on its own 128-byte
+//!   block), then the request ring and the response ring, each `slots` × [`SLOT_SIZE`] (256) bytes, `slots` a
 //!   power of two in 16..=1024 ([`RingGeometry`]; one page or more per ring). Size:
 //!   `geometry.region_bytes()`.
 //! - the **data region**: the client's pages for out-of-line arguments and results. An
@@ -17,7 +16,12 @@
 //!   Xen the server maps the client's granted data pages contiguously).
 //!
 //! A slot is a 64-byte header ([`RequestHeader`] / [`ResponseHeader`]) plus up to
-//! [`INLINE_CAPACITY`] (192) bytes of inline arguments / result. Calls carry service id, method
+//! [`INLINE_CAPACITY`] (192) bytes of inline arguments / result. There are no producer
+//! indices: the producer writes a slot, then stores the entry's free-running index in the
+//! header's `seq` word (release), and the consumer takes the slot at its index when `seq`
+//! equals it (acquire, then one copy). So a call moves one cache line each way, the line that
+//! carries it; the consumer indices are read by the producer only when the free slots it last
+//! counted run out, and the thresholds are written only by a side about to sleep. Calls carry service id, method
 //! id, interface version, call id, flags ([`FLAG_ONE_WAY`]), an absolute deadline (ns on the
 //! transport's [`Clock`], 0 = none), and out-of-line argument and result windows; responses a
 //! [`Status`], the inline result, and how many result bytes the handler wrote.
@@ -32,9 +36,10 @@
 //! kv quota), `HandlerFault` (the handler failed), `BudgetExceeded` (the handler ran past its
 //! CPU budget and was stopped).
 //! Ring states no correct client writes break the connection instead ([`Violation`]): a
-//! producer index more than a ring ahead of (or behind) the consumer, a response consumer
-//! index out of range, and a two-way request while all response slots are unconsumed (the
-//! in-flight cap, at most `slots` two-way calls awaiting responses, exceeded).
+//! response consumer index out of range, and a two-way request while all response slots are
+//! unconsumed (the in-flight cap, at most `slots` two-way calls awaiting responses, exceeded).
+//! A slot whose `seq` is not the index expected there holds nothing yet (a client that laps
+//! its own ring loses its requests, nobody else's).
 //!
 //! ## Using it
 //! - Client: [`ClientConnection::new`] (lays out the ring region), then

@@ -105,8 +105,9 @@ impl<S: SharedMemory> SharedRegion<S> {
         self.len == 0
     }
 
-    /// Loads a control-block word of a ring region (acquire). Both ends check that the
-    /// control page exists before they use this, so it cannot miss; 0 if it ever did.
+    /// Loads a control-block field or a slot's sequence word of a ring region (acquire). Both
+    /// ends check the region's length against the geometry before they use this, so it cannot
+    /// miss; 0 if it ever did.
     #[inline]
     pub(crate) fn load_control(&self, offset: usize) -> u32 {
         self.view().load_u32(offset, Ordering::Acquire).unwrap_or(0)

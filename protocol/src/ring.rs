@@ -1,25 +1,15 @@
 //! Ring index arithmetic in the manner of Xen's `io/ring.h`: free-running 32-bit indices that
 //! wrap, a slot is `index & (slots - 1)`, and event thresholds that say when a peer wants to be
-//! woken. Pure functions over private copies of the indices, so they are tested exhaustively
-//! and shared by both ends.
+//! woken. (A producer publishes by tagging each slot with its index, see
+//! [`crate::layout::RequestHeader::seq`], so what is published needs no arithmetic; what is
+//! free does.) Pure functions over private copies of the indices, so they are tested
+//! exhaustively and shared by both ends.
 
 /// Whether publishing a producer index that moved from `old` to `new` must notify a peer whose
 /// event threshold is `event` ("wake me when the producer index passes `event - 1`"), i.e.
 /// whether `event` lies in `(old, new]`, modulo 2^32 (`RING_PUSH_*_AND_CHECK_NOTIFY`).
 pub const fn needs_notify(old: u32, new: u32, event: u32) -> bool {
     new.wrapping_sub(event) < new.wrapping_sub(old)
-}
-
-/// Entries available to a consumer at private index `cons` given a producer index `prod` it just
-/// read from the peer, or `None` if `prod` claims more than `slots` entries (or lies behind
-/// `cons`), which no correct producer can publish.
-pub const fn available(prod: u32, cons: u32, slots: u32) -> Option<u32> {
-    let n = prod.wrapping_sub(cons);
-    if n <= slots {
-        Some(n)
-    } else {
-        None
-    }
 }
 
 /// Free slots for a producer at private index `prod` given a consumer index `cons` it just read
@@ -54,12 +44,7 @@ mod tests {
     }
 
     #[test]
-    fn available_and_free_reject_impossible_indices() {
-        assert_eq!(available(3, 0, 16), Some(3));
-        assert_eq!(available(16, 0, 16), Some(16));
-        assert_eq!(available(17, 0, 16), None);
-        assert_eq!(available(0, 1, 16), None); // producer behind consumer
-        assert_eq!(available(2, u32::MAX, 16), Some(3));
+    fn free_slots_reject_impossible_indices() {
         assert_eq!(free_slots(5, 5, 16), Some(16));
         assert_eq!(free_slots(21, 5, 16), Some(0));
         assert_eq!(free_slots(22, 5, 16), None);
@@ -76,12 +61,8 @@ mod tests {
         }
 
         #[test]
-        fn available_is_bounded(prod in any::<u32>(), cons in any::<u32>(), shift in 4u32..=10) {
+        fn free_slots_are_bounded(prod in any::<u32>(), cons in any::<u32>(), shift in 4u32..=10) {
             let slots = 1u32 << shift;
-            match available(prod, cons, slots) {
-                Some(n) => { prop_assert!(n <= slots); prop_assert_eq!(cons.wrapping_add(n), prod); }
-                None => prop_assert!(prod.wrapping_sub(cons) > slots),
-            }
             match free_slots(prod, cons, slots) {
                 Some(n) => { prop_assert!(n <= slots); prop_assert_eq!(prod.wrapping_sub(cons) + n, slots); }
                 None => prop_assert!(prod.wrapping_sub(cons) > slots),

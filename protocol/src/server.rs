@@ -17,11 +17,12 @@ use core::sync::atomic::{fence, Ordering};
 
 use crate::fair::{actual_cost, pass_budget, worst_case_cost, CopyMeter, REQUEST_COST};
 use crate::layout::{
-    ctrl, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status, FLAG_ONE_WAY,
-    HEADER_SIZE, INLINE_CAPACITY, KNOWN_REQUEST_FLAGS, LAYOUT_VERSION, RING_MAGIC,
+    ctrl, slot_seq, unpublished_seq, RequestHeader, ResponseHeader, RingGeometry, SetupError,
+    Status, FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, KNOWN_REQUEST_FLAGS, LAYOUT_VERSION,
+    RING_MAGIC,
 };
 use crate::region::SharedRegion;
-use crate::ring::{available, free_slots, needs_notify};
+use crate::ring::{free_slots, needs_notify};
 use arrayvec::ArrayVec;
 
 use crate::service::{
@@ -33,14 +34,6 @@ use crate::transport::{Clock, Notify, PeerId, SharedMemory};
 /// variant's doc comment is its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Violation {
-    /// The client's request producer index {req_prod} claims more requests than a ring holds
-    /// or lies behind the consumer index {req_cons}.
-    ReqProdOutOfRange {
-        /// The request producer index the client published.
-        req_prod: u32,
-        /// The server's private request consumer index.
-        req_cons: u32,
-    },
     /// The client's response consumer index {rsp_cons} is ahead of the producer index
     /// {rsp_prod} or more than a ring behind it.
     RspConsOutOfRange {
@@ -57,11 +50,6 @@ pub enum Violation {
 impl core::fmt::Display for Violation {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
-            Violation::ReqProdOutOfRange { req_prod, req_cons } => write!(
-                f,
-                "the client's request producer index {req_prod} claims more requests than a \
-                 ring holds or lies behind the consumer index {req_cons}"
-            ),
             Violation::RspConsOutOfRange { rsp_cons, rsp_prod } => write!(
                 f,
                 "the client's response consumer index {rsp_cons} is ahead of the producer \
@@ -213,6 +201,12 @@ pub struct ServerConnection<R: SharedMemory, D: SharedMemory> {
     req_cons: u32,
     rsp_prod_pvt: u32,
     rsp_prod_published: u32,
+    /// Response slots known free when `RSP_CONS` was last read, less those taken since: the
+    /// client's index is read again only when this runs out.
+    rsp_space: u32,
+    /// The next response slot to take for a two-way request (ahead of `rsp_prod_pvt` by the
+    /// requests gathered and not yet answered).
+    rsp_taken: u32,
     stats: ConnectionStats,
     broken: Option<Violation>,
 }
@@ -220,7 +214,8 @@ pub struct ServerConnection<R: SharedMemory, D: SharedMemory> {
 impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
     /// Attaches to a ring region the client laid out: checks magic, layout revision and slot
     /// count (read once) against the geometry agreed out of band, reads the start index once,
-    /// then publishes the server's indices at it and asks to be woken by the first request.
+    /// then publishes the server's consumer index at it and asks to be woken by the first
+    /// request.
     /// (Any start index is safe: every later check is relative to the private indices.)
     pub fn attach(
         ring: R,
@@ -257,11 +252,12 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             req_cons: start,
             rsp_prod_pvt: start,
             rsp_prod_published: start,
+            rsp_space: 0,
+            rsp_taken: start,
             stats: ConnectionStats::default(),
             broken: None,
         };
         connection.store(ctrl::REQ_CONS, start);
-        connection.store(ctrl::RSP_PROD, start);
         connection.store(ctrl::REQ_EVENT, start.wrapping_add(1));
         Ok(connection)
     }
@@ -293,7 +289,8 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
     }
 
     fn load(&self, offset: usize) -> u32 {
-        // Control-block offsets lie in the first page, which `attach` checked exists.
+        // Control-block fields and slots' sequence words lie in the ring region, whose length
+        // `attach` checked against the geometry.
         self.ring.load_control(offset)
     }
 
@@ -310,8 +307,8 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
 
     /// Handles requests until the next one's worst-case cost does not fit what is left of
     /// `budget` work units (see [`crate::fair`]; a budget below
-    /// [`crate::MAX_REQUEST_COST`] is raised to it, so at least one request always runs) or
-    /// the ring is empty. Deadlines are checked against `clock`.
+    /// [`crate::MAX_REQUEST_COST`] is raised to it, so at least one request always runs), the
+    /// ring is empty, or a ring's worth was taken. Deadlines are checked against `clock`.
     pub fn poll(
         &mut self,
         dispatcher: &mut impl Dispatcher,
@@ -324,27 +321,22 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
                 ..PollOutcome::default()
             };
         }
-        let slots = self.geometry.slots();
-        let req_prod = self.load(ctrl::REQ_PROD);
-        let Some(pending) = available(req_prod, self.req_cons, slots) else {
-            let req_cons = self.req_cons;
-            self.break_with(Violation::ReqProdOutOfRange { req_prod, req_cons });
-            return PollOutcome {
-                broken: true,
-                ..PollOutcome::default()
-            };
-        };
+        // At most a ring's worth per pass, however fast the client refills it.
+        let most = self.geometry.slots();
         let budget = pass_budget(budget);
-        let mut response_space = None;
         let (mut handled, mut work, mut earned) = (0, 0u64, 0);
-        let mut stop = false;
-        while handled < pending && !stop {
+        let (mut stop, mut budget_spent) = (false, false);
+        while handled < most && !stop && self.has_requests() {
             // Gather consecutive requests to one service, as many as its handler takes at once
             // and their worst cases fit the budget left, then run them together.
             let mut batch = ArrayVec::<Gathered, MAX_BATCH>::new();
             let mut batch_worst = 0u64;
             let mut limit = 1;
-            while handled < pending && batch.len() < limit {
+            while handled < most && batch.len() < limit {
+                // Acquire (the sequence word said the slot is complete), then one copy.
+                if !batch.is_empty() && !self.has_requests() {
+                    break;
+                }
                 let slot = self.geometry.request_slot_offset(self.req_cons);
                 let header: RequestHeader = self.ring.view().read_pod(slot).unwrap_or_default();
                 match batch.first() {
@@ -361,13 +353,13 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
                 let worst =
                     worst_case_cost(header.ool_args.len as usize, header.ool_result.len as usize);
                 if worst > budget - work - batch_worst {
-                    stop = true;
+                    (stop, budget_spent) = (true, true);
                     break;
                 }
                 let one_way = header.flags & FLAG_ONE_WAY != 0;
                 if !one_way {
-                    match self.response_space(response_space) {
-                        Ok(space) => response_space = Some(space - 1),
+                    match self.take_response_slot() {
+                        Ok(()) => {}
                         Err(violation) => {
                             self.break_with(violation);
                             stop = true;
@@ -402,13 +394,14 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             self.store(ctrl::REQ_CONS, self.req_cons);
         }
         let notify = self.publish_responses();
+        let broken = self.broken.is_some();
         PollOutcome {
             handled,
             work,
             earned,
             notify,
-            more: self.broken.is_none() && handled < pending,
-            broken: self.broken.is_some(),
+            more: !broken && (budget_spent || handled == most) && self.has_requests(),
+            broken,
         }
     }
 
@@ -427,20 +420,25 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         outcome
     }
 
-    /// Free response slots, re-reading the client's `rsp_cons` when our last count ran out.
-    fn response_space(&self, known: Option<u32>) -> Result<u32, Violation> {
-        if let Some(space @ 1..) = known {
-            return Ok(space);
+    /// Takes a free response slot for a two-way request, re-reading the client's `rsp_cons`
+    /// only when our last count ran out (then a bad index or a full ring is a violation).
+    fn take_response_slot(&mut self) -> Result<(), Violation> {
+        if self.rsp_space == 0 {
+            let rsp_cons = self.load(ctrl::RSP_CONS);
+            self.rsp_space = match free_slots(self.rsp_taken, rsp_cons, self.geometry.slots()) {
+                None => {
+                    return Err(Violation::RspConsOutOfRange {
+                        rsp_cons,
+                        rsp_prod: self.rsp_prod_pvt,
+                    })
+                }
+                Some(0) => return Err(Violation::InFlightOverflow),
+                Some(space) => space,
+            };
         }
-        let rsp_cons = self.load(ctrl::RSP_CONS);
-        match free_slots(self.rsp_prod_pvt, rsp_cons, self.geometry.slots()) {
-            None => Err(Violation::RspConsOutOfRange {
-                rsp_cons,
-                rsp_prod: self.rsp_prod_pvt,
-            }),
-            Some(0) => Err(Violation::InFlightOverflow),
-            Some(space) => Ok(space),
-        }
+        self.rsp_space -= 1;
+        self.rsp_taken = self.rsp_taken.wrapping_add(1);
+        Ok(())
     }
 
     /// Validates each gathered request's header (already copied), copies its inline
@@ -559,7 +557,8 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             inline_len: reply.len() as u32,
             // Bounded by the result window, itself bounded by the u32 length in the request.
             ool_written: ool_written as u32,
-            reserved0: 0,
+            // Published by `publish_responses`, which stores the index itself here.
+            seq: unpublished_seq(self.rsp_prod_pvt, self.geometry.slots()),
             server_time_ns: clock.now_ns(),
             reserved: [0; 8],
         };
@@ -587,7 +586,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         if header.flags & !KNOWN_REQUEST_FLAGS != 0 {
             return Err((Status::BadArguments, RejectReason::UnknownFlags));
         }
-        if header.reserved0 != 0 || header.reserved1 != [0; 2] {
+        if header.reserved1 != [0; 2] {
             return Err((Status::BadArguments, RejectReason::ReservedNotZero));
         }
         if header.deadline_ns != 0 && clock.now_ns() > header.deadline_ns {
@@ -609,8 +608,16 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         if old == new {
             return false;
         }
-        // Release: slot contents and out-of-line results are visible before the index.
-        self.store(ctrl::RSP_PROD, new);
+        // Release: each slot's contents (and out-of-line results) are visible before its
+        // sequence word says it is published.
+        let view = self.ring.view();
+        let mut index = old;
+        while index != new {
+            let seq = self.geometry.response_slot_offset(index) + slot_seq::RESPONSE;
+            let stored = view.store_u32(seq, index, Ordering::Release);
+            debug_assert!(stored.is_ok());
+            index = index.wrapping_add(1);
+        }
         self.rsp_prod_published = new;
         // Full barrier between publishing and reading the client's threshold (see client).
         fence(Ordering::SeqCst);
@@ -634,9 +641,11 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         self.has_requests()
     }
 
-    /// Whether the client published requests we have not taken yet.
+    /// Whether the client published a request we have not taken yet: the next request slot's
+    /// sequence word is the index we expect there.
     pub fn has_requests(&self) -> bool {
-        self.load(ctrl::REQ_PROD) != self.req_cons
+        let seq = self.geometry.request_slot_offset(self.req_cons) + slot_seq::REQUEST;
+        self.load(seq) == self.req_cons
     }
 
     /// Whether the client still says it holds its pages (`client_alive` is nonzero). A Xen
@@ -681,13 +690,13 @@ mod tests {
     fn violations_name_the_indices() {
         use std::string::ToString;
         assert_eq!(
-            Violation::ReqProdOutOfRange {
-                req_prod: 100_007,
-                req_cons: 7
+            Violation::RspConsOutOfRange {
+                rsp_cons: 100_007,
+                rsp_prod: 7
             }
             .to_string(),
-            "the client's request producer index 100007 claims more requests than a ring holds \
-             or lies behind the consumer index 7"
+            "the client's response consumer index 100007 is ahead of the producer index 7 or \
+             more than a ring behind it"
         );
         assert_eq!(
             RejectReason::OolResultOutOfRange.to_string(),

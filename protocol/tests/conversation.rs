@@ -608,7 +608,7 @@ fn raw_requests_get_statuses_and_reasons() {
             Some(RejectReason::UnknownFlags),
         ),
         (
-            Box::new(|h| h.reserved0 = 1),
+            Box::new(|h| h.reserved1 = [1, 0]),
             Status::BadArguments,
             Some(RejectReason::ReservedNotZero),
         ),

@@ -149,15 +149,15 @@ fn ring_keeps_working_over_many_laps_and_across_the_index_wrap() {
         assert!(server.broken().is_none() && client.broken().is_none());
         // Once at the start, then once after every third round's arming (67 of them).
         assert_eq!(notified, 1 + 67, "start {start}");
-        let req_prod = client
+        let req_cons = client
             .ring()
             .load_u32(
-                xenrpc_proto::layout::ctrl::REQ_PROD,
+                xenrpc_proto::layout::ctrl::REQ_CONS,
                 std::sync::atomic::Ordering::Relaxed,
             )
             .unwrap();
         assert_eq!(
-            req_prod,
+            req_cons,
             start.wrapping_add((0..200).map(|r| 1 + r % 16).sum::<u32>())
         );
     }

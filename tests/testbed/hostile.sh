@@ -154,13 +154,13 @@ for line in "unknown service: server answered UnknownService" \
 done
 
 tb_stage bad-ring-index
-# A connected client publishes a request index far beyond its ring: the server breaks that
-# connection (a protocol violation, counted), unmaps it, and serves everyone else.
+# A connected client publishes a response consumer index far beyond its ring: the server
+# breaks that connection (a protocol violation, counted), unmaps it, and serves everyone else.
 xenrpc attach "$server" 0 8 || tb_fail "attach devid 8 failed"
 out=$(xenrpc-hostile bad-index --devid 8 --timeout-ms 30000 2>&1) ||
     tb_fail "the server did not close a connection with a broken ring: $out"
 echo "TESTBED: $out"
-tb_wait_console xenrpc "rpc: dom0/8: closed: protocol violation: ReqProdOutOfRange" 30
+tb_wait_console xenrpc "rpc: dom0/8: closed: protocol violation: RspConsOutOfRange" 30
 be_state_is 8 6 30
 check_serving
 

@@ -35,7 +35,7 @@ pub enum Behaviour {
     Silent,
     /// Refuses the connection at Initialised (backend Closed).
     Refuse,
-    /// Answers, but first publishes an impossible response producer index.
+    /// Answers, but first publishes an impossible request consumer index.
     CorruptRing,
     /// Never leaves Initialising (the handshake must time out).
     Absent,
@@ -232,7 +232,7 @@ impl Connector for FakeConnector {
         }
         let s = attach_client(&self.xen, self.domid, client, params)?;
         if self.behaviour == Behaviour::CorruptRing {
-            s.poke(xenrpc_proto::layout::ctrl::RSP_PROD, 1_000_000);
+            s.poke(xenrpc_proto::layout::ctrl::REQ_CONS, 1_000_000);
         }
         s.notify();
         Ok(s)
@@ -300,10 +300,10 @@ fn serve(
             match behaviour {
                 Behaviour::Silent => {}
                 Behaviour::CorruptRing => {
-                    // Never a valid response: only an impossible producer index, on every
-                    // wake-up.
+                    // Never a valid answer: only an impossible request consumer index, on
+                    // every wake-up.
                     if drain(s.wake.as_raw_fd()) {
-                        s.poke(xenrpc_proto::layout::ctrl::RSP_PROD, 1_000_000);
+                        s.poke(xenrpc_proto::layout::ctrl::REQ_CONS, 1_000_000);
                         s.notify();
                     }
                 }

@@ -16,14 +16,6 @@ pub enum ClientViolation {
         /// The client's private request producer index.
         req_prod: u32,
     },
-    /// The server's response producer index {rsp_prod} claims more responses than a ring
-    /// holds (consumer index {rsp_cons}).
-    RspProdOutOfRange {
-        /// The response producer index the server published.
-        rsp_prod: u32,
-        /// The client's private response consumer index.
-        rsp_cons: u32,
-    },
     /// The server answered with status {0}, which no protocol revision defines.
     UnknownStatus(u32),
     /// The server's inline result of {0} bytes is longer than a slot holds.
@@ -47,11 +39,6 @@ impl fmt::Display for ClientViolation {
                 f,
                 "the server's request consumer index {req_cons} is ahead of the producer index \
                  {req_prod} or more than a ring behind it"
-            ),
-            ClientViolation::RspProdOutOfRange { rsp_prod, rsp_cons } => write!(
-                f,
-                "the server's response producer index {rsp_prod} claims more responses than a \
-                 ring holds (consumer index {rsp_cons})"
             ),
             ClientViolation::UnknownStatus(status) => write!(
                 f,

@@ -9,7 +9,7 @@ use xenrpc_proto::services::arith::{self, ArithServer};
 use xenrpc_proto::services::echo::{self, EchoServer};
 use xenrpc_proto::services::kv::{self, KvStore};
 
-use xenrpc_proto::layout::ctrl;
+use xenrpc_proto::layout::{ctrl, slot_seq};
 use xenrpc_proto::{
     CallError, ClientConnection, Dispatcher, PeerId, Registry, Reply, RequestHeader,
     ResponseHeader, RingGeometry, ServerConnection, SharedRegion, TypedCall, HEADER_SIZE,
@@ -168,14 +168,17 @@ impl<'m> RawClient<'m> {
         let view = self.ring.view();
         view.write_pod(slot, header).unwrap();
         view.write(slot + HEADER_SIZE, inline).unwrap();
+        self.tag_request(self.req_prod, self.req_prod);
         self.req_prod = self.req_prod.wrapping_add(1);
-        self.set_req_prod(self.req_prod);
     }
 
-    pub fn set_req_prod(&self, value: u32) {
+    /// Stores `seq` in the sequence word of the request slot of index `index` (`seq == index`
+    /// publishes it).
+    pub fn tag_request(&self, index: u32, seq: u32) {
+        let offset = self.geometry.request_slot_offset(index) + slot_seq::REQUEST;
         self.ring
             .view()
-            .store_u32(ctrl::REQ_PROD, value, Ordering::Release)
+            .store_u32(offset, seq, Ordering::Release)
             .unwrap();
     }
 
@@ -195,10 +198,10 @@ impl<'m> RawClient<'m> {
 
     /// The next response (header and inline bytes), if published; consumes it.
     pub fn pop(&mut self) -> Option<(ResponseHeader, Vec<u8>)> {
-        if self.load(ctrl::RSP_PROD) == self.rsp_cons {
+        let slot = self.geometry.response_slot_offset(self.rsp_cons);
+        if self.load(slot + slot_seq::RESPONSE) != self.rsp_cons {
             return None;
         }
-        let slot = self.geometry.response_slot_offset(self.rsp_cons);
         let header: ResponseHeader = self.ring.view().read_pod(slot).unwrap();
         let mut inline = vec![0u8; (header.inline_len as usize).min(INLINE_CAPACITY)];
         self.ring
@@ -211,12 +214,14 @@ impl<'m> RawClient<'m> {
     }
 }
 
-/// A server that writes raw responses (a hostile server), for testing the client's checks.
-pub fn write_raw_response(mem: &Memory, index: u32, header: &ResponseHeader, publish: u32) {
+/// A server that writes raw responses (a hostile server), for testing the client's checks:
+/// `header` into the response slot of index `index`, then `seq` into its sequence word
+/// (`seq == index` publishes it).
+pub fn write_raw_response(mem: &Memory, index: u32, header: &ResponseHeader, seq: u32) {
     let ring = SharedRegion::new(&mem.ring).unwrap();
     let slot = mem.geometry.response_slot_offset(index);
     ring.view().write_pod(slot, header).unwrap();
     ring.view()
-        .store_u32(ctrl::RSP_PROD, publish, Ordering::Release)
+        .store_u32(slot + slot_seq::RESPONSE, seq, Ordering::Release)
         .unwrap();
 }

@@ -48,8 +48,9 @@ enum Hostile {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Connect, make one call, then publish a request producer index far beyond anything the
-    /// ring holds and raise the event. Succeeds only if the server closes the connection.
+    /// Connect, make one call, then publish a response consumer index far beyond anything the
+    /// ring holds before every call (the server reads it when its count of free response
+    /// slots runs out). Succeeds only if the server closes the connection.
     BadIndex {
         #[command(flatten)]
         conn: ConnArgs,

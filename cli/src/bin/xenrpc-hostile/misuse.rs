@@ -40,19 +40,35 @@ pub fn state_churn(conn_args: &ConnArgs, limit: Duration) -> Result<Output> {
     })
 }
 
+/// Calls `bad-index` makes at most: the server reads the response consumer index again only
+/// when the free response slots it counted run out, which is within a ring's worth of calls
+/// (at most [`xenrpc_proto::layout::MAX_SLOTS`]).
+const BAD_INDEX_MAX_CALLS: u32 = 2 * xenrpc_proto::layout::MAX_SLOTS;
+
 /// `xenrpc-hostile bad-index` (`Hostile::BadIndex`).
 pub fn bad_index(conn_args: &ConnArgs) -> Result<Output> {
     let mut c = conn::connect(conn_args)?;
     let timeout = conn_args.timeout();
     c.call(&echo::client::ping(&()), timeout)?;
-    let ring = c.ring_for_hostile_tests();
-    let req_prod = ring
-        .load_u32(ctrl::REQ_PROD, std::sync::atomic::Ordering::Acquire)
-        .map_err(|_| bad("the ring has no control page"))?;
-    let bogus = req_prod.wrapping_add(100_000);
-    ring.store_u32(ctrl::REQ_PROD, bogus, std::sync::atomic::Ordering::Release)
-        .map_err(|_| bad("the ring has no control page"))?;
-    c.raise_event_without_request()?;
+    let order = std::sync::atomic::Ordering::Acquire;
+    let no_control_page = |_| bad("the ring has no control page");
+    let rsp_cons = c
+        .ring_for_hostile_tests()
+        .load_u32(ctrl::RSP_CONS, order)
+        .map_err(no_control_page)?;
+    let bogus = rsp_cons.wrapping_add(100_000);
+    // Our client library stores its true index after every answer, so the lie is told again
+    // before every call, until the server counts its free slots again and sees it.
+    let mut calls = 0;
+    while calls < BAD_INDEX_MAX_CALLS {
+        c.ring_for_hostile_tests()
+            .store_u32(ctrl::RSP_CONS, bogus, std::sync::atomic::Ordering::Release)
+            .map_err(no_control_page)?;
+        calls += 1;
+        if c.call(&echo::client::ping(&()), timeout).is_err() {
+            break;
+        }
+    }
     // The server answers a broken ring by closing: watch its state in xenstore (the ring is
     // ours to have broken, so no call can tell).
     let state_path = format!("{}/state", c.info().backend);
@@ -72,18 +88,19 @@ pub fn bad_index(conn_args: &ConnArgs) -> Result<Output> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let told = format!("published rsp_cons {bogus} (was {rsp_cons}) before each of {calls} calls");
     let text = if closed {
-        format!("published req_prod {bogus} (was {req_prod}); the server closed the connection\n")
+        format!("{told}; the server closed the connection\n")
     } else {
         format!(
-            "published req_prod {bogus} (was {req_prod}); the server still had the connection \
-             open after {:.1} s\n",
+            "{told}; the server still had the connection open after {:.1} s\n",
             timeout.as_secs_f64()
         )
     };
     Ok(Output {
         text,
-        value: json!({"ok": closed, "req_prod": req_prod, "published": bogus, "server_closed": closed}),
+        value: json!({"ok": closed, "rsp_cons": rsp_cons, "published": bogus, "calls": calls,
+                      "server_closed": closed}),
         ok: closed,
     })
 }
