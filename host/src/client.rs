@@ -14,7 +14,7 @@ use zerocopy::FromBytes;
 use crate::event::EventFd;
 use crate::link::Link;
 use crate::shm::MemfdRegion;
-use crate::wait::{SpinPolicy, WaitOutcome, Waiter};
+use crate::wait::{Deadline, SpinPolicy, WaitOutcome, Waiter};
 
 /// How a client connects and waits.
 #[derive(Clone, Copy, Debug)]
@@ -231,12 +231,15 @@ impl Client {
         call_id: u64,
         timeout: Option<Duration>,
     ) -> Result<Completion, ClientError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // Fixed at the first look at the clock: an answer that comes at once costs no read.
+        let mut deadline = timeout.map_or(Deadline::Never, Deadline::After);
         loop {
             if let Some(completion) = self.calls.take(call_id) {
                 return Ok(completion);
             }
-            match self.receive(deadline) {
+            match self.receive(&mut deadline) {
+                // Ours: straight back (the table holds only others' answers and given-up calls).
+                Ok(completion) if completion.call_id == call_id => return Ok(completion),
                 Ok(completion) => {
                     self.calls.arrived(completion);
                 }
@@ -257,11 +260,11 @@ impl Client {
         if let Some(completion) = self.calls.take_any() {
             return Ok(completion);
         }
-        self.receive(deadline)
+        self.receive(&mut deadline.into())
     }
 
     /// Waits for the next completion off the ring.
-    fn receive(&mut self, deadline: Option<Instant>) -> Result<Completion, ClientError> {
+    fn receive(&mut self, deadline: &mut Deadline) -> Result<Completion, ClientError> {
         if self.server_gone {
             return Err(ClientError::ServerGone);
         }

@@ -35,6 +35,45 @@ pub enum WaitOutcome<T> {
     TimedOut,
 }
 
+/// When a wait gives up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    /// Never: it waits until the value comes or the peer is gone.
+    Never,
+    /// At this instant.
+    At(Instant),
+    /// This long after the wait first looks at the clock (which a wait answered within its
+    /// first polls never does): the deadline of a call whose answer usually comes at once,
+    /// with no clock read for it.
+    After(Duration),
+}
+
+impl Deadline {
+    /// The instant, an [`Deadline::After`] fixed (as [`Deadline::At`]) at its first look.
+    fn instant(&mut self) -> Option<Instant> {
+        match *self {
+            Deadline::Never => None,
+            Deadline::At(at) => Some(at),
+            Deadline::After(after) => {
+                let at = Instant::now() + after;
+                *self = Deadline::At(at);
+                Some(at)
+            }
+        }
+    }
+
+    /// Whether it has passed (fixing an `After` first).
+    fn passed(&mut self) -> bool {
+        self.instant().is_some_and(|at| Instant::now() >= at)
+    }
+}
+
+impl From<Option<Instant>> for Deadline {
+    fn from(at: Option<Instant>) -> Self {
+        at.map_or(Deadline::Never, Deadline::At)
+    }
+}
+
 const TOKEN_WAKEUP: u64 = 1;
 const TOKEN_HANGUP: u64 = 2;
 
@@ -77,18 +116,18 @@ impl Waiter {
         state: &mut S,
         mut check: impl FnMut(&mut S) -> Option<T>,
         mut arm: impl FnMut(&mut S) -> bool,
-        deadline: Option<Instant>,
+        deadline: &mut Deadline,
     ) -> io::Result<WaitOutcome<T>> {
         loop {
             let step = spin_then_arm(policy, &MonotonicClock, state, &mut check, &mut arm, || {
-                expired(deadline)
+                deadline.passed()
             });
             match step {
                 WaitStep::Ready(value) => return Ok(WaitOutcome::Ready(value)),
                 WaitStep::TimedOut => return Ok(WaitOutcome::TimedOut),
                 WaitStep::Block => {}
             }
-            let timeout = match deadline {
+            let timeout = match deadline.instant() {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => Some(left),
                     _ => return Ok(check(state).map_or(WaitOutcome::TimedOut, WaitOutcome::Ready)),
@@ -143,11 +182,6 @@ enum Woken {
     Timeout,
 }
 
-#[inline]
-fn expired(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|deadline| Instant::now() >= deadline)
-}
-
 /// A `Duration` as the kernel's timespec (saturating).
 pub fn timespec(duration: Duration) -> rustix::event::Timespec {
     rustix::event::Timespec {
@@ -186,7 +220,7 @@ mod tests {
                     (*n == 3).then_some(*n)
                 },
                 |_| panic!("must not arm"),
-                None,
+                &mut Deadline::Never,
             )
             .unwrap();
         assert_eq!(outcome, WaitOutcome::Ready(3));
@@ -219,7 +253,7 @@ mod tests {
                     *armed += 1;
                     false
                 },
-                Some(Instant::now() + Duration::from_secs(10)),
+                &mut Deadline::After(Duration::from_secs(10)),
             )
             .unwrap();
         signaller.join().unwrap();
@@ -233,7 +267,7 @@ mod tests {
                 &mut (),
                 |_| None::<()>,
                 |_| false,
-                Some(Instant::now() + Duration::from_millis(20)),
+                &mut Deadline::After(Duration::from_millis(20)),
             )
             .unwrap();
         assert_eq!(outcome, WaitOutcome::TimedOut);
@@ -247,7 +281,7 @@ mod tests {
                 &mut (),
                 |_| None::<()>,
                 |_| false,
-                Some(Instant::now() + Duration::from_secs(10)),
+                &mut Deadline::After(Duration::from_secs(10)),
             )
             .unwrap();
         assert_eq!(outcome, WaitOutcome::PeerGone);

@@ -311,3 +311,27 @@ fn typed_client_objects_work_over_the_host_transport() {
         Status::BadArguments
     );
 }
+
+#[test]
+fn answers_are_stamped_with_the_servers_clock_of_the_call_even_after_it_slept() {
+    // The server stamps answers with its clock as the loop last read it (at most a few µs of
+    // polls ago while it spins): that reading must be taken again after every sleep, or a call
+    // after an idle spell carries a time from before it.
+    const SLACK_NS: u64 = 1_000_000;
+    let server = ServerProcess::start(&["--spin-us", "5"]);
+    let mut client = server.connect();
+    for idle_ms in [0u64, 50, 200] {
+        std::thread::sleep(Duration::from_millis(idle_ms));
+        let before = xenrpc_host::client::monotonic_ns() - SLACK_NS;
+        let pending = client.start(&echo::client::ping(&())).unwrap();
+        client.flush();
+        let answer = client.wait_for(pending.call_id(), Some(TIMEOUT)).unwrap();
+        let after = xenrpc_host::client::monotonic_ns();
+        assert!(
+            (before..=after).contains(&answer.server_time_ns),
+            "idle {idle_ms} ms: stamped {} outside {before}..={after}",
+            answer.server_time_ns
+        );
+        pending.finish(&answer).unwrap();
+    }
+}

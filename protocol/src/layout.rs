@@ -216,8 +216,9 @@ pub struct ResponseHeader {
     /// The response's free-running ring index once it is published, as
     /// [`RequestHeader::seq`]: the client takes the slot at its index when `seq` equals it.
     pub seq: u32,
-    /// The server's clock (the one `deadline_ns` is measured against) when it wrote this
-    /// response: lets a client that cannot read that clock translate its own deadlines.
+    /// The server's clock (the one `deadline_ns` is measured against) shortly before it wrote
+    /// this response (a recent reading: [`crate::Clock::recent_ns`]): lets a client that
+    /// cannot read that clock translate its own deadlines.
     pub server_time_ns: u64,
     /// Must be zero.
     pub reserved: [u32; 8],

@@ -177,10 +177,12 @@ pub struct PollOutcome {
     pub broken: bool,
 }
 
-/// What one request cost, and whether it earns its client allowance (see [`PollOutcome`]).
+/// What a batch of requests cost, and how many of them earn their client allowance (see
+/// [`PollOutcome`]).
+#[derive(Default)]
 struct Charge {
     cost: u64,
-    earned: bool,
+    earned: u32,
 }
 
 /// A request taken off the ring for the batch being gathered: its header (our copy), slot,
@@ -379,15 +381,13 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             }
             // A batch of one (every call, where the handler takes them one at a time) gets
             // buffers for one.
-            let charges = if batch.len() == 1 {
+            let charge = if batch.len() == 1 {
                 self.handle_batch::<1>(&batch, dispatcher, clock)
             } else {
                 self.handle_batch::<MAX_BATCH>(&batch, dispatcher, clock)
             };
-            for charge in charges {
-                work += charge.cost;
-                earned += u32::from(charge.earned);
-            }
+            work += charge.cost;
+            earned += charge.earned;
         }
         if handled > 0 {
             // Release: our copies of the slots are complete before the client may reuse them.
@@ -443,14 +443,14 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
 
     /// Validates each gathered request's header (already copied), copies its inline
     /// arguments, runs the accepted ones as one batch and writes the responses (but for
-    /// one-way calls), in ring order. Returns what each request cost. `N`: room for the
+    /// one-way calls), in ring order. Returns what the requests cost. `N`: room for the
     /// batch (at least its length, at most [`MAX_BATCH`]).
     fn handle_batch<const N: usize>(
         &mut self,
         batch: &[Gathered],
         dispatcher: &mut impl Dispatcher,
         clock: &impl Clock,
-    ) -> ArrayVec<Charge, MAX_BATCH> {
+    ) -> Charge {
         debug_assert!(batch.len() <= N && N <= MAX_BATCH);
         let batch = &batch[..batch.len().min(N)];
         let mut checked = ArrayVec::<_, N>::new();
@@ -513,21 +513,16 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
                 };
             }
         }
-        let mut charges = ArrayVec::new();
+        let mut charges = Charge::default();
         for (i, g) in batch.iter().enumerate() {
             let (status, reply_len, ool_written) = outcomes[i];
-            let charge = match checked[i] {
-                Err(_) => Charge {
-                    cost: REQUEST_COST,
-                    earned: false,
-                },
-                Ok(_) => Charge {
-                    cost: actual_cost(meters[i].moved()).min(g.worst),
-                    earned: !g.one_way,
-                },
+            let (cost, earned) = match checked[i] {
+                Err(_) => (REQUEST_COST, false),
+                Ok(_) => (actual_cost(meters[i].moved()).min(g.worst), !g.one_way),
             };
-            debug_assert!(charge.cost <= g.worst);
-            charges.push(charge);
+            debug_assert!(cost <= g.worst);
+            charges.cost += cost;
+            charges.earned += u32::from(earned);
             self.stats.by_status[status.index()] += 1;
             if !g.one_way {
                 self.write_response(
@@ -559,7 +554,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             ool_written: ool_written as u32,
             // Published by `publish_responses`, which stores the index itself here.
             seq: unpublished_seq(self.rsp_prod_pvt, self.geometry.slots()),
-            server_time_ns: clock.now_ns(),
+            server_time_ns: clock.recent_ns(),
             reserved: [0; 8],
         };
         let slot = self.geometry.response_slot_offset(self.rsp_prod_pvt);

@@ -61,6 +61,13 @@ pub struct PeerId(pub u32);
 pub trait Clock {
     /// The current time in nanoseconds (monotonic; an arbitrary but fixed origin).
     fn now_ns(&self) -> u64;
+
+    /// A recent reading, for stamps that only estimate (a response's `server_time_ns`): a
+    /// transport whose clock costs as much as a call may keep the last reading and say here
+    /// how stale it may be. By default the current time.
+    fn recent_ns(&self) -> u64 {
+        self.now_ns()
+    }
 }
 
 impl<F: Fn() -> u64> Clock for F {

@@ -19,7 +19,10 @@
 //!   a connection waits for at most one budget of every other connection.
 //! - **Time-based servicing**: sockets (accepts, hangups, set-up messages) and set-up
 //!   time-outs are looked at every [`SERVICE_INTERVAL`] of elapsed time, checked between
-//!   connections, so a busy ring cannot keep a newcomer from finishing its set-up.
+//!   connections, so a busy ring cannot keep a newcomer from finishing its set-up. The clock
+//!   is read after every poll budget of work or every [`POLLS_PER_CLOCK_READ`] polls, whichever
+//!   comes first (a read costs as much as a null call's poll): so between connections that
+//!   each do little, and after each that does much.
 //! - **Wake-up storms**: every eventfd wake-up that found no request is fed to the
 //!   connection's `EventStormGuard`; a client raising far more wake-ups than its calls explain
 //!   is dropped with the storm as the reason.
@@ -53,8 +56,28 @@ use tenants::{Refusal, TenantCounts};
 /// How often, in elapsed time, sockets and set-up time-outs are serviced while the server is
 /// busy or spinning.
 pub const SERVICE_INTERVAL: Duration = Duration::from_millis(1);
-/// Spins with nothing to do between two looks at the clock (a few µs).
-const IDLE_SPINS_PER_CLOCK_READ: u32 = 64;
+/// Polls (or spins with nothing to do) between two looks at the clock: a few µs.
+pub const POLLS_PER_CLOCK_READ: u32 = 64;
+
+/// The server loop's clock: deadlines read it; responses are stamped with its last reading
+/// (`recent_ns`), which the loop refreshes whenever it looks at the time (at most
+/// [`POLLS_PER_CLOCK_READ`] polls or one poll budget of work ago, and after every sleep).
+#[derive(Debug, Default)]
+struct LoopClock {
+    recent: std::cell::Cell<u64>,
+}
+
+impl Clock for LoopClock {
+    fn now_ns(&self) -> u64 {
+        let now = monotonic_ns();
+        self.recent.set(now);
+        now
+    }
+
+    fn recent_ns(&self) -> u64 {
+        self.recent.get()
+    }
+}
 
 /// How the server serves and what it allows its clients.
 #[derive(Clone, Copy, Debug)]
@@ -205,7 +228,8 @@ struct Active {
     storm: EventStormGuard,
     /// A wake-up arrived that the next poll answers (then it counts as earned, or spurious).
     woken: bool,
-    /// When the connection last had a request handled (or finished set-up).
+    /// When the connection last had a request handled (or finished set-up), as the loop last
+    /// read the clock.
     last_request: Instant,
 }
 
@@ -229,6 +253,10 @@ pub struct Server {
     gone_tenants: Vec<u32>,
     next_id: u64,
     next_service: Instant,
+    /// The clock as the loop last read it, and the polls and work since.
+    now: Instant,
+    polls_since_clock: u32,
+    work_since_clock: u64,
 }
 
 impl Server {
@@ -261,6 +289,9 @@ impl Server {
             gone_tenants: Vec::new(),
             next_id: 0,
             next_service: Instant::now(),
+            now: Instant::now(),
+            polls_since_clock: 0,
+            work_since_clock: 0,
         })
     }
 
@@ -276,10 +307,10 @@ impl Server {
         dispatcher: &mut impl TenantDispatcher,
         mut events: impl FnMut(&ServerEvent),
     ) -> io::Result<()> {
-        let clock = MonotonicClock;
+        let clock = LoopClock::default();
+        self.read_clock(&clock);
         let mut dispatcher = CatchPanics(dispatcher);
         let mut spin = SpinBudget::new(self.config.spin);
-        let mut idle_spins: u32 = 0;
         loop {
             let progressed = self.serve_all(&mut dispatcher, &clock, &mut events)?;
             self.forget_gone_tenants(&mut dispatcher, &mut events);
@@ -287,13 +318,12 @@ impl Server {
                 spin.reset();
                 continue;
             }
-            if spin.keep_spinning(&clock) {
-                // The clock only every few idle spins: reading it costs as much as a spin.
-                idle_spins = idle_spins.wrapping_add(1);
-                if idle_spins % IDLE_SPINS_PER_CLOCK_READ == 0
-                    && Instant::now() >= self.next_service
-                {
-                    self.service(&mut events)?;
+            if spin.keep_spinning(&MonotonicClock) {
+                if self.clock_due(0) {
+                    self.read_clock(&clock);
+                    if self.now >= self.next_service {
+                        self.service(&mut events)?;
+                    }
                 }
                 std::hint::spin_loop();
                 continue;
@@ -307,25 +337,43 @@ impl Server {
                 .then_some(Duration::from_millis(200));
             self.handle_events(timeout, &mut events)?;
             self.expire_setups(&mut events);
-            self.next_service = Instant::now() + SERVICE_INTERVAL;
+            self.read_clock(&clock);
+            self.next_service = self.now + SERVICE_INTERVAL;
         }
     }
 
-    /// Looks at the sockets without waiting and expires overdue set-ups.
+    /// Counts a poll (or an idle spin) that did `work` units; whether the clock is due.
+    fn clock_due(&mut self, work: u64) -> bool {
+        self.polls_since_clock += 1;
+        self.work_since_clock = self.work_since_clock.saturating_add(work);
+        self.polls_since_clock >= POLLS_PER_CLOCK_READ
+            || self.work_since_clock >= self.config.poll_budget
+    }
+
+    /// Looks at the clock: what `now` and the responses' stamps go by until the next look.
+    fn read_clock(&mut self, clock: &LoopClock) {
+        clock.now_ns();
+        self.now = Instant::now();
+        self.polls_since_clock = 0;
+        self.work_since_clock = 0;
+    }
+
+    /// Looks at the sockets without waiting and expires overdue set-ups (`now` was just read).
     fn service(&mut self, events: &mut impl FnMut(&ServerEvent)) -> io::Result<()> {
         self.handle_events(Some(Duration::ZERO), events)?;
         self.expire_setups(events);
-        self.next_service = Instant::now() + SERVICE_INTERVAL;
+        self.next_service = self.now + SERVICE_INTERVAL;
         Ok(())
     }
 
     /// Polls every serving connection that has requests (or a wake-up to account for) once, in
     /// id order, servicing the sockets between connections whenever `SERVICE_INTERVAL` has
-    /// passed; whether any connection made progress.
+    /// passed (as far as the clock, read by cost, tells); whether any connection made
+    /// progress.
     fn serve_all(
         &mut self,
         dispatcher: &mut impl Dispatcher,
-        clock: &impl Clock,
+        clock: &LoopClock,
         events: &mut impl FnMut(&ServerEvent),
     ) -> io::Result<bool> {
         // The pass walks the live table in id order: whether a connection has requests is
@@ -336,12 +384,15 @@ impl Server {
         let mut cursor = None;
         while let Some(id) = self.next_serving(cursor) {
             cursor = Some(id);
-            let Some(handled) = self.serve_one(id, dispatcher, clock, events) else {
+            let Some((handled, work)) = self.serve_one(id, dispatcher, clock, events) else {
                 continue;
             };
             progressed |= handled;
-            if Instant::now() >= self.next_service {
-                self.service(events)?;
+            if self.clock_due(work) {
+                self.read_clock(clock);
+                if self.now >= self.next_service {
+                    self.service(events)?;
+                }
             }
         }
         Ok(progressed)
@@ -357,14 +408,14 @@ impl Server {
     }
 
     /// Polls one connection if it is still there and has something (else `None`); whether it
-    /// handled requests.
+    /// handled requests, and the work they cost.
     fn serve_one(
         &mut self,
         id: u64,
         dispatcher: &mut impl Dispatcher,
         clock: &impl Clock,
         events: &mut impl FnMut(&ServerEvent),
-    ) -> Option<bool> {
+    ) -> Option<(bool, u64)> {
         let Some(Entry {
             stage: Stage::Serving(active),
             ..
@@ -380,7 +431,7 @@ impl Server {
             let _ = active.to_client.signal();
         }
         if outcome.handled > 0 {
-            active.last_request = Instant::now();
+            active.last_request = self.now;
         }
         let storm = if std::mem::take(&mut active.woken) {
             active
@@ -402,7 +453,7 @@ impl Server {
         if let Some(reason) = reason {
             self.drop_entry(id, Some(reason), events);
         }
-        Some(outcome.handled > 0)
+        Some((outcome.handled > 0, outcome.work))
     }
 
     /// Arms every connection's wake-up threshold; whether any already has work (then the loop

@@ -28,6 +28,8 @@ pub const EVENTFD_FLOOR: &str = "raw eventfd round trip (blocking)";
 pub const UDS_FLOOR: &str = "UDS request/response, 0 B";
 /// The name of every null-call row but the floors'.
 pub const NULL_CALL: &str = "null call, 1 client";
+/// xenrpc spin's null call timed call by call (its other row is timed in batches).
+pub const NULL_CALL_EACH: &str = "null call, 1 client, each timed";
 
 /// A row compared with: its section, its name, the ratio's label.
 pub type Compared = (&'static str, &'static str, &'static str);

@@ -29,7 +29,8 @@ use xenrpc_host::wait::SpinPolicy;
 use xenrpc_proto::services::echo;
 
 use latency::{
-    latency, Compared, LatencySeries, EVENTFD_FLOOR, LIMIT, NULL_CALL, SHM_FLOOR, UDS_FLOOR,
+    latency, Compared, LatencySeries, EVENTFD_FLOOR, LIMIT, NULL_CALL, NULL_CALL_EACH, SHM_FLOOR,
+    UDS_FLOOR,
 };
 use render::{output_path, render, render_csv, render_svg, size_label};
 
@@ -201,18 +202,34 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
         floor.spin_pingpong(budget.spin_roundtrips / 10)?;
         let shm = latency(&mut floor.spin_pingpong(budget.spin_roundtrips)?);
         series.push("floor", SHM_FLOOR, shm, None);
+        // Timed like the limit, in batches (a clock read costs a tenth of a call here), and
+        // call by call for the tail.
         let (mut samples, cpu) = null_calls(
             spin_server.pid(),
             budget.spin_roundtrips,
+            SPIN_BATCH,
             ping(&mut spin_client),
         )?;
         series.push("xenrpc spin", NULL_CALL, latency(&mut samples), Some(cpu));
+        let (mut samples, cpu) = null_calls(
+            spin_server.pid(),
+            budget.spin_roundtrips,
+            1,
+            ping(&mut spin_client),
+        )?;
+        series.push(
+            "xenrpc spin",
+            NULL_CALL_EACH,
+            latency(&mut samples),
+            Some(cpu),
+        );
         floor.eventfd_roundtrip(budget.blocking_roundtrips / 10)?;
         let eventfd = latency(&mut floor.eventfd_roundtrip(budget.blocking_roundtrips)?);
         series.push("floor", EVENTFD_FLOOR, eventfd, None);
         let (mut samples, cpu) = null_calls(
             blocking_server.pid(),
             budget.blocking_roundtrips,
+            1,
             ping(&mut blocking_client),
         )?;
         series.push(
@@ -227,6 +244,7 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
             let (mut samples, cpu) = null_calls(
                 server.pid(),
                 budget.blocking_roundtrips,
+                1,
                 peers::null(server, client.as_mut()),
             )?;
             series.push(
@@ -379,8 +397,9 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
     print_aims(&rows);
     println!(
         "Latency rows: medians over {} alternating rounds; ratios are medians of per-round ratios. \
-The limit is one cache line bounced between the two CPUs, timed in batches of 1,000 (so its p99 \
-is a batch's, not a call's). MB/s counts payload bytes per direction. CPU/call = client + server \
+The limit is one cache line bounced between the two CPUs, timed in batches of 1,000, and \
+xenrpc spin's null call in batches of {SPIN_BATCH} (so their p99 is a batch's; the \
+\"{NULL_CALL_EACH}\" row times every call). MB/s counts payload bytes per direction. CPU/call = client + server \
 CPU time (from /proc/<pid>/task/*/schedstat) per call, spinning included. Ratios: latency = \
 xenrpc p50 / the other's p50 (lower is better); throughput = xenrpc calls/s / the other's at \
 the same size, 1 client (higher is better); paced = CPU per call / SunRPC TCP's (lower is \
@@ -392,6 +411,9 @@ better).",
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
+
+/// Spin null calls per timed batch: a clock read costs about a tenth of one.
+const SPIN_BATCH: u64 = 100;
 
 /// Calls a second in the paced rows.
 const PACED_RATE: u32 = 1_000;
@@ -548,23 +570,30 @@ fn own_and_server_cpu(server: Option<u32>) -> io::Result<Duration> {
     Ok(total)
 }
 
-/// Times `count` calls of `call` one by one, after a tenth as many as warm-up; returns the
-/// samples and CPU ns per call of this process and `server` (xenrpc's and the peers' alike).
+/// Times `count` calls of `call` in batches of `per_batch` (each sample a batch's mean), after
+/// a tenth as many as warm-up; returns the samples and CPU ns per call of this process and
+/// `server` (xenrpc's and the peers' alike).
 fn null_calls(
     server: u32,
     count: u64,
+    per_batch: u64,
     mut call: impl FnMut() -> io::Result<()>,
 ) -> io::Result<(Vec<Duration>, f64)> {
     for _ in 0..count / 10 {
         call()?;
     }
-    let mut samples = Vec::with_capacity(count as usize);
+    let per_batch = per_batch.max(1);
+    let batches = (count / per_batch).max(1);
+    let mut samples = Vec::with_capacity(batches as usize);
     let cpu_before = own_and_server_cpu(Some(server))?;
-    for _ in 0..count {
+    for _ in 0..batches {
         let start = Instant::now();
-        call()?;
-        samples.push(start.elapsed());
+        for _ in 0..per_batch {
+            call()?;
+        }
+        samples.push(start.elapsed().div_f64(per_batch as f64));
     }
+    let count = batches * per_batch;
     let cpu = own_and_server_cpu(Some(server))? - cpu_before;
     Ok((samples, cpu.as_nanos() as f64 / count as f64))
 }
