@@ -17,6 +17,8 @@ pub type AccessCheck = fn(PeerId) -> bool;
 pub const MAX_SERVICES: usize = 16;
 
 struct RegistryEntry<'a> {
+    /// The handler's service id, read once at registration (looked up at every call).
+    id: u32,
     handler: &'a mut dyn ServiceHandler,
     access: Option<AccessCheck>,
 }
@@ -185,7 +187,11 @@ impl<'a> Registry<'a> {
             .iter_mut()
             .find(|e| e.is_none())
             .ok_or(RegistryError::Full { name })?;
-        *free = Some(RegistryEntry { handler, access });
+        *free = Some(RegistryEntry {
+            id,
+            handler,
+            access,
+        });
         Ok(())
     }
 
@@ -258,7 +264,7 @@ impl<'a> Registry<'a> {
     fn position(&self, service: u32) -> Option<usize> {
         self.entries
             .iter()
-            .position(|e| e.as_ref().is_some_and(|e| e.handler.info().id == service))
+            .position(|e| e.as_ref().is_some_and(|e| e.id == service))
     }
 
     /// The registered handler of `service`, if `peer` may call it.
