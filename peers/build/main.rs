@@ -67,9 +67,10 @@ impl PkgConfig {
     }
 }
 
-/// Finds `library` with pkg-config (`PKG_CONFIG` names another program), or marks `peer`
-/// missing, saying how to install it (`setup`), and returns `None`.
-fn pkg_config(peer: &str, library: &str, setup: &str) -> Option<PkgConfig> {
+/// Finds `library` with pkg-config (`PKG_CONFIG` names another program), to link with `lib`
+/// (`-l<lib>`, whether or not pkg-config names it), or marks `peer` missing, saying how to
+/// install it (`setup`), and returns `None`.
+fn pkg_config(peer: &str, library: &str, lib: &str, setup: &str) -> Option<PkgConfig> {
     let pkg_config = env::var_os("PKG_CONFIG").unwrap_or_else(|| "pkg-config".into());
     let output = match Command::new(&pkg_config)
         .args(["--cflags", "--libs", library])
@@ -117,6 +118,9 @@ fn pkg_config(peer: &str, library: &str, setup: &str) -> Option<PkgConfig> {
         } else {
             found.cflags.push(word.to_owned());
         }
+    }
+    if !found.libs.iter().any(|l| l == lib) {
+        found.libs.push(lib.to_owned());
     }
     Some(found)
 }

@@ -40,12 +40,9 @@ pub fn build() {
         );
         return;
     }
-    let Some(mut tirpc) = super::pkg_config("sunrpc", "libtirpc", SETUP) else {
+    let Some(tirpc) = super::pkg_config("sunrpc", "libtirpc", "tirpc", SETUP) else {
         return;
     };
-    if !tirpc.libs.iter().any(|lib| lib == "tirpc") {
-        tirpc.libs.push("tirpc".to_owned());
-    }
 
     let manifest =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

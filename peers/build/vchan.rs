@@ -14,12 +14,9 @@ pub fn build() {
     for var in ["PKG_CONFIG", "PKG_CONFIG_PATH"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
-    let Some(mut vchan) = super::pkg_config("vchan", "xenvchan", SETUP) else {
+    let Some(vchan) = super::pkg_config("vchan", "xenvchan", "xenvchan", SETUP) else {
         return;
     };
-    if !vchan.libs.iter().any(|lib| lib == "xenvchan") {
-        vchan.libs.push("xenvchan".to_owned());
-    }
     let manifest =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let shim = manifest.join("vchan").join("shim.c");

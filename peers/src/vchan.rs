@@ -399,7 +399,7 @@ mod imp {
     }
 
     /// One end of a vchan, in non-blocking mode: reads and writes return at once, and
-    /// [`Vchan::wait`] waits on its event channel.
+    /// the waits between are on its event channel.
     pub struct Vchan {
         ctrl: NonNull<ffi::Ctrl>,
     }

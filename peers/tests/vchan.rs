@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use xenrpc_peers::vchan::{self, Calls, Channel};
 use xenrpc_peers::{PeerClient, System, MAX_ECHO};
 
+mod common;
+use common::{null_and_echoes, pattern};
+
 /// One end of a socket pair as a vchan end: the same stream, the deadline as a socket timeout.
 struct Pipe(UnixStream);
 
@@ -55,22 +58,10 @@ fn served() -> (Calls<Pipe>, thread::JoinHandle<io::Result<u64>>) {
     (Calls::new(Pipe(a), vchan::CALL_TIMEOUT), server)
 }
 
-/// Bytes that differ from their neighbours and from one size to another.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 13 + len + i / 251) as u8).collect()
-}
-
 #[test]
 fn null_and_echoes_are_answered_and_closing_ends_the_connection() {
     let (mut client, server) = served();
-    client.null().unwrap();
-    let mut answer = b"stale".to_vec();
-    for len in [0, 1, 64, 4096, 65536, MAX_ECHO] {
-        let data = pattern(len);
-        client.echo(&data, &mut answer).unwrap();
-        assert!(answer == data, "echo of {len} bytes came back different");
-    }
-    client.null().unwrap();
+    null_and_echoes(&mut client);
     drop(client);
     assert_eq!(server.join().unwrap().unwrap(), 8);
 }
