@@ -21,8 +21,9 @@ need_rust_target() {
 }
 
 testbed_pkgs=(xen-hypervisor-4.17-amd64 xen-utils-4.17 linux-image-amd64 busybox-static cpio)
-# The peers xenrpc is measured beside (peers/): SunRPC = libtirpc + rpcgen, gRPC = tonic + protoc.
-peer_pkgs=(libtirpc-dev rpcsvc-proto protobuf-compiler pkg-config)
+# The peers xenrpc is measured beside (peers/): SunRPC = libtirpc + rpcgen, gRPC = tonic + protoc,
+# libxenvchan = libxen-dev (its header and the libraries to link; xen-utils brings the run-time ones).
+peer_pkgs=(libtirpc-dev rpcsvc-proto protobuf-compiler pkg-config libxen-dev)
 
 missing_pkgs() {
     local p

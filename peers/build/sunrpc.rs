@@ -1,7 +1,7 @@
 //! Builds the SunRPC peer: `rpcgen` turns `sunrpc/echo.x` into C in `OUT_DIR` (header, XDR
 //! routines, client stubs, server dispatcher; `-M`, the re-entrant forms, whose results go to
 //! buffers the caller gives, so the shim frees each one), compiled with `sunrpc/shim.c`
-//! against libtirpc (found by `pkg-config`) into one static library.
+//! against libtirpc (found by `pkg-config`, [`super::pkg_config`]) into one static library.
 //!
 //! `RPCGEN` and `PKG_CONFIG` name other programs than `rpcgen` and `pkg-config`.
 
@@ -40,7 +40,9 @@ pub fn build() {
         );
         return;
     }
-    let Some(tirpc) = libtirpc() else { return };
+    let Some(tirpc) = super::pkg_config("sunrpc", "libtirpc", "tirpc", SETUP) else {
+        return;
+    };
 
     let manifest =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -64,90 +66,12 @@ pub fn build() {
     }
     let objects = generated.compile_intermediates();
 
-    let mut shim = cc::Build::new();
-    shim.file(src.join("shim.c"))
-        .objects(objects)
-        .include(&out)
-        .includes(&tirpc.include)
-        .opt_level(2)
-        .warnings(true)
-        .extra_warnings(true);
-    for flag in &tirpc.cflags {
-        shim.flag(flag);
-    }
+    let mut shim = tirpc.c_build(src.join("shim.c"));
+    shim.objects(objects).include(&out);
     // One archive for the stubs and the shim, which call each other.
     shim.compile("xenrpc_sunrpc");
 
-    for dir in &tirpc.link_search {
-        println!("cargo::rustc-link-search=native={dir}");
-    }
-    for lib in &tirpc.libs {
-        println!("cargo::rustc-link-lib={lib}");
-    }
-}
-
-/// What `pkg-config --cflags --libs libtirpc` says.
-struct Tirpc {
-    include: Vec<PathBuf>,
-    cflags: Vec<String>,
-    link_search: Vec<String>,
-    libs: Vec<String>,
-}
-
-/// Finds libtirpc, or marks the peer missing and returns `None`.
-fn libtirpc() -> Option<Tirpc> {
-    let pkg_config = env::var_os("PKG_CONFIG").unwrap_or_else(|| "pkg-config".into());
-    let output = match Command::new(&pkg_config)
-        .args(["--cflags", "--libs", "libtirpc"])
-        .output()
-    {
-        Ok(output) => output,
-        Err(e) => {
-            super::missing(
-                "sunrpc",
-                &format!(
-                    "`{}` (pkg-config, to find libtirpc) could not be run ({e}); {SETUP}",
-                    pkg_config.to_string_lossy()
-                ),
-            );
-            return None;
-        }
-    };
-    if !output.status.success() {
-        super::missing(
-            "sunrpc",
-            &format!(
-                "pkg-config did not find libtirpc ({}); {SETUP}",
-                // One line: the reason becomes a cargo directive.
-                String::from_utf8_lossy(&output.stderr)
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-        );
-        return None;
-    }
-    let mut tirpc = Tirpc {
-        include: Vec::new(),
-        cflags: Vec::new(),
-        link_search: Vec::new(),
-        libs: Vec::new(),
-    };
-    for word in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-        if let Some(dir) = word.strip_prefix("-I") {
-            tirpc.include.push(dir.into());
-        } else if let Some(dir) = word.strip_prefix("-L") {
-            tirpc.link_search.push(dir.to_owned());
-        } else if let Some(lib) = word.strip_prefix("-l") {
-            tirpc.libs.push(lib.to_owned());
-        } else {
-            tirpc.cflags.push(word.to_owned());
-        }
-    }
-    if !tirpc.libs.iter().any(|lib| lib == "tirpc") {
-        tirpc.libs.push("tirpc".to_owned());
-    }
-    Some(tirpc)
+    tirpc.link();
 }
 
 /// Whether `program arg` runs and succeeds.

@@ -1,13 +1,15 @@
 //! The RPC systems xenrpc is measured against, built by the project itself so that a benchmark
 //! runs them beside xenrpc in one run: **SunRPC** ([`sunrpc`]: libtirpc with `rpcgen` stubs,
-//! over TCP or a Unix socket) and **gRPC** ([`grpc`]: tonic, over TCP). Each has a server that
-//! serves one program of two procedures, `null` (no arguments, no result) and `echo` (bytes
-//! in, the same bytes out), and a blocking client; both tuned fairly (TCP_NODELAY, release
-//! builds, buffers and windows large enough for the biggest echo).
+//! over TCP or a Unix socket) and **gRPC** ([`grpc`]: tonic, over TCP), and Xen's own byte
+//! channel between two domains, **libxenvchan** ([`vchan`]: no RPC system, a framing of our
+//! own; the native floor in Xen). Each has a server that serves two procedures, `null` (no
+//! arguments, no result) and `echo` (bytes in, the same bytes out), and a blocking client; all
+//! tuned fairly (TCP_NODELAY, release builds, buffers, windows and rings large enough for the
+//! biggest echo).
 //!
-//! A peer whose tools were missing at build time (`rpcgen`/libtirpc, `protoc`) is built as
-//! unavailable: its `available()` says why, and everything else of it returns that reason
-//! as an error.
+//! A peer whose tools were missing at build time (`rpcgen`/libtirpc, `protoc`, libxenvchan)
+//! is built as unavailable: its `available()` says why, and everything else of it returns that
+//! reason as an error. libxenvchan is also unavailable outside a Xen domain.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -19,6 +21,7 @@ use std::path::Path;
 
 pub mod grpc;
 pub mod sunrpc;
+pub mod vchan;
 
 /// Most bytes one echo carries each way (the benchmarks' largest size is 1 MiB).
 pub const MAX_ECHO: usize = 1 << 20;
@@ -26,7 +29,7 @@ pub const MAX_ECHO: usize = 1 << 20;
 /// Why a peer cannot run on this machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unavailable {
-    /// The peer's name (`SunRPC`, `gRPC`).
+    /// The peer's name (`SunRPC`, `gRPC`, `libxenvchan`).
     pub peer: &'static str,
     /// What was missing when it was built.
     pub why: &'static str,
@@ -65,11 +68,18 @@ pub enum System {
     SunRpcUnix,
     /// gRPC over TCP.
     Grpc,
+    /// libxenvchan between two Xen domains.
+    Vchan,
 }
 
 impl System {
     /// Every peer, in the order tables show them.
-    pub const ALL: [System; 3] = [System::SunRpcTcp, System::SunRpcUnix, System::Grpc];
+    pub const ALL: [System; 4] = [
+        System::SunRpcTcp,
+        System::SunRpcUnix,
+        System::Grpc,
+        System::Vchan,
+    ];
 
     /// The name tables show (`SunRPC TCP`).
     pub fn name(self) -> &'static str {
@@ -77,6 +87,7 @@ impl System {
             System::SunRpcTcp => "SunRPC TCP",
             System::SunRpcUnix => "SunRPC Unix",
             System::Grpc => "gRPC TCP",
+            System::Vchan => "libxenvchan",
         }
     }
 
@@ -86,6 +97,7 @@ impl System {
             System::SunRpcTcp => "sunrpc-tcp",
             System::SunRpcUnix => "sunrpc-unix",
             System::Grpc => "grpc",
+            System::Vchan => "vchan",
         }
     }
 
@@ -94,19 +106,25 @@ impl System {
         System::ALL.into_iter().find(|s| s.arg() == arg)
     }
 
-    /// Whether it was built here.
+    /// Whether it was built here and can run here (libxenvchan only in a Xen domain).
     pub fn available(self) -> Result<(), Unavailable> {
         match self {
             System::SunRpcTcp | System::SunRpcUnix => sunrpc::available(),
             System::Grpc => grpc::available(),
+            System::Vchan => vchan::available(),
         }
     }
 
     /// Binds `address` (`host:port` for TCP, port 0 for any; a socket path for Unix, replacing
-    /// a stale socket there), hands the address bound to `ready`, and serves until the process
-    /// ends.
+    /// a stale socket there; for libxenvchan `DOMID[:PATH]`, the client's domain and the
+    /// xenstore path, [`vchan::DEFAULT_PATH`] if none), hands the address bound to `ready`, and
+    /// serves until the process ends.
     pub fn serve(self, address: &str, ready: impl FnOnce(&str)) -> io::Result<Infallible> {
         match self {
+            System::Vchan => {
+                let (client, path) = vchan::parse_address(address)?;
+                vchan::serve(client, path.unwrap_or(vchan::DEFAULT_PATH), ready)
+            }
             System::SunRpcTcp | System::Grpc => {
                 let listener = TcpListener::bind(address)?;
                 ready(&listener.local_addr()?.to_string());
@@ -124,7 +142,8 @@ impl System {
         }
     }
 
-    /// A client connected to the server at `address` (as for [`Self::serve`]).
+    /// A client connected to the server at `address` (as for [`Self::serve`]; for
+    /// libxenvchan the server's domain, and the absolute xenstore path if not the default).
     pub fn connect(self, address: &str) -> io::Result<Box<dyn PeerClient + Send>> {
         let tcp = || -> io::Result<SocketAddr> {
             address.parse().map_err(|e| {
@@ -138,6 +157,10 @@ impl System {
             System::SunRpcTcp => Box::new(sunrpc::SunRpcClient::connect_tcp(tcp()?)?),
             System::SunRpcUnix => Box::new(sunrpc::SunRpcClient::connect_unix(Path::new(address))?),
             System::Grpc => Box::new(grpc::GrpcClient::connect_tcp(tcp()?)?),
+            System::Vchan => {
+                let (server, path) = vchan::parse_address(address)?;
+                Box::new(vchan::VchanClient::connect(server, path)?)
+            }
         })
     }
 }

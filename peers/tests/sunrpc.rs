@@ -11,6 +11,9 @@ use std::thread;
 use xenrpc_peers::sunrpc::{self, SunRpcClient};
 use xenrpc_peers::{PeerClient, MAX_ECHO};
 
+mod common;
+use common::{null_and_echoes, pattern};
+
 /// Whether to skip: the peer was not built. Under CI that is a failure.
 fn unavailable() -> bool {
     match sunrpc::available() {
@@ -49,29 +52,13 @@ fn spawn_server(listener: OwnedFd) {
     });
 }
 
-/// Bytes that differ from their neighbours and from a shifted copy of themselves.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 256) as u8).collect()
-}
-
-fn ping_and_echoes(client: &mut SunRpcClient) {
-    client.null().unwrap();
-    let mut answer = b"stale".to_vec();
-    for len in [0, 1, 64, 4096, 65536, MAX_ECHO] {
-        let data = pattern(len);
-        client.echo(&data, &mut answer).unwrap();
-        assert!(answer == data, "echo of {len} bytes came back different");
-    }
-    client.null().unwrap();
-}
-
 #[test]
 fn tcp() {
     if unavailable() {
         return;
     }
     let mut client = SunRpcClient::connect_tcp(servers().0).unwrap();
-    ping_and_echoes(&mut client);
+    null_and_echoes(&mut client);
 }
 
 #[test]
@@ -80,7 +67,7 @@ fn unix() {
         return;
     }
     let mut client = SunRpcClient::connect_unix(&servers().1).unwrap();
-    ping_and_echoes(&mut client);
+    null_and_echoes(&mut client);
 }
 
 #[test]

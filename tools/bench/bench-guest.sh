@@ -1,6 +1,6 @@
-# testbed-summary: guest benchmark: a Linux client guest times raw event round trips to the service VM, null calls and out-of-line echo of 64 B, 4 KiB and 64 KiB (1 and 8 in flight each), five rounds each, against the service VM and its unprotected build (handlers in kernel mode) side by side; boot to ready of the service VM beside a Linux guest's; the smallest memory at which the service VM serves 8 clients at once (run by `cargo xtask bench-guest`, which prints the table)
+# testbed-summary: guest benchmark: a Linux client guest times raw event round trips to the service VM, null calls and out-of-line echo of 64 B, 4 KiB and 64 KiB (1 and 8 in flight each), five rounds each, against the service VM and its unprotected build (handlers in kernel mode) side by side, and the same calls to the peers in a Linux server guest (SunRPC and gRPC over the virtual network, libxenvchan over grants and an event channel); boot to ready of the service VM beside a Linux guest's; the smallest memory at which the service VM serves 8 clients at once (run by `cargo xtask bench-guest`, which prints the table)
 # testbed-needs: kernel unprotected net
-# testbed-timeout: 1800
+# testbed-timeout: 3000
 #
 # Not a test: it asserts nothing about speed. The guest runs its "bench" plan
 # (tests/testbed/support/client-guest-init.sh), printing each result as a `BENCH-JSON` line.
@@ -41,7 +41,8 @@ init_s=$(sed -n 's/.*client-guest: init at uptime \([0-9.]*\)s.*/\1/p' "$(tb_con
 [ -n "$init_s" ] || tb_fail "the Linux guest's init line gives no uptime"
 echo "TESTBED: TIME Linux guest: entry -> init ${init_s}s"
 
-# The peers' server: a Linux guest on the virtual network serving SunRPC and gRPC.
+# The peers' server: a Linux guest on the virtual network serving SunRPC and gRPC, and a
+# libxenvchan vchan to the client guest's domain.
 tb_stage create-peer-server
 xl create /run/peer-server.cfg || tb_fail "xl create peer-server failed"
 peer_server=$(xl domid peer-server) || tb_fail "xl domid peer-server failed"
@@ -49,13 +50,17 @@ tb_stream_console peer-server
 xenstore-write "/local/domain/$peer_server/data/net-ip" 10.99.0.2 \
     "/local/domain/$client/data/net-ip" 10.99.0.3 || tb_fail "cannot write the guests' addresses"
 tb_wait_console peer-server "client-guest: ready" 240
+xenstore-write "/local/domain/$peer_server/data/vchan-client" "$client" ||
+    tb_fail "cannot write the peer server's vchan client"
 xenstore-write "/local/domain/$peer_server/data/xenrpc-test" peer-server ||
     tb_fail "cannot write the peer server's plan"
 tb_wait_console peer-server "client-guest: peers serving" 60
+tb_wait_console peer-server "client-guest: vchan serving domain $client" 60
 
 tb_stage attach
-xenstore-write "/local/domain/$client/data/peer-address" 10.99.0.2 ||
-    tb_fail "cannot write the client's peer address"
+xenstore-write "/local/domain/$client/data/peer-address" 10.99.0.2 \
+    "/local/domain/$client/data/peer-domid" "$peer_server" ||
+    tb_fail "cannot write the client's peer address and domain"
 xenrpc attach "$server" "$client" 0 || tb_fail "xenrpc attach $server $client 0 failed"
 xenrpc attach "$unprotected" "$client" 1 || tb_fail "xenrpc attach $unprotected $client 1 failed"
 # Each domain's CPU time around every run: the guest marks a run's start and end in
@@ -88,7 +93,7 @@ waited=0
 until grep -qF "client-guest: plan bench done" "$bench_log"; do
     sleep 5
     waited=$((waited + 5))
-    [ $waited -le 1500 ] || tb_fail "the bench plan did not finish within 1500 s"
+    [ $waited -le 2400 ] || tb_fail "the bench plan did not finish within 2400 s"
     case $(tb_domain_state client) in '' | *c*) tb_fail "the client guest crashed or is gone" ;; esac
 done
 grep -q "BENCH-FAILED" "$(tb_console_log client)" && tb_fail "a bench run failed (see the client's console)"

@@ -9,7 +9,8 @@ mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
 # The kernel's time from entry to its first user process (bench-guest's Linux boot-to-ready).
 echo "client-guest: init at uptime $(cut -d' ' -f1 /proc/uptime)s"
-for module in /modules/xen-evtchn.ko /modules/xen-gntalloc.ko; do
+# gntdev maps other domains' grants: a libxenvchan client's rings (xenrpc-peer).
+for module in /modules/xen-evtchn.ko /modules/xen-gntalloc.ko /modules/xen-gntdev.ko; do
     insmod "$module" || echo "client-guest: insmod $module failed"
 done
 
@@ -49,23 +50,18 @@ mark() {
     done
 }
 
-# The peers' bench runs, beside xenrpc's (plan bench): `xenrpc-peer bench` of each peer at the
-# server guest $1, one `BENCH-JSON` line per run as for xenrpc, labelled RUN@sunrpc, RUN@grpc.
-peer_runs() {
-    round=$1 label=$2 server=$3
-    shift 3
-    # (sh has no local variables: nothing here may be called $peer, the caller's.)
-    for system in sunrpc:sunrpc-tcp:7001 grpc:grpc:7002; do
-        name=${system%%:*} kind=${system#*:}
-        port=${kind#*:} kind=${kind%%:*}
-        mark "start $round|$label@$name"
-        if out=$(xenrpc-peer bench "$kind" "$server:$port" "$@" 2>/tmp/peer.err); then
-            mark "end $round|$label@$name"
-            echo "BENCH-JSON $round|$label@$name|$out"
-        else
-            echo "BENCH-FAILED $round $label@$name: $out $(cat /tmp/peer.err)"
-        fi
-    done
+# peer_run ROUND LABEL NAME KIND ADDRESS ARGS...: one `xenrpc-peer bench` run of a peer beside
+# xenrpc's (plan bench), printed as one `BENCH-JSON` line as for xenrpc, labelled LABEL@NAME.
+peer_run() {
+    round=$1 label=$2 name=$3 kind=$4 address=$5
+    shift 5
+    mark "start $round|$label@$name"
+    if out=$(xenrpc-peer bench "$kind" "$address" "$@" 2>/tmp/peer.err); then
+        mark "end $round|$label@$name"
+        echo "BENCH-JSON $round|$label@$name|$out"
+    else
+        echo "BENCH-FAILED $round $label@$name: $out $(cat /tmp/peer.err)"
+    fi
 }
 
 run selftest-devices
@@ -113,7 +109,8 @@ calls)
     run bench --calls 1000 --event-ping
     ;;
 peer-server)
-    # The peers' servers for bench-guest's client guest, on the virtual network.
+    # The peers' servers for bench-guest's client guest: SunRPC and gRPC on the virtual
+    # network, libxenvchan to the client's domain (data/vchan-client) at data/xenrpc-vchan.
     if [ -e /sys/class/net/eth0 ]; then
         xenrpc-peer serve sunrpc-tcp 0.0.0.0:7001 &
         xenrpc-peer serve grpc 0.0.0.0:7002 &
@@ -122,44 +119,71 @@ peer-server)
     else
         echo "client-guest: peers not serving"
     fi
+    if vchan_client=$(xenstore-read data/vchan-client 2>/dev/null); then
+        xenrpc-peer serve vchan "$vchan_client" &
+        # Offered once libxenvchan's entries are there.
+        tries=0
+        until xenstore-read data/xenrpc-vchan/event-channel >/dev/null 2>&1; do
+            sleep 0.2
+            tries=$((tries + 1))
+            [ $tries -ge 150 ] && break
+        done
+        if [ $tries -lt 150 ]; then
+            echo "client-guest: vchan serving domain $vchan_client"
+        else
+            echo "client-guest: vchan not serving"
+        fi
+    fi
     ;;
 bench)
     # `cargo xtask bench-guest` (tools/bench/bench-guest.sh): rounds of the same runs against
     # the service VM (device 0) and its unprotected build (device 1, handlers in kernel mode),
     # alternating, each result one line `BENCH-JSON <round>|<label>@<build>|<json>` for the
     # xtask to tabulate; with a peer server guest (data/peer-address), the same calls to
-    # SunRPC and gRPC there, over the virtual network.
+    # SunRPC and gRPC there, over the virtual network, and with its domain (data/peer-domid)
+    # to libxenvchan there.
     peer=$(xenstore-read data/peer-address 2>/dev/null) && { [ -e /sys/class/net/eth0 ] || peer=; }
+    peer_domid=$(xenstore-read data/peer-domid 2>/dev/null) || peer_domid=
     cpu_watch=$(xenstore-read data/cpu-watch 2>/dev/null)
     for round in 1 2 3 4 5; do
-        # label:xenrpc's arguments:the peers' (fewer calls: over the network in TCG each
-        # takes about ten times as long).
+        # label:xenrpc's arguments:SunRPC's and gRPC's (fewer calls: over the network in TCG
+        # each takes about ten times as long):libxenvchan's (xenrpc's calls, its 8 in flight
+        # on its one vchan as xenrpc's are on its one ring).
         # "ping" times raw event round trips to the service VM (its calls are not tabulated):
         # a run of its own, so that every other run's CPU figure is its calls' alone.
-        for run in "ping:--calls 1000 --event-ping:" "null-1:--calls 1000:--calls 200" \
-            "null-8:--calls 2000 --in-flight 8:--calls 400 --in-flight 8" \
-            "echo-4k:--calls 1000 --size 4096:--calls 200 --size 4096" \
-            "echo-4k-8:--calls 1000 --size 4096 --in-flight 8 --data-pages 64:--calls 400 --size 4096 --in-flight 8" \
-            "echo-64k:--calls 300 --size 65536 --data-pages 32:--calls 100 --size 65536" \
-            "echo-64b:--calls 1000 --size 64:--calls 200 --size 64" \
-            "echo-64b-8:--calls 1000 --size 64 --in-flight 8:--calls 400 --size 64 --in-flight 8" \
-            "echo-64k-8:--calls 300 --size 65536 --in-flight 8 --data-pages 256:--calls 100 --size 65536 --in-flight 8"; do
+        for run in "ping:--calls 1000 --event-ping::" "null-1:--calls 1000:--calls 200:--calls 1000" \
+            "null-8:--calls 2000 --in-flight 8:--calls 400 --in-flight 8:--calls 2000 --in-flight 8" \
+            "echo-4k:--calls 1000 --size 4096:--calls 200 --size 4096:--calls 1000 --size 4096" \
+            "echo-4k-8:--calls 1000 --size 4096 --in-flight 8 --data-pages 64:--calls 400 --size 4096 --in-flight 8:--calls 1000 --size 4096 --in-flight 8" \
+            "echo-64k:--calls 300 --size 65536 --data-pages 32:--calls 100 --size 65536:--calls 300 --size 65536" \
+            "echo-64b:--calls 1000 --size 64:--calls 200 --size 64:--calls 1000 --size 64" \
+            "echo-64b-8:--calls 1000 --size 64 --in-flight 8:--calls 400 --size 64 --in-flight 8:--calls 1000 --size 64 --in-flight 8" \
+            "echo-64k-8:--calls 300 --size 65536 --in-flight 8 --data-pages 256:--calls 100 --size 65536 --in-flight 8:--calls 300 --size 65536 --in-flight 8"; do
             label=${run%%:*}
-            peer_args=${run##*:}
-            run=${run%:*}
+            rest=${run#*:}
+            run=${rest%%:*}
+            rest=${rest#*:}
+            peer_args=${rest%%:*}
+            vchan_args=${rest#*:}
             for device in 0:protected 1:unprotected; do
                 build=${device#*:}
                 # Unquoted on purpose: a list of words.
                 mark "start $round|$label@$build"
-                if out=$(xenrpc --json bench --devid ${device%%:*} ${run#*:} 2>/tmp/bench.err); then
+                if out=$(xenrpc --json bench --devid ${device%%:*} $run 2>/tmp/bench.err); then
                     mark "end $round|$label@$build"
                     echo "BENCH-JSON $round|$label@$build|$(printf '%s' "$out" | tr -d '\n')"
                 else
                     echo "BENCH-FAILED $round $label@$build: $out $(cat /tmp/bench.err)"
                 fi
             done
-            # Unquoted on purpose: a list of words.
-            [ -n "$peer" ] && [ -n "$peer_args" ] && peer_runs "$round" "$label" "$peer" $peer_args
+            # Unquoted on purpose: lists of words.
+            if [ -n "$peer" ] && [ -n "$peer_args" ]; then
+                peer_run "$round" "$label" sunrpc sunrpc-tcp "$peer:7001" $peer_args
+                peer_run "$round" "$label" grpc grpc "$peer:7002" $peer_args
+            fi
+            if [ -n "$peer_domid" ] && [ -n "$vchan_args" ]; then
+                peer_run "$round" "$label" vchan vchan "$peer_domid" $vchan_args
+            fi
         done
     done
     ;;

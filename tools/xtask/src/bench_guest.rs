@@ -1,5 +1,5 @@
 //! `cargo xtask bench-guest`: runs tools/bench/bench-guest.sh in the testbed (the service VM,
-//! its unprotected build and one Linux client guest), collects the guest's `BENCH-JSON` lines
+//! its unprotected build, one Linux client guest and a Linux guest serving the peers), collects the guest's `BENCH-JSON` lines
 //! and prints a table: medians over the rounds, each latency also as a ratio to the raw event
 //! round trip measured in the same run, and the cost of protection (handlers in guest user
 //! mode) as the ratio of each protected run to the same run on the unprotected build. Writes
@@ -81,9 +81,14 @@ fn cpu_per_call(cpu: &CpuSamples, key: &str, domain: &str, calls: f64) -> f64 {
 
 /// The builds each run is measured on, as the guest labels them (`null-1@protected`).
 const BUILDS: [&str; 2] = ["protected", "unprotected"];
-/// The peers measured beside them, between the client guest and a Linux server guest over the
-/// virtual network (`null-1@sunrpc`): in the table when the guest printed any of their runs.
-const PEERS: [(&str, &str); 2] = [("sunrpc", "SunRPC TCP"), ("grpc", "gRPC TCP")];
+/// The peers measured beside them, between the client guest and a Linux server guest
+/// (`null-1@sunrpc`): SunRPC and gRPC over the virtual network, libxenvchan over grants and an
+/// event channel. In the table when the guest printed any of their runs.
+const PEERS: [(&str, &str); 3] = [
+    ("sunrpc", "SunRPC TCP"),
+    ("grpc", "gRPC TCP"),
+    ("vchan", "libxenvchan"),
+];
 
 /// (label, figures) of every run in the log, in order; event-ping round trips as label
 /// `raw@<build>`.
@@ -329,6 +334,7 @@ fn svg_chart(bars: &[(&str, &str, f64)]) -> String {
             "protected" => "#3b6ea5",
             "unprotected" => "#b0b0b0",
             "SunRPC TCP" => "#2ca02c",
+            "libxenvchan" => "#d62728",
             _ => "#9467bd",
         };
         let _ = writeln!(
@@ -365,10 +371,14 @@ pub fn report(log_path: &Path, serial_path: &Path, csv_path: &Path) -> Result<()
          round trip: the client finds the response in shared memory while the event back to it is\n\
          still on its way; both pay for waking the blocked service VM. The peers (SunRPC by\n\
          libtirpc, gRPC by tonic) serve from a Linux guest over the virtual network (netback, a\n\
-         bridge in dom0, netfront); p50/xenrpc and calls/s/x compare each row with the protected\n\
-         build's. CPU srv/cli/dom0: CPU time per call of the serving domain, the client guest and\n\
-         dom0 (which carries the network), from `xl vcpu-list` before and after each run's\n\
-         process (its connect included; 0.1 s resolution: a figure is within 0.1 s / its calls)."
+         bridge in dom0, netfront); libxenvchan, Xen's own byte channel (1 MiB rings in granted\n\
+         pages, an event channel), from the same guest to the client's domain: the native floor,\n\
+         no RPC system, its calls in flight on its one vchan as xenrpc's are on its one ring\n\
+         (SunRPC's and gRPC's: one connection each). p50/xenrpc and calls/s/x compare each row\n\
+         with the protected build's. CPU srv/cli/dom0: CPU time per call of the serving domain,\n\
+         the client guest and dom0 (which carries the network), from `xl vcpu-list` before and\n\
+         after each run's process (its connect included; 0.1 s resolution: a figure is within\n\
+         0.1 s / its calls)."
     );
     if let Some(dir) = csv_path.parent() {
         fs::create_dir_all(dir)?;
@@ -420,10 +430,13 @@ mod tests {
                 }
             }
         }
-        // SunRPC ran every run, three times slower than the protected build's 10 µs.
+        // SunRPC ran every run, three times slower than the protected build's 10 µs, and
+        // libxenvchan in half its time.
         for round in 1..=3 {
             for run in RUNS {
                 log += &line(round, &format!("{run}@sunrpc"), 60.0, None);
+                log += "\n";
+                log += &line(round, &format!("{run}@vchan"), 10.0, None);
                 log += "\n";
             }
         }
@@ -445,6 +458,12 @@ mod tests {
         );
         assert!(table.contains("SunRPC TCP"), "{table}");
         assert!(table.contains("gRPC TCP: not measured"), "{table}");
+        assert!(
+            csv.contains("echo-4k-8,vchan,3,10.0,9.0,10000,0.00,0.000,0.000,0.000,0.500,2.000"),
+            "{csv}"
+        );
+        assert!(table.contains("libxenvchan"), "{table}");
+        assert!(svg.contains("(libxenvchan)"), "{svg}");
         // Median raw p50 200, median protected null-1 p50 200: ratio 1.00, and twice the
         // unprotected build's p50, half its calls/s.
         assert!(

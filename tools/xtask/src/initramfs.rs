@@ -312,12 +312,13 @@ pub fn linux_guest(out: &Path, init: &[u8], poweroff: &[u8]) -> Result<()> {
     archive.finish()
 }
 
-/// Modules a client guest loads to reach `/dev/xen/evtchn` and `/dev/xen/gntalloc`.
-pub const CLIENT_GUEST_MODULES: &[&str] = &["xen-evtchn.ko", "xen-gntalloc.ko"];
+/// Modules a client guest loads to reach `/dev/xen/evtchn`, `/dev/xen/gntalloc` and
+/// `/dev/xen/gntdev` (a libxenvchan client maps the server's rings through it).
+pub const CLIENT_GUEST_MODULES: &[&str] = &["xen-evtchn.ko", "xen-gntalloc.ko", "xen-gntdev.ko"];
 
 /// A Linux domU image for xenrpc clients: like [`linux_guest`], plus the client `binaries`
-/// (with their shared libraries) in /usr/bin under their file names and the evtchn/gntalloc
-/// modules in /modules (and netfront, for a guest on the virtual network: `net`).
+/// (with their shared libraries) in /usr/bin under their file names and the evtchn, gntalloc
+/// and gntdev modules in /modules (and netfront, for a guest on the virtual network: `net`).
 pub fn client_guest(
     out: &Path,
     init: &[u8],

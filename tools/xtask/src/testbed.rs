@@ -58,12 +58,12 @@ pub struct Scenario {
     pub needs_examples: bool,
     needs_linux_guest: bool,
     /// The client binaries ([`CLIENT_BINARIES`]) in dom0 (/usr/bin) and a client guest image
-    /// (/testbed/client-guest) that carries them with the evtchn and gntalloc modules.
+    /// (/testbed/client-guest) that carries them with the evtchn, gntalloc and gntdev modules.
     needs_client: bool,
     /// A virtual network: the bridge and netback modules and the vif hotplug script in dom0
     /// (/testbed/net, brought up by `tb_net_up`), netfront in the client guest image, and the
-    /// peers (`xenrpc-peer`: SunRPC and gRPC servers and benchmarks) beside the client
-    /// binaries. Implies `client`.
+    /// peers (`xenrpc-peer`: SunRPC, gRPC and libxenvchan servers and benchmarks, with the
+    /// shared libraries they load) beside the client binaries. Implies `client`.
     needs_net: bool,
 }
 
