@@ -14,8 +14,12 @@
 //!
 //! Tuned as a user of libxenvchan would tune it: rings of [`RING`] bytes each way (8 echoes
 //! of 64 KiB in flight fit in them), a request and an answer each written in one piece (one
-//! event at most per frame), and waits on the event channel by `libxenvchan_wait` (the
-//! client first polls its descriptor, so that a call gives up after [`CALL_TIMEOUT`]).
+//! event at most per frame), and waits like xenrpc's ends wait: a reader polls the ring
+//! (`libxenvchan_data_ready`) for xenrpc's default spin
+//! ([`xenrpc_proto::wait::SpinPolicy::DEFAULT`]), and only
+//! then waits on the event channel by `libxenvchan_wait` (the client first polls its
+//! descriptor, so that a call gives up after [`CALL_TIMEOUT`]). So beside xenrpc it is the
+//! floor of the same wait policy, not of a slower one.
 //!
 //! More than one call in flight ([`Calls::send`], then [`Calls::receive`] in order) is a
 //! window on the one vchan, as xenrpc's calls in flight share one ring: the rings must hold
@@ -362,6 +366,8 @@ mod imp {
     use std::ptr::NonNull;
     use std::time::Instant;
 
+    use xenrpc_proto::wait::{SpinBudget, SpinPolicy, StdClock};
+
     use super::{Channel, RING};
     use crate::Unavailable;
 
@@ -390,6 +396,7 @@ mod imp {
             pub fn libxenvchan_wait(ctrl: *mut Ctrl) -> c_int;
             pub fn libxenvchan_fd_for_select(ctrl: *mut Ctrl) -> c_int;
             pub fn libxenvchan_is_open(ctrl: *mut Ctrl) -> c_int;
+            pub fn libxenvchan_data_ready(ctrl: *mut Ctrl) -> c_int;
             pub fn libxenvchan_close(ctrl: *mut Ctrl);
         }
     }
@@ -455,6 +462,22 @@ mod imp {
             }
         }
 
+        /// Polls the ring for data under xenrpc's default spin policy; whether some came.
+        fn spin_for_data(&mut self) -> bool {
+            let mut budget = SpinBudget::new(SpinPolicy::DEFAULT);
+            loop {
+                // SAFETY: `ctrl` is a live vchan used by this thread alone; this reads the
+                // ring's indices.
+                if unsafe { ffi::libxenvchan_data_ready(self.ctrl.as_ptr()) } > 0 {
+                    return true;
+                }
+                if !budget.keep_spinning(&StdClock) {
+                    return false;
+                }
+                std::hint::spin_loop();
+            }
+        }
+
         fn is_open(&mut self) -> bool {
             // SAFETY: `ctrl` is a live vchan used by this thread alone.
             unsafe { ffi::libxenvchan_is_open(self.ctrl.as_ptr()) != 0 }
@@ -516,6 +539,7 @@ mod imp {
                 };
                 match n {
                     1.. => return Ok(n as usize),
+                    0 if self.spin_for_data() => {}
                     0 => self.wait(deadline)?,
                     // Nothing left and the other end closed (or its event failed to go).
                     _ if !self.is_open() => return Ok(0),
