@@ -372,8 +372,9 @@ pub fn report(log_path: &Path, serial_path: &Path, csv_path: &Path) -> Result<()
          still on its way; both pay for waking the blocked service VM. The peers (SunRPC by\n\
          libtirpc, gRPC by tonic) serve from a Linux guest over the virtual network (netback, a\n\
          bridge in dom0, netfront); libxenvchan, Xen's own byte channel (1 MiB rings in granted\n\
-         pages, an event channel), from the same guest to the client's domain: the native floor,\n\
-         no RPC system, its calls in flight on its one vchan as xenrpc's are on its one ring\n\
+         pages, an event channel), from the same guest to the client's domain: no RPC system,\n\
+         a reader spinning as long as xenrpc's do before it waits on the event channel, its\n\
+         calls in flight on its one vchan as xenrpc's are on its one ring\n\
          (SunRPC's and gRPC's: one connection each). p50/xenrpc and calls/s/x compare each row\n\
          with the protected build's. CPU srv/cli/dom0: CPU time per call of the serving domain,\n\
          the client guest and dom0 (which carries the network), from `xl vcpu-list` before and\n\
