@@ -9,9 +9,9 @@ use core::sync::atomic::{fence, Ordering};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::layout::{
-    ctrl, slot_seq, unpublished_seq, OolRef, RequestHeader, ResponseHeader, RingGeometry,
-    SetupError, Status, CLIENT_ALIVE, FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, LAYOUT_VERSION,
-    PAGE_SIZE, RING_MAGIC,
+    ctrl, unpublished_seq, OolRef, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status,
+    CLIENT_ALIVE, FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, LAYOUT_VERSION, PAGE_SIZE,
+    RING_MAGIC,
 };
 use crate::region::{RegionView, SharedRegion};
 use crate::ring::{free_slots, needs_notify};
@@ -304,8 +304,8 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         let slots = geometry.slots();
         for index in (0..slots).map(|k| start.wrapping_add(k)) {
             let unpublished = unpublished_seq(index, slots);
-            let request = geometry.request_slot_offset(index) + slot_seq::REQUEST;
-            let response = geometry.response_slot_offset(index) + slot_seq::RESPONSE;
+            let request = geometry.request_seq_offset(index);
+            let response = geometry.response_seq_offset(index);
             let laid_out = init(request, unpublished).and_then(|()| init(response, unpublished));
             debug_assert!(laid_out.is_ok());
         }
@@ -459,16 +459,10 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         if old == new || self.broken.is_some() {
             return false;
         }
-        // Release: each slot's contents (and out-of-line arguments) are visible before its
-        // sequence word says it is published.
-        let view = self.ring.view();
-        let mut index = old;
-        while index != new {
-            let seq = self.geometry.request_slot_offset(index) + slot_seq::REQUEST;
-            let stored = view.store_u32(seq, index, Ordering::Release);
-            debug_assert!(stored.is_ok());
-            index = index.wrapping_add(1);
-        }
+        // The slots' contents (and out-of-line arguments) first, then their sequence words.
+        let geometry = self.geometry;
+        self.ring
+            .publish_slots(old, new, |index| geometry.request_seq_offset(index));
         self.req_prod_published = new;
         // Full barrier: our index store must be visible before we read the server's threshold,
         // or a server arming for sleep at the same moment and we would both miss each other.
@@ -506,8 +500,7 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
     /// Whether the server published responses we have not consumed: the next response slot's
     /// sequence word is the index we expect there.
     pub fn has_responses(&self) -> bool {
-        let seq = self.geometry.response_slot_offset(self.rsp_cons) + slot_seq::RESPONSE;
-        self.load(seq) == self.rsp_cons
+        self.load(self.geometry.response_seq_offset(self.rsp_cons)) == self.rsp_cons
     }
 
     /// Takes the next response, if any (its slot's sequence word says it is published), copying

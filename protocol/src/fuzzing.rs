@@ -171,7 +171,7 @@ pub fn run_server_case(input: &[u8]) -> CaseReport {
     // The hostile client publishes request `index` by storing the index in its slot's sequence
     // word (whatever the slot holds).
     let publish = |index: u32| {
-        let seq = geometry.request_slot_offset(index) + crate::layout::slot_seq::REQUEST;
+        let seq = geometry.request_seq_offset(index);
         let _ = v.store_u32(seq, index, Ordering::Release);
     };
     let mut published;

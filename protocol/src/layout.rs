@@ -444,6 +444,16 @@ impl RingGeometry {
     pub const fn response_slot_offset(&self, idx: u32) -> usize {
         PAGE_SIZE + self.ring_bytes() + (idx & (self.slots - 1)) as usize * SLOT_SIZE
     }
+
+    /// Offset of the sequence word of the request slot for index `idx`.
+    pub const fn request_seq_offset(&self, idx: u32) -> usize {
+        self.request_slot_offset(idx) + slot_seq::REQUEST
+    }
+
+    /// Offset of the sequence word of the response slot for index `idx`.
+    pub const fn response_seq_offset(&self, idx: u32) -> usize {
+        self.response_slot_offset(idx) + slot_seq::RESPONSE
+    }
 }
 
 /// Why a connection could not be set up over the given memory. Each variant's doc comment is

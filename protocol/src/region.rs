@@ -120,6 +120,19 @@ impl<S: SharedMemory> SharedRegion<S> {
         debug_assert!(stored.is_ok());
     }
 
+    /// Publishes the entries `from..to` (free-running, wrapping) of a ring region: stores each
+    /// one's index in its slot's sequence word (at `seq_offset(index)`, inside the region the
+    /// geometry was checked against), in order, with release ordering, so each slot's contents
+    /// are visible before its sequence word says it is published.
+    #[inline]
+    pub(crate) fn publish_slots(&self, from: u32, to: u32, seq_offset: impl Fn(u32) -> usize) {
+        let mut index = from;
+        while index != to {
+            self.store_control(seq_offset(index), index);
+            index = index.wrapping_add(1);
+        }
+    }
+
     /// A copyable accessor borrowing this region.
     pub fn view(&self) -> RegionView<'_> {
         RegionView {

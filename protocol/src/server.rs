@@ -17,9 +17,8 @@ use core::sync::atomic::{fence, Ordering};
 
 use crate::fair::{actual_cost, pass_budget, worst_case_cost, CopyMeter, REQUEST_COST};
 use crate::layout::{
-    ctrl, slot_seq, unpublished_seq, RequestHeader, ResponseHeader, RingGeometry, SetupError,
-    Status, FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, KNOWN_REQUEST_FLAGS, LAYOUT_VERSION,
-    RING_MAGIC,
+    ctrl, unpublished_seq, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status,
+    FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, KNOWN_REQUEST_FLAGS, LAYOUT_VERSION, RING_MAGIC,
 };
 use crate::region::SharedRegion;
 use crate::ring::{free_slots, needs_notify};
@@ -603,16 +602,10 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         if old == new {
             return false;
         }
-        // Release: each slot's contents (and out-of-line results) are visible before its
-        // sequence word says it is published.
-        let view = self.ring.view();
-        let mut index = old;
-        while index != new {
-            let seq = self.geometry.response_slot_offset(index) + slot_seq::RESPONSE;
-            let stored = view.store_u32(seq, index, Ordering::Release);
-            debug_assert!(stored.is_ok());
-            index = index.wrapping_add(1);
-        }
+        // The slots' contents (and out-of-line results) first, then their sequence words.
+        let geometry = self.geometry;
+        self.ring
+            .publish_slots(old, new, |index| geometry.response_seq_offset(index));
         self.rsp_prod_published = new;
         // Full barrier between publishing and reading the client's threshold (see client).
         fence(Ordering::SeqCst);
@@ -639,8 +632,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
     /// Whether the client published a request we have not taken yet: the next request slot's
     /// sequence word is the index we expect there.
     pub fn has_requests(&self) -> bool {
-        let seq = self.geometry.request_slot_offset(self.req_cons) + slot_seq::REQUEST;
-        self.load(seq) == self.req_cons
+        self.load(self.geometry.request_seq_offset(self.req_cons)) == self.req_cons
     }
 
     /// Whether the client still says it holds its pages (`client_alive` is nonzero). A Xen
