@@ -1,6 +1,7 @@
 //! The libxenvchan peer: Xen's own inter-domain byte channel (a pair of rings in pages one
-//! domain grants the other, and an event channel), between two Linux guests: the native floor
-//! beside which xenrpc's calls are measured. No RPC system, only a framing of our own: a
+//! domain grants the other, and an event channel), between two Linux guests, measured beside
+//! xenrpc's calls as the native channel a Xen user would otherwise reach for. No RPC system,
+//! only a framing of our own: a
 //! request is a little-endian `u32` length and that many bytes, the answer the same bytes back
 //! (a null call is an empty request, answered empty).
 //!
@@ -18,8 +19,8 @@
 //! (`libxenvchan_data_ready`) for xenrpc's default spin
 //! ([`xenrpc_proto::wait::SpinPolicy::DEFAULT`]), and only
 //! then waits on the event channel by `libxenvchan_wait` (the client first polls its
-//! descriptor, so that a call gives up after [`CALL_TIMEOUT`]). So beside xenrpc it is the
-//! floor of the same wait policy, not of a slower one.
+//! descriptor, so that a call gives up after [`CALL_TIMEOUT`]). So it is measured with the
+//! same wait policy as xenrpc, not a slower one.
 //!
 //! More than one call in flight ([`Calls::send`], then [`Calls::receive`] in order) is a
 //! window on the one vchan, as xenrpc's calls in flight share one ring: the rings must hold

@@ -209,6 +209,11 @@ pub fn run_server_case(input: &[u8]) -> CaseReport {
             .unwrap_or(0);
     }
 
+    // Where the server's indices start, as it reads it once when it attaches (the scribbles
+    // below may change the word later).
+    let start = v
+        .load_u32(ctrl::START_INDEX, Ordering::Relaxed)
+        .unwrap_or(0);
     let mut report = CaseReport::default();
     let Ok(mut server) = ServerConnection::attach(&ring_memory, &data_memory, geometry, PeerId(7))
     else {
@@ -260,9 +265,6 @@ pub fn run_server_case(input: &[u8]) -> CaseReport {
             }
         }
         // Every response the server wrote is consumed; a few more requests are published.
-        let start = v
-            .load_u32(ctrl::START_INDEX, Ordering::Relaxed)
-            .unwrap_or(0);
         let consumed = start.wrapping_add(server.stats().responses as u32);
         let _ = v.store_u32(ctrl::RSP_CONS, consumed, Ordering::Release);
         for _ in 0..script.byte() % 8 {
