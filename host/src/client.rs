@@ -14,14 +14,15 @@ use zerocopy::FromBytes;
 use crate::event::EventFd;
 use crate::link::Link;
 use crate::shm::MemfdRegion;
-use crate::wait::{Deadline, SpinPolicy, WaitOutcome, Waiter};
+use crate::wait::{Deadline, SpinBudget, SpinPolicy, WaitOutcome, Waiter};
 
 /// How a client connects and waits.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientOptions {
     /// Bytes of data region to ask for (the client's out-of-line buffers).
     pub data_len: usize,
-    /// How long a wait for a reply spins before it blocks.
+    /// How long a wait for a reply spins, at most, before it blocks (less while replies
+    /// keep coming later than that: see [`SpinBudget`]).
     pub spin: SpinPolicy,
     /// Two-way calls allowed in flight at once (at most `MAX_IN_FLIGHT` and the ring's slots).
     pub max_in_flight: usize,
@@ -100,7 +101,8 @@ pub struct Client {
     // Kept open for the connection's life: the server watches it to learn of our death.
     _socket: std::os::fd::OwnedFd,
     _to_client: EventFd,
-    spin: SpinPolicy,
+    /// How waits spin: the policy's time at most, less when answers keep coming late.
+    spin: SpinBudget,
     /// Answers that arrived while waiting for another call.
     calls: CallTable<()>,
     server_gone: bool,
@@ -147,7 +149,7 @@ impl Client {
             waiter,
             _socket: socket,
             _to_client: to_client,
-            spin: options.spin,
+            spin: SpinBudget::new(options.spin),
             calls: CallTable::new(),
             server_gone: false,
             call_timeout: None,
@@ -164,9 +166,14 @@ impl Client {
         self.conn.ring()
     }
 
-    /// How long later waits spin before they block.
+    /// How long later waits spin before they block (at most: see [`SpinBudget`]).
     pub fn set_spin(&mut self, spin: SpinPolicy) {
-        self.spin = spin;
+        self.spin = SpinBudget::new(spin);
+    }
+
+    /// How long a wait spins now: the spin policy's time, or less after answers came late.
+    pub fn spin_window(&self) -> Duration {
+        self.spin.window()
     }
 
     /// Two-way calls started and not yet finished.
@@ -268,9 +275,11 @@ impl Client {
         if self.server_gone {
             return Err(ClientError::ServerGone);
         }
-        let Self { conn, waiter, .. } = self;
+        let Self {
+            conn, waiter, spin, ..
+        } = self;
         let outcome = waiter.wait(
-            self.spin,
+            spin,
             // A broken connection ends the wait too (with its error).
             conn,
             |conn| conn.poll_response().transpose(),

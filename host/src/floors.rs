@@ -33,6 +33,39 @@ const _: () = assert!(PONG_OFFSET % 64 == 0 && PONG_OFFSET + 8 <= PAGE_SIZE);
 /// Largest echo the UDS floor accepts (the benchmark's largest payload).
 pub const MAX_UDS_ECHO: usize = 1 << 20;
 
+/// Eventfd round trips with the floor peer, one per [`Self::round_trip`]: see
+/// [`FloorDriver::eventfd_session`].
+pub struct EventfdSession<'a> {
+    driver: &'a FloorDriver,
+    ping: OwnedFd,
+    pong: OwnedFd,
+    left: u64,
+}
+
+impl EventfdSession<'_> {
+    /// One round trip: a write to the peer's eventfd, then a sleep in `read` on ours.
+    pub fn round_trip(&mut self) -> io::Result<()> {
+        if self.left == 0 {
+            return Err(io::Error::other(
+                "the eventfd session has made all its round trips",
+            ));
+        }
+        self.left -= 1;
+        let mut counter = [0u8; 8];
+        rustix::io::write(&self.ping, &1u64.to_ne_bytes())?;
+        rustix::io::read(&self.pong, &mut counter)?;
+        Ok(())
+    }
+
+    /// Makes the round trips left, then waits for the peer to end the command.
+    pub fn finish(mut self) -> io::Result<()> {
+        while self.left > 0 {
+            self.round_trip()?;
+        }
+        self.driver.wait_done()
+    }
+}
+
 /// Drives a floor peer process over `control`.
 pub struct FloorDriver {
     control: OwnedFd,
@@ -93,6 +126,20 @@ impl FloorDriver {
 
     /// `iterations` round trips through two blocking eventfds: write, then sleep in `read`.
     pub fn eventfd_roundtrip(&self, iterations: u64) -> io::Result<Vec<Duration>> {
+        let mut session = self.eventfd_session(iterations)?;
+        let mut samples = Vec::with_capacity(iterations as usize);
+        for _ in 0..iterations {
+            let start = Instant::now();
+            session.round_trip()?;
+            samples.push(start.elapsed());
+        }
+        session.finish()?;
+        Ok(samples)
+    }
+
+    /// `iterations` eventfd round trips made one at a time, whenever the caller likes (e.g.
+    /// paced): the floor of any wait that sleeps.
+    pub fn eventfd_session(&self, iterations: u64) -> io::Result<EventfdSession<'_>> {
         let ping = rustix::event::eventfd(0, EventfdFlags::CLOEXEC)?;
         let pong = rustix::event::eventfd(0, EventfdFlags::CLOEXEC)?;
         self.command(
@@ -101,16 +148,12 @@ impl FloorDriver {
             0,
             &[ping.as_fd(), pong.as_fd()],
         )?;
-        let mut counter = [0u8; 8];
-        let mut samples = Vec::with_capacity(iterations as usize);
-        for _ in 0..iterations {
-            let start = Instant::now();
-            rustix::io::write(&ping, &1u64.to_ne_bytes())?;
-            rustix::io::read(&pong, &mut counter)?;
-            samples.push(start.elapsed());
-        }
-        self.wait_done()?;
-        Ok(samples)
+        Ok(EventfdSession {
+            driver: self,
+            ping,
+            pong,
+            left: iterations,
+        })
     }
 
     /// `iterations` request/response exchanges of `size`-byte payloads over a Unix stream

@@ -106,20 +106,21 @@ impl Waiter {
         Ok(Self { epoll })
     }
 
-    /// Waits until `check` yields a value: spins per `policy`, then calls `arm` (which must make
-    /// the peer send a wake-up for the next event, and return whether the event already
-    /// happened), and blocks until woken, the peer hangs up, or `deadline` passes.
-    /// Both closures get `state` (typically the protocol connection).
+    /// Waits until `check` yields a value: spins for `budget`'s window (again after each
+    /// wake-up), then calls `arm` (which must make the peer send a wake-up for the next event,
+    /// and return whether the event already happened), and blocks until woken, the peer hangs
+    /// up, or `deadline` passes. Both closures get `state` (typically the protocol connection).
+    /// The budget learns from the wait (see [`SpinBudget`]).
     pub fn wait<S, T>(
         &self,
-        policy: SpinPolicy,
+        budget: &mut SpinBudget,
         state: &mut S,
         mut check: impl FnMut(&mut S) -> Option<T>,
         mut arm: impl FnMut(&mut S) -> bool,
         deadline: &mut Deadline,
     ) -> io::Result<WaitOutcome<T>> {
         loop {
-            let step = spin_then_arm(policy, &MonotonicClock, state, &mut check, &mut arm, || {
+            let step = spin_then_arm(budget, &MonotonicClock, state, &mut check, &mut arm, || {
                 deadline.passed()
             });
             match step {
@@ -130,16 +131,35 @@ impl Waiter {
             let timeout = match deadline.instant() {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(check(state).map_or(WaitOutcome::TimedOut, WaitOutcome::Ready)),
+                    _ => return Ok(Self::last_look(budget, state, &mut check)),
                 },
                 None => None,
             };
             match self.block(timeout)? {
-                Woken::Event => {}
-                Woken::Hangup => return Ok(WaitOutcome::PeerGone),
-                Woken::Timeout => {
-                    return Ok(check(state).map_or(WaitOutcome::TimedOut, WaitOutcome::Ready));
+                Woken::Event => budget.restart(),
+                Woken::Hangup => {
+                    budget.abandon();
+                    return Ok(WaitOutcome::PeerGone);
                 }
+                Woken::Timeout => return Ok(Self::last_look(budget, state, &mut check)),
+            }
+        }
+    }
+
+    /// The look at a passed deadline: the value if it came after all, else a timeout.
+    fn last_look<S, T>(
+        budget: &mut SpinBudget,
+        state: &mut S,
+        check: &mut impl FnMut(&mut S) -> Option<T>,
+    ) -> WaitOutcome<T> {
+        match check(state) {
+            Some(value) => {
+                budget.work_came(&MonotonicClock);
+                WaitOutcome::Ready(value)
+            }
+            None => {
+                budget.abandon();
+                WaitOutcome::TimedOut
             }
         }
     }
@@ -213,7 +233,7 @@ mod tests {
         let mut polls = 0;
         let outcome = waiter
             .wait(
-                SpinPolicy::micros(1000),
+                &mut SpinBudget::new(SpinPolicy::micros(1000)),
                 &mut polls,
                 |n| {
                     *n += 1;
@@ -246,7 +266,7 @@ mod tests {
         let mut armed = 0;
         let outcome = waiter
             .wait(
-                SpinPolicy::BLOCKING,
+                &mut SpinBudget::new(SpinPolicy::BLOCKING),
                 &mut armed,
                 |_| flag.load(std::sync::atomic::Ordering::SeqCst).then_some(()),
                 |armed| {
@@ -263,7 +283,7 @@ mod tests {
         // Nothing happens: the deadline ends the wait.
         let outcome = waiter
             .wait(
-                SpinPolicy::BLOCKING,
+                &mut SpinBudget::new(SpinPolicy::BLOCKING),
                 &mut (),
                 |_| None::<()>,
                 |_| false,
@@ -277,7 +297,7 @@ mod tests {
         drop(theirs);
         let outcome = waiter
             .wait(
-                SpinPolicy::BLOCKING,
+                &mut SpinBudget::new(SpinPolicy::BLOCKING),
                 &mut (),
                 |_| None::<()>,
                 |_| false,

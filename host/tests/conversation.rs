@@ -335,3 +335,37 @@ fn answers_are_stamped_with_the_servers_clock_of_the_call_even_after_it_slept() 
         pending.finish(&answer).unwrap();
     }
 }
+
+#[test]
+fn a_client_stops_spinning_for_answers_that_come_late_and_spins_again_for_prompt_ones() {
+    // The spin window learns from the waits (xenrpc_proto::wait::SpinBudget): answers that
+    // come later than the policy's time halve it down to zero, answers a longer spin would
+    // have caught double it back. 10 ms calls against a 4 ms policy, then null calls.
+    const POLICY: Duration = Duration::from_millis(4);
+    let server = ServerProcess::start(&[]);
+    let mut client = server.connect_with(ClientOptions {
+        spin: xenrpc_host::wait::SpinPolicy { spin_for: POLICY },
+        ..ClientOptions::default()
+    });
+    client.set_call_timeout(Some(TIMEOUT));
+    assert_eq!(client.spin_window(), POLICY);
+    let mut windows = Vec::new();
+    for _ in 0..12 {
+        selftest::Client::new(&mut client)
+            .sleep(&SleepArgs { millis: 10 })
+            .unwrap();
+        windows.push(client.spin_window());
+    }
+    assert!(
+        windows.windows(2).all(|w| w[1] < w[0] || w[1].is_zero()),
+        "the window did not shrink with each late answer: {windows:?}"
+    );
+    assert_eq!(client.spin_window(), Duration::ZERO, "{windows:?}");
+    for _ in 0..20 {
+        echo::Client::new(&mut client).ping(&()).unwrap();
+    }
+    assert!(
+        !client.spin_window().is_zero(),
+        "prompt answers did not open the window again"
+    );
+}

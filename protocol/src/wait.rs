@@ -12,6 +12,11 @@
 //! read only every [`CLOCK_CHECK_INTERVAL`] polls and not at all when the awaited work comes
 //! within the first ones ([`SpinBudget`]): in a guest without a fast user-space clock (a Xen
 //! PV Linux guest makes each read a system call) a clock read costs more than a poll.
+//!
+//! The bound is a ceiling, not a fixed spin: each waiter's [`SpinBudget`] learns from its own
+//! waits (halving its window while work comes later than the policy's time, doubling it while
+//! a longer spin would have caught the work), so an end whose calls come seldom stops paying
+//! a spin per call, and one whose calls come back to back keeps catching them spinning.
 
 use core::time::Duration;
 
@@ -76,30 +81,69 @@ impl Clock for StdClock {
 /// How often (in polls) a spinning waiter looks at the clock.
 pub const CLOCK_CHECK_INTERVAL: u32 = 64;
 
-/// One spin phase under a [`SpinPolicy`].
+/// The shortest spin window an adaptive budget keeps; a shrink below it makes the window zero
+/// (block at once), a grow from zero starts here.
+pub const MIN_SPIN_WINDOW_NS: u64 = 2_000;
+
+/// A waiter's spin budget: its spin phases and the window it learns from its waits.
+///
+/// A wait spins for the current *window*, at most the [`SpinPolicy`]'s time. The window
+/// follows the waits it serves, as KVM's halt polling does: a wait that blocked and whose
+/// work then came within the policy's time (a longer spin would have saved the sleep) doubles
+/// the window; a wait that blocked for longer than that (the spin was wasted) halves it, down
+/// to zero. So calls that come back to back are caught spinning, and a waiter whose work
+/// comes seldom (an idle service's clients, paced calls) soon stops burning a spin window per
+/// call. A wait answered while spinning leaves the window as it is.
+///
+/// Learning costs one clock read per wait that blocked (none for one answered within its
+/// first polls), and nothing at all under [`SpinPolicy::BLOCKING`].
 #[derive(Debug)]
 pub struct SpinBudget {
-    spin_ns: u64,
+    max_ns: u64,
+    window_ns: u64,
     polls: u32,
-    started_ns: Option<u64>,
+    phase_started_ns: Option<u64>,
+    phase_over: bool,
+    /// When the current wait began, known once its spin ran out (it is then a wait that
+    /// blocked, and learned from when its work comes).
+    blocked_wait_started_ns: Option<u64>,
 }
 
 impl SpinBudget {
-    /// A fresh spin phase under `policy`.
+    /// A budget under `policy`, its window starting at the policy's time.
     #[inline]
     pub fn new(policy: SpinPolicy) -> Self {
+        let max_ns = u64::try_from(policy.spin_for.as_nanos()).unwrap_or(u64::MAX);
         Self {
-            spin_ns: u64::try_from(policy.spin_for.as_nanos()).unwrap_or(u64::MAX),
+            max_ns,
+            window_ns: max_ns,
             polls: 0,
-            started_ns: None,
+            phase_started_ns: None,
+            phase_over: false,
+            blocked_wait_started_ns: None,
         }
     }
 
-    /// Counts one poll; false once the budget is spent (then arm and block). Reads `clock`
-    /// only every [`CLOCK_CHECK_INTERVAL`] polls.
+    /// The policy's time: the longest window.
+    pub fn policy(&self) -> SpinPolicy {
+        SpinPolicy::nanos(self.max_ns)
+    }
+
+    /// How long a spin phase lasts now.
+    pub fn window(&self) -> core::time::Duration {
+        core::time::Duration::from_nanos(self.window_ns)
+    }
+
+    /// Counts one poll; false once the phase's window is spent (then arm and block; it stays
+    /// false until [`Self::restart`] or [`Self::work_came`]). Reads `clock` only every
+    /// [`CLOCK_CHECK_INTERVAL`] polls, and once when a phase with a zero window ends.
     #[inline]
     pub fn keep_spinning(&mut self, clock: &impl Clock) -> bool {
-        if self.spin_ns == 0 {
+        if self.phase_over {
+            return false;
+        }
+        if self.window_ns == 0 {
+            self.end_phase(clock, None);
             return false;
         }
         self.polls = self.polls.wrapping_add(1);
@@ -107,12 +151,23 @@ impl SpinBudget {
             return true;
         }
         let now = clock.now_ns();
-        match self.started_ns {
+        match self.phase_started_ns {
             None => {
-                self.started_ns = Some(now);
+                self.phase_started_ns = Some(now);
                 true
             }
-            Some(started) => now.saturating_sub(started) < self.spin_ns,
+            Some(started) if now.saturating_sub(started) < self.window_ns => true,
+            Some(started) => {
+                self.end_phase(clock, Some(started));
+                false
+            }
+        }
+    }
+
+    fn end_phase(&mut self, clock: &impl Clock, started: Option<u64>) {
+        self.phase_over = true;
+        if self.max_ns > 0 && self.blocked_wait_started_ns.is_none() {
+            self.blocked_wait_started_ns = Some(started.unwrap_or_else(|| clock.now_ns()));
         }
     }
 
@@ -123,11 +178,45 @@ impl SpinBudget {
         self.polls % CLOCK_CHECK_INTERVAL == 0
     }
 
-    /// Starts a new spin phase.
+    /// Starts a new spin phase within the same wait (after a wake-up that brought no work, or
+    /// when work landed while arming): the wait still learns when its work comes.
     #[inline]
-    pub fn reset(&mut self) {
+    pub fn restart(&mut self) {
         self.polls = 0;
-        self.started_ns = None;
+        self.phase_started_ns = None;
+        self.phase_over = false;
+    }
+
+    /// The awaited work came: if this wait blocked, the window learns how long it took (one
+    /// clock read); the next wait starts afresh.
+    #[inline]
+    pub fn work_came(&mut self, clock: &impl Clock) {
+        if let Some(started) = self.blocked_wait_started_ns.take() {
+            self.learn(clock.now_ns().saturating_sub(started));
+        }
+        self.restart();
+    }
+
+    /// The wait ended without its work (a deadline, a peer gone): nothing to learn.
+    #[inline]
+    pub fn abandon(&mut self) {
+        self.blocked_wait_started_ns = None;
+        self.restart();
+    }
+
+    /// A wait that blocked took `waited_ns` from its start to its work.
+    fn learn(&mut self, waited_ns: u64) {
+        self.window_ns = if waited_ns <= self.max_ns {
+            self.window_ns
+                .saturating_mul(2)
+                .max(MIN_SPIN_WINDOW_NS)
+                .min(self.max_ns)
+        } else {
+            match self.window_ns / 2 {
+                half if half < MIN_SPIN_WINDOW_NS => 0,
+                half => half,
+            }
+        };
     }
 }
 
@@ -143,25 +232,30 @@ pub enum WaitStep<T> {
     TimedOut,
 }
 
-/// The spin phase and the arm-and-recheck sequence: polls `check` while `policy`'s budget
+/// The spin phase and the arm-and-recheck sequence: polls `check` while `budget`'s window
 /// lasts (looking at `expired` whenever the budget reads the clock), then calls `arm` (which
 /// must make the peer notify us of the next piece of work, and return whether work came
 /// meanwhile) and looks once more. Both closures get `state` (typically the connection).
+///
+/// The budget belongs to the waiter (it learns across waits): `Ready` and `TimedOut` end the
+/// wait in it; after `Block` the waiter blocks, then calls [`SpinBudget::restart`] if a woken
+/// wait should spin again (or not, to only re-check), and calls this again.
 pub fn spin_then_arm<S, T>(
-    policy: SpinPolicy,
+    budget: &mut SpinBudget,
     clock: &impl Clock,
     state: &mut S,
     mut check: impl FnMut(&mut S) -> Option<T>,
     mut arm: impl FnMut(&mut S) -> bool,
     mut expired: impl FnMut() -> bool,
 ) -> WaitStep<T> {
-    let mut budget = SpinBudget::new(policy);
     loop {
         if let Some(value) = check(state) {
+            budget.work_came(clock);
             return WaitStep::Ready(value);
         }
         if budget.keep_spinning(clock) {
             if budget.clock_due() && expired() {
+                budget.abandon();
                 return WaitStep::TimedOut;
             }
             core::hint::spin_loop();
@@ -171,13 +265,14 @@ pub fn spin_then_arm<S, T>(
             return WaitStep::Block;
         }
         // Work came while arming: look again, with a fresh spin phase.
-        budget.reset();
+        budget.restart();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use core::cell::Cell;
+    use core::time::Duration;
 
     use super::*;
 
@@ -207,10 +302,13 @@ mod tests {
     }
 
     #[test]
-    fn a_blocking_policy_never_spins() {
+    fn a_blocking_policy_never_spins_nor_reads_the_clock() {
         let clock = Ticking::new(1);
         let mut budget = SpinBudget::new(SpinPolicy::BLOCKING);
-        assert!(!budget.keep_spinning(&clock));
+        for _ in 0..3 {
+            assert!(!budget.keep_spinning(&clock));
+            budget.work_came(&clock);
+        }
         assert_eq!(clock.reads.get(), 0);
     }
 
@@ -226,8 +324,75 @@ mod tests {
         }
         assert_eq!(clock.reads.get(), 6);
         assert_eq!(polls + 1, 6 * CLOCK_CHECK_INTERVAL);
-        budget.reset();
+        // A spent phase stays spent until the waiter restarts it.
+        assert!(!budget.keep_spinning(&clock));
+        budget.restart();
         assert!(budget.keep_spinning(&clock));
+    }
+
+    /// Spins a phase out, then lets the work come `waited_ns` after the wait began.
+    fn blocked_wait(budget: &mut SpinBudget, clock: &Ticking, waited_ns: u64) {
+        let started = clock.now.get();
+        while budget.keep_spinning(clock) {}
+        clock.now.set(started + waited_ns);
+        budget.work_came(&Ticking {
+            now: Cell::new(started + waited_ns),
+            step: 0,
+            reads: Cell::new(0),
+        });
+    }
+
+    #[test]
+    fn waits_that_block_long_shrink_the_window_to_zero_and_short_ones_grow_it_back() {
+        let clock = Ticking::new(1_000);
+        let mut budget = SpinBudget::new(SpinPolicy::micros(50));
+        assert_eq!(budget.window(), Duration::from_micros(50));
+        // Paced work, a millisecond apart: each wait halves the window, then blocks at once.
+        for _ in 0..6 {
+            blocked_wait(&mut budget, &clock, 1_000_000);
+        }
+        assert_eq!(budget.window(), Duration::ZERO);
+        let reads = clock.reads.get();
+        assert!(!budget.keep_spinning(&clock), "a zero window spins");
+        assert_eq!(
+            clock.reads.get(),
+            reads + 1,
+            "one read: when the wait began"
+        );
+        // Its work came a µs later: a spin would have caught it, so the window opens.
+        budget.work_came(&clock);
+        assert_eq!(budget.window(), Duration::from_micros(2));
+        // Work that comes 10 µs after each wait began: likewise.
+        let mut windows = Vec::new();
+        for _ in 0..6 {
+            blocked_wait(&mut budget, &clock, 10_000);
+            windows.push(budget.window().as_micros());
+        }
+        assert_eq!(windows, [4, 8, 16, 32, 50, 50]);
+    }
+
+    #[test]
+    fn a_wait_answered_while_spinning_leaves_the_window_and_reads_no_clock() {
+        let clock = Ticking::new(1);
+        let mut budget = SpinBudget::new(SpinPolicy::micros(50));
+        blocked_wait(&mut budget, &clock, 1_000_000);
+        let window = budget.window();
+        let reads = clock.reads.get();
+        assert!(budget.keep_spinning(&clock));
+        budget.work_came(&clock);
+        assert_eq!(budget.window(), window);
+        assert_eq!(clock.reads.get(), reads);
+    }
+
+    #[test]
+    fn an_abandoned_wait_teaches_nothing() {
+        let clock = Ticking::new(1_000);
+        let mut budget = SpinBudget::new(SpinPolicy::micros(50));
+        while budget.keep_spinning(&clock) {}
+        budget.abandon();
+        clock.now.set(clock.now.get() + 10_000_000);
+        budget.work_came(&clock);
+        assert_eq!(budget.window(), Duration::from_micros(50));
     }
 
     #[test]
@@ -235,7 +400,7 @@ mod tests {
         let clock = Ticking::new(1);
         let mut left = 10;
         let step = spin_then_arm(
-            SpinPolicy::DEFAULT,
+            &mut SpinBudget::new(SpinPolicy::DEFAULT),
             &clock,
             &mut left,
             |left| {
@@ -254,7 +419,7 @@ mod tests {
         let clock = Ticking::new(100_000);
         let mut arrived = false;
         let step = spin_then_arm(
-            SpinPolicy::micros(50),
+            &mut SpinBudget::new(SpinPolicy::micros(50)),
             &clock,
             &mut arrived,
             |arrived| arrived.then_some(1),
@@ -271,7 +436,7 @@ mod tests {
     fn nothing_after_arming_means_block_and_a_passed_deadline_ends_the_spin() {
         let clock = Ticking::new(100_000);
         let block = spin_then_arm(
-            SpinPolicy::micros(50),
+            &mut SpinBudget::new(SpinPolicy::micros(50)),
             &clock,
             &mut (),
             |_| None::<()>,
@@ -280,7 +445,7 @@ mod tests {
         );
         assert_eq!(block, WaitStep::Block);
         let late = spin_then_arm(
-            SpinPolicy::micros(500),
+            &mut SpinBudget::new(SpinPolicy::micros(500)),
             &Ticking::new(1),
             &mut (),
             |_| None::<()>,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use xenrpc_proto::services::arith::{self, Operands};
-use xenrpc_proto::wait::{spin_then_arm, SpinPolicy, StdClock, WaitStep};
+use xenrpc_proto::wait::{spin_then_arm, SpinBudget, SpinPolicy, StdClock, WaitStep};
 use xenrpc_proto::{Notify, Pending};
 
 /// Long enough that only a lost wake-up (nobody will ever signal) reaches it.
@@ -97,7 +97,7 @@ fn sleeping_peers_never_lose_a_wake_up() {
             }
             // The protocol's wait sequence, with no spinning: look, arm, look again, sleep.
             let step = spin_then_arm(
-                SpinPolicy::BLOCKING,
+                &mut SpinBudget::new(SpinPolicy::BLOCKING),
                 &StdClock,
                 &mut client,
                 |client| client.poll_response().unwrap(),

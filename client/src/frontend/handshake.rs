@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xenrpc_proto::layout::ctrl;
+use xenrpc_proto::wait::{SpinBudget, SpinPolicy};
 use xenrpc_proto::{CallTable, ClientConnection, RingGeometry};
 use xenrpc_rendezvous::{self as rv, key, XenbusState};
 
@@ -260,7 +261,9 @@ pub fn connect<D: XenDevices>(
         calls: CallTable::new(),
         call_timeout: Duration::from_secs(5),
         server_clock: ServerClock::new(Instant::now()),
-        spin: options.spin,
+        spin: SpinBudget::new(SpinPolicy {
+            spin_for: options.spin,
+        }),
         failed: None,
         closed: false,
         stats: ClientStats::default(),

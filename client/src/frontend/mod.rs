@@ -11,7 +11,7 @@ pub use handshake::{connect, ConnectOptions};
 
 use std::time::{Duration, Instant};
 
-use xenrpc_proto::wait::{spin_then_arm, SpinBudget, SpinPolicy, StdClock, WaitStep};
+use xenrpc_proto::wait::{spin_then_arm, SpinBudget, StdClock, WaitStep};
 use xenrpc_proto::zerocopy::FromBytes;
 use xenrpc_proto::{
     Arrival, CallRequest, CallTable, Caller, ClientConnection, Completion, Notify, Pending,
@@ -66,7 +66,8 @@ pub struct Connection<D: XenDevices> {
     /// answer), and the answers not taken yet.
     calls: CallTable<Instant>,
     server_clock: ServerClock,
-    spin: Duration,
+    /// How waits spin: the options' time at most, less while answers keep coming late.
+    spin: SpinBudget,
     failed: Option<Failure>,
     closed: bool,
     stats: ClientStats,
@@ -304,9 +305,12 @@ impl<D: XenDevices> Connection<D> {
     fn wait_completion(&mut self, id: u64, deadline: Instant) -> Result<Completion> {
         // A call started but not published would never be answered.
         self.flush()?;
-        let mut spun = false;
+        // A fresh wait (whatever ended the last one): it spins once, then only arms and
+        // re-checks after each wake-up.
+        self.spin.abandon();
         loop {
             if let Some(c) = self.calls.take(id) {
+                self.spin.work_came(&StdClock);
                 return Ok(c);
             }
             self.check_failed()?;
@@ -314,18 +318,9 @@ impl<D: XenDevices> Connection<D> {
             if let Some(c) = self.calls.take(id) {
                 return Ok(c);
             }
-            // Spins once per wait (the protocol's policy: the clock read every few polls),
-            // then only arms and re-checks.
-            let policy = if spun {
-                SpinPolicy::BLOCKING
-            } else {
-                SpinPolicy {
-                    spin_for: self.spin,
-                }
-            };
-            spun = true;
+            let spinning = !self.spin.window().is_zero();
             let step = spin_then_arm(
-                policy,
+                &mut self.spin,
                 &StdClock,
                 &mut self.client,
                 |client| client.has_responses().then_some(()),
@@ -333,7 +328,7 @@ impl<D: XenDevices> Connection<D> {
                 || false,
             );
             if step != WaitStep::Block {
-                if !policy.spin_for.is_zero() {
+                if spinning {
                     self.stats.spin_hits += 1;
                 }
                 continue;
@@ -463,11 +458,11 @@ impl<D: XenDevices> Connection<D> {
         // Waits the way calls do (spin, then sleep), so the two differ only in what the
         // server does. Linux gives user space no shared pending bit: the spin is a loop of
         // non-blocking reads of the port.
-        let mut budget = SpinBudget::new(SpinPolicy {
-            spin_for: self.spin,
-        });
+        let budget = &mut self.spin;
+        budget.abandon();
         while budget.keep_spinning(&StdClock) {
             if ping.acknowledge()? {
+                budget.work_came(&StdClock);
                 return Ok(());
             }
         }
@@ -482,6 +477,7 @@ impl<D: XenDevices> Connection<D> {
                 }
                 Readiness::Ready(_) => {
                     if ping.acknowledge()? {
+                        budget.work_came(&StdClock);
                         return Ok(());
                     }
                 }

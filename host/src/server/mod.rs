@@ -315,7 +315,7 @@ impl Server {
             let progressed = self.serve_all(&mut dispatcher, &clock, &mut events)?;
             self.forget_gone_tenants(&mut dispatcher, &mut events);
             if progressed {
-                spin.reset();
+                spin.work_came(&MonotonicClock);
                 continue;
             }
             if spin.keep_spinning(&MonotonicClock) {
@@ -328,7 +328,9 @@ impl Server {
                 std::hint::spin_loop();
                 continue;
             }
-            spin.reset();
+            // Woken, the loop spins again (a wake-up may not be for work); it learns how long
+            // the idle spell lasted when work comes.
+            spin.restart();
             if self.arm_all() {
                 continue;
             }

@@ -23,9 +23,11 @@ use xenrpc_rendezvous::backend::EndKind;
 
 /// Work units (see `xenrpc_proto::fair`) served per connection before moving to the next.
 const BUDGET_PER_CONNECTION: u64 = xenrpc_proto::PASS_BUDGET;
-/// How long the loop keeps polling after the last request before it blocks (the protocol's
-/// spin-then-block policy, `xenrpc_proto::wait`): a client that sends its next call within
-/// this window is served without a wake-up.
+/// How long, at most, the loop keeps polling after the last request before it blocks (the
+/// protocol's spin-then-block policy, `xenrpc_proto::wait`): a client that sends its next call
+/// within this window is served without a wake-up. The window shrinks while calls come
+/// further apart than this (an idle service does not burn a window per call) and grows back
+/// when they come closer.
 const SPIN_NS: u64 = 50_000;
 /// How often a sleeping loop looks whether xenconsoled caught up with a dropping console.
 const CONSOLE_RECHECK_NS: u64 = 100_000_000;
@@ -154,14 +156,16 @@ pub fn run(registry: &mut Registry<'_>) -> ! {
             service_backend(registry, &mut lost_events);
         }
         if handled > 0 {
-            spin.reset();
+            spin.work_came(&time::now_ns);
             continue;
         }
         if spin.keep_spinning(&time::now_ns) {
             core::hint::spin_loop();
             continue;
         }
-        spin.reset();
+        // Woken, the loop spins again (a wake-up may not be for work); it learns how long the
+        // idle spell lasted when work comes.
+        spin.restart();
         let now = time::now_ns();
         let mut guard = BACKEND.lock();
         let Some(backend) = guard.as_mut() else {

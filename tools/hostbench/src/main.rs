@@ -41,7 +41,9 @@ mod render;
 mod throughput;
 
 use peers::Peer;
-use throughput::{client_role, echo_loop, echo_pipelined, multi_client_echo, paced_cpu};
+use throughput::{
+    client_role, echo_loop, echo_pipelined, multi_client_echo, paced_cpu, PACED_WARM_UP,
+};
 
 const SIZES: [usize; 4] = [64, 4096, 64 * 1024, 1024 * 1024];
 const CLIENT_CPU: usize = 0;
@@ -288,6 +290,17 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
         let cpu = paced_cpu(budget.paced_calls, PACED_RATE, server.pid(), null)?;
         paced.push((server.peer.name(), cpu));
     }
+    // What every call that sleeps between calls pays at this pace: the pacing itself (the
+    // client's timed sleep), and a raw eventfd round trip (two sleeps and two wake-ups).
+    let floor_pid = floor_child.id();
+    let cpu = paced_cpu(budget.paced_calls, PACED_RATE, floor_pid, || Ok(()))?;
+    paced.push((PACING_ALONE, cpu));
+    let mut session = floor.eventfd_session(budget.paced_calls + PACED_WARM_UP)?;
+    let cpu = paced_cpu(budget.paced_calls, PACED_RATE, floor_pid, || {
+        session.round_trip()
+    })?;
+    session.finish()?;
+    paced.push((EVENTFD_FLOOR, cpu));
     rows.extend(paced_rows(&paced));
 
     rows.extend(attackers::rows(budget.attack_time)?);
@@ -419,7 +432,10 @@ const SPIN_BATCH: u64 = 100;
 const PACED_RATE: u32 = 1_000;
 const PACED_SECTION: &str = "paced: 1,000 null calls/s";
 
-/// One row per system of CPU per paced call, with its ratio to SunRPC TCP's.
+/// What a paced row costs without any call: the harness's own timed sleep.
+const PACING_ALONE: &str = "pacing alone (no call)";
+
+/// One row per system (and per floor) of CPU per paced call, with its ratio to SunRPC TCP's.
 fn paced_rows(paced: &[(&'static str, f64)]) -> Vec<Row> {
     let sunrpc = paced
         .iter()
@@ -431,7 +447,7 @@ fn paced_rows(paced: &[(&'static str, f64)]) -> Vec<Row> {
             let mut row = Row::new(PACED_SECTION, name);
             row.calls_per_s = Some(f64::from(PACED_RATE));
             row.cpu_ns_per_call = Some(cpu);
-            if let (Some(base), true) = (sunrpc, name.starts_with("xenrpc")) {
+            if let (Some(base), false) = (sunrpc, name == Peer::SunRpcTcp.name()) {
                 row.ratios.push((cpu / base, "SunRPC TCP CPU".into()));
             }
             row
@@ -476,6 +492,15 @@ fn print_aims(rows: &[Row]) {
             ),
             None => println!("aim: {what}: not measured"),
         }
+    }
+    if let (Some(eventfd), Some(pacing)) = (
+        ratio_to(PACED_SECTION, EVENTFD_FLOOR, "SunRPC TCP CPU"),
+        ratio_to(PACED_SECTION, PACING_ALONE, "SunRPC TCP CPU"),
+    ) {
+        println!(
+            "  (paced, a raw eventfd round trip costs {eventfd:.3}x SunRPC TCP's CPU and the \
+             pacing alone {pacing:.3}x: no call that sleeps between calls goes below the first)"
+        );
     }
 }
 

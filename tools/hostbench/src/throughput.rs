@@ -219,6 +219,9 @@ fn wait_output_within(
     }
 }
 
+/// Unpaced calls before a paced row's.
+pub const PACED_WARM_UP: u64 = 3;
+
 /// Makes `count` calls paced at `rate` a second (sleeping between them, as an idle service's
 /// clients would leave it), after a few unpaced ones; returns CPU ns per call of this process
 /// and `server`.
@@ -228,7 +231,7 @@ pub fn paced_cpu(
     server: u32,
     mut call: impl FnMut() -> io::Result<()>,
 ) -> io::Result<f64> {
-    for _ in 0..3 {
+    for _ in 0..PACED_WARM_UP {
         call()?;
     }
     let interval = Duration::from_secs(1) / rate.max(1);
