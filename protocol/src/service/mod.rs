@@ -131,6 +131,7 @@ impl From<OolError> for Status {
 
 /// Checks an out-of-line reference against the data region length the server holds privately:
 /// `(offset, len)` on success. A zero length means "no window" and requires offset 0.
+#[inline]
 pub fn validate_ool(window: OolRef, data_len: usize) -> Option<(usize, usize)> {
     let offset = usize::try_from(window.offset).ok()?;
     let len = usize::try_from(window.len).ok()?;
@@ -157,6 +158,7 @@ pub struct OolArgs<'a> {
 
 impl<'a> OolArgs<'a> {
     /// `data.contains(offset, len)` must hold (see [`validate_ool`]).
+    #[inline]
     pub(crate) fn new(
         data: RegionView<'a>,
         offset: usize,
@@ -306,6 +308,7 @@ pub struct OolResult<'a> {
 
 impl<'a> OolResult<'a> {
     /// `data.contains(offset, len)` must hold (see [`validate_ool`]).
+    #[inline]
     pub(crate) fn new(
         data: RegionView<'a>,
         offset: usize,
@@ -382,7 +385,7 @@ impl<'a> OolResult<'a> {
 /// the out-of-line windows are validated against the connection's data region.
 pub struct CallContext<'a> {
     peer: PeerId,
-    header: RequestHeader,
+    header: &'a RequestHeader,
     inline_args: &'a [u8],
     ool_args: OolArgs<'a>,
     ool_result: OolResult<'a>,
@@ -391,9 +394,10 @@ pub struct CallContext<'a> {
 }
 
 impl<'a> CallContext<'a> {
+    #[inline]
     pub(crate) fn new(
         peer: PeerId,
-        header: RequestHeader,
+        header: &'a RequestHeader,
         inline_args: &'a [u8],
         ool_args: OolArgs<'a>,
         ool_result: OolResult<'a>,
@@ -411,26 +415,31 @@ impl<'a> CallContext<'a> {
     }
 
     /// The caller, as the transport identified it.
+    #[inline]
     pub fn peer(&self) -> PeerId {
         self.peer
     }
 
     /// The call id the client chose (echoed in the response).
+    #[inline]
     pub fn call_id(&self) -> u64 {
         self.header.call_id
     }
 
     /// The service id the call names.
+    #[inline]
     pub fn service(&self) -> u32 {
         self.header.service_id
     }
 
     /// The method id the call names.
+    #[inline]
     pub fn method(&self) -> u32 {
         self.header.method_id
     }
 
     /// The interface version the client was built against.
+    #[inline]
     pub fn version(&self) -> u32 {
         self.header.version
     }
@@ -446,6 +455,7 @@ impl<'a> CallContext<'a> {
     }
 
     /// Private copy of the inline arguments.
+    #[inline]
     pub fn inline_args(&self) -> &[u8] {
         self.inline_args
     }
@@ -483,6 +493,7 @@ impl<'a> CallContext<'a> {
     }
 
     /// Sets the inline result (replacing any earlier one).
+    #[inline]
     pub fn set_reply(&mut self, bytes: &[u8]) -> Result<(), Status> {
         let dst = self.reply.get_mut(..bytes.len()).ok_or(Status::TooLarge)?;
         dst.copy_from_slice(bytes);
@@ -490,16 +501,19 @@ impl<'a> CallContext<'a> {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn reply_len(&self) -> usize {
         self.reply_len
     }
 
+    #[inline]
     pub(crate) fn ool_written(&self) -> usize {
         self.ool_result.written
     }
 
     /// Bytes the handler moved through the windows so far (what the call is charged for, see
     /// [`crate::fair`]).
+    #[inline]
     pub fn ool_moved(&self) -> usize {
         self.ool_args.meter.moved()
     }
@@ -527,6 +541,7 @@ pub trait Dispatcher {
     /// How many consecutive calls to `service` of one connection [`Self::dispatch_batch`]
     /// takes at once: 1 (the default) but where a batch saves work. A server checks each call's
     /// deadline when it takes the call off the ring, so the calls of a batch start together.
+    /// Where this is 1 the server hands calls to [`Self::dispatch`] one by one.
     fn batch_limit(&self, _service: u32) -> usize {
         1
     }
@@ -550,7 +565,8 @@ pub trait ServiceHandler {
     fn handle(&mut self, call: &mut CallContext<'_>) -> Status;
     /// How many consecutive calls of one connection [`Self::handle_batch`] takes at once: 1
     /// (the default), more where a batch saves work (the service VM's stand-in for a
-    /// protection domain, which runs a batch in one entry to user mode).
+    /// protection domain, which runs a batch in one entry to user mode). A [`Registry`] reads
+    /// it once, when the handler is registered.
     fn batch_limit(&self) -> usize {
         1
     }
@@ -571,6 +587,7 @@ pub trait ServiceHandler {
 /// Used by `define_service!`: decodes typed inline arguments (exact size), runs the method and
 /// stores its typed inline result.
 #[doc(hidden)]
+#[inline]
 pub fn dispatch_typed<A, R, F>(call: &mut CallContext<'_>, method: F) -> Status
 where
     A: FromBytes,
