@@ -19,7 +19,8 @@ use arrayvec::ArrayVec;
 
 use crate::fair::{pass_budget, worst_case_cost};
 use crate::layout::{
-    ctrl, RequestHeader, RingGeometry, SetupError, FLAG_ONE_WAY, LAYOUT_VERSION, RING_MAGIC,
+    ctrl, RequestHeader, RingGeometry, SetupError, FLAG_ONE_WAY, INLINE_CAPACITY, LAYOUT_VERSION,
+    RING_MAGIC,
 };
 use crate::region::SharedRegion;
 use crate::ring::{free_slots, needs_notify};
@@ -74,6 +75,16 @@ pub struct ServerConnection<R: SharedMemory, D: SharedMemory> {
     rsp_taken: u32,
     stats: ConnectionStats,
     broken: Option<Violation>,
+    buffers: CallBuffers,
+}
+
+/// A connection's private buffers for the call being handled, kept from call to call so that
+/// none is zeroed per call: what an earlier call left in them is never seen, as a handler reads
+/// only its own call's inline arguments (`inline[..inline_len]`) and can only write the reply
+/// (`CallContext::set_reply`), of which the response carries the bytes just set.
+struct CallBuffers {
+    inline: [u8; INLINE_CAPACITY],
+    reply: [u8; INLINE_CAPACITY],
 }
 
 impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
@@ -121,6 +132,10 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             rsp_taken: start,
             stats: ConnectionStats::default(),
             broken: None,
+            buffers: CallBuffers {
+                inline: [0; INLINE_CAPACITY],
+                reply: [0; INLINE_CAPACITY],
+            },
         };
         connection.store(ctrl::REQ_CONS, start);
         connection.store(ctrl::REQ_EVENT, start.wrapping_add(1));

@@ -115,29 +115,33 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         dispatcher: &mut impl Dispatcher,
         clock: &impl Clock,
     ) -> Charge {
-        let mut reply = [0u8; INLINE_CAPACITY];
         let outcome = match self.admit(g, clock) {
             Err(status) => Outcome::refused(status),
             Ok(windows) => {
                 let meter = windows.meter();
-                let mut inline = [0u8; INLINE_CAPACITY];
-                let (ring, data) = (self.ring.view(), self.data.view());
-                let mut call = call_context(
-                    self.peer,
+                let ServerConnection {
                     ring,
                     data,
+                    peer,
+                    buffers,
+                    ..
+                } = self;
+                let mut call = call_context(
+                    *peer,
+                    ring.view(),
+                    data.view(),
                     g,
                     windows,
                     &meter,
-                    &mut inline,
-                    &mut reply,
+                    &mut buffers.inline,
+                    &mut buffers.reply,
                 );
                 let status = dispatcher.dispatch(&mut call);
                 Outcome::dispatched(&call, status, &meter)
             }
         };
         let mut charge = Charge::default();
-        self.settle(g, outcome, &reply, clock, &mut charge);
+        self.settle(g, outcome, None, clock, &mut charge);
         charge
     }
 
@@ -190,7 +194,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         }
         let mut charge = Charge::default();
         for ((g, outcome), reply) in batch.iter().zip(outcomes).zip(&replies) {
-            self.settle(g, outcome, reply, clock, &mut charge);
+            self.settle(g, outcome, Some(reply), clock, &mut charge);
         }
         charge
     }
@@ -211,13 +215,14 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
     }
 
     /// Charges a handled request to `charge`, counts its status and answers it (but for a
-    /// one-way call) with the first `outcome.reply_len` bytes of `reply`.
+    /// one-way call) with the first `outcome.reply_len` bytes of `reply` (`None`: of this
+    /// connection's reply buffer).
     #[inline]
     fn settle(
         &mut self,
         g: &Gathered,
         outcome: Outcome,
-        reply: &[u8; INLINE_CAPACITY],
+        reply: Option<&[u8; INLINE_CAPACITY]>,
         clock: &impl Clock,
         charge: &mut Charge,
     ) {
@@ -230,27 +235,30 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         charge.earned += u32::from(earned);
         self.stats.by_status[outcome.status.index()] += 1;
         if !g.one_way {
-            let reply = &reply[..outcome.reply_len.min(INLINE_CAPACITY)];
-            self.write_response(&g.header, outcome.status, reply, outcome.ool_written, clock);
+            let reply = reply.unwrap_or(&self.buffers.reply);
+            self.write_response(&g.header, &outcome, reply, clock);
+            self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+            self.stats.responses += 1;
         }
     }
 
-    /// Writes the response to `request` into the next response slot.
+    /// Writes the response to `request` into the next response slot (at `rsp_prod_pvt`), its
+    /// inline result the first `outcome.reply_len` bytes of `reply`.
     #[inline]
     fn write_response(
-        &mut self,
+        &self,
         request: &RequestHeader,
-        status: Status,
-        reply: &[u8],
-        ool_written: usize,
+        outcome: &Outcome,
+        reply: &[u8; INLINE_CAPACITY],
         clock: &impl Clock,
     ) {
+        let reply = &reply[..outcome.reply_len.min(INLINE_CAPACITY)];
         let response = ResponseHeader {
             call_id: request.call_id,
-            status: status.to_wire(),
+            status: outcome.status.to_wire(),
             inline_len: reply.len() as u32,
             // Bounded by the result window, itself bounded by the u32 length in the request.
-            ool_written: ool_written as u32,
+            ool_written: outcome.ool_written as u32,
             // Published by `publish_responses`, which stores the index itself here.
             seq: unpublished_seq(self.rsp_prod_pvt, self.geometry.slots()),
             server_time_ns: clock.recent_ns(),
@@ -262,8 +270,6 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             .write_pod(slot, &response)
             .and_then(|()| view.write(slot + HEADER_SIZE, reply));
         debug_assert!(written.is_ok());
-        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
-        self.stats.responses += 1;
     }
 
     /// Everything about a request that can be refused without running a handler; on success
