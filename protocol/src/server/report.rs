@@ -132,7 +132,7 @@ impl ConnectionStats {
     }
 }
 
-/// What one [`ServerConnection::poll`] did.
+/// What one [`ServerConnection::poll`](super::ServerConnection::poll) did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PollOutcome {
     /// Requests taken off the ring.
@@ -147,7 +147,7 @@ pub struct PollOutcome {
     pub notify: bool,
     /// Requests are left because the budget ran out: poll again (after serving others).
     pub more: bool,
-    /// The connection is broken (now or earlier); see [`ServerConnection::broken`].
+    /// The connection is broken (now or earlier); see [`ServerConnection::broken`](super::ServerConnection::broken).
     pub broken: bool,
 }
 
