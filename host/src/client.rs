@@ -298,10 +298,16 @@ impl Client {
             self.spin,
             // A broken connection ends the wait too (with its error).
             conn,
-            |conn| match conn.poll_response_into(answer) {
-                Ok(true) => Some(Ok(())),
-                Ok(false) => None,
-                Err(e) => Some(Err(e)),
+            |conn| {
+                // The spin's poll for nothing: one look at the next slot's sequence word.
+                if !conn.has_responses() && conn.broken().is_none() {
+                    return None;
+                }
+                match conn.poll_response_into(answer) {
+                    Ok(true) => Some(Ok(())),
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e)),
+                }
             },
             |conn| conn.prepare_to_wait(),
             deadline,
