@@ -339,18 +339,16 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         Ok(())
     }
 
-    /// Publishes written responses (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`); whether the client
-    /// asked to be woken.
+    /// Ends a poll's publishing (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`): the responses written
+    /// since the last one are published already (each as soon as it was written, see
+    /// `handle::write_response`); one full barrier, then whether the client asked to be woken
+    /// by any of them.
     fn publish_responses(&mut self) -> bool {
         let old = self.rsp_prod_published;
         let new = self.rsp_prod_pvt;
         if old == new {
             return false;
         }
-        // The slots' contents (and out-of-line results) first, then their sequence words.
-        let geometry = self.geometry;
-        self.ring
-            .publish_slots(old, new, |index| geometry.response_seq_offset(index));
         self.rsp_prod_published = new;
         // Full barrier between publishing and reading the client's threshold (see client).
         fence(Ordering::SeqCst);

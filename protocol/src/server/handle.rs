@@ -217,7 +217,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
     /// Charges a handled request to `charge`, counts its status and answers it (but for a
     /// one-way call) with the first `outcome.reply_len` bytes of `reply` (`None`: of this
     /// connection's reply buffer).
-    #[inline]
+    #[inline(always)]
     fn settle(
         &mut self,
         g: &Gathered,
@@ -243,7 +243,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
     }
 
     /// Writes the response to `request` into the next response slot (at `rsp_prod_pvt`), its
-    /// inline result the first `outcome.reply_len` bytes of `reply`.
+    /// inline result the first `outcome.reply_len` bytes of `reply`, and publishes it.
     #[inline]
     fn write_response(
         &self,
@@ -259,7 +259,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             inline_len: reply.len() as u32,
             // Bounded by the result window, itself bounded by the u32 length in the request.
             ool_written: outcome.ool_written as u32,
-            // Published by `publish_responses`, which stores the index itself here.
+            // Stored below, last.
             seq: unpublished_seq(self.rsp_prod_pvt, self.geometry.slots()),
             server_time_ns: clock.recent_ns(),
             reserved: [0; 8],
@@ -270,6 +270,13 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             .write_pod(slot, &response)
             .and_then(|()| view.write(slot + HEADER_SIZE, reply));
         debug_assert!(written.is_ok());
+        // Published at once (release: the slot's contents and any out-of-line result before
+        // the index that says they are there), not at the end of the poll: the client can take
+        // it while the server looks for more requests. `publish_responses` checks whether to
+        // notify once per poll.
+        let index = self.rsp_prod_pvt;
+        self.ring
+            .store_control(self.geometry.response_seq_offset(index), index);
     }
 
     /// Everything about a request that can be refused without running a handler; on success
