@@ -12,6 +12,11 @@
 //! validation and reached dispatch): only those earn a client allowance elsewhere (the
 //! [`crate::storm`] guard), so a client cannot buy slack with requests it knows are refused or
 //! with one-way calls that ask for no answer.
+//!
+//! Requests to a handler that takes calls one at a time (batch limit 1) go one by one, without
+//! a batch gathered; consecutive requests to a batching handler are gathered and run together
+//! (`handle.rs`). Each response is published as soon as it is written; a poll ends with one
+//! full barrier and the notification check. What a connection reports is in `report.rs`.
 
 use core::sync::atomic::{fence, Ordering};
 
