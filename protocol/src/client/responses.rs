@@ -10,8 +10,10 @@ use super::{CallError, ClientConnection, ClientViolation, InFlight};
 use crate::layout::{ctrl, ResponseHeader, Status, HEADER_SIZE, INLINE_CAPACITY};
 use crate::transport::SharedMemory;
 
-/// A response, copied out of the ring and validated against the call it answers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A response, copied out of the ring and validated against the call it answers. (Equality
+/// and `Debug` see the inline result's bytes only, not what an earlier answer left after them
+/// in a completion reused by [`ClientConnection::poll_response_into`].)
+#[derive(Clone)]
 pub struct Completion {
     /// The id of the call answered (what `enqueue` returned; [`Pending::call_id`](super::Pending::call_id)).
     pub call_id: u64,
@@ -44,6 +46,36 @@ impl Default for Completion {
             #[cfg(feature = "alloc")]
             bytes: alloc::vec::Vec::new(),
         }
+    }
+}
+
+impl PartialEq for Completion {
+    fn eq(&self, other: &Self) -> bool {
+        let same = self.call_id == other.call_id
+            && self.status == other.status
+            && self.ool_written == other.ool_written
+            && self.server_time_ns == other.server_time_ns
+            && self.inline() == other.inline();
+        #[cfg(feature = "alloc")]
+        let same = same && self.bytes == other.bytes;
+        same
+    }
+}
+
+impl Eq for Completion {}
+
+impl core::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut debug = f.debug_struct("Completion");
+        debug
+            .field("call_id", &self.call_id)
+            .field("status", &self.status)
+            .field("ool_written", &self.ool_written)
+            .field("server_time_ns", &self.server_time_ns)
+            .field("inline", &self.inline());
+        #[cfg(feature = "alloc")]
+        debug.field("bytes", &self.bytes);
+        debug.finish()
     }
 }
 
@@ -164,5 +196,54 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         // reads this seldom, so the store stays in our cache.
         self.store(ctrl::RSP_CONS, self.rsp_cons);
         Ok(true)
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::mem::HeapRegion;
+    use crate::services::arith::{self, ArithServer, Operands, Value};
+    use crate::services::echo::{self, EchoServer};
+    use crate::{PeerId, Registry, RingGeometry, ServerConnection, PASS_BUDGET};
+
+    #[test]
+    fn a_reused_completion_holds_only_the_latest_answer() {
+        let geometry = RingGeometry::new(16).unwrap();
+        let ring = HeapRegion::new(geometry.region_bytes());
+        let data = HeapRegion::new(4096);
+        let mut client = ClientConnection::new(&ring, &data, geometry, 4).unwrap();
+        let mut server = ServerConnection::attach(&ring, &data, geometry, PeerId(1)).unwrap();
+        let (mut echo, mut arith) = (echo::Handler(EchoServer), arith::Handler(ArithServer));
+        let mut registry = Registry::new();
+        registry.register(&mut echo).unwrap();
+        registry.register(&mut arith).unwrap();
+        let mut answer = Completion::default();
+        assert_eq!(client.poll_response_into(&mut answer), Ok(false));
+        assert_eq!(
+            answer,
+            Completion::default(),
+            "nothing there: left as it was"
+        );
+
+        let sum = client
+            .start(&arith::client::add(&Operands { a: 2, b: 3 }))
+            .unwrap();
+        client.publish();
+        server.poll(&mut registry, &|| 0, PASS_BUDGET);
+        assert_eq!(client.poll_response_into(&mut answer), Ok(true));
+        assert_eq!(sum.finish(&answer).unwrap().value, Value { value: 5 });
+
+        let ping = client.start(&echo::client::ping(&())).unwrap();
+        client.publish();
+        server.poll(&mut registry, &|| 0, PASS_BUDGET);
+        assert_eq!(client.poll_response_into(&mut answer), Ok(true));
+        assert!(
+            answer.inline().is_empty(),
+            "the sum's bytes are not the ping's"
+        );
+        // Equal to a fresh completion of the same answer, whatever the sum left behind.
+        assert_eq!(answer, Completion::for_test(ping.call_id()));
+        ping.finish(&answer).unwrap();
     }
 }
