@@ -194,6 +194,7 @@ impl TenantDispatcher for Registry<'_> {
 pub struct CatchPanics<'a, D>(pub &'a mut D);
 
 impl<D: Dispatcher> Dispatcher for CatchPanics<'_, D> {
+    #[inline]
     fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
         catch_unwind(AssertUnwindSafe(|| self.0.dispatch(call))).unwrap_or(Status::HandlerFault)
     }
