@@ -363,6 +363,18 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         }
         let call_id = self.next_call_id;
         self.next_call_id = self.next_call_id.wrapping_add(1).max(1);
+        // The bookkeeping first, the slot last: a `publish` that follows at once stores the
+        // sequence word right after the slot's contents.
+        if !request.one_way {
+            if let Some(entry) = self.in_flight.iter_mut().find(|e| e.call_id == 0) {
+                *entry = InFlight {
+                    call_id,
+                    result_window_len: request.ool_result.len,
+                    allocated: [OolRef::NONE; 2],
+                };
+                self.in_flight_count += 1;
+            }
+        }
         let header = RequestHeader {
             call_id,
             deadline_ns: request.deadline_ns,
@@ -386,16 +398,6 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         debug_assert!(written.is_ok());
         self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
         self.req_space -= 1;
-        if !request.one_way {
-            if let Some(entry) = self.in_flight.iter_mut().find(|e| e.call_id == 0) {
-                *entry = InFlight {
-                    call_id,
-                    result_window_len: request.ool_result.len,
-                    allocated: [OolRef::NONE; 2],
-                };
-                self.in_flight_count += 1;
-            }
-        }
         Ok(call_id)
     }
 
