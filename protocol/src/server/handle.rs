@@ -13,7 +13,7 @@ use arrayvec::ArrayVec;
 use super::{Charge, Gathered, RejectReason, ServerConnection};
 use crate::fair::{actual_cost, CopyMeter, REQUEST_COST};
 use crate::layout::{
-    unpublished_seq, RequestHeader, ResponseHeader, Status, HEADER_SIZE, INLINE_CAPACITY,
+    ctrl, unpublished_seq, RequestHeader, ResponseHeader, Status, HEADER_SIZE, INLINE_CAPACITY,
     KNOWN_REQUEST_FLAGS,
 };
 use crate::region::RegionView;
@@ -273,7 +273,9 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         // Published at once (release: the slot's contents and any out-of-line result before
         // the index that says they are there), not at the end of the poll: the client can take
         // it while the server looks for more requests. `publish_responses` checks whether to
-        // notify once per poll.
+        // notify once per poll. First the requests taken so far are released (every one is
+        // copied by now): a client that has an answer finds its request's slot free.
+        self.store(ctrl::REQ_CONS, self.req_cons);
         let index = self.rsp_prod_pvt;
         self.ring
             .store_control(self.geometry.response_seq_offset(index), index);
