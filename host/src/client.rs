@@ -108,6 +108,9 @@ pub struct Client {
     server_gone: bool,
     /// How long a [`Caller`] call waits for its reply.
     call_timeout: Option<Duration>,
+    /// Where answers are copied off the ring: the awaited call's is decoded from here, moved
+    /// nowhere (others' answers are moved into `calls`).
+    answer: Completion,
 }
 
 impl Client {
@@ -153,6 +156,7 @@ impl Client {
             calls: CallTable::new(),
             server_gone: false,
             call_timeout: None,
+            answer: Completion::default(),
         })
     }
 
@@ -228,8 +232,11 @@ impl Client {
         pending: Pending<R>,
         timeout: Option<Duration>,
     ) -> Result<Reply<R>, ClientError> {
-        let completion = self.wait_for(pending.call_id(), timeout)?;
-        Ok(pending.finish(&completion)?)
+        if let Some(completion) = self.calls.take(pending.call_id()) {
+            return Ok(pending.finish(&completion)?);
+        }
+        self.receive_answer(pending.call_id(), timeout)?;
+        Ok(pending.finish(&self.answer)?)
     }
 
     /// Waits for the completion of call `call_id`, keeping others that arrive meanwhile.
@@ -238,17 +245,29 @@ impl Client {
         call_id: u64,
         timeout: Option<Duration>,
     ) -> Result<Completion, ClientError> {
+        if let Some(completion) = self.calls.take(call_id) {
+            return Ok(completion);
+        }
+        self.receive_answer(call_id, timeout)?;
+        Ok(std::mem::take(&mut self.answer))
+    }
+
+    /// Waits until the answer to call `call_id` is in `self.answer`, keeping others that arrive
+    /// meanwhile in the table (which held none for `call_id`: the caller looked).
+    fn receive_answer(
+        &mut self,
+        call_id: u64,
+        timeout: Option<Duration>,
+    ) -> Result<(), ClientError> {
         // Fixed at the first look at the clock: an answer that comes at once costs no read.
         let mut deadline = timeout.map_or(Deadline::Never, Deadline::After);
         loop {
-            if let Some(completion) = self.calls.take(call_id) {
-                return Ok(completion);
-            }
             match self.receive(&mut deadline) {
-                // Ours: straight back (the table holds only others' answers and given-up calls).
-                Ok(completion) if completion.call_id == call_id => return Ok(completion),
-                Ok(completion) => {
-                    self.calls.arrived(completion);
+                // Ours: decoded where it is (the table holds only others' answers and given-up
+                // calls).
+                Ok(()) if self.answer.call_id == call_id => return Ok(()),
+                Ok(()) => {
+                    self.calls.arrived(std::mem::take(&mut self.answer));
                 }
                 Err(e) => {
                     // Given up: its answer, if it ever comes, is dropped.
@@ -267,32 +286,47 @@ impl Client {
         if let Some(completion) = self.calls.take_any() {
             return Ok(completion);
         }
-        self.receive(&mut deadline.into())
+        self.receive(&mut deadline.into())?;
+        Ok(std::mem::take(&mut self.answer))
     }
 
-    /// Waits for the next completion off the ring.
-    fn receive(&mut self, deadline: &mut Deadline) -> Result<Completion, ClientError> {
+    /// Waits for the next completion off the ring, copied into `self.answer`.
+    fn receive(&mut self, deadline: &mut Deadline) -> Result<(), ClientError> {
         if self.server_gone {
             return Err(ClientError::ServerGone);
         }
         let Self {
-            conn, waiter, spin, ..
+            conn,
+            waiter,
+            answer,
+            spin,
+            ..
         } = self;
         let outcome = waiter.wait(
             spin,
             // A broken connection ends the wait too (with its error).
             conn,
-            |conn| conn.poll_response().transpose(),
+            |conn| {
+                // The spin's poll for nothing: one look at the next slot's sequence word.
+                if !conn.has_responses() && conn.broken().is_none() {
+                    return None;
+                }
+                match conn.poll_response_into(answer) {
+                    Ok(true) => Some(Ok(())),
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            },
             |conn| conn.prepare_to_wait(),
             deadline,
         );
         match outcome? {
-            WaitOutcome::Ready(completion) => Ok(completion?),
+            WaitOutcome::Ready(taken) => Ok(taken?),
             WaitOutcome::TimedOut => Err(ClientError::TimedOut),
             WaitOutcome::PeerGone => {
                 // Responses published before the server died are still valid.
-                if let Ok(Some(completion)) = self.conn.poll_response() {
-                    return Ok(completion);
+                if let Ok(true) = self.conn.poll_response_into(&mut self.answer) {
+                    return Ok(());
                 }
                 self.server_gone = true;
                 Err(ClientError::ServerGone)

@@ -3,7 +3,10 @@
 //!
 //! - one thread: client start + publish, server poll, client poll (ping, add, 4 KiB echo);
 //! - two threads spinning on the shared indices (no wake-ups): round-trip time of a ping
-//!   (skipped with `-- --one-thread`).
+//!   (skipped with `-- --one-thread`);
+//! - `-- --pings N`: only N typed pings in one thread (start, publish, poll,
+//!   poll_response_into, finish), nothing timed: for instruction counts under callgrind (run it with two N and
+//!   divide the difference).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -12,8 +15,8 @@ use xenrpc_proto::mem::HeapRegion;
 use xenrpc_proto::services::arith::{self, ArithServer, Operands};
 use xenrpc_proto::services::echo::{self, EchoServer};
 use xenrpc_proto::{
-    CallRequest, ClientConnection, OolRef, PeerId, Registry, RingGeometry, ServerConnection,
-    PASS_BUDGET,
+    CallRequest, ClientConnection, Completion, OolRef, PeerId, Registry, RingGeometry,
+    ServerConnection, PASS_BUDGET,
 };
 
 const CALLS: u32 = 200_000;
@@ -25,6 +28,22 @@ fn main() {
     let clock = || 0u64;
 
     let mut echo_handler = echo::Handler(EchoServer);
+    if let Some(pings) = pings_only() {
+        let mut client = ClientConnection::new(&ring, &data, geometry, 32).unwrap();
+        let mut server = ServerConnection::attach(&ring, &data, geometry, PeerId(1)).unwrap();
+        let mut registry = Registry::new();
+        registry.register(&mut echo_handler).unwrap();
+        let ping = echo::client::ping(&());
+        let mut completion = Completion::default();
+        for _ in 0..pings {
+            let pending = client.start(&ping).unwrap();
+            client.publish();
+            server.poll(&mut registry, &clock, PASS_BUDGET);
+            assert!(client.poll_response_into(&mut completion).unwrap());
+            pending.finish(&completion).unwrap();
+        }
+        return;
+    }
     let mut arith_handler = arith::Handler(ArithServer);
     {
         let mut client = ClientConnection::new(&ring, &data, geometry, 32).unwrap();
@@ -119,4 +138,11 @@ fn main() {
             samples[10], samples[0], samples[19]
         );
     });
+}
+
+/// `--pings N`: the count of the pings-only mode.
+fn pings_only() -> Option<u32> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--pings")?;
+    Some(args.get(at + 1)?.parse().expect("--pings takes a count"))
 }

@@ -9,9 +9,8 @@ use core::sync::atomic::{fence, Ordering};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::layout::{
-    ctrl, unpublished_seq, OolRef, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status,
-    CLIENT_ALIVE, FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, LAYOUT_VERSION, PAGE_SIZE,
-    RING_MAGIC,
+    ctrl, unpublished_seq, OolRef, RequestHeader, RingGeometry, SetupError, Status, CLIENT_ALIVE,
+    FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, LAYOUT_VERSION, PAGE_SIZE, RING_MAGIC,
 };
 use crate::region::{RegionView, SharedRegion};
 use crate::ring::{free_slots, needs_notify};
@@ -23,9 +22,11 @@ mod bytes;
 #[cfg(feature = "alloc")]
 mod calls;
 mod error;
+mod responses;
 #[cfg(feature = "alloc")]
 pub use calls::{Arrival, CallTable};
 pub use error::{CallError, ClientViolation};
+pub use responses::Completion;
 
 /// Upper bound of the per-connection in-flight cap (size of the client's call table).
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -122,59 +123,6 @@ impl<'a, R> TypedCall<'a, R> {
     /// The untyped request this call writes into a slot.
     pub fn request(&self) -> &CallRequest<'a> {
         &self.request
-    }
-}
-
-/// A response, copied out of the ring and validated against the call it answers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Completion {
-    /// The id of the call answered (what `enqueue` returned; [`Pending::call_id`]).
-    pub call_id: u64,
-    /// The call's outcome.
-    pub status: Status,
-    /// Bytes the handler wrote at the start of the call's result window.
-    pub ool_written: u32,
-    /// The server's clock when it answered (as it says: use it only to estimate, never to
-    /// trust).
-    pub server_time_ns: u64,
-    inline: [u8; INLINE_CAPACITY],
-    inline_len: usize,
-    /// The result bytes of a call started with `start_with_bytes`, copied out of its window.
-    #[cfg(feature = "alloc")]
-    bytes: alloc::vec::Vec<u8>,
-}
-
-impl Completion {
-    /// The inline result bytes, at most [`INLINE_CAPACITY`].
-    pub fn inline(&self) -> &[u8] {
-        &self.inline[..self.inline_len]
-    }
-
-    /// The result bytes of a call started with [`ClientConnection::start_with_bytes`] (a
-    /// private copy; empty for other calls).
-    #[cfg(feature = "alloc")]
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// The result bytes, moved out.
-    #[cfg(feature = "alloc")]
-    pub fn into_bytes(self) -> alloc::vec::Vec<u8> {
-        self.bytes
-    }
-
-    /// An empty `Ok` answer to call `id`, for tests of what handles answers.
-    #[cfg(all(test, feature = "std"))]
-    pub(crate) fn for_test(id: u64) -> Self {
-        Completion {
-            call_id: id,
-            status: Status::Ok,
-            ool_written: 0,
-            server_time_ns: 0,
-            inline: [0; INLINE_CAPACITY],
-            inline_len: 0,
-            bytes: alloc::vec::Vec::new(),
-        }
     }
 }
 
@@ -415,6 +363,18 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         }
         let call_id = self.next_call_id;
         self.next_call_id = self.next_call_id.wrapping_add(1).max(1);
+        // The bookkeeping first, the slot last: a `publish` that follows at once stores the
+        // sequence word right after the slot's contents.
+        if !request.one_way {
+            if let Some(entry) = self.in_flight.iter_mut().find(|e| e.call_id == 0) {
+                *entry = InFlight {
+                    call_id,
+                    result_window_len: request.ool_result.len,
+                    allocated: [OolRef::NONE; 2],
+                };
+                self.in_flight_count += 1;
+            }
+        }
         let header = RequestHeader {
             call_id,
             deadline_ns: request.deadline_ns,
@@ -438,16 +398,6 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
         debug_assert!(written.is_ok());
         self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
         self.req_space -= 1;
-        if !request.one_way {
-            if let Some(entry) = self.in_flight.iter_mut().find(|e| e.call_id == 0) {
-                *entry = InFlight {
-                    call_id,
-                    result_window_len: request.ool_result.len,
-                    allocated: [OolRef::NONE; 2],
-                };
-                self.in_flight_count += 1;
-            }
-        }
         Ok(call_id)
     }
 
@@ -495,84 +445,6 @@ impl<R: SharedMemory, D: SharedMemory> ClientConnection<R, D> {
             notifier.notify();
         }
         Ok(pending)
-    }
-
-    /// Whether the server published responses we have not consumed: the next response slot's
-    /// sequence word is the index we expect there.
-    pub fn has_responses(&self) -> bool {
-        self.load(self.geometry.response_seq_offset(self.rsp_cons)) == self.rsp_cons
-    }
-
-    /// Takes the next response, if any (its slot's sequence word says it is published), copying
-    /// it out once and validating it: status known, inline length within the slot, call id in
-    /// flight, out-of-line length within the call's result window. A violation breaks the
-    /// connection.
-    pub fn poll_response(&mut self) -> Result<Option<Completion>, CallError> {
-        if let Some(v) = self.broken {
-            return Err(CallError::Broken(v));
-        }
-        // Acquire (in `has_responses`): the header is read after the sequence word said it is
-        // complete.
-        if !self.has_responses() {
-            return Ok(None);
-        }
-        let slot = self.geometry.response_slot_offset(self.rsp_cons);
-        let view = self.ring.view();
-        let header: ResponseHeader = view.read_pod(slot).unwrap_or_default();
-        let Some(status) = Status::from_wire(header.status) else {
-            return Err(self.fail(ClientViolation::UnknownStatus(header.status)));
-        };
-        let inline_len = header.inline_len as usize;
-        if inline_len > INLINE_CAPACITY {
-            return Err(self.fail(ClientViolation::InlineTooLong(header.inline_len)));
-        }
-        let Some(entry_index) = self
-            .in_flight
-            .iter()
-            .position(|e| e.call_id != 0 && e.call_id == header.call_id)
-        else {
-            return Err(self.fail(ClientViolation::UnknownCallId(header.call_id)));
-        };
-        let window = self.in_flight[entry_index].result_window_len;
-        if header.ool_written > window {
-            return Err(self.fail(ClientViolation::OolWrittenTooLong {
-                written: header.ool_written,
-                window,
-            }));
-        }
-        let mut completion = Completion {
-            call_id: header.call_id,
-            status,
-            ool_written: header.ool_written,
-            server_time_ns: header.server_time_ns,
-            inline: [0; INLINE_CAPACITY],
-            inline_len,
-            #[cfg(feature = "alloc")]
-            bytes: alloc::vec::Vec::new(),
-        };
-        let copied = view.read(slot + HEADER_SIZE, &mut completion.inline[..inline_len]);
-        debug_assert!(copied.is_ok());
-        let [input_window, output_window] = self.in_flight[entry_index].allocated;
-        #[cfg(feature = "alloc")]
-        if output_window.len > 0 && status == Status::Ok {
-            // The one copy out of the shared window (within it: `ool_written` was checked).
-            let mut bytes = alloc::vec![0u8; header.ool_written as usize];
-            let read = self
-                .data
-                .view()
-                .read(output_window.offset as usize, &mut bytes);
-            debug_assert!(read.is_ok());
-            completion.bytes = bytes;
-        }
-        self.windows.release(input_window);
-        self.windows.release(output_window);
-        self.in_flight[entry_index] = InFlight::default();
-        self.in_flight_count -= 1;
-        self.rsp_cons = self.rsp_cons.wrapping_add(1);
-        // Release: we are done reading the slot before the server may reuse it. The server
-        // reads this seldom, so the store stays in our cache.
-        self.store(ctrl::RSP_CONS, self.rsp_cons);
-        Ok(Some(completion))
     }
 
     /// Arms the response threshold before the transport sleeps and re-checks

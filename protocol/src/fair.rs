@@ -41,22 +41,26 @@ pub const MAX_REQUEST_COST: u64 = REQUEST_COST + MAX_CALL_COPY as u64;
 pub const PASS_BUDGET: u64 = 2 * MAX_REQUEST_COST;
 
 /// Bytes a call with these window lengths may move: their sum, at most [`MAX_CALL_COPY`].
+#[inline]
 pub fn copy_allowance(args_len: usize, result_len: usize) -> usize {
     args_len.saturating_add(result_len).min(MAX_CALL_COPY)
 }
 
 /// The most a request with these window lengths (from its copied header) can cost.
+#[inline]
 pub fn worst_case_cost(args_len: usize, result_len: usize) -> u64 {
     REQUEST_COST + copy_allowance(args_len, result_len) as u64
 }
 
 /// What a request that moved `moved` bytes cost.
+#[inline]
 pub fn actual_cost(moved: usize) -> u64 {
     REQUEST_COST.saturating_add(moved as u64)
 }
 
 /// The budget a poll really uses: `budget`, raised to [`MAX_REQUEST_COST`] so that any request
 /// fits a fresh pass.
+#[inline]
 pub fn pass_budget(budget: u64) -> u64 {
     budget.max(MAX_REQUEST_COST)
 }
@@ -72,6 +76,7 @@ pub struct CopyMeter {
 
 impl CopyMeter {
     /// A meter for a call with these window lengths.
+    #[inline]
     pub fn for_windows(args_len: usize, result_len: usize) -> Self {
         CopyMeter {
             moved: Cell::new(0),
@@ -80,11 +85,13 @@ impl CopyMeter {
     }
 
     /// Bytes moved so far.
+    #[inline]
     pub fn moved(&self) -> usize {
         self.moved.get()
     }
 
     /// The most this call may move.
+    #[inline]
     pub fn limit(&self) -> usize {
         self.limit
     }
@@ -97,6 +104,7 @@ impl CopyMeter {
 
     /// Counts a move of `len` bytes, or refuses it (counting nothing) if it would take the call
     /// past its allowance. Call before copying.
+    #[inline]
     pub(crate) fn take(&self, len: usize) -> Result<(), OolError> {
         match self.moved.get().checked_add(len) {
             Some(total) if total <= self.limit => {

@@ -125,6 +125,7 @@ pub mod ctrl {
 /// The `seq` a slot holds while it does not hold entry `index` (the value of the slot's
 /// previous lap, `index - slots`): what the client lays every slot out with, and what every
 /// header is written with until its entry is published.
+#[inline]
 pub const fn unpublished_seq(index: u32, slots: u32) -> u32 {
     index.wrapping_sub(slots)
 }
@@ -293,6 +294,7 @@ impl Status {
     ];
 
     /// The status for a wire value, `None` for a value no revision defines.
+    #[inline]
     pub const fn from_wire(value: u32) -> Option<Status> {
         if (value as usize) < Status::COUNT {
             Some(Status::ALL[value as usize])
@@ -302,11 +304,13 @@ impl Status {
     }
 
     /// The value carried in [`ResponseHeader::status`].
+    #[inline]
     pub const fn to_wire(self) -> u32 {
         self as u32
     }
 
     /// Index into per-status counter arrays.
+    #[inline]
     pub const fn index(self) -> usize {
         self as usize
     }
@@ -407,11 +411,13 @@ impl RingGeometry {
     }
 
     /// Slots per ring (each of the request and response rings has this many).
+    #[inline]
     pub const fn slots(&self) -> u32 {
         self.slots
     }
 
     /// Bytes of one ring (request or response).
+    #[inline]
     pub const fn ring_bytes(&self) -> usize {
         self.slots as usize * SLOT_SIZE
     }
@@ -436,21 +442,25 @@ impl RingGeometry {
     }
 
     /// Offset of request slot for free-running index `idx`.
+    #[inline]
     pub const fn request_slot_offset(&self, idx: u32) -> usize {
         PAGE_SIZE + (idx & (self.slots - 1)) as usize * SLOT_SIZE
     }
 
     /// Offset of response slot for free-running index `idx`.
+    #[inline]
     pub const fn response_slot_offset(&self, idx: u32) -> usize {
         PAGE_SIZE + self.ring_bytes() + (idx & (self.slots - 1)) as usize * SLOT_SIZE
     }
 
     /// Offset of the sequence word of the request slot for index `idx`.
+    #[inline]
     pub const fn request_seq_offset(&self, idx: u32) -> usize {
         self.request_slot_offset(idx) + slot_seq::REQUEST
     }
 
     /// Offset of the sequence word of the response slot for index `idx`.
+    #[inline]
     pub const fn response_seq_offset(&self, idx: u32) -> usize {
         self.response_slot_offset(idx) + slot_seq::RESPONSE
     }

@@ -44,7 +44,9 @@
 //! ## Using it
 //! - Client: [`ClientConnection::new`] (lays out the ring region), then
 //!   `start(&service::client::method(&args))` → [`Pending`], `publish()` → "notify the server?",
-//!   `poll_response()` → [`Completion`], `pending.finish(&completion)` → [`Reply`]. Before
+//!   `poll_response()` → [`Completion`] (or `poll_response_into(&mut completion)`, into one the
+//!   caller keeps, so that an answer is copied once and moved no further),
+//!   `pending.finish(&completion)` → [`Reply`]. Before
 //!   sleeping: `prepare_to_wait()` (false = sleep until notified). In-flight calls are capped.
 //! - Server: [`ServerConnection::attach`], then `poll(&mut registry, &clock, budget)` →
 //!   [`PollOutcome`] (`notify`: wake the client; `more`: budget ran out; `broken`: tear down;

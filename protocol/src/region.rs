@@ -96,6 +96,7 @@ impl<S: SharedMemory> SharedRegion<S> {
     }
 
     /// The region's length in bytes (a multiple of the page size).
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -134,6 +135,7 @@ impl<S: SharedMemory> SharedRegion<S> {
     }
 
     /// A copyable accessor borrowing this region.
+    #[inline]
     pub fn view(&self) -> RegionView<'_> {
         RegionView {
             base: self.base,
@@ -176,6 +178,7 @@ impl core::fmt::Debug for RegionView<'_> {
 
 impl<'a> RegionView<'a> {
     /// The viewed region's length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -186,10 +189,12 @@ impl<'a> RegionView<'a> {
     }
 
     /// Whether `len` bytes at `offset` lie inside the region (checked arithmetic).
+    #[inline]
     pub fn contains(&self, offset: usize, len: usize) -> bool {
         matches!(offset.checked_add(len), Some(end) if end <= self.len)
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize) -> Result<(), OutOfBounds> {
         if self.contains(offset, len) {
             Ok(())
@@ -200,6 +205,7 @@ impl<'a> RegionView<'a> {
 
     /// The word at byte `offset`. Callers have checked `offset % 4 == 0` and
     /// `offset + 4 <= self.len`.
+    #[inline]
     fn word(&self, offset: usize) -> &'a AtomicU32 {
         debug_assert!(offset % 4 == 0 && offset + 4 <= self.len);
         // SAFETY: the region is mapped and writable for `'a` (SharedMemory contract); `offset`
@@ -356,8 +362,29 @@ impl<'a> RegionView<'a> {
     #[inline]
     pub fn read_pod<T: FromBytes + IntoBytes>(&self, offset: usize) -> Result<T, OutOfBounds> {
         let mut value = T::new_zeroed();
-        self.read(offset, value.as_mut_bytes())?;
+        self.read_pod_into(offset, &mut value)?;
         Ok(value)
+    }
+
+    /// Reads a plain-old-data value at `offset` into `value` (a private copy kept by the
+    /// caller, overwritten in place); on error `value` is left as it was.
+    #[inline]
+    pub fn read_pod_into<T: FromBytes + IntoBytes>(
+        &self,
+        offset: usize,
+        value: &mut T,
+    ) -> Result<(), OutOfBounds> {
+        let bytes = value.as_mut_bytes();
+        if offset % 4 != 0 || bytes.len() % 4 != 0 {
+            return self.read(offset, bytes);
+        }
+        // Whole words (slot headers): a loop of known length, which the compiler unrolls.
+        self.check(offset, bytes.len())?;
+        for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+            let word = self.word(offset + 4 * i).load(Ordering::Relaxed);
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        Ok(())
     }
 
     /// Writes a plain-old-data value at `offset`.
@@ -367,7 +394,19 @@ impl<'a> RegionView<'a> {
         offset: usize,
         value: &T,
     ) -> Result<(), OutOfBounds> {
-        self.write(offset, value.as_bytes())
+        let bytes = value.as_bytes();
+        if offset % 4 == 0 && bytes.len() % 4 == 0 {
+            // Whole words (slot headers): a loop of known length, which the compiler unrolls.
+            self.check(offset, bytes.len())?;
+            for (i, chunk) in bytes.chunks_exact(4).enumerate() {
+                let mut word = [0u8; 4];
+                word.copy_from_slice(chunk);
+                self.word(offset + 4 * i)
+                    .store(u32::from_ne_bytes(word), Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        self.write(offset, bytes)
     }
 }
 

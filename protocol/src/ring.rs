@@ -8,12 +8,14 @@
 /// Whether publishing a producer index that moved from `old` to `new` must notify a peer whose
 /// event threshold is `event` ("wake me when the producer index passes `event - 1`"), i.e.
 /// whether `event` lies in `(old, new]`, modulo 2^32 (`RING_PUSH_*_AND_CHECK_NOTIFY`).
+#[inline]
 pub const fn needs_notify(old: u32, new: u32, event: u32) -> bool {
     new.wrapping_sub(event) < new.wrapping_sub(old)
 }
 
 /// Free slots for a producer at private index `prod` given a consumer index `cons` it just read
 /// from the peer, or `None` if `cons` is ahead of `prod` or more than `slots` behind it.
+#[inline]
 pub const fn free_slots(prod: u32, cons: u32, slots: u32) -> Option<u32> {
     let in_use = prod.wrapping_sub(cons);
     if in_use <= slots {

@@ -12,169 +12,30 @@
 //! validation and reached dispatch): only those earn a client allowance elsewhere (the
 //! [`crate::storm`] guard), so a client cannot buy slack with requests it knows are refused or
 //! with one-way calls that ask for no answer.
+//!
+//! Requests to a handler that takes calls one at a time (batch limit 1) go one by one, without
+//! a batch gathered; consecutive requests to a batching handler are gathered and run together
+//! (`handle.rs`). Each response is published as soon as it is written; a poll ends with one
+//! full barrier and the notification check. What a connection reports is in `report.rs`.
 
 use core::sync::atomic::{fence, Ordering};
 
-use crate::fair::{actual_cost, pass_budget, worst_case_cost, CopyMeter, REQUEST_COST};
+use arrayvec::ArrayVec;
+
+use crate::fair::{pass_budget, worst_case_cost};
 use crate::layout::{
-    ctrl, unpublished_seq, RequestHeader, ResponseHeader, RingGeometry, SetupError, Status,
-    FLAG_ONE_WAY, HEADER_SIZE, INLINE_CAPACITY, KNOWN_REQUEST_FLAGS, LAYOUT_VERSION, RING_MAGIC,
+    ctrl, RequestHeader, RingGeometry, SetupError, FLAG_ONE_WAY, INLINE_CAPACITY, LAYOUT_VERSION,
+    RING_MAGIC,
 };
 use crate::region::SharedRegion;
 use crate::ring::{free_slots, needs_notify};
-use arrayvec::ArrayVec;
-
-use crate::service::{
-    validate_ool, BatchedCall, CallContext, Dispatcher, OolArgs, OolResult, MAX_BATCH,
-};
+use crate::service::{Dispatcher, MAX_BATCH};
 use crate::transport::{Clock, Notify, PeerId, SharedMemory};
 
-/// Why the server broke a connection: the client wrote ring state no correct client can. Each
-/// variant's doc comment is its message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Violation {
-    /// The client's response consumer index {rsp_cons} is ahead of the producer index
-    /// {rsp_prod} or more than a ring behind it.
-    RspConsOutOfRange {
-        /// The response consumer index the client published.
-        rsp_cons: u32,
-        /// The server's private response producer index.
-        rsp_prod: u32,
-    },
-    /// The client sent a two-way request while every response slot held an unconsumed
-    /// response (more two-way calls in flight than the ring has slots).
-    InFlightOverflow,
-}
+mod handle;
+mod report;
 
-impl core::fmt::Display for Violation {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match *self {
-            Violation::RspConsOutOfRange { rsp_cons, rsp_prod } => write!(
-                f,
-                "the client's response consumer index {rsp_cons} is ahead of the producer \
-                 index {rsp_prod} or more than a ring behind it"
-            ),
-            Violation::InFlightOverflow => f.write_str(
-                "the client sent a two-way request while every response slot held an \
-                 unconsumed response (more two-way calls in flight than the ring has slots)",
-            ),
-        }
-    }
-}
-
-impl core::error::Error for Violation {}
-
-/// Why a request was answered with an error before reaching a handler. Each variant's doc
-/// comment is its message (the status it gets follows in parentheses).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RejectReason {
-    /// The inline arguments are longer than a slot holds (status `TooLarge`).
-    InlineTooLong = 0,
-    /// The request has flag bits this revision does not know (status `BadArguments`).
-    UnknownFlags = 1,
-    /// Reserved header fields are not zero (status `BadArguments`).
-    ReservedNotZero = 2,
-    /// The out-of-line argument window lies outside the data region (status `BadArguments`).
-    OolArgsOutOfRange = 3,
-    /// The out-of-line result window lies outside the data region (status `BadArguments`).
-    OolResultOutOfRange = 4,
-    /// The deadline had passed when the request was read (status `DeadlineExceeded`).
-    DeadlinePassed = 5,
-}
-
-impl core::fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            RejectReason::InlineTooLong => "the inline arguments are longer than a slot holds",
-            RejectReason::UnknownFlags => "the request has flag bits this revision does not know",
-            RejectReason::ReservedNotZero => "reserved header fields are not zero",
-            RejectReason::OolArgsOutOfRange => {
-                "the out-of-line argument window lies outside the data region"
-            }
-            RejectReason::OolResultOutOfRange => {
-                "the out-of-line result window lies outside the data region"
-            }
-            RejectReason::DeadlinePassed => "the deadline had passed when the request was read",
-        })
-    }
-}
-
-impl core::error::Error for RejectReason {}
-
-impl RejectReason {
-    /// How many reasons there are (the length of [`ConnectionStats::rejected`]).
-    pub const COUNT: usize = 6;
-}
-
-/// Counters of one connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnectionStats {
-    /// Requests taken off the ring.
-    pub requests: u64,
-    /// Of those, one-way requests (no response written).
-    pub one_way: u64,
-    /// Responses written.
-    pub responses: u64,
-    /// Outcome of every request (one-way included), indexed by `Status::index()`.
-    pub by_status: [u64; Status::COUNT],
-    /// Requests refused before dispatch, indexed by `RejectReason as usize`.
-    pub rejected: [u64; RejectReason::COUNT],
-    /// Polls after which the client had to be notified.
-    pub notifications: u64,
-    /// Protocol violations seen (the first one breaks the connection).
-    pub violations: u64,
-}
-
-impl ConnectionStats {
-    /// Requests that got `status`.
-    pub fn status_count(&self, status: Status) -> u64 {
-        self.by_status[status.index()]
-    }
-
-    /// Requests refused before dispatch for `reason`.
-    pub fn rejected_count(&self, reason: RejectReason) -> u64 {
-        self.rejected[reason as usize]
-    }
-
-    /// Adds another connection's counters to these (totals over a server's connections).
-    pub fn merge_from(&mut self, other: &ConnectionStats) {
-        self.requests += other.requests;
-        self.one_way += other.one_way;
-        self.responses += other.responses;
-        for (sum, n) in self.by_status.iter_mut().zip(other.by_status) {
-            *sum += n;
-        }
-        for (sum, n) in self.rejected.iter_mut().zip(other.rejected) {
-            *sum += n;
-        }
-        self.notifications += other.notifications;
-        self.violations += other.violations;
-    }
-
-    /// Requests whose status was not `Ok`.
-    pub fn errors(&self) -> u64 {
-        self.requests - self.by_status[Status::Ok.index()]
-    }
-}
-
-/// What one [`ServerConnection::poll`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PollOutcome {
-    /// Requests taken off the ring.
-    pub handled: u32,
-    /// Work units charged for them (see [`crate::fair`]); never more than the poll's budget
-    /// (raised to [`crate::MAX_REQUEST_COST`]).
-    pub work: u64,
-    /// Of the requests handled, the well-formed two-way ones (passed header validation and
-    /// reached dispatch, whatever status the handler gave): what a storm guard may credit.
-    pub earned: u32,
-    /// Responses were published and the client asked to be woken: call the transport's notify.
-    pub notify: bool,
-    /// Requests are left because the budget ran out: poll again (after serving others).
-    pub more: bool,
-    /// The connection is broken (now or earlier); see [`ServerConnection::broken`].
-    pub broken: bool,
-}
+pub use report::{ConnectionStats, PollOutcome, RejectReason, Violation};
 
 /// What a batch of requests cost, and how many of them earn their client allowance (see
 /// [`PollOutcome`]).
@@ -191,6 +52,15 @@ struct Gathered {
     slot: usize,
     one_way: bool,
     worst: u64,
+}
+
+/// Why a request was left on the ring.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Its worst-case cost does not fit what is left of the budget.
+    OverBudget,
+    /// The connection broke taking it (see [`ServerConnection::broken`]).
+    Broken,
 }
 
 /// The server end of one connection: the client's ring region and data region, mapped once.
@@ -210,6 +80,16 @@ pub struct ServerConnection<R: SharedMemory, D: SharedMemory> {
     rsp_taken: u32,
     stats: ConnectionStats,
     broken: Option<Violation>,
+    buffers: CallBuffers,
+}
+
+/// A connection's private buffers for the call being handled, kept from call to call so that
+/// none is zeroed per call: what an earlier call left in them is never seen, as a handler reads
+/// only its own call's inline arguments (`inline[..inline_len]`) and can only write the reply
+/// (`CallContext::set_reply`), of which the response carries the bytes just set.
+struct CallBuffers {
+    inline: [u8; INLINE_CAPACITY],
+    reply: [u8; INLINE_CAPACITY],
 }
 
 impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
@@ -257,6 +137,10 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
             rsp_taken: start,
             stats: ConnectionStats::default(),
             broken: None,
+            buffers: CallBuffers {
+                inline: [0; INLINE_CAPACITY],
+                reply: [0; INLINE_CAPACITY],
+            },
         };
         connection.store(ctrl::REQ_CONS, start);
         connection.store(ctrl::REQ_EVENT, start.wrapping_add(1));
@@ -328,62 +212,45 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         let (mut handled, mut work, mut earned) = (0, 0u64, 0);
         let (mut stop, mut budget_spent) = (false, false);
         while handled < most && !stop && self.has_requests() {
-            // Gather consecutive requests to one service, as many as its handler takes at once
-            // and their worst cases fit the budget left, then run them together.
-            let mut batch = ArrayVec::<Gathered, MAX_BATCH>::new();
-            let mut batch_worst = 0u64;
-            let mut limit = 1;
-            while handled < most && batch.len() < limit {
-                // Acquire (the sequence word said the slot is complete), then one copy.
-                if !batch.is_empty() && !self.has_requests() {
-                    break;
-                }
-                let slot = self.geometry.request_slot_offset(self.req_cons);
-                let header: RequestHeader = self.ring.view().read_pod(slot).unwrap_or_default();
-                match batch.first() {
-                    None => {
-                        limit = dispatcher
-                            .batch_limit(header.service_id)
-                            .clamp(1, MAX_BATCH)
-                    }
-                    // A batch is calls to one service.
-                    Some(first) if first.header.service_id != header.service_id => break,
-                    Some(_) => {}
-                }
-                // From our copy: what the handler may move is bounded by the windows it names.
-                let worst =
-                    worst_case_cost(header.ool_args.len as usize, header.ool_result.len as usize);
-                if worst > budget - work - batch_worst {
-                    (stop, budget_spent) = (true, true);
-                    break;
-                }
-                let one_way = header.flags & FLAG_ONE_WAY != 0;
-                if !one_way {
-                    match self.take_response_slot() {
-                        Ok(()) => {}
-                        Err(violation) => {
-                            self.break_with(violation);
-                            stop = true;
-                            break;
-                        }
-                    }
-                }
-                self.req_cons = self.req_cons.wrapping_add(1);
-                handled += 1;
-                batch_worst += worst;
-                batch.push(Gathered {
-                    header,
-                    slot,
-                    one_way,
-                    worst,
-                });
+            // Acquire (in `has_requests`: the sequence word said the slot is complete), then
+            // one copy.
+            let first = self.next_request();
+            if let Err(why) = self.take_request(&first, budget - work) {
+                budget_spent = why == Stop::OverBudget;
+                break;
             }
-            // A batch of one (every call, where the handler takes them one at a time) gets
-            // buffers for one.
-            let charge = if batch.len() == 1 {
-                self.handle_batch::<1>(&batch, dispatcher, clock)
+            handled += 1;
+            let limit = dispatcher
+                .batch_limit(first.header.service_id)
+                .clamp(1, MAX_BATCH);
+            let charge = if limit == 1 {
+                // The common case: a handler that takes calls one at a time needs no batch.
+                self.handle_one(&first, dispatcher, clock)
             } else {
-                self.handle_batch::<MAX_BATCH>(&batch, dispatcher, clock)
+                // Gather consecutive requests to the same service, as many as its handler takes
+                // at once and their worst cases fit the budget left, then run them together.
+                let mut left = budget - work - first.worst;
+                let mut batch = ArrayVec::<Gathered, MAX_BATCH>::new();
+                batch.push(first);
+                while handled < most && batch.len() < limit && self.has_requests() {
+                    let next = self.next_request();
+                    if next.header.service_id != batch[0].header.service_id {
+                        break;
+                    }
+                    if let Err(why) = self.take_request(&next, left) {
+                        (stop, budget_spent) = (true, why == Stop::OverBudget);
+                        break;
+                    }
+                    left -= next.worst;
+                    handled += 1;
+                    batch.push(next);
+                }
+                // A batch of one gets buffers for one.
+                if batch.len() == 1 {
+                    self.handle_batch::<1>(&batch, dispatcher, clock)
+                } else {
+                    self.handle_batch::<MAX_BATCH>(&batch, dispatcher, clock)
+                }
             };
             work += charge.cost;
             earned += charge.earned;
@@ -419,6 +286,43 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         outcome
     }
 
+    /// The next request, its header copied once off the ring (the caller saw
+    /// [`Self::has_requests`]); not taken yet.
+    #[inline]
+    fn next_request(&self) -> Gathered {
+        let slot = self.geometry.request_slot_offset(self.req_cons);
+        let mut next = Gathered {
+            header: RequestHeader::default(),
+            slot,
+            one_way: false,
+            worst: 0,
+        };
+        // The slot lies in the ring region, whose length `attach` checked (else: all zero).
+        let _ = self.ring.view().read_pod_into(slot, &mut next.header);
+        let header = &next.header;
+        next.one_way = header.flags & FLAG_ONE_WAY != 0;
+        // From our copy: what the handler may move is bounded by the windows it names.
+        next.worst = worst_case_cost(header.ool_args.len as usize, header.ool_result.len as usize);
+        next
+    }
+
+    /// Takes `next` off the ring if its worst-case cost fits the `left` work units and, for a
+    /// two-way request, a response slot is free.
+    #[inline]
+    fn take_request(&mut self, next: &Gathered, left: u64) -> Result<(), Stop> {
+        if next.worst > left {
+            return Err(Stop::OverBudget);
+        }
+        if !next.one_way {
+            if let Err(violation) = self.take_response_slot() {
+                self.break_with(violation);
+                return Err(Stop::Broken);
+            }
+        }
+        self.req_cons = self.req_cons.wrapping_add(1);
+        Ok(())
+    }
+
     /// Takes a free response slot for a two-way request, re-reading the client's `rsp_cons`
     /// only when our last count ran out (then a bad index or a full ring is a violation).
     fn take_response_slot(&mut self) -> Result<(), Violation> {
@@ -440,172 +344,16 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
         Ok(())
     }
 
-    /// Validates each gathered request's header (already copied), copies its inline
-    /// arguments, runs the accepted ones as one batch and writes the responses (but for
-    /// one-way calls), in ring order. Returns what the requests cost. `N`: room for the
-    /// batch (at least its length, at most [`MAX_BATCH`]).
-    fn handle_batch<const N: usize>(
-        &mut self,
-        batch: &[Gathered],
-        dispatcher: &mut impl Dispatcher,
-        clock: &impl Clock,
-    ) -> Charge {
-        debug_assert!(batch.len() <= N && N <= MAX_BATCH);
-        let batch = &batch[..batch.len().min(N)];
-        let mut checked = ArrayVec::<_, N>::new();
-        for g in batch {
-            self.stats.requests += 1;
-            if g.one_way {
-                self.stats.one_way += 1;
-            }
-            let check = self.check_header(&g.header, clock);
-            if let Err((_, reason)) = check {
-                self.stats.rejected[reason as usize] += 1;
-            }
-            checked.push(check);
-        }
-        let meters: [CopyMeter; N] = core::array::from_fn(|i| match checked.get(i) {
-            Some(Ok(((_, args_len), (_, result_len)))) => {
-                CopyMeter::for_windows(*args_len, *result_len)
-            }
-            _ => CopyMeter::for_windows(0, 0),
-        });
-        let mut inline_args = [[0u8; INLINE_CAPACITY]; N];
-        let mut replies = [[0u8; INLINE_CAPACITY]; N];
-        // (status, reply length, out-of-line bytes written) per request.
-        let mut outcomes = [(Status::Ok, 0usize, 0usize); N];
-        {
-            let view = self.ring.view();
-            let data = self.data.view();
-            let mut calls = ArrayVec::<BatchedCall<'_>, N>::new();
-            let mut positions = ArrayVec::<usize, N>::new();
-            let slots = inline_args.iter_mut().zip(replies.iter_mut()).zip(&meters);
-            for (i, ((inline, reply), meter)) in slots.enumerate().take(batch.len()) {
-                let g = &batch[i];
-                match checked[i] {
-                    Err((status, _)) => outcomes[i].0 = status,
-                    Ok(((args_offset, args_len), (result_offset, result_len))) => {
-                        let inline_len = g.header.inline_len as usize;
-                        let copied = view.read(g.slot + HEADER_SIZE, &mut inline[..inline_len]);
-                        debug_assert!(copied.is_ok());
-                        calls.push(BatchedCall {
-                            call: CallContext::new(
-                                self.peer,
-                                g.header,
-                                &inline[..inline_len],
-                                OolArgs::new(data, args_offset, args_len, meter),
-                                OolResult::new(data, result_offset, result_len, meter),
-                                reply,
-                            ),
-                            status: Status::Ok,
-                        });
-                        positions.push(i);
-                    }
-                }
-            }
-            dispatcher.dispatch_batch(&mut calls);
-            for (one, &i) in calls.iter().zip(&positions) {
-                outcomes[i] = if one.status == Status::Ok {
-                    (one.status, one.call.reply_len(), one.call.ool_written())
-                } else {
-                    (one.status, 0, 0)
-                };
-            }
-        }
-        let mut charges = Charge::default();
-        for (i, g) in batch.iter().enumerate() {
-            let (status, reply_len, ool_written) = outcomes[i];
-            let (cost, earned) = match checked[i] {
-                Err(_) => (REQUEST_COST, false),
-                Ok(_) => (actual_cost(meters[i].moved()).min(g.worst), !g.one_way),
-            };
-            debug_assert!(cost <= g.worst);
-            charges.cost += cost;
-            charges.earned += u32::from(earned);
-            self.stats.by_status[status.index()] += 1;
-            if !g.one_way {
-                self.write_response(
-                    &g.header,
-                    status,
-                    &replies[i][..reply_len],
-                    ool_written,
-                    clock,
-                );
-            }
-        }
-        charges
-    }
-
-    /// Writes the response to `request` into the next response slot.
-    fn write_response(
-        &mut self,
-        request: &RequestHeader,
-        status: Status,
-        reply: &[u8],
-        ool_written: usize,
-        clock: &impl Clock,
-    ) {
-        let response = ResponseHeader {
-            call_id: request.call_id,
-            status: status.to_wire(),
-            inline_len: reply.len() as u32,
-            // Bounded by the result window, itself bounded by the u32 length in the request.
-            ool_written: ool_written as u32,
-            // Published by `publish_responses`, which stores the index itself here.
-            seq: unpublished_seq(self.rsp_prod_pvt, self.geometry.slots()),
-            server_time_ns: clock.recent_ns(),
-            reserved: [0; 8],
-        };
-        let slot = self.geometry.response_slot_offset(self.rsp_prod_pvt);
-        let view = self.ring.view();
-        let written = view
-            .write_pod(slot, &response)
-            .and_then(|()| view.write(slot + HEADER_SIZE, reply));
-        debug_assert!(written.is_ok());
-        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
-        self.stats.responses += 1;
-    }
-
-    /// Everything about a request that can be refused without running a handler; on success
-    /// the validated (offset, len) of the argument and result windows.
-    #[allow(clippy::type_complexity)]
-    fn check_header(
-        &self,
-        header: &RequestHeader,
-        clock: &impl Clock,
-    ) -> Result<((usize, usize), (usize, usize)), (Status, RejectReason)> {
-        if header.inline_len as usize > INLINE_CAPACITY {
-            return Err((Status::TooLarge, RejectReason::InlineTooLong));
-        }
-        if header.flags & !KNOWN_REQUEST_FLAGS != 0 {
-            return Err((Status::BadArguments, RejectReason::UnknownFlags));
-        }
-        if header.reserved1 != [0; 2] {
-            return Err((Status::BadArguments, RejectReason::ReservedNotZero));
-        }
-        if header.deadline_ns != 0 && clock.now_ns() > header.deadline_ns {
-            return Err((Status::DeadlineExceeded, RejectReason::DeadlinePassed));
-        }
-        let data_len = self.data.len();
-        let args = validate_ool(header.ool_args, data_len)
-            .ok_or((Status::BadArguments, RejectReason::OolArgsOutOfRange))?;
-        let result = validate_ool(header.ool_result, data_len)
-            .ok_or((Status::BadArguments, RejectReason::OolResultOutOfRange))?;
-        Ok((args, result))
-    }
-
-    /// Publishes written responses (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`); whether the client
-    /// asked to be woken.
+    /// Ends a poll's publishing (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`): the responses written
+    /// since the last one are published already (each as soon as it was written, see
+    /// `handle::write_response`); one full barrier, then whether the client asked to be woken
+    /// by any of them.
     fn publish_responses(&mut self) -> bool {
         let old = self.rsp_prod_published;
         let new = self.rsp_prod_pvt;
         if old == new {
             return false;
         }
-        // The slots' contents (and out-of-line results) first, then their sequence words.
-        let geometry = self.geometry;
-        self.ring
-            .publish_slots(old, new, |index| geometry.response_seq_offset(index));
         self.rsp_prod_published = new;
         // Full barrier between publishing and reading the client's threshold (see client).
         fence(Ordering::SeqCst);
@@ -640,54 +388,5 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
     /// killed, or revoked them); the transport then ends the connection. Read once per call.
     pub fn client_alive(&self) -> bool {
         self.load(ctrl::CLIENT_ALIVE) != 0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stats_merge_adds_every_counter() {
-        let mut a = ConnectionStats {
-            requests: 3,
-            one_way: 1,
-            responses: 2,
-            ..Default::default()
-        };
-        a.by_status[Status::Ok.index()] = 2;
-        a.by_status[Status::Busy.index()] = 1;
-        a.rejected[RejectReason::DeadlinePassed as usize] = 1;
-        let mut b = ConnectionStats {
-            notifications: 4,
-            violations: 1,
-            ..a
-        };
-        b.merge_from(&a);
-        assert_eq!((b.requests, b.one_way, b.responses), (6, 2, 4));
-        assert_eq!(b.status_count(Status::Ok), 4);
-        assert_eq!(b.status_count(Status::Busy), 2);
-        assert_eq!(b.rejected_count(RejectReason::DeadlinePassed), 2);
-        assert_eq!((b.notifications, b.violations), (4, 1));
-        assert_eq!(b.errors(), 2);
-    }
-
-    #[cfg(feature = "std")]
-    #[test]
-    fn violations_name_the_indices() {
-        use std::string::ToString;
-        assert_eq!(
-            Violation::RspConsOutOfRange {
-                rsp_cons: 100_007,
-                rsp_prod: 7
-            }
-            .to_string(),
-            "the client's response consumer index 100007 is ahead of the producer index 7 or \
-             more than a ring behind it"
-        );
-        assert_eq!(
-            RejectReason::OolResultOutOfRange.to_string(),
-            "the out-of-line result window lies outside the data region"
-        );
     }
 }

@@ -82,7 +82,12 @@ impl WindowAllocator {
     }
 
     /// Gives back a window [`Self::allocate`] returned (anything else is ignored).
+    #[inline]
     pub fn release(&mut self, window: OolRef) {
+        if window.len == 0 {
+            // No window (`OolRef::NONE`): nothing was allocated.
+            return;
+        }
         let span = (window.offset as usize, window.len as usize);
         if let Some(index) = self.held[..self.count].iter().position(|&s| s == span) {
             self.held.copy_within(index + 1..self.count, index);

@@ -3,9 +3,15 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
+
 use common::*;
+use xenrpc_proto::layout::ctrl;
 use xenrpc_proto::services::echo;
-use xenrpc_proto::{OolRef, MAX_CALL_COPY, PAGE_SIZE, PASS_BUDGET, REQUEST_COST};
+use xenrpc_proto::{
+    CallContext, Dispatcher, OolRef, RegionView, Registry, RingGeometry, SharedRegion, Status,
+    MAX_CALL_COPY, PAGE_SIZE, PASS_BUDGET, REQUEST_COST,
+};
 
 #[test]
 fn server_is_notified_only_after_arming() {
@@ -160,5 +166,64 @@ fn ring_keeps_working_over_many_laps_and_across_the_index_wrap() {
             req_cons,
             start.wrapping_add((0..200).map(|r| 1 + r % 16).sum::<u32>())
         );
+    }
+}
+
+/// Counts the calls it runs and, at the second, looks at the ring as the client would: the
+/// first answer's sequence word and the released request index.
+struct Watcher<'a, 'r> {
+    registry: Registry<'a>,
+    ring: RegionView<'r>,
+    geometry: RingGeometry,
+    calls: u32,
+    seen_at_second: Option<(u32, u32)>,
+}
+
+impl Dispatcher for Watcher<'_, '_> {
+    fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
+        if self.calls == 1 {
+            let load = |offset| self.ring.load_u32(offset, Ordering::Acquire).unwrap();
+            let first_answer = load(self.geometry.response_seq_offset(0));
+            self.seen_at_second = Some((first_answer, load(ctrl::REQ_CONS)));
+        }
+        self.calls += 1;
+        self.registry.dispatch(call)
+    }
+}
+
+/// Answers are published as each is written, while the poll goes on, and each only after the
+/// requests the server took were released: a client that holds an answer finds its request's
+/// slot free (so one that keeps its calls in flight under the cap never finds the ring full).
+#[test]
+fn an_answer_is_published_at_once_and_after_its_request_slot_is_free() {
+    let mem = Memory::new(16, 0);
+    let (mut client, mut server) = mem.connect(8, 1);
+    let region = SharedRegion::new(&mem.ring).unwrap();
+    let mut services = Services::new();
+    let ping = echo::client::ping(&());
+    let first = client.start(&ping).unwrap();
+    let second = client.start(&ping).unwrap();
+    client.publish();
+    let mut watcher = Watcher {
+        registry: services.registry(),
+        ring: region.view(),
+        geometry: mem.geometry,
+        calls: 0,
+        seen_at_second: None,
+    };
+    assert_eq!(server.poll(&mut watcher, &clock(), PASS_BUDGET).handled, 2);
+    let (first_answer, released) = watcher.seen_at_second.unwrap();
+    assert_eq!(
+        first_answer, 0,
+        "the first answer is out while the second call runs"
+    );
+    assert_eq!(
+        released, 1,
+        "the first request's slot was released before its answer"
+    );
+    for pending in [first, second] {
+        pending
+            .finish(&client.poll_response().unwrap().unwrap())
+            .unwrap();
     }
 }

@@ -33,7 +33,6 @@ pub mod tenants;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::ops::Bound;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -195,6 +194,7 @@ impl TenantDispatcher for Registry<'_> {
 pub struct CatchPanics<'a, D>(pub &'a mut D);
 
 impl<D: Dispatcher> Dispatcher for CatchPanics<'_, D> {
+    #[inline]
     fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
         catch_unwind(AssertUnwindSafe(|| self.0.dispatch(call))).unwrap_or(Status::HandlerFault)
     }
@@ -248,6 +248,9 @@ pub struct Server {
     geometry: RingGeometry,
     /// Ordered by id, so every pass polls in the same order (newcomers last).
     entries: BTreeMap<u64, Entry>,
+    /// The ids of the entries being served, ascending: what a pass walks (a look-up in a
+    /// short sorted list where a range of the table would cost more than the idle poll).
+    serving: Vec<u64>,
     tenants: TenantCounts,
     /// Uids whose last connection went; forgotten by the dispatcher at the next chance.
     gone_tenants: Vec<u32>,
@@ -285,6 +288,7 @@ impl Server {
             config,
             geometry,
             entries: BTreeMap::new(),
+            serving: Vec::new(),
             tenants: TenantCounts::default(),
             gone_tenants: Vec::new(),
             next_id: 0,
@@ -383,30 +387,29 @@ impl Server {
         // pass. So a request published mid-pass is served before any other connection is
         // polled twice: it waits for at most one poll of every other connection.
         let mut progressed = false;
-        let mut cursor = None;
-        while let Some(id) = self.next_serving(cursor) {
-            cursor = Some(id);
-            let Some((handled, work)) = self.serve_one(id, dispatcher, clock, events) else {
-                continue;
-            };
-            progressed |= handled;
-            if self.clock_due(work) {
-                self.read_clock(clock);
-                if self.now >= self.next_service {
-                    self.service(events)?;
+        let mut at = 0;
+        while let Some(&id) = self.serving.get(at) {
+            if let Some((handled, work)) = self.serve_one(id, dispatcher, clock, events) {
+                progressed |= handled;
+                if self.clock_due(work) {
+                    self.read_clock(clock);
+                    if self.now >= self.next_service {
+                        self.service(events)?;
+                    }
                 }
             }
+            // The first connection after `id` (connections may have gone or come meanwhile).
+            at = self.serving.partition_point(|&other| other <= id);
         }
         Ok(progressed)
     }
 
-    /// The first serving connection after `after` (from the start if `None`).
-    fn next_serving(&self, after: Option<u64>) -> Option<u64> {
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.entries
-            .range((from, Bound::Unbounded))
-            .find(|(_, entry)| matches!(entry.stage, Stage::Serving(_)))
-            .map(|(&id, _)| id)
+    /// Counts `id` among the connections served (it finished set-up).
+    fn start_serving(&mut self, id: u64) {
+        let at = self.serving.partition_point(|&other| other < id);
+        if self.serving.get(at) != Some(&id) {
+            self.serving.insert(at, id);
+        }
     }
 
     /// Polls one connection if it is still there and has something (else `None`); whether it
@@ -530,6 +533,9 @@ impl Server {
         dispatcher: &mut CatchPanics<'_, impl TenantDispatcher>,
         events: &mut impl FnMut(&ServerEvent),
     ) {
+        if self.gone_tenants.is_empty() {
+            return;
+        }
         for uid in std::mem::take(&mut self.gone_tenants) {
             if self.tenants.of(uid) == 0 && dispatcher.forget_peer(PeerId(uid)) {
                 events(&ServerEvent::TenantGone { uid });
@@ -551,6 +557,7 @@ impl Server {
         let _ = epoll::delete(&self.epoll, &entry.socket);
         if let Stage::Serving(active) = &entry.stage {
             let _ = epoll::delete(&self.epoll, active.to_server.fd());
+            self.serving.retain(|&other| other != id);
         }
         if self.tenants.remove(entry.peer.uid) {
             self.gone_tenants.push(entry.peer.uid);

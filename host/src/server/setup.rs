@@ -149,7 +149,9 @@ impl Server {
                 if let Some(entry) = self.entries.get_mut(&id) {
                     entry.stage = stage;
                     if serving {
-                        events(&ServerEvent::Connected(entry.peer));
+                        let peer = entry.peer;
+                        self.start_serving(id);
+                        events(&ServerEvent::Connected(peer));
                     }
                 }
             }

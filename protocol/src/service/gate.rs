@@ -200,7 +200,7 @@ pub fn export(
             .min(result_window.saturating_sub(result_at)) as u32,
         args_at: args_at as u32,
         result_at: result_at as u32,
-        header: call.header,
+        header: *call.header,
         inline: [0; INLINE_CAPACITY],
     };
     gate.inline[..inline.len()].copy_from_slice(inline);
@@ -305,7 +305,7 @@ pub fn serve(
     let mut inline_result = [0u8; INLINE_CAPACITY];
     let mut call = CallContext::new(
         peer,
-        gate.header,
+        &gate.header,
         &gate.inline[..inline_len],
         OolArgs::new(windows, args_at, args_len, &meter),
         OolResult::new(windows, result_base + result_at, result_len, &meter),

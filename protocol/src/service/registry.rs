@@ -19,6 +19,8 @@ pub const MAX_SERVICES: usize = 16;
 struct RegistryEntry<'a> {
     /// The handler's service id, read once at registration (looked up at every call).
     id: u32,
+    /// The handler's batch limit (clamped to `1..=MAX_BATCH`), read once at registration.
+    batch_limit: usize,
     handler: &'a mut dyn ServiceHandler,
     access: Option<AccessCheck>,
 }
@@ -187,8 +189,10 @@ impl<'a> Registry<'a> {
             .iter_mut()
             .find(|e| e.is_none())
             .ok_or(RegistryError::Full { name })?;
+        let batch_limit = handler.batch_limit().clamp(1, MAX_BATCH);
         *free = Some(RegistryEntry {
             id,
+            batch_limit,
             handler,
             access,
         });
@@ -238,21 +242,11 @@ impl core::fmt::Display for Serving<'_, '_> {
 }
 
 impl<'a> Registry<'a> {
+    #[inline]
     fn route(&mut self, call: &mut CallContext<'_>) -> Status {
         let service = call.service();
         if service == crate::services::introspection::SERVICE_ID {
-            let mut infos = [&crate::services::introspection::INFO; MAX_SERVICES + 1];
-            let n = self.visible_services(call.peer(), &mut infos);
-            let scope = if self.privileged.is_some_and(|check| check(call.peer())) {
-                StatsScope::Totals
-            } else {
-                StatsScope::Own(call.peer())
-            };
-            let mut server = Introspector::new(&infos[..n]);
-            if let Some(counters) = self.counters.as_deref() {
-                server = server.with_counters(counters, scope);
-            }
-            return crate::services::introspection::dispatch(&mut server, call);
+            return self.introspect(call);
         }
         match self.handler_for(service, call.peer()) {
             Ok(handler) => handler.handle(call),
@@ -260,7 +254,26 @@ impl<'a> Registry<'a> {
         }
     }
 
+    /// Answers a call to the built-in introspection service (seldom: kept out of the path of
+    /// every other call).
+    #[inline(never)]
+    fn introspect(&mut self, call: &mut CallContext<'_>) -> Status {
+        let mut infos = [&crate::services::introspection::INFO; MAX_SERVICES + 1];
+        let n = self.visible_services(call.peer(), &mut infos);
+        let scope = if self.privileged.is_some_and(|check| check(call.peer())) {
+            StatsScope::Totals
+        } else {
+            StatsScope::Own(call.peer())
+        };
+        let mut server = Introspector::new(&infos[..n]);
+        if let Some(counters) = self.counters.as_deref() {
+            server = server.with_counters(counters, scope);
+        }
+        crate::services::introspection::dispatch(&mut server, call)
+    }
+
     /// Where `service` is registered.
+    #[inline]
     fn position(&self, service: u32) -> Option<usize> {
         self.entries
             .iter()
@@ -268,6 +281,7 @@ impl<'a> Registry<'a> {
     }
 
     /// The registered handler of `service`, if `peer` may call it.
+    #[inline]
     fn handler_for(
         &mut self,
         service: u32,
@@ -287,6 +301,7 @@ impl<'a> Registry<'a> {
         Ok(&mut entry.handler)
     }
 
+    #[inline]
     fn count(&mut self, call: &CallContext<'_>, status: Status) {
         if let Some(counters) = self.counters.as_deref_mut() {
             if status == Status::UnknownService {
@@ -299,16 +314,18 @@ impl<'a> Registry<'a> {
 }
 
 impl Dispatcher for Registry<'_> {
+    #[inline]
     fn dispatch(&mut self, call: &mut CallContext<'_>) -> Status {
         let status = self.route(call);
         self.count(call, status);
         status
     }
 
+    #[inline]
     fn batch_limit(&self, service: u32) -> usize {
         self.position(service)
             .and_then(|at| self.entries[at].as_ref())
-            .map_or(1, |e| e.handler.batch_limit().clamp(1, MAX_BATCH))
+            .map_or(1, |e| e.batch_limit)
     }
 
     /// Runs of consecutive calls to one registered service go to its handler as one batch;

@@ -271,16 +271,19 @@ fn echo_batch(
         .map(|input| CopyMeter::for_windows(input.len(), result_len))
         .collect();
     let mut replies = vec![[0u8; INLINE_CAPACITY]; inputs.len()];
-    let mut batch = Vec::new();
-    for (i, ((input, meter), reply)) in inputs.iter().zip(&meters).zip(&mut replies).enumerate() {
-        data.view().write(i * SLOT, input).unwrap();
-        let header = RequestHeader {
+    let headers: Vec<RequestHeader> = (0..inputs.len())
+        .map(|i| RequestHeader {
             call_id: i as u64,
             service_id: echo::SERVICE_ID,
             method_id: 3,
             version: echo::VERSION,
             ..RequestHeader::default()
-        };
+        })
+        .collect();
+    let mut batch = Vec::new();
+    let calls = inputs.iter().zip(&meters).zip(&mut replies).zip(&headers);
+    for (i, (((input, meter), reply), header)) in calls.enumerate() {
+        data.view().write(i * SLOT, input).unwrap();
         batch.push(BatchedCall {
             call: CallContext::new(
                 PeerId(1),
