@@ -332,7 +332,9 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
                 None => {
                     return Err(Violation::RspConsOutOfRange {
                         rsp_cons,
-                        rsp_prod: self.rsp_prod_pvt,
+                        // What the check compared against: the slots taken so far, those of
+                        // requests still being served included.
+                        rsp_prod: self.rsp_taken,
                     })
                 }
                 Some(0) => return Err(Violation::InFlightOverflow),

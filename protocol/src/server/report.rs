@@ -13,7 +13,8 @@ pub enum Violation {
     RspConsOutOfRange {
         /// The response consumer index the client published.
         rsp_cons: u32,
-        /// The server's private response producer index.
+        /// The server's response producer index, counting the slots taken for requests it is
+        /// still serving (what the consumer index was checked against).
         rsp_prod: u32,
     },
     /// The client sent a two-way request while every response slot held an unconsumed
