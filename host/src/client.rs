@@ -152,7 +152,7 @@ impl Client {
             waiter,
             _socket: socket,
             _to_client: to_client,
-            spin: SpinBudget::new(options.spin),
+            spin: SpinBudget::adaptive(options.spin),
             calls: CallTable::new(),
             server_gone: false,
             call_timeout: None,
@@ -172,7 +172,7 @@ impl Client {
 
     /// How long later waits spin before they block (at most: see [`SpinBudget`]).
     pub fn set_spin(&mut self, spin: SpinPolicy) {
-        self.spin = SpinBudget::new(spin);
+        self.spin = SpinBudget::adaptive(spin);
     }
 
     /// How long a wait spins now: the spin policy's time, or less after answers came late.

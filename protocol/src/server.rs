@@ -335,7 +335,7 @@ impl<R: SharedMemory, D: SharedMemory> ServerConnection<R, D> {
                         // What the check compared against: the slots taken so far, those of
                         // requests still being served included.
                         rsp_prod: self.rsp_taken,
-                    })
+                    });
                 }
                 Some(0) => return Err(Violation::InFlightOverflow),
                 Some(space) => space,

@@ -13,10 +13,12 @@
 //! within the first ones ([`SpinBudget`]): in a guest without a fast user-space clock (a Xen
 //! PV Linux guest makes each read a system call) a clock read costs more than a poll.
 //!
-//! The bound is a ceiling, not a fixed spin: each waiter's [`SpinBudget`] learns from its own
-//! waits (halving its window while work comes later than the policy's time, doubling it while
-//! a longer spin would have caught the work), so an end whose calls come seldom stops paying
-//! a spin per call, and one whose calls come back to back keeps catching them spinning.
+//! Where wake-ups are quick (the host transport's processes) the bound is a ceiling, not a
+//! fixed spin: an adaptive [`SpinBudget`] learns from its own waits (halving its window while
+//! work comes later than the policy's time, doubling it while a longer spin would have caught
+//! the work), so an end whose calls come seldom stops paying a spin per call, and one whose
+//! calls come back to back keeps catching them spinning. In a Xen guest, where a wake-up can
+//! take longer than the whole window, the ends spin a fixed window.
 
 use core::time::Duration;
 
@@ -85,18 +87,26 @@ pub const CLOCK_CHECK_INTERVAL: u32 = 64;
 /// (block at once), a grow from zero starts here.
 pub const MIN_SPIN_WINDOW_NS: u64 = 2_000;
 
-/// A waiter's spin budget: its spin phases and the window it learns from its waits.
+/// A waiter's spin budget: its spin phases and, if [`Self::adaptive`], the window it learns
+/// from its waits.
 ///
-/// A wait spins for the current *window*, at most the [`SpinPolicy`]'s time. The window
-/// follows the waits it serves, as KVM's halt polling does: a wait that blocked and whose
-/// work then came within the policy's time (a longer spin would have saved the sleep) doubles
-/// the window; a wait that blocked for longer than that (the spin was wasted) halves it, down
-/// to zero. So calls that come back to back are caught spinning, and a waiter whose work
-/// comes seldom (an idle service's clients, paced calls) soon stops burning a spin window per
-/// call. A wait answered while spinning leaves the window as it is.
+/// A wait spins for the current *window*: the [`SpinPolicy`]'s time ([`Self::new`]), or at
+/// most that. An adaptive window follows the waits it serves, as KVM's halt polling does: a
+/// wait that blocked and whose work then came within the policy's time (a longer spin would
+/// have saved the sleep) doubles the window; a wait that blocked for longer than that (the
+/// spin was wasted) halves it, down to zero. So calls that come back to back are caught
+/// spinning, and a waiter whose work comes seldom (an idle service's clients, paced calls)
+/// soon stops burning a spin window per call. A wait answered while spinning leaves the
+/// window as it is.
 ///
-/// Learning costs one clock read per wait that blocked (none for one answered within its
-/// first polls), and nothing at all under [`SpinPolicy::BLOCKING`].
+/// Learning takes the time until the waiter *saw* its work for the time the work took to
+/// come, so it needs wake-ups whose latency is well under the policy's time (a host's
+/// processes: microseconds). Where waking costs more than the whole window (a Xen guest's
+/// vCPU under emulation: hundreds of µs), every blocked wait looks long, the window closes and
+/// never reopens; such ends spin a fixed window ([`Self::new`]).
+///
+/// Learning costs one or two clock reads per wait that blocked (none for one answered within
+/// its first polls), and nothing at all under [`SpinPolicy::BLOCKING`].
 #[derive(Debug)]
 pub struct SpinBudget {
     max_ns: u64,
@@ -107,10 +117,11 @@ pub struct SpinBudget {
     /// When the current wait began, known once its spin ran out (it is then a wait that
     /// blocked, and learned from when its work comes).
     blocked_wait_started_ns: Option<u64>,
+    adaptive: bool,
 }
 
 impl SpinBudget {
-    /// A budget under `policy`, its window starting at the policy's time.
+    /// A budget that spins the policy's whole time in every wait.
     #[inline]
     pub fn new(policy: SpinPolicy) -> Self {
         let max_ns = u64::try_from(policy.spin_for.as_nanos()).unwrap_or(u64::MAX);
@@ -121,6 +132,16 @@ impl SpinBudget {
             phase_started_ns: None,
             phase_over: false,
             blocked_wait_started_ns: None,
+            adaptive: false,
+        }
+    }
+
+    /// A budget whose window learns from the waits, starting at the policy's time.
+    #[inline]
+    pub fn adaptive(policy: SpinPolicy) -> Self {
+        Self {
+            adaptive: true,
+            ..Self::new(policy)
         }
     }
 
@@ -166,7 +187,7 @@ impl SpinBudget {
 
     fn end_phase(&mut self, clock: &impl Clock, started: Option<u64>) {
         self.phase_over = true;
-        if self.max_ns > 0 && self.blocked_wait_started_ns.is_none() {
+        if self.adaptive && self.max_ns > 0 && self.blocked_wait_started_ns.is_none() {
             self.blocked_wait_started_ns = Some(started.unwrap_or_else(|| clock.now_ns()));
         }
     }
@@ -304,7 +325,7 @@ mod tests {
     #[test]
     fn a_blocking_policy_never_spins_nor_reads_the_clock() {
         let clock = Ticking::new(1);
-        let mut budget = SpinBudget::new(SpinPolicy::BLOCKING);
+        let mut budget = SpinBudget::adaptive(SpinPolicy::BLOCKING);
         for _ in 0..3 {
             assert!(!budget.keep_spinning(&clock));
             budget.work_came(&clock);
@@ -345,7 +366,7 @@ mod tests {
     #[test]
     fn waits_that_block_long_shrink_the_window_to_zero_and_short_ones_grow_it_back() {
         let clock = Ticking::new(1_000);
-        let mut budget = SpinBudget::new(SpinPolicy::micros(50));
+        let mut budget = SpinBudget::adaptive(SpinPolicy::micros(50));
         assert_eq!(budget.window(), Duration::from_micros(50));
         // Paced work, a millisecond apart: each wait halves the window, then blocks at once.
         for _ in 0..6 {
@@ -372,9 +393,19 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_budget_spins_its_whole_time_whatever_its_waits_took() {
+        let clock = Ticking::new(1_000);
+        let mut budget = SpinBudget::new(SpinPolicy::micros(50));
+        for _ in 0..6 {
+            blocked_wait(&mut budget, &clock, 1_000_000);
+        }
+        assert_eq!(budget.window(), Duration::from_micros(50));
+    }
+
+    #[test]
     fn a_wait_answered_while_spinning_leaves_the_window_and_reads_no_clock() {
         let clock = Ticking::new(1);
-        let mut budget = SpinBudget::new(SpinPolicy::micros(50));
+        let mut budget = SpinBudget::adaptive(SpinPolicy::micros(50));
         blocked_wait(&mut budget, &clock, 1_000_000);
         let window = budget.window();
         let reads = clock.reads.get();
@@ -387,7 +418,7 @@ mod tests {
     #[test]
     fn an_abandoned_wait_teaches_nothing() {
         let clock = Ticking::new(1_000);
-        let mut budget = SpinBudget::new(SpinPolicy::micros(50));
+        let mut budget = SpinBudget::adaptive(SpinPolicy::micros(50));
         while budget.keep_spinning(&clock) {}
         budget.abandon();
         clock.now.set(clock.now.get() + 10_000_000);

@@ -66,7 +66,8 @@ pub struct Connection<D: XenDevices> {
     /// answer), and the answers not taken yet.
     calls: CallTable<Instant>,
     server_clock: ServerClock,
-    /// How waits spin: the options' time at most, less while answers keep coming late.
+    /// How waits spin: the options' time, fixed (a PV guest's wake-ups can take longer than
+    /// the whole window, which an adaptive one would take for answers too late to spin for).
     spin: SpinBudget,
     failed: Option<Failure>,
     closed: bool,

@@ -314,7 +314,7 @@ impl Server {
         let clock = LoopClock::default();
         self.read_clock(&clock);
         let mut dispatcher = CatchPanics(dispatcher);
-        let mut spin = SpinBudget::new(self.config.spin);
+        let mut spin = SpinBudget::adaptive(self.config.spin);
         loop {
             let progressed = self.serve_all(&mut dispatcher, &clock, &mut events)?;
             self.forget_gone_tenants(&mut dispatcher, &mut events);

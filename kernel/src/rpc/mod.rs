@@ -23,11 +23,12 @@ use xenrpc_rendezvous::backend::EndKind;
 
 /// Work units (see `xenrpc_proto::fair`) served per connection before moving to the next.
 const BUDGET_PER_CONNECTION: u64 = xenrpc_proto::PASS_BUDGET;
-/// How long, at most, the loop keeps polling after the last request before it blocks (the
-/// protocol's spin-then-block policy, `xenrpc_proto::wait`): a client that sends its next call
-/// within this window is served without a wake-up. The window shrinks while calls come
-/// further apart than this (an idle service does not burn a window per call) and grows back
-/// when they come closer.
+/// How long the loop keeps polling after the last request before it blocks (the protocol's
+/// spin-then-block policy, `xenrpc_proto::wait`): a client that sends its next call within
+/// this window is served without a wake-up. A fixed window, not an adaptive one: a wake-up of
+/// this vCPU can take longer than the window (hundreds of µs under emulation), so every wait
+/// that blocked would look too long to spin for and the window would never reopen (measured:
+/// an adaptive window made null calls several times slower in bench-guest).
 const SPIN_NS: u64 = 50_000;
 /// How often a sleeping loop looks whether xenconsoled caught up with a dropping console.
 const CONSOLE_RECHECK_NS: u64 = 100_000_000;
@@ -163,8 +164,7 @@ pub fn run(registry: &mut Registry<'_>) -> ! {
             core::hint::spin_loop();
             continue;
         }
-        // Woken, the loop spins again (a wake-up may not be for work); it learns how long the
-        // idle spell lasted when work comes.
+        // Woken, the loop spins again (a wake-up may not be for work).
         spin.restart();
         let now = time::now_ns();
         let mut guard = BACKEND.lock();
