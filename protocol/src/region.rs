@@ -237,6 +237,28 @@ impl<'a> RegionView<'a> {
         Ok(())
     }
 
+    /// Copies whole words at a 4-aligned `offset` into `dst` (a multiple of 4 bytes long);
+    /// callers have checked the range.
+    #[inline]
+    fn load_words(&self, offset: usize, dst: &mut [u8]) {
+        for (i, chunk) in dst.chunks_exact_mut(4).enumerate() {
+            let word = self.word(offset + 4 * i).load(Ordering::Relaxed);
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+    }
+
+    /// Stores `src` (a multiple of 4 bytes long) as whole words at a 4-aligned `offset`;
+    /// callers have checked the range.
+    #[inline]
+    fn store_words(&self, offset: usize, src: &[u8]) {
+        for (i, chunk) in src.chunks_exact(4).enumerate() {
+            let mut word = [0u8; 4];
+            word.copy_from_slice(chunk);
+            self.word(offset + 4 * i)
+                .store(u32::from_ne_bytes(word), Ordering::Relaxed);
+        }
+    }
+
     /// Copies `dst.len()` bytes at `offset` into private memory, each byte read exactly once.
     #[inline]
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
@@ -254,12 +276,9 @@ impl<'a> RegionView<'a> {
             pos += n;
             rest = &mut rest[n..];
         }
-        let mut chunks = rest.chunks_exact_mut(4);
-        for chunk in &mut chunks {
-            chunk.copy_from_slice(&self.word(pos).load(Ordering::Relaxed).to_ne_bytes());
-            pos += 4;
-        }
-        let tail = chunks.into_remainder();
+        let (words, tail) = rest.split_at_mut(rest.len() / 4 * 4);
+        self.load_words(pos, words);
+        pos += words.len();
         if !tail.is_empty() {
             let word = self.word(pos).load(Ordering::Relaxed).to_ne_bytes();
             tail.copy_from_slice(&word[..tail.len()]);
@@ -294,15 +313,9 @@ impl<'a> RegionView<'a> {
             pos += n;
             rest = &rest[n..];
         }
-        let mut chunks = rest.chunks_exact(4);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 4];
-            word.copy_from_slice(chunk);
-            self.word(pos)
-                .store(u32::from_ne_bytes(word), Ordering::Relaxed);
-            pos += 4;
-        }
-        let tail = chunks.remainder();
+        let (words, tail) = rest.split_at(rest.len() / 4 * 4);
+        self.store_words(pos, words);
+        pos += words.len();
         if !tail.is_empty() {
             self.write_part_of_word(pos, 0, tail);
         }
@@ -380,10 +393,7 @@ impl<'a> RegionView<'a> {
         }
         // Whole words (slot headers): a loop of known length, which the compiler unrolls.
         self.check(offset, bytes.len())?;
-        for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
-            let word = self.word(offset + 4 * i).load(Ordering::Relaxed);
-            chunk.copy_from_slice(&word.to_ne_bytes());
-        }
+        self.load_words(offset, bytes);
         Ok(())
     }
 
@@ -398,12 +408,7 @@ impl<'a> RegionView<'a> {
         if offset % 4 == 0 && bytes.len() % 4 == 0 {
             // Whole words (slot headers): a loop of known length, which the compiler unrolls.
             self.check(offset, bytes.len())?;
-            for (i, chunk) in bytes.chunks_exact(4).enumerate() {
-                let mut word = [0u8; 4];
-                word.copy_from_slice(chunk);
-                self.word(offset + 4 * i)
-                    .store(u32::from_ne_bytes(word), Ordering::Relaxed);
-            }
+            self.store_words(offset, bytes);
             return Ok(());
         }
         self.write(offset, bytes)

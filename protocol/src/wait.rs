@@ -145,11 +145,6 @@ impl SpinBudget {
         }
     }
 
-    /// The policy's time: the longest window.
-    pub fn policy(&self) -> SpinPolicy {
-        SpinPolicy::nanos(self.max_ns)
-    }
-
     /// How long a spin phase lasts now.
     pub fn window(&self) -> core::time::Duration {
         core::time::Duration::from_nanos(self.window_ns)
