@@ -143,7 +143,16 @@ fn silent_and_rude_connections_are_closed_without_disturbing_others() {
     use std::os::fd::AsFd;
     use xenrpc_host::rendezvous;
 
-    let server = ServerProcess::start(&["--setup-timeout-ms", "200", "--max-clients", "4"]);
+    // Room for every attempt below, so that each is refused for what it does, never by the
+    // per-uid cap (which would close it before it speaks, and race the test's own send).
+    let server = ServerProcess::start(&[
+        "--setup-timeout-ms",
+        "200",
+        "--max-clients",
+        "4",
+        "--max-per-uid",
+        "4",
+    ]);
     let mut survivor = server.connect();
     let connect_raw = || {
         let socket = rustix::net::socket(
@@ -184,6 +193,10 @@ fn silent_and_rude_connections_are_closed_without_disturbing_others() {
 
     let stats = wait_for_stats(&mut survivor, |s| s.refused >= 3);
     assert_eq!((stats.connected, stats.dropped), (1, 0));
+    assert_eq!(
+        stats.refused_uid_cap, 0,
+        "each attempt is refused for itself"
+    );
     survivor
         .call(&echo::client::ping(&()), Some(TIMEOUT))
         .unwrap();
