@@ -154,6 +154,37 @@ pub fn pin_to_cpu(cpu: usize) -> bool {
     rustix::thread::sched_setaffinity(None, &set).is_ok()
 }
 
+/// Pins every thread of process `pid` to `cpu` (a thread it starts later inherits the affinity
+/// of the thread that starts it). Returns false when the machine has no such CPU, the process
+/// is gone, or a thread refuses.
+pub fn pin_process_to_cpu(pid: u32, cpu: usize) -> bool {
+    let mut set = rustix::thread::CpuSet::new();
+    if cpu >= rustix::thread::CpuSet::MAX_CPU {
+        return false;
+    }
+    set.set(cpu);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut pinned = true;
+    for task in tasks.flatten() {
+        let tid = task
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok());
+        let Some(tid) = tid.and_then(rustix::process::Pid::from_raw) else {
+            continue;
+        };
+        match rustix::thread::sched_setaffinity(Some(tid), &set) {
+            Ok(()) => {}
+            // A thread that exited between the listing and the call needs no pinning.
+            Err(rustix::io::Errno::SRCH) => {}
+            Err(_) => pinned = false,
+        }
+    }
+    pinned
+}
+
 /// Number of CPUs this process may run on.
 pub fn available_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)

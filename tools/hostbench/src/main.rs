@@ -7,7 +7,8 @@
 //! ping-pong timed per round trip; a raw eventfd round trip; Unix-socket request/response) and
 //! the peers (`peers`: SunRPC over TCP and a Unix socket, gRPC over TCP), and prints every
 //! xenrpc figure next to its ratios to its floor, the limit and each peer; then CPU per call
-//! of calls paced at 1,000 a second (an idle service's load); then an honest client's null
+//! of calls paced at 1,000 a second (an idle service's load, see `paced`), on two CPUs and on
+//! one; then an honest client's null
 //! calls alone and beside each attacker of `xenrpc_host::attack` (see `attackers`), as ratios
 //! to alone. Also writes the table as CSV and charts as SVG next to the binary's target
 //! directory (`target/xenrpc-hostbench.csv`, `.svg`).
@@ -36,14 +37,13 @@ use render::{output_path, render, render_csv, render_svg, size_label};
 
 mod attackers;
 mod latency;
+mod paced;
 mod peers;
 mod render;
 mod throughput;
 
 use peers::Peer;
-use throughput::{
-    client_role, echo_loop, echo_pipelined, multi_client_echo, paced_cpu, PACED_WARM_UP,
-};
+use throughput::{client_role, echo_loop, echo_pipelined, multi_client_echo};
 
 const SIZES: [usize; 4] = [64, 4096, 64 * 1024, 1024 * 1024];
 const CLIENT_CPU: usize = 0;
@@ -272,36 +272,23 @@ fn orchestrate(quick: bool, latency_only: bool, attacks_only: bool) -> io::Resul
     ]);
 
     // CPU per call when calls come seldom, as to an idle service: what spinning costs.
-    println!("paced calls ({} a second) ...", PACED_RATE);
-    let mut paced = Vec::new();
-    for (section, client, pid) in [
-        ("xenrpc spin", &mut spin_client, spin_server.pid()),
-        (
-            "xenrpc blocking",
-            &mut blocking_client,
-            blocking_server.pid(),
-        ),
-    ] {
-        let cpu = paced_cpu(budget.paced_calls, PACED_RATE, pid, ping(client))?;
-        paced.push((section, cpu));
-    }
-    for (server, client) in &mut peers {
-        let null = peers::null(server, client.as_mut());
-        let cpu = paced_cpu(budget.paced_calls, PACED_RATE, server.pid(), null)?;
-        paced.push((server.peer.name(), cpu));
-    }
-    // What every call that sleeps between calls pays at this pace: the pacing itself (the
-    // client's timed sleep), and a raw eventfd round trip (two sleeps and two wake-ups).
-    let floor_pid = floor_child.id();
-    let cpu = paced_cpu(budget.paced_calls, PACED_RATE, floor_pid, || Ok(()))?;
-    paced.push((PACING_ALONE, cpu));
-    let mut session = floor.eventfd_session(budget.paced_calls + PACED_WARM_UP)?;
-    let cpu = paced_cpu(budget.paced_calls, PACED_RATE, floor_pid, || {
-        session.round_trip()
-    })?;
-    session.finish()?;
-    paced.push((EVENTFD_FLOOR, cpu));
-    rows.extend(paced_rows(&paced));
+    rows.extend(paced::rows(
+        budget.paced_calls,
+        pinned,
+        &mut paced::Subjects {
+            xenrpc: [
+                ("xenrpc spin", &mut spin_client, spin_server.pid()),
+                (
+                    "xenrpc blocking",
+                    &mut blocking_client,
+                    blocking_server.pid(),
+                ),
+            ],
+            peers: &mut peers,
+            floor: &floor,
+            floor_pid: floor_child.id(),
+        },
+    )?);
 
     rows.extend(attackers::rows(budget.attack_time)?);
     if latency_only {
@@ -428,33 +415,6 @@ better).",
 /// Spin null calls per timed batch: a clock read costs about a tenth of one.
 const SPIN_BATCH: u64 = 100;
 
-/// Calls a second in the paced rows.
-const PACED_RATE: u32 = 1_000;
-const PACED_SECTION: &str = "paced: 1,000 null calls/s";
-
-/// What a paced row costs without any call: the harness's own timed sleep.
-const PACING_ALONE: &str = "pacing alone (no call)";
-
-/// One row per system (and per floor) of CPU per paced call, with its ratio to SunRPC TCP's.
-fn paced_rows(paced: &[(&'static str, f64)]) -> Vec<Row> {
-    let sunrpc = paced
-        .iter()
-        .find(|(name, _)| *name == Peer::SunRpcTcp.name())
-        .map(|&(_, cpu)| cpu);
-    paced
-        .iter()
-        .map(|&(name, cpu)| {
-            let mut row = Row::new(PACED_SECTION, name);
-            row.calls_per_s = Some(f64::from(PACED_RATE));
-            row.cpu_ns_per_call = Some(cpu);
-            if let (Some(base), false) = (sunrpc, name == Peer::SunRpcTcp.name()) {
-                row.ratios.push((cpu / base, "SunRPC TCP CPU".into()));
-            }
-            row
-        })
-        .collect()
-}
-
 /// The aims of the spin path (issue: a faster spin path), each met or not.
 fn print_aims(rows: &[Row]) {
     let ratio_to = |section: &str, name: &str, label: &str| {
@@ -463,44 +423,49 @@ fn print_aims(rows: &[Row]) {
             .and_then(|r| r.ratios.iter().find(|(_, l)| l == label))
             .map(|(ratio, _)| *ratio)
     };
-    for (what, ratio, aim) in [
-        (
-            "xenrpc spin null-call p50 within 3x the physical limit",
-            ratio_to("xenrpc spin", NULL_CALL, "limit"),
-            3.0,
+    let print_aim = |what: &str, ratio: Option<f64>, aim: f64| match ratio {
+        Some(r) => println!(
+            "aim: {what}: {r:.3}x, {}",
+            if r <= aim { "met" } else { "NOT met" }
         ),
-        (
-            "xenrpc blocking null-call p50 within 1.2x the raw eventfd round trip",
-            ratio_to("xenrpc blocking", NULL_CALL, "eventfd RTT"),
-            1.2,
-        ),
-        (
-            "xenrpc blocking CPU per paced call within 1/5 of SunRPC TCP's",
-            ratio_to(PACED_SECTION, "xenrpc blocking", "SunRPC TCP CPU"),
-            0.2,
-        ),
-        (
-            "xenrpc spin CPU per paced call within 1/5 of SunRPC TCP's",
-            ratio_to(PACED_SECTION, "xenrpc spin", "SunRPC TCP CPU"),
-            0.2,
-        ),
-    ] {
-        match ratio {
-            Some(r) => println!(
-                "aim: {what}: {r:.3}x, {}",
-                if r <= aim { "met" } else { "NOT met" }
-            ),
-            None => println!("aim: {what}: not measured"),
+        None => println!("aim: {what}: not measured"),
+    };
+    print_aim(
+        "xenrpc spin null-call p50 within 3x the physical limit",
+        ratio_to("xenrpc spin", NULL_CALL, "limit"),
+        3.0,
+    );
+    print_aim(
+        "xenrpc blocking null-call p50 within 1.2x the raw eventfd round trip",
+        ratio_to("xenrpc blocking", NULL_CALL, "eventfd RTT"),
+        1.2,
+    );
+    for placement in paced::Placement::ALL {
+        let section = placement.section();
+        let to_sunrpc = |name| ratio_to(section, name, paced::SUNRPC_CPU);
+        for mode in ["xenrpc blocking", "xenrpc spin"] {
+            print_aim(
+                &format!(
+                    "{mode} CPU per paced call within 1/5 of SunRPC TCP's ({})",
+                    placement.label()
+                ),
+                to_sunrpc(mode),
+                0.2,
+            );
+            if let Some(net) = ratio_to(section, mode, paced::SUNRPC_CPU_NET) {
+                println!("  (with the pacing alone taken out of both: {net:.3}x)");
+            }
         }
-    }
-    if let (Some(eventfd), Some(pacing)) = (
-        ratio_to(PACED_SECTION, EVENTFD_FLOOR, "SunRPC TCP CPU"),
-        ratio_to(PACED_SECTION, PACING_ALONE, "SunRPC TCP CPU"),
-    ) {
-        println!(
-            "  (paced, a raw eventfd round trip costs {eventfd:.3}x SunRPC TCP's CPU and the \
-             pacing alone {pacing:.3}x: no call that sleeps between calls goes below the first)"
-        );
+        if let (Some(eventfd), Some(pacing)) =
+            (to_sunrpc(EVENTFD_FLOOR), to_sunrpc(paced::PACING_ALONE))
+        {
+            println!(
+                "  ({}: a raw eventfd round trip at this pace costs {eventfd:.3}x SunRPC TCP's \
+                 CPU, the pacing alone {pacing:.3}x; no call whose both ends sleep between \
+                 calls goes below the first)",
+                placement.label()
+            );
+        }
     }
 }
 

@@ -218,32 +218,3 @@ fn wait_output_within(
         }
     }
 }
-
-/// Unpaced calls before a paced row's.
-pub const PACED_WARM_UP: u64 = 3;
-
-/// Makes `count` calls paced at `rate` a second (sleeping between them, as an idle service's
-/// clients would leave it), after a few unpaced ones; returns CPU ns per call of this process
-/// and `server`.
-pub fn paced_cpu(
-    count: u64,
-    rate: u32,
-    server: u32,
-    mut call: impl FnMut() -> io::Result<()>,
-) -> io::Result<f64> {
-    for _ in 0..PACED_WARM_UP {
-        call()?;
-    }
-    let interval = Duration::from_secs(1) / rate.max(1);
-    let cpu_before = own_and_server_cpu(Some(server))?;
-    let start = Instant::now();
-    for i in 0..count {
-        let due = start + interval * (i as u32);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        call()?;
-    }
-    let cpu = own_and_server_cpu(Some(server))? - cpu_before;
-    Ok(cpu.as_nanos() as f64 / count.max(1) as f64)
-}
