@@ -68,20 +68,35 @@ pub struct Scenario {
     needs_net: bool,
 }
 
+impl Scenario {
+    /// A scenario that needs nothing beyond Xen and its dom0 (its header adds the rest).
+    fn new(name: String, summary: String, kind: Kind, timeout: Duration) -> Self {
+        Scenario {
+            name,
+            summary,
+            kind,
+            timeout,
+            needs_kernel: false,
+            needs_unprotected: false,
+            needs_examples: false,
+            needs_linux_guest: false,
+            needs_client: false,
+            needs_net: false,
+        }
+    }
+}
+
 /// Lists the scenarios: the built-in `dom0-selftest`, then tests/testbed/*.sh by name.
 pub fn scenarios(paths: &Paths) -> Result<Vec<Scenario>> {
     let mut found = vec![Scenario {
-        name: SELFTEST_SCENARIO.into(),
-        summary: "the kernel boots as dom0 straight from Xen (no Linux) and passes its self-tests"
-            .into(),
-        kind: Kind::KernelAsDom0,
-        timeout: Duration::from_secs(120),
         needs_kernel: true,
-        needs_unprotected: false,
-        needs_examples: false,
-        needs_linux_guest: false,
-        needs_client: false,
-        needs_net: false,
+        ..Scenario::new(
+            SELFTEST_SCENARIO.into(),
+            "the kernel boots as dom0 straight from Xen (no Linux) and passes its self-tests"
+                .into(),
+            Kind::KernelAsDom0,
+            Duration::from_secs(120),
+        )
     }];
     let dir = paths.scenarios_dir();
     let mut scripts: Vec<PathBuf> = fs::read_dir(&dir)
@@ -115,20 +130,14 @@ fn parse_scenario(script: &Path) -> Result<Scenario> {
         bail!("scenario name {name:?}: use letters, digits, '-' and '_' only");
     }
     let text = fs::read_to_string(script).with_context(|| format!("read {}", script.display()))?;
-    let mut scenario = Scenario {
+    let mut scenario = Scenario::new(
         name,
-        summary: String::new(),
-        kind: Kind::LinuxDom0 {
+        String::new(),
+        Kind::LinuxDom0 {
             script: script.to_path_buf(),
         },
-        timeout: Duration::from_secs(300),
-        needs_kernel: false,
-        needs_unprotected: false,
-        needs_examples: false,
-        needs_linux_guest: false,
-        needs_client: false,
-        needs_net: false,
-    };
+        Duration::from_secs(300),
+    );
     for line in text.lines() {
         let Some((key, value)) = line
             .strip_prefix("# testbed-")

@@ -377,18 +377,7 @@ mod tests {
     use super::*;
 
     fn scenario(kind: Kind) -> Scenario {
-        Scenario {
-            name: "domu".into(),
-            summary: String::new(),
-            kind,
-            timeout: Duration::from_secs(1),
-            needs_kernel: false,
-            needs_unprotected: false,
-            needs_examples: false,
-            needs_linux_guest: false,
-            needs_client: false,
-            needs_net: false,
-        }
+        Scenario::new("domu".into(), String::new(), kind, Duration::from_secs(1))
     }
 
     fn watch(s: &Scenario) -> Watch<'_> {
